@@ -1,0 +1,1 @@
+"""fabstack: provision and deploy Django sites (nginx + gunicorn) over SSH."""

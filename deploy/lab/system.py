@@ -1,0 +1,85 @@
+"""Controller-side plumbing for the lab: running commands, preflight checks, mounts.
+
+The lab drives the kernel directly (overlayfs, network namespaces, veth, a bridge),
+so it needs root on Linux and a handful of Debian packages; every check here turns a
+confusing low-level failure into one line that names the missing piece and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+
+class LabError(Exception):
+    """A lab failure with a one-line message a user can act on."""
+
+
+# command -> Debian package that provides it
+REQUIRED_COMMANDS = {
+    "debootstrap": "debootstrap",
+    "systemd-nspawn": "systemd-container",
+    "tinyproxy": "tinyproxy",
+    "ip": "iproute2",
+    "unshare": "util-linux",
+    "ssh-keygen": "openssh-client",
+}
+
+
+def sh(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run a controller command; raise LabError with its stderr on failure."""
+    proc = subprocess.run(args, capture_output=True, text=True, input=input)
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise LabError(f"{' '.join(args)} failed: {detail[-1] if detail else proc.returncode}")
+    return proc
+
+
+def preflight() -> None:
+    """Fail fast on the conditions the lab cannot work around."""
+    if platform.system() != "Linux":
+        raise LabError(f"the lab needs Linux (namespaces, overlayfs); this is {platform.system()}")
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (mounts and network namespaces): run it with sudo")
+    missing = sorted({pkg for cmd, pkg in REQUIRED_COMMANDS.items() if not shutil.which(cmd)})
+    if missing:
+        raise LabError(f"missing system packages: {' '.join(missing)}; install with: apt-get install {' '.join(missing)}")
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below path, deepest first (the order to unmount them)."""
+    prefix = str(path.resolve())
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def unmount_all(path: Path) -> None:
+    for point in mounts_under(path):
+        if sh("umount", point, check=False).returncode != 0:
+            sh("umount", "-l", point, check=False)
+    if mounts_under(path):
+        raise LabError(f"could not unmount everything under {path}; see: grep {path} /proc/self/mountinfo")
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf that refuses to cross into a mount (a still-mounted root would be emptied)."""
+    if not path.exists():
+        return
+    unmount_all(path)
+    sh("rm", "-rf", "--one-file-system", str(path))
+
+
+def pid_alive(pid: int, needle: str) -> bool:
+    """True when pid runs and its command line contains needle (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return needle.encode() in cmdline
