@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -160,7 +161,6 @@ class Lab:
     def _boot(self, host: Host) -> None:
         self.network.add_host(host.netns, host.veth, host.address)
         root = self._dir(host) / "root"
-        log = open(self._dir(host) / "console.log", "ab")
         if host.init == "systemd":
             _ensure_nspawn_tmpfs()
             argv = [
@@ -173,8 +173,22 @@ class Lab:
                 f"mount -t sysfs sysfs {root}/sys; mount --rbind /dev {root}/dev; mkdir -p {root}/run/sshd; "
                 f"exec chroot {root} /usr/sbin/sshd -D -e"
             )
-            argv = ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--pid", "--uts", "--fork", "bash", "-c", script]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            argv = [
+                "ip",
+                "netns",
+                "exec",
+                host.netns,
+                "unshare",
+                "--mount",
+                "--pid",
+                "--uts",
+                "--fork",
+                "bash",
+                "-c",
+                script,
+            ]
+        with open(self._dir(host) / "console.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         host.pid = proc.pid
         self._save(host)
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -289,10 +303,8 @@ def _ssh_banner(address: str, timeout: float) -> bool:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _ensure_nspawn_tmpfs() -> None:

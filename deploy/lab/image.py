@@ -16,9 +16,7 @@ from pathlib import Path
 from deploy.lab.system import LabError, remove_tree, sh
 
 SUITES = ("bookworm", "trixie")
-PACKAGES = (
-    "openssh-server,python3,ca-certificates,procps,systemd,systemd-sysv,dbus,iproute2,curl,sudo"
-)
+PACKAGES = "openssh-server,python3,ca-certificates,procps,systemd,systemd-sysv,dbus,iproute2,curl,sudo"
 COMPLETE = ".fabstack-complete"
 CONTROLLER_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -57,7 +55,9 @@ def base_image(cache: Path, suite: str, proxy_url: str, log) -> Path:
     remove_tree(partial)
     cache.mkdir(parents=True, exist_ok=True)
     log(f"building the {suite} base image once (about a minute); it is cached in {cache}")
-    proc = sh("debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(partial), debian_mirror(), check=False)
+    proc = sh(
+        "debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(partial), debian_mirror(), check=False
+    )
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         raise LabError(f"debootstrap {suite} failed: {' / '.join(tail)}")
@@ -91,7 +91,9 @@ def snapshot_layers(snapshots: Path, name: str) -> dict:
     meta = snapshots / name / "meta.json"
     if not meta.exists():
         known = sorted(p.name for p in snapshots.glob("*") if (p / "meta.json").exists()) if snapshots.exists() else []
-        raise LabError(f"no snapshot named {name!r}; saved: {', '.join(known) or 'none'} (make one with fab lab.snapshot NAME)")
+        raise LabError(
+            f"no snapshot named {name!r}; saved: {', '.join(known) or 'none'} (make one with fab lab.snapshot NAME)"
+        )
     return json.loads(meta.read_text())
 
 

@@ -99,10 +99,14 @@ class Network:
             f"Port {PROXY_PORT}\nListen {self.gateway}\nTimeout 600\nMaxClients 200\n"
             f"Allow {self.net}\nConnectPort 443\nConnectPort 80\nLogLevel Warning\n"
         )
-        log = open(run / "tinyproxy.log", "ab")
-        proc = subprocess.Popen(
-            ["tinyproxy", "-d", "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        with open(run / "tinyproxy.log", "ab") as log:
+            proc = subprocess.Popen(
+                ["tinyproxy", "-d", "-c", str(conf)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._proxy_pidfile.write_text(str(proc.pid))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

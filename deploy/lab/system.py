@@ -46,7 +46,9 @@ def preflight() -> None:
         raise LabError("the lab needs root (mounts and network namespaces): run it with sudo")
     missing = sorted({pkg for cmd, pkg in REQUIRED_COMMANDS.items() if not shutil.which(cmd)})
     if missing:
-        raise LabError(f"missing system packages: {' '.join(missing)}; install with: apt-get install {' '.join(missing)}")
+        raise LabError(
+            f"missing system packages: {' '.join(missing)}; install with: apt-get install {' '.join(missing)}"
+        )
 
 
 def mounts_under(path: Path) -> list[str]:

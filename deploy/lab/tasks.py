@@ -50,7 +50,9 @@ def status(c):
     if not rows:
         print("lab: no hosts (start some with fab lab.up --count 2)")
     for row in rows:
-        print(f"{row['name']:<12} root@{row['address']:<15} init={row['init']:<8} suite={row['suite']:<9} {row['state']}")
+        print(
+            f"{row['name']:<12} root@{row['address']:<15} init={row['init']:<8} suite={row['suite']:<9} {row['state']}"
+        )
 
 
 @task(help={"name": "snapshot name", "host": "lab host to save (default: the first one)"})

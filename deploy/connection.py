@@ -1,0 +1,68 @@
+"""SSH connections with strict host keys.
+
+Fabric's Connection trusts any host key it has not seen (paramiko's AutoAddPolicy) and
+never reads known_hosts; a provisioning tool that runs as root must not. We load the
+user's known_hosts, the lab's and any listed in settings, and reject unknown keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+
+
+class ConnectError(Exception):
+    """A host could not be reached or trusted; the message says why and what to do."""
+
+
+def lab_home() -> Path:
+    """Where the lab keeps its state and known_hosts (shared with deploy.lab)."""
+    return Path(os.environ.get("FABSTACK_LAB_DIR", "/var/lib/fabstack-lab"))
+
+
+def known_hosts_files(extra: list[str]) -> list[Path]:
+    files = [Path.home() / ".ssh" / "known_hosts", lab_home() / "known_hosts", *map(Path, extra)]
+    return [path.expanduser() for path in files]
+
+
+def check_host_string(target: str) -> str:
+    """Return the host string, or raise ValueError naming it and the expected form."""
+    if not HOST_RE.match(target) or target.rsplit(":", 1)[-1] == "0":
+        raise ValueError(f"host {target!r} is not a valid host string; use [user@]host[:port], e.g. root@203.0.113.5")
+    return target
+
+
+def connect(target: str, config: Config | None, known_hosts: list[str], timeout: int) -> Connection:
+    """Open an SSH connection that only accepts host keys listed in known_hosts."""
+    conn = Connection(target, config=config or Config(), connect_timeout=timeout)
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    keys = conn.client.get_host_keys()
+    for path in known_hosts_files(known_hosts):
+        if path.is_file():
+            keys.load(str(path))  # HostKeys.load: read only, never written back
+    try:
+        conn.open()
+    except paramiko.BadHostKeyException as exc:
+        raise ConnectError(
+            f"HOST KEY CHANGED for {conn.host}: got {exc.key.get_name()} {exc.key.fingerprint}; "
+            "this may be an attack. Nothing was changed. If the server was rebuilt, remove its old key: "
+            f"ssh-keygen -R {conn.host}"
+        ) from None
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc):
+            raise ConnectError(
+                f"{conn.host}: host key unknown; check its fingerprint, then trust it with: "
+                f"ssh-keyscan -p {conn.port} {conn.host} >> ~/.ssh/known_hosts"
+            ) from None
+        raise ConnectError(f"{conn.host}: SSH failed: {exc}") from None
+    except TimeoutError:
+        raise ConnectError(f"{conn.host}:{conn.port} unreachable: no answer within {timeout}s") from None
+    except OSError as exc:
+        raise ConnectError(f"{conn.host}:{conn.port} unreachable: {exc.strerror or exc}") from None
+    return conn

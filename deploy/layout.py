@@ -1,0 +1,57 @@
+"""Where things live on a host: one place for every path fabstack manages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploy.settings import Settings
+
+
+@dataclass(frozen=True)
+class Layout:
+    app: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Layout:
+        return cls(settings.app_name)
+
+    @property
+    def root(self) -> str:
+        return f"/srv/{self.app}"
+
+    venv = property(lambda self: f"{self.root}/venv")
+    releases = property(lambda self: f"{self.root}/releases")
+    current = property(lambda self: f"{self.root}/current")
+    config = property(lambda self: f"{self.root}/config")
+    gunicorn_conf = property(lambda self: f"{self.root}/config/gunicorn.conf.py")
+    shared = property(lambda self: f"{self.root}/shared")
+    media = property(lambda self: f"{self.root}/shared/media")
+    data = property(lambda self: f"{self.root}/shared/data")
+    secret_key = property(lambda self: f"{self.root}/shared/data/secret_key")
+    database = property(lambda self: f"{self.root}/shared/data/db.sqlite3")
+    run = property(lambda self: f"{self.root}/run")
+    pidfile = property(lambda self: f"{self.root}/run/gunicorn.pid")
+    logs = property(lambda self: f"/var/log/{self.app}")
+    venv_marker = property(lambda self: f"{self.root}/venv/.fabstack-packages")
+    requirements_marker = property(lambda self: f"{self.root}/venv/.fabstack-project-requirements")
+    nginx_site = property(lambda self: f"/etc/nginx/sites-available/{self.app}.conf")
+    nginx_link = property(lambda self: f"/etc/nginx/sites-enabled/{self.app}.conf")
+
+    NGINX_DEFAULT = "/etc/nginx/sites-available/default"
+    NGINX_DEFAULT_LINK = "/etc/nginx/sites-enabled/default"
+    NGINX_DEFAULT_BACKUP = "/etc/nginx/sites-available/default.bak"
+    APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+
+    def directories(self) -> list[tuple[str, str, str, str]]:
+        """(path, owner, group, mode) for every directory provision creates."""
+        app = self.app
+        return [
+            (self.root, "root", "root", "755"),
+            (self.releases, "root", "root", "755"),
+            (self.config, "root", app, "750"),
+            (self.shared, "root", "root", "755"),
+            (self.media, app, app, "755"),
+            (self.data, app, app, "700"),
+            (self.run, app, app, "755"),
+            (self.logs, app, "adm", "750"),
+        ]

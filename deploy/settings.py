@@ -1,0 +1,241 @@
+"""Settings: one YAML file, defaults, and validation that runs before any host is touched.
+
+Every key is declared once in SCHEMA, with its type, default and meaning; docs/settings.md
+is generated from it (a test fails when they differ), so the reference cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_PROJECT = REPO / "templates" / "sample"
+WORKER_CLASSES = ("sync", "gevent", "gthread")
+LOGLEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class SettingsError(Exception):
+    """Bad input: the message names the value and the fix, on one line."""
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: type | tuple
+    default: Any
+    help: str
+    check: Callable[[Any], str] | None = None  # returns an error fix text, or ""
+
+
+def _port(value: int) -> str:
+    return "" if 1 <= value <= 65535 else "use a port from 1 to 65535"
+
+
+def _at_least(low: int) -> Callable[[int], str]:
+    return lambda value: "" if value >= low else f"use a number >= {low}"
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    return lambda value: "" if value in choices else f"use one of: {', '.join(choices)}"
+
+
+def _unix_name(value: str) -> str:
+    return (
+        ""
+        if re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value)
+        else "use lowercase letters, digits, '-' or '_' (a Unix user name)"
+    )
+
+
+def _abs_path(value: str) -> str:
+    return "" if value.startswith("/") and " " not in value else "use an absolute path without spaces"
+
+
+def _worker_class(value: str) -> str:
+    if value == "meinheld" or value.startswith("egg:meinheld"):
+        return "meinheld is unmaintained since 2020 and does not install beside current gevent; use gevent"
+    return _one_of(*WORKER_CLASSES)(value)
+
+
+def _wsgi(value: str) -> str:
+    ok = re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value)
+    return "" if ok else "use module.path:callable, e.g. mysite.wsgi:application"
+
+
+def _bind(value: str) -> str:
+    if value.startswith("unix:"):
+        return ""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or _port(int(port)):
+        return "use HOST:PORT (e.g. 127.0.0.1:8000) or unix:/path"
+    if host in ("0.0.0.0", "::", "[::]", "*"):
+        return "gunicorn must be reachable only through nginx: bind to 127.0.0.1:PORT"
+    return ""
+
+
+def _server_name(value: str) -> str:
+    return (
+        "" if re.fullmatch(r"[\w.*~^$\\-]+( [\w.*~^$\\-]+)*", value) else "use domain names separated by spaces, or _"
+    )
+
+
+def _url_prefix(value: str) -> str:
+    return "" if re.fullmatch(r"/[\w./-]*/", value) else "use a path that starts and ends with '/', e.g. /static/"
+
+
+def _url_path(value: str) -> str:
+    return "" if re.fullmatch(r"/[\w./?=&-]*", value) else "use a path that starts with '/', e.g. /healthz"
+
+
+def _requirement(value: str) -> str:
+    return "" if re.fullmatch(r"[<>=!~,.\w* ]*", value) else "use a pip version specifier such as >=5.2,<6"
+
+
+SCHEMA: tuple[Key, ...] = (
+    Key("app_name", str, "django", "Name of the app: its system user, /srv/NAME and the nginx site.", _unix_name),
+    Key(
+        "project_path", str, "", "Local path of the Django project to deploy; empty deploys the bundled sample project."
+    ),
+    Key("wsgi_module", str, "sample.wsgi:application", "The WSGI callable gunicorn serves.", _wsgi),
+    Key("settings_module", str, "", "DJANGO_SETTINGS_MODULE; empty means the wsgi module's package + .settings."),
+    Key("server_name", str, "_", "nginx server_name: the site's domain names; _ answers any name.", _server_name),
+    Key("listen_port", int, 80, "Port nginx listens on.", _port),
+    Key("bind", str, "127.0.0.1:8000", "Where gunicorn listens; loopback or a unix socket only.", _bind),
+    Key("workers", int, 0, "gunicorn worker processes; 0 means 2 x the host's cores + 1.", _at_least(0)),
+    Key("worker_class", str, "gevent", "gunicorn worker class: sync, gevent or gthread.", _worker_class),
+    Key("threads", int, 1, "Threads per worker (gthread only).", _at_least(1)),
+    Key("worker_connections", int, 1000, "Simultaneous clients per gevent worker.", _at_least(1)),
+    Key("backlog", int, 2048, "gunicorn listen backlog (pending connections).", _at_least(1)),
+    Key("timeout", int, 30, "Seconds before a silent worker is killed and restarted.", _at_least(1)),
+    Key("loglevel", str, "info", "gunicorn error log level.", _one_of(*LOGLEVELS)),
+    Key(
+        "django_version",
+        str,
+        ">=5.2,<7",
+        "pip specifier for Django (pip picks the newest the host's Python runs).",
+        _requirement,
+    ),
+    Key("gunicorn_version", str, ">=23", "pip specifier for gunicorn (installed with its gevent extra).", _requirement),
+    Key("gevent_version", str, ">=24", "pip specifier for gevent.", _requirement),
+    Key(
+        "apt_cache_max_age",
+        int,
+        3600,
+        "Seconds before apt package lists count as stale and apt-get update runs.",
+        _at_least(0),
+    ),
+    Key("allowed_hosts", list, ["*"], "Django ALLOWED_HOSTS given to the app (the sample reads it)."),
+    Key(
+        "static_url", str, "/static/", "URL prefix nginx serves from the release's collected static files.", _url_prefix
+    ),
+    Key("media_url", str, "/media/", "URL prefix nginx serves from the shared media directory.", _url_prefix),
+    Key("static_dir", str, "staticfiles", "The project's STATIC_ROOT, relative to the project root."),
+    Key("health_path", str, "/", "Path requested after a deploy to check the app answers.", _url_path),
+    Key("known_hosts", list, [], "Extra known_hosts files to trust, besides ~/.ssh/known_hosts and the lab's."),
+    Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
+    Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
+    Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
+)
+KEYS = {key.name: key for key in SCHEMA}
+
+
+@dataclass
+class Settings:
+    values: dict = field(default_factory=dict)
+    source: str = "defaults"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def project(self) -> Path:
+        return Path(self.values["project_path"]).expanduser() if self.values["project_path"] else SAMPLE_PROJECT
+
+    @property
+    def django_settings(self) -> str:
+        return self.values["settings_module"] or self.wsgi_module.split(":")[0].rsplit(".", 1)[0] + ".settings"
+
+    @property
+    def app_root(self) -> str:
+        return f"/srv/{self.app_name}"
+
+
+def load(path: str | None = None, overrides: dict | None = None) -> Settings:
+    """Read the settings file (if any), apply task-flag overrides, validate everything."""
+    path = path or os.environ.get("FABSTACK_SETTINGS") or ("fabstack.yaml" if Path("fabstack.yaml").exists() else "")
+    raw: dict = {}
+    if path:
+        raw = _read_yaml(Path(path))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            raw[name] = value
+    return validate(raw, source=path or "defaults")
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml  # lazy: fab start-up should not pay for it when there is no file
+
+    if not path.exists():
+        raise SettingsError(f"settings file {path} does not exist; create it or drop --settings")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SettingsError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def validate(raw: dict, source: str = "defaults") -> Settings:
+    values = {key.name: key.default for key in SCHEMA}
+    for name, value in raw.items():
+        key = KEYS.get(name)
+        if key is None:
+            close = [k for k in KEYS if k.split("_")[0] == str(name).split("_")[0]]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SettingsError(f"unknown setting {name!r} in {source}{hint}; see docs/settings.md")
+        values[name] = _coerce(key, value)
+    settings = Settings(values, source)
+    _check_project(settings)
+    return settings
+
+
+def _coerce(key: Key, value: Any) -> Any:
+    if key.type is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if key.type is list and isinstance(value, str):
+        value = [item for item in value.split(",") if item]
+    if isinstance(value, bool) or not isinstance(value, key.type):
+        raise SettingsError(f"setting {key.name}={value!r}: expected {key.type.__name__}, got {type(value).__name__}")
+    if key.check:
+        fix = key.check(value)
+        if fix:
+            raise SettingsError(f"setting {key.name}={value!r} is invalid: {fix}")
+    return value
+
+
+def _check_project(settings: Settings) -> None:
+    project = settings.project
+    if not project.is_dir():
+        raise SettingsError(
+            f"setting project_path={str(project)!r}: no such directory; point it at your Django project"
+        )
+    module = settings.wsgi_module.split(":")[0]
+    as_path = project / Path(*module.split("."))
+    if not (as_path.with_suffix(".py").is_file() or (as_path / "__init__.py").is_file()):
+        raise SettingsError(
+            f"setting wsgi_module={settings.wsgi_module!r}: {module} not found in {project}; "
+            "set wsgi_module to your project's module:callable"
+        )
+    if not (project / "manage.py").is_file():
+        raise SettingsError(f"setting project_path={str(project)!r}: no manage.py there; point it at the project root")

@@ -1,0 +1,90 @@
+"""Server steps (provision): packages, the app user, directories, virtualenv, secret."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+from deploy.facts import PACKAGES
+from deploy.layout import Layout
+from deploy.runner import HostRun
+
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
+
+
+def apt_packages(h: HostRun) -> bool:
+    """nginx, python3, python3-venv in one apt-get call; update lists only when stale."""
+    missing = [p for p in PACKAGES if h.facts.get(f"pkg.{p}") != "installed"]
+    if not missing:
+        return False
+    stamp = int(h.facts.get("apt_stamp") or 0)
+    stale = int(h.facts["now"]) - stamp > h.settings.apt_cache_max_age
+    update = f"{APT} update && mkdir -p /var/lib/apt/periodic && touch {Layout.APT_STAMP} && " if stale else ""
+    h.change(f"{update}{APT} install -y --no-install-recommends {' '.join(missing)}")
+    return True
+
+
+def app_user(h: HostRun) -> bool:
+    """A system user for the app: no login shell, never root."""
+    if h.facts.get("user"):
+        return False
+    layout = Layout.of(h.settings)
+    h.change(
+        f"useradd --system --user-group --home-dir {layout.root} --no-create-home "
+        f"--shell /usr/sbin/nologin {shlex.quote(layout.app)}"
+    )
+    return True
+
+
+def directories(h: HostRun) -> bool:
+    """The app's directories with their owners and modes (code is root's, data the app's)."""
+    commands = [
+        f"install -d -o {owner} -g {group} -m {mode} {path}"
+        for path, owner, group, mode in Layout.of(h.settings).directories()
+        if h.facts.get(f"dir.{path}") != f"{owner}:{group} {mode}"
+    ]
+    if commands:
+        h.change(" && ".join(commands))
+    return bool(commands)
+
+
+def requirements(settings) -> list[str]:
+    return [
+        f"Django{settings.django_version}",
+        f"gunicorn[gevent]{settings.gunicorn_version}",
+        f"gevent{settings.gevent_version}",
+    ]
+
+
+def virtualenv(h: HostRun) -> bool:
+    """A virtualenv (PEP 668: no system-wide pip) with Django, gunicorn and gevent."""
+    layout = Layout.of(h.settings)
+    wanted = requirements(h.settings)
+    python = h.facts.get("python", "")
+    marker = hashlib.sha256("\n".join([python, *wanted]).encode()).hexdigest()[:16]
+    if h.facts.get("venv_marker") == marker and h.facts.get("venv_version") == python:
+        return False
+    pip = f"{layout.venv}/bin/pip install --disable-pip-version-check -q"
+    # Recreate only for a new Python; otherwise upgrade in place under the running app.
+    fresh = f"rm -rf {layout.venv} && " if h.facts.get("venv_version") not in ("", python) else ""
+    h.change(
+        f"{fresh}python3 -m venv {layout.venv} && {pip} {' '.join(map(shlex.quote, wanted))} "
+        f"&& echo {marker} > {layout.venv_marker}"
+    )
+    h.notify("restart_app")  # a new interpreter or gunicorn needs a new master, not a HUP
+    return True
+
+
+def secret_key(h: HostRun) -> bool:
+    """Django's SECRET_KEY: generated on the host, readable by the app user alone."""
+    layout = Layout.of(h.settings)
+    meta = h.facts.get(f"file.{layout.secret_key}", "").partition(" ")[2]
+    owner = f"{layout.app}:{layout.app} 600"
+    if meta == owner:
+        return False
+    path = layout.secret_key
+    h.change(
+        f"umask 077 && {{ [ -s {path} ] || {{ python3 -c 'import secrets; print(secrets.token_urlsafe(50))' "
+        f"> {path}.new && mv -f {path}.new {path}; }}; }} && chown {layout.app}:{layout.app} {path} && chmod 600 {path}"
+    )
+    return True

@@ -1,0 +1,5 @@
+from django.urls import path
+
+from sample import views
+
+urlpatterns = [path("", views.index)]
