@@ -59,7 +59,7 @@ def app_control(action: str):
         commands = {
             "start": None if running else app.start_command(h),
             "stop": app.stop_command(layout) if running else None,
-            "restart": app.stop_command(layout) + "\n" + app.start_command(h),
+            "restart": app.restart_command(h),
             "reload": app.reload_command(h) if running else app.start_command(h),
         }
 

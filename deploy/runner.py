@@ -157,9 +157,7 @@ class HostRun:
         if self._stage:
             self.conn.run(f"rm -rf {self._stage}", hide=True, warn=True, in_stream=False)
             self._stage = ""
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
+        self._sftp = None  # Fabric caches the SFTP session on the connection; later tasks reuse it
 
 
 Plan = Callable[[HostRun], None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -14,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deploy.connection import lab_home
 from deploy.lab import image
 from deploy.lab.network import Network
 from deploy.lab.system import LabError, mounts_under, pid_alive, preflight, remove_tree, sh
 
-DEFAULT_HOME = "/var/lib/fabstack-lab"
 INITS = ("systemd", "sshd")
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,10}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,7}$")
 BOOT_TIMEOUT = 60
 
 
@@ -33,14 +34,15 @@ class Host:
     suite: str
     layers: list[str]
     pid: int = 0
+    tag: str = ""  # the lab's tag: interface and namespace names are global, so they carry it
 
     @property
     def netns(self) -> str:
-        return f"fslab-{self.name}"
+        return f"fs{self.tag}-{self.name}"
 
     @property
     def veth(self) -> str:
-        return f"fsv-{self.name}"
+        return self.netns
 
     @property
     def target(self) -> str:
@@ -49,8 +51,7 @@ class Host:
 
 def default_lab() -> Lab:
     """The lab the `fab lab.*` tasks and fabstack's default known_hosts refer to."""
-    home = Path(os.environ.get("FABSTACK_LAB_DIR", DEFAULT_HOME))
-    return Lab(home, subnet=os.environ.get("FABSTACK_LAB_SUBNET", "10.77.0.0/24"))
+    return Lab(lab_home(), subnet=os.environ.get("FABSTACK_LAB_SUBNET", "10.77.0.0/24"))
 
 
 class Lab:
@@ -60,7 +61,8 @@ class Lab:
         self.snapshots = self.home / "snapshots"
         self.hosts_dir = self.home / "hosts"
         self.known_hosts = self.home / "known_hosts"
-        self.bridge = bridge or "fslab" + subnet.split(".")[1]
+        self.tag = hashlib.sha1(str(self.home.resolve()).encode()).hexdigest()[:4]
+        self.bridge = bridge or f"fsbr{self.tag}"
         self.network = Network(subnet, self.bridge, self.home)
         self.log = log
 
@@ -94,7 +96,7 @@ class Lab:
         names = [f"{prefix}{i}" for i in range(1, count + 1)]
         for name in names:
             if not NAME_RE.match(name):
-                raise LabError(f"host name {name!r} must be 1-11 lowercase letters, digits or '-': shorten --prefix")
+                raise LabError(f"host name {name!r} must be 1-8 lowercase letters, digits or '-': shorten --prefix")
         self.network.check_free()
         self.network.ensure_bridge()
         self.network.ensure_proxy()
@@ -102,7 +104,7 @@ class Lab:
             meta = image.snapshot_layers(self.snapshots, snapshot)
             layers, suite = meta["layers"], meta["suite"]
         else:
-            layers = [str(image.base_image(self.cache, suite, self.network.proxy_url, self.log))]
+            layers = [str(image.base_image(self.cache, suite, self.log))]
         existing = {h.name: h for h in self.hosts()}
         to_start = []
         for name in names:
@@ -128,7 +130,7 @@ class Lab:
     def _new_host(self, name: str, init: str, suite: str, layers: list[str]) -> Host:
         used = {h.index for h in self.hosts()}
         index = next(i for i in range(1, 240) if i not in used)
-        host = Host(name, index, self.network.address(index), init, suite, layers)
+        host = Host(name, index, self.network.address(index), init, suite, layers, tag=self.tag)
         self._save(host)
         return host
 
@@ -148,6 +150,7 @@ class Lab:
         root = base / "root"
         opts = f"lowerdir={':'.join(host.layers)},upperdir={base / 'upper'},workdir={base / 'work'}"
         sh("mount", "-t", "overlay", "overlay", "-o", opts, str(root))
+        image.set_proxy(root, self.network.proxy_url)
         (root / "etc/hostname").write_text(host.name + "\n")
         (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {host.name}\n")
         for key in (root / "etc/ssh").glob("ssh_host_*"):
@@ -223,7 +226,7 @@ class Lab:
             remove_tree(leftover)
         for netns in sh("ip", "netns", "list").stdout.split("\n"):
             name = netns.split(" ")[0]
-            if name.startswith("fslab-") and not any(h.netns == name for h in self.hosts()):
+            if name.startswith(f"fs{self.tag}-") and not any(h.netns == name for h in self.hosts()):
                 self._kill_netns(name)
                 sh("ip", "netns", "del", name, check=False)
         self.network.stop_proxy()
@@ -258,7 +261,7 @@ class Lab:
         """Save host_name's disk as snapshot NAME; `up(snapshot=NAME)` starts hosts from it."""
         preflight()
         if not NAME_RE.match(name.replace("_", "-")):
-            raise LabError(f"snapshot name {name!r}: use up to 11 lowercase letters, digits or '-'")
+            raise LabError(f"snapshot name {name!r}: use up to 8 lowercase letters, digits or '-'")
         host = next((h for h in self.hosts() if h.name == host_name), None)
         if host is None:
             raise LabError(f"no lab host {host_name!r}; see fab lab.status")
@@ -270,8 +273,9 @@ class Lab:
 
     def leftovers(self) -> dict:
         """What the lab has on this machine now (used to prove down leaves nothing)."""
-        netns = [n.split(" ")[0] for n in sh("ip", "netns", "list").stdout.splitlines() if n.startswith("fslab-")]
-        links = [ln for ln in sh("ip", "-o", "link", "show").stdout.splitlines() if "fsv-" in ln or self.bridge in ln]
+        mine = f"fs{self.tag}-"
+        netns = [n.split(" ")[0] for n in sh("ip", "netns", "list").stdout.splitlines() if n.startswith(mine)]
+        links = [ln for ln in sh("ip", "-o", "link", "show").stdout.splitlines() if mine in ln or self.bridge in ln]
         return {
             "mounts": mounts_under(self.hosts_dir) if self.hosts_dir.exists() else [],
             "netns": netns,

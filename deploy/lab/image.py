@@ -43,7 +43,7 @@ def debian_mirror() -> str:
     raise LabError("no Debian mirror in /etc/apt/sources*; set FABSTACK_LAB_MIRROR=http://YOUR-MIRROR/debian")
 
 
-def base_image(cache: Path, suite: str, proxy_url: str, log) -> Path:
+def base_image(cache: Path, suite: str, log) -> Path:
     """Return the cached base image for suite, building it first if needed (about a minute)."""
     if suite not in SUITES:
         raise LabError(f"unknown suite {suite!r}; use one of: {', '.join(SUITES)}")
@@ -61,25 +61,19 @@ def base_image(cache: Path, suite: str, proxy_url: str, log) -> Path:
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         raise LabError(f"debootstrap {suite} failed: {' / '.join(tail)}")
-    _configure_image(partial, proxy_url)
+    _configure_image(partial)
     (partial / COMPLETE).write_text(suite + "\n")
     partial.rename(root)
     return root
 
 
-def _configure_image(root: Path, proxy_url: str) -> None:
-    """What a real server has and a bare debootstrap lacks, plus the lab's proxy."""
+def _configure_image(root: Path) -> None:
+    """What a real server has and a bare debootstrap lacks."""
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     sh("chroot", str(root), "systemctl", "enable", "ssh")
     # Timers that take apt's lock at random moments make test runs flaky.
     sh("chroot", str(root), "systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer", check=False)
-    (root / "etc/apt/apt.conf.d/99fabstack-lab-proxy").write_text(
-        f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'
-    )
-    env = "".join(f"{k}={proxy_url}\n" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"))
-    env += "no_proxy=localhost,127.0.0.1\nNO_PROXY=localhost,127.0.0.1\n"
-    (root / "etc/environment").write_text(env)
     if CONTROLLER_CA.exists():
         shutil.copyfile(CONTROLLER_CA, root / "etc/ssl/certs/ca-certificates.crt")
     ssh_dir = root / "root/.ssh"
@@ -116,3 +110,16 @@ def save_snapshot(snapshots: Path, name: str, upper: Path, lower_layers: list[st
     remove_tree(final)
     partial.rename(final)
     return final
+
+
+def set_proxy(root: Path, proxy_url: str) -> None:
+    """Point apt and pip (through /etc/environment, read by sshd's PAM) at the lab proxy.
+
+    Written per host, not in the image, so labs on different subnets share one image.
+    """
+    (root / "etc/apt/apt.conf.d/99fabstack-lab-proxy").write_text(
+        f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'
+    )
+    env = "".join(f"{k}={proxy_url}\n" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"))
+    env += "no_proxy=localhost,127.0.0.1\nNO_PROXY=localhost,127.0.0.1\n"
+    (root / "etc/environment").write_text(env)

@@ -58,6 +58,7 @@ def gunicorn_config(h: HostRun) -> bool:
         backlog=s.backlog,
         timeout=s.timeout,
         pidfile=layout.pidfile,
+        control_socket=f"{layout.run}/gunicorn.ctl",
         log_dir=layout.logs,
         loglevel=s.loglevel,
         env=[f"{k}={v}" for k, v in app_env(s).items()],
@@ -187,23 +188,29 @@ kill -HUP $master
 
 
 def stop_command(layout: Layout) -> str:
-    return f"""{_alive_sh(layout)}
+    """TERM the master named by the pidfile and wait until it is gone (a subshell, so a
+    restart can go on after it)."""
+    return f"""({_alive_sh(layout)}
 alive || {{ rm -f {layout.pidfile}; exit 0; }}
 kill -TERM $pid
 for i in $(seq 1 150); do live $pid || {{ rm -f {layout.pidfile}; exit 0; }}; sleep 0.2; done
-kill -KILL $pid; rm -f {layout.pidfile}"""
+kill -KILL $pid; rm -f {layout.pidfile})"""
+
+
+def restart_command(h: HostRun) -> str:
+    """A new master: needed when the virtualenv's Python or gunicorn itself changed."""
+    return stop_command(Layout.of(h.settings)) + " &&\n" + start_command(h)
 
 
 def process(h: HostRun, may_start: bool = True) -> bool:
     """gunicorn running the current release: started if down, reloaded or restarted on change."""
-    layout = Layout.of(h.settings)
     running = bool(h.facts.get("app_pid"))
     if not running:
         if not may_start:
             return False
         h.change(start_command(h))
     elif "restart_app" in h.notified:
-        h.change(stop_command(layout) + "\n" + start_command(h))
+        h.change(restart_command(h))
     elif "reload_app" in h.notified:
         h.change(reload_command(h))
     else:

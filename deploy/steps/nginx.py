@@ -80,8 +80,11 @@ def running(h: HostRun) -> bool:
     """nginx running with the current config: started if down, reloaded if it changed."""
     if h.facts.get("nginx_pid") and "reload_nginx" not in h.notified:
         return False
-    action = "reload" if h.facts.get("nginx_pid") else "start"
-    h.change(control(action))
+    # Decided on the host: apt may have started nginx since the facts were read.
+    h.change(
+        f"{CONFIGTEST} && if [ -s /run/nginx.pid ] && kill -0 $(cat /run/nginx.pid) 2>/dev/null; "
+        "then service nginx reload; else service nginx start; fi"
+    )
     return True
 
 

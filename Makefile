@@ -1,0 +1,42 @@
+# Two entry points, both for a fresh Debian/Ubuntu machine, run as root (the lab needs
+# mounts and network namespaces): `make demo` and `make test`. Each installs what it
+# needs: the lab's system packages and a virtualenv in .venv.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv
+
+.PHONY: demo test lint lab-deps settings-doc clean
+
+$(BIN)/fab: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+lab-deps:
+	@missing=$$(for p in $(LAB_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing lab packages: $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The main job: a lab host, provisioned and deployed with the bundled sample app.
+demo: lab-deps $(BIN)/fab
+	@target=$$($(BIN)/fab lab.up --count 1 | awk '/ root@/ {print $$2; exit}'); \
+	$(BIN)/fab -H $$target provision deploy && echo "Site: http://$${target#root@}/"
+
+lint: $(BIN)/fab
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lab-deps lint
+	$(BIN)/pytest -q
+
+settings-doc: $(BIN)/fab
+	$(BIN)/python -m deploy.docs
+
+clean:
+	-$(BIN)/fab lab.down
+	rm -rf $(VENV)

@@ -1,0 +1,140 @@
+"""Fixtures: a lab of real hosts for the whole session, and helpers to drive `fab`.
+
+The lab runs in its own home and subnet so the suite never touches a user's lab; it
+shares the base image cache so a warm machine does not rebuild it. Integration tests
+fail (never skip) when hosts cannot start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.connection import connect
+from deploy.lab import Host, Lab
+
+REPO = Path(__file__).resolve().parent.parent
+FAB = str(Path(sys.executable).parent / "fab")
+TEST_HOME = Path(os.environ.get("FABSTACK_TEST_LAB_DIR", "/var/lib/fabstack-lab-test"))
+TEST_SUBNET = os.environ.get("FABSTACK_TEST_LAB_SUBNET", "10.78.0.0/24")
+SUMMARY = re.compile(r"^(\S+) ok=(\d+) changed=(\d+) failed=(\d+)$", re.M)
+
+os.environ["FABSTACK_LAB_DIR"] = str(TEST_HOME)
+os.environ.setdefault("FABSTACK_LAB_CACHE", "/var/lib/fabstack-lab/images")
+os.environ["FABSTACK_LAB_SUBNET"] = TEST_SUBNET
+
+
+@dataclass
+class FabRun:
+    args: list[str]
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+    def summary(self) -> dict[str, tuple[int, int, int]]:
+        """HOST -> (ok, changed, failed) from the last summary block of the run."""
+        return {m[0]: (int(m[1]), int(m[2]), int(m[3])) for m in SUMMARY.findall(self.out)}
+
+    def totals(self) -> dict[str, tuple[int, int, int]]:
+        """HOST -> (ok, changed, failed) added up over every task of the run."""
+        totals: dict[str, tuple[int, int, int]] = {}
+        for host, *counts in SUMMARY.findall(self.out):
+            prev = totals.get(host, (0, 0, 0))
+            totals[host] = tuple(p + int(c) for p, c in zip(prev, counts, strict=True))
+        return totals
+
+    def changed(self) -> int:
+        return sum(c for _, c, _ in self.totals().values())
+
+    def __repr__(self) -> str:
+        return f"fab {' '.join(self.args)} -> {self.code} in {self.seconds:.1f}s\n{self.out}\n{self.err}"
+
+
+def fab(*args: str, settings: str | Path | None = None, timeout: int = 600) -> FabRun:
+    """Run the real `fab` command from the repo, as a user would."""
+    env = dict(os.environ)
+    if settings:
+        env["FABSTACK_SETTINGS"] = str(settings)
+    started = time.monotonic()
+    proc = subprocess.run([FAB, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return FabRun(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+class Remote:
+    """Commands on a lab host over a strict-host-key SSH connection (for assertions)."""
+
+    def __init__(self, host: Host):
+        self.host = host
+        self.conn = connect(host.target, None, [], 10)
+
+    def run(self, command: str, check: bool = True) -> str:
+        result = self.conn.run(command, hide=True, warn=True, in_stream=False)
+        if check and result.exited != 0:
+            raise AssertionError(f"{self.host.name}: {command!r} exited {result.exited}: {result.stderr}")
+        return result.stdout
+
+    def tree(self) -> str:
+        """A listing of the host's files with size, mtime, mode and owner (login records left out)."""
+        return self.run(
+            "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp "
+            "-o -path /var/log/journal -o -path /var/log/wtmp -o -path /var/log/btmp -o -path /var/log/lastlog "
+            "\\) -prune -o -printf '%p %s %T@ %m %u:%g\\n' | sort"
+        )
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    lab = Lab(TEST_HOME, subnet=TEST_SUBNET, log=lambda msg: print(msg, file=sys.stderr))
+    lab.down()
+    yield lab
+    lab.down()
+
+
+@dataclass
+class ColdRun:
+    """The suite's one cold provision + deploy: a systemd host and an sshd-only host at once."""
+
+    hosts: list[Host]
+    first: FabRun
+    second: FabRun
+    settings: Path
+
+
+@pytest.fixture(scope="session")
+def cold(lab: Lab, tmp_path_factory) -> ColdRun:
+    settings = tmp_path_factory.mktemp("cold") / "fabstack.yaml"
+    settings.write_text("workers: 3\n")
+    hosts = lab.up(count=1, init="systemd", prefix="sd") + lab.up(count=1, init="sshd", prefix="ss")
+    targets = ",".join(h.target for h in hosts)
+    first = fab("-H", targets, "provision", "deploy", settings=settings)
+    second = fab("-H", targets, "provision", "deploy", settings=settings)
+    return ColdRun(hosts, first, second, settings)
+
+
+@pytest.fixture(scope="session")
+def deployed_snapshot(lab: Lab, cold: ColdRun) -> str:
+    """The cold sshd host, provisioned and deployed, saved for other tests to start from."""
+    assert cold.first.code == 0, cold.first
+    lab.snapshot("deployed", cold.hosts[1].name)
+    return "deployed"
+
+
+@pytest.fixture
+def remote():
+    opened: list[Remote] = []
+
+    def make(host: Host) -> Remote:
+        opened.append(Remote(host))
+        return opened[-1]
+
+    yield make
+    for r in opened:
+        r.conn.close()

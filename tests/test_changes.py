@@ -1,0 +1,129 @@
+"""Changes to a live site: new code, bad templates, app and nginx control (lab hosts)."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+
+import pytest
+from conftest import REPO, ColdRun, fab
+
+from deploy.lab import Lab
+
+pytestmark = pytest.mark.lab
+SAMPLE = REPO / "templates" / "sample"
+
+
+def page(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/", timeout=10) as response:
+        return response.read().decode()
+
+
+@pytest.fixture(scope="module")
+def live(lab: Lab, deployed_snapshot: str, cold: ColdRun):
+    """Two hosts started from the deployed snapshot (systemd and sshd), converged again."""
+    hosts = lab.up(count=1, init="systemd", prefix="lsd", snapshot=deployed_snapshot) + lab.up(
+        count=1, init="sshd", prefix="lss", snapshot=deployed_snapshot
+    )
+    run = fab("-H", ",".join(h.target for h in hosts), "provision", "deploy", settings=cold.settings)
+    assert run.code == 0, run
+    return hosts
+
+
+def gunicorn_pids(r) -> tuple[str, set[str]]:
+    master = r.run("cat /srv/django/run/gunicorn.pid").strip()
+    return master, set(r.run(f"pgrep -P {master}").split())
+
+
+def test_snapshot_host_starts_app_despite_stale_pidfile(live, cold):
+    for host in live:
+        assert f'<b id="host">{host.name}</b>' in page(host.address)
+
+
+def test_new_code_is_a_graceful_reload(live, remote, tmp_path, cold):
+    host = live[1]
+    r = remote(host)
+    project = tmp_path / "v2"
+    shutil.copytree(SAMPLE, project)
+    views = project / "sample" / "views.py"
+    views.write_text(views.read_text().replace("It works", "Version two works"))
+    master, workers = gunicorn_pids(r)
+    run = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    assert run.code == 0, run
+    assert "release uploaded: changed" in run.out and "gunicorn running: changed" in run.out
+    assert "Version two works" in page(host.address)
+    new_master, new_workers = gunicorn_pids(r)
+    assert new_master == master
+    assert not workers & new_workers and len(new_workers) == 3
+    again = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    assert again.code == 0 and again.changed() == 0, again
+
+
+def test_bad_nginx_template_keeps_previous_config_and_site(live, remote, tmp_path, cold):
+    host = live[0]
+    r = remote(host)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    good = (REPO / "templates" / "nginx-site.conf.j2").read_text()
+    (templates / "nginx-site.conf.j2").write_text(good.replace("keepalive 16;", "keepalive 16;\n    no_such_directive on;"))
+    settings = tmp_path / "fabstack.yaml"
+    settings.write_text(cold.settings.read_text() + f"templates_dir: {templates}\n")
+    before = r.run("sha256sum /etc/nginx/sites-available/django.conf; ls /etc/nginx/sites-enabled")
+    nginx_pid = r.run("cat /run/nginx.pid")
+    run = fab("-H", host.target, "provision", settings=settings)
+    assert run.code == 1, run
+    assert 'unknown directive "no_such_directive"' in run.out
+    assert "previous config restored" in run.out
+    assert r.run("sha256sum /etc/nginx/sites-available/django.conf; ls /etc/nginx/sites-enabled") == before
+    assert r.run("nginx -t 2>&1 && cat /run/nginx.pid") .endswith(nginx_pid)
+    assert f'<b id="host">{host.name}</b>' in page(host.address)
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_stop_start_restart_reload(live, remote, index, cold):
+    host = live[index]
+    r = remote(host)
+    assert fab("-H", host.target, "stop", settings=cold.settings).code == 0
+    assert r.run("ps -eo args | grep -c '[b]in/gunicorn' || true").strip() == "0"
+    assert not r.run("ls /srv/django/run").strip()
+    start = fab("-H", host.target, "start", settings=cold.settings)
+    assert start.code == 0 and start.changed() == 1, start
+    assert fab("-H", host.target, "start", settings=cold.settings).changed() == 0
+    master, workers = gunicorn_pids(r)
+    assert fab("-H", host.target, "restart", settings=cold.settings).code == 0
+    restarted, _ = gunicorn_pids(r)
+    assert restarted != master
+    assert fab("-H", host.target, "reload", settings=cold.settings).code == 0
+    reloaded, new_workers = gunicorn_pids(r)
+    assert reloaded == restarted and len(new_workers) == 3
+    assert f'<b id="host">{host.name}</b>' in page(host.address)
+
+
+def test_app_outlives_the_ssh_session_that_started_it(live, remote, cold):
+    host = live[1]
+    run = fab("-H", host.target, "restart", settings=cold.settings)
+    assert run.code == 0, run
+    # that fab process and its SSH session are gone; the app is still there
+    r = remote(host)
+    master, _ = gunicorn_pids(r)
+    assert r.run(f"ps -o user=,sid= -p {master}").split()[0] == "django"
+    assert f'<b id="host">{host.name}</b>' in page(host.address)
+
+
+def test_restart_nginx_refused_when_configtest_fails(live, remote):
+    host = live[0]
+    r = remote(host)
+    pid = r.run("cat /run/nginx.pid").strip()
+    r.run("echo 'broken here' > /etc/nginx/conf.d/broken.conf")
+    try:
+        run = fab("-H", host.target, "restart-nginx")
+        assert run.code == 1, run
+        assert "nginx restart refused" in run.out
+        assert r.run("cat /run/nginx.pid").strip() == pid
+        assert fab("-H", host.target, "nginx-configtest").code == 1
+    finally:
+        r.run("rm -f /etc/nginx/conf.d/broken.conf")
+    ok = fab("-H", host.target, "restart-nginx")
+    assert ok.code == 0, ok
+    assert r.run("cat /run/nginx.pid").strip() != pid
+    assert fab("-H", host.target, "nginx-configtest").code == 0

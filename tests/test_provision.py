@@ -1,0 +1,110 @@
+"""Issue 3 acceptance on real lab hosts: the guide's whole path, both init kinds."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from conftest import ColdRun, fab
+
+from deploy.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+def get(url: str) -> tuple[int, str, dict]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read().decode(), dict(response.headers)
+
+
+def test_cold_run_provisions_and_deploys_both_host_kinds(cold: ColdRun):
+    assert cold.first.code == 0, cold.first
+    for host in cold.hosts:
+        ok, changed, failed = cold.first.totals()[host.target]
+        assert failed == 0 and changed >= 10, cold.first
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_site_answers_through_nginx(cold: ColdRun, remote, index):
+    host = cold.hosts[index]
+    status, body, headers = get(f"http://{host.address}/")
+    assert status == 200
+    assert f'<b id="host">{host.name}</b>' in body
+    assert '<b id="worker">gevent</b>' in body
+    assert headers["Server"].startswith("nginx")
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_static_files_come_from_nginx_not_gunicorn(cold: ColdRun, remote, index):
+    host = cold.hosts[index]
+    status, body, _ = get(f"http://{host.address}/static/site.css?probe={index}")
+    assert status == 200 and "font-family" in body
+    access_log = remote(host).run("cat /var/log/django/access.log")
+    assert "GET / " in access_log or 'GET / HTTP' in access_log  # gunicorn logs what it serves
+    assert f"probe={index}" not in access_log
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_gunicorn_runs_as_app_user_with_configured_gevent_workers(cold: ColdRun, remote, index):
+    r = remote(cold.hosts[index])
+    master = r.run("cat /srv/django/run/gunicorn.pid").strip()
+    owner = r.run(f"ps -o user= -p {master}").strip()
+    workers = r.run(f"ps -o user= --ppid {master}").split()
+    assert owner == "django"
+    assert workers == ["django"] * 3  # workers: 3 in the run's settings file
+    assert 'worker_class = "gevent"' in r.run("cat /srv/django/config/gunicorn.conf.py")
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_only_nginx_and_sshd_listen_beyond_loopback(cold: ColdRun, remote, index):
+    listeners = remote(cold.hosts[index]).run("ss -Hltnp").splitlines()
+    exposed = [ln for ln in listeners if not any(a in ln.split()[3] for a in ("127.0.0.1:", "[::1]:"))]
+    names = {ln.split('(("')[1].split('"')[0] for ln in exposed}
+    assert names <= {"nginx", "sshd"}, listeners
+    assert any("127.0.0.1:8000" in ln and "gunicorn" in ln for ln in listeners)
+
+
+def test_second_run_changes_nothing(cold: ColdRun):
+    assert cold.second.code == 0, cold.second
+    totals = cold.second.totals()
+    for host in cold.hosts:
+        assert totals[host.target][1:] == (0, 0), cold.second
+    assert cold.second.seconds < cold.first.seconds
+
+
+def test_default_site_backed_up_and_disabled(cold: ColdRun, remote):
+    r = remote(cold.hosts[0])
+    assert r.run("test -f /etc/nginx/sites-available/default.bak && echo yes").strip() == "yes"
+    assert r.run("ls /etc/nginx/sites-enabled").split() == ["django.conf"]
+
+
+def test_secret_key_readable_by_app_user_only(cold: ColdRun, remote):
+    out = remote(cold.hosts[1]).run("stat -c '%U %a' /srv/django/shared/data/secret_key /srv/django/shared/data")
+    assert out.split("\n")[:2] == ["django 600", "django 700"]
+
+
+def test_dry_run_on_fresh_host_changes_nothing(lab: Lab, remote):
+    (host,) = lab.up(count=1, init="sshd", prefix="dry")
+    r = remote(host)
+    before = r.tree()
+    run = fab("-H", host.target, "provision", "--dry-run")
+    assert run.code == 0, run
+    assert "apt packages: changed (dry run)" in run.out
+    assert "+++ /srv/django/config/gunicorn.conf.py (new)" in run.out  # a diff for every file
+    assert "+    listen 80 default_server;" in run.out
+    assert r.tree() == before
+
+
+def test_dry_run_shows_diff_of_a_changed_setting_and_changes_nothing(cold: ColdRun, remote, tmp_path):
+    host = cold.hosts[1]
+    settings = tmp_path / "fabstack.yaml"
+    settings.write_text("workers: 4\n")
+    before = remote(host).run("sha256sum /srv/django/config/gunicorn.conf.py")
+    run = fab("-H", host.target, "provision", "--dry-run", settings=settings)
+    assert run.code == 0, run
+    assert "-workers = 3" in run.out and "+workers = 4" in run.out
+    assert "gunicorn config: changed (dry run)" in run.out and "gunicorn reloaded: changed (dry run)" in run.out
+    assert run.summary()[host.target][1] == 2, run  # the file and the reload it would cause
+    assert remote(host).run("sha256sum /srv/django/config/gunicorn.conf.py") == before
+    secret = remote(host).run("cat /srv/django/shared/data/secret_key").strip()
+    assert len(secret) > 40 and secret not in run.out + run.err

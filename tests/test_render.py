@@ -1,0 +1,106 @@
+"""Rendering and packing, without hosts: templates, gunicorn settings, release archives."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+
+import pytest
+from conftest import REPO
+
+from deploy import settings as s
+from deploy.release import Release
+from deploy.render import environment, render
+from deploy.runner import HostRun
+from deploy.steps import app, nginx
+
+
+class FakeHostRun(HostRun):
+    """A HostRun with facts but no connection: only for rendering."""
+
+    def __init__(self, settings, facts):
+        self.settings, self.facts, self.notified = settings, facts, []
+
+
+def gunicorn_conf(**raw) -> str:
+    h = FakeHostRun(s.validate(raw), {"nproc": "4"})
+    content = {}
+    import deploy.steps.app as app_mod
+
+    original = app_mod.ensure_file
+    app_mod.ensure_file = lambda h, path, text, *a, **k: content.setdefault("text", text) and False
+    try:
+        app.gunicorn_config(h)
+    finally:
+        app_mod.ensure_file = original
+    return content["text"]
+
+
+def test_gunicorn_config_has_only_settings_gunicorn_knows():
+    from gunicorn.config import KNOWN_SETTINGS  # the real list from the gunicorn package
+
+    known = {setting.name for setting in KNOWN_SETTINGS}
+    tree = ast.parse(gunicorn_conf())
+    names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
+    assert names and names <= known, names - known
+    assert "debug" not in names and "logfile" not in names
+
+
+def test_workers_default_to_twice_the_cores_plus_one():
+    assert "workers = 9\n" in gunicorn_conf()
+    assert "workers = 2\n" in gunicorn_conf(workers=2)
+
+
+def test_worker_class_specific_settings():
+    assert "threads = 4" in gunicorn_conf(worker_class="gthread", threads=4)
+    assert "threads" not in gunicorn_conf(worker_class="sync")
+    assert "worker_connections" in gunicorn_conf()
+
+
+def test_nginx_site_proxies_with_headers_and_safe_aliases():
+    h = FakeHostRun(s.validate({"server_name": "example.com www.example.com"}), {})
+    site = nginx.site_config(h)
+    for header in ("Host $host", "X-Real-IP $remote_addr", "X-Forwarded-For $proxy_add_x_forwarded_for",
+                   "X-Forwarded-Proto $scheme"):  # fmt: skip
+        assert f"proxy_set_header {header};" in site
+    assert "server_name example.com www.example.com;" in site
+    assert "location /static/ {\n        alias /srv/django/current/staticfiles/;" in site
+    assert "location /media/ {\n        alias /srv/django/shared/media/;" in site
+    assert "proxy_pass http://django_app;" in site and "server 127.0.0.1:8000;" in site
+
+
+def test_user_templates_override_ours(tmp_path):
+    (tmp_path / "nginx-site.conf.j2").write_text("# mine {{ app_name }}\n")
+    h = FakeHostRun(s.validate({"templates_dir": str(tmp_path)}), {})
+    assert nginx.site_config(h) == "# mine django\n"
+
+
+def test_template_errors_are_one_line(tmp_path):
+    (tmp_path / "nginx-site.conf.j2").write_text("{{ not_defined }}\n{% if %}\n")
+    with pytest.raises(s.SettingsError, match=r"template .*nginx-site.conf.j2 line 2: .*fix the template"):
+        render(environment(str(tmp_path)), "nginx-site.conf.j2")
+    (tmp_path / "nginx-site.conf.j2").write_text("{{ not_defined }}\n")
+    with pytest.raises(s.SettingsError, match="'not_defined' is undefined"):
+        render(environment(str(tmp_path)), "nginx-site.conf.j2")
+
+
+def test_release_is_deterministic_and_skips_junk(tmp_path):
+    project = tmp_path / "p"
+    shutil.copytree(REPO / "templates" / "sample", project)
+    first = Release(project, "staticfiles")
+    (project / "sample" / "__pycache__").mkdir(exist_ok=True)
+    (project / "sample" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    (project / "db.sqlite3").write_text("local db")
+    (project / "staticfiles").mkdir()
+    (project / "staticfiles" / "collected.css").write_text("x")
+    second = Release(project, "staticfiles")
+    assert first.id == second.id and len(first.id) == 12
+    (project / "sample" / "views.py").write_text("# changed\n")
+    assert Release(project, "staticfiles").id != first.id
+
+
+def test_app_environment_has_paths_not_secrets():
+    env = app.app_env(s.validate({"server_name": "example.com"}))
+    assert env["DJANGO_SECRET_KEY_FILE"].endswith("/secret_key")
+    assert env["DJANGO_ALLOWED_HOSTS"] == "*,example.com,localhost"
+    assert not any("SECRET_KEY=" in f"{k}={v}" for k, v in env.items() if k != "DJANGO_SECRET_KEY_FILE")

@@ -1,0 +1,102 @@
+"""Settings validation: every bad value stops with one line naming the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REPO, fab
+
+from deploy import settings as s
+from deploy.connection import check_host_string
+from deploy.docs import TARGET, settings_reference
+
+BAD = [
+    ({"workers": 0 - 1}, "workers=-1 is invalid: use a number >= 0"),
+    ({"workers": "many"}, "workers='many': expected int"),
+    ({"listen_port": 70000}, "listen_port=70000 is invalid: use a port from 1 to 65535"),
+    ({"listen_port": 0}, "listen_port=0 is invalid"),
+    ({"worker_class": "tornado"}, "worker_class='tornado' is invalid: use one of: sync, gevent, gthread"),
+    ({"worker_class": "meinheld"}, "meinheld is unmaintained since 2020"),
+    ({"worker_class": "egg:meinheld#gunicorn_worker"}, "meinheld is unmaintained"),
+    ({"bind": "0.0.0.0:8000"}, "gunicorn must be reachable only through nginx"),
+    ({"bind": "localhost"}, "use HOST:PORT"),
+    ({"app_name": "Bad Name"}, "app_name='Bad Name' is invalid"),
+    ({"app_name": "root name"}, "app_name="),
+    ({"wsgi_module": "sample.wsgi"}, "use module.path:callable"),
+    ({"wsgi_module": "nothere.wsgi:application"}, "nothere.wsgi not found in"),
+    ({"project_path": "/does/not/exist"}, "project_path='/does/not/exist': no such directory"),
+    ({"server_name": "a;b"}, "server_name='a;b' is invalid"),
+    ({"static_url": "static"}, "static_url='static' is invalid"),
+    ({"health_path": "healthz"}, "health_path='healthz' is invalid"),
+    ({"django_version": "; rm -rf /"}, "django_version="),
+    ({"loglevel": "loud"}, "loglevel='loud' is invalid"),
+    ({"threads": 0}, "threads=0 is invalid"),
+    ({"parallel": 0}, "parallel=0 is invalid"),
+    ({"timeout": True}, "timeout=True: expected int"),
+    ({"allowed_hosts": 5}, "allowed_hosts=5: expected list"),
+    ({"wokers": 3}, "unknown setting 'wokers'"),
+    ({"workers_count": 3}, "unknown setting 'workers_count' in defaults (did you mean workers?)"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), BAD, ids=[next(iter(r)) + "-" + str(i) for i, (r, _) in enumerate(BAD)])
+def test_bad_setting_is_one_clear_line(raw, message):
+    with pytest.raises(s.SettingsError) as err:
+        s.validate(raw)
+    text = str(err.value)
+    assert message in text and "\n" not in text
+
+
+def test_defaults_are_valid_and_derive_values():
+    settings = s.validate({})
+    assert settings.worker_class == "gevent" and settings.workers == 0
+    assert settings.django_settings == "sample.settings"
+    assert settings.project == s.SAMPLE_PROJECT
+
+
+def test_flags_override_the_file(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text("workers: 2\nserver_name: example.com\n")
+    settings = s.load(str(path), {"workers": 7, "server_name": None})
+    assert settings.workers == 7 and settings.server_name == "example.com"
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("workers: 3\nserver_name: [unclosed\n")
+    with pytest.raises(s.SettingsError, match=r"broken.yaml at line \d+: invalid YAML"):
+        s.load(str(path))
+
+
+def test_settings_file_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- workers\n")
+    with pytest.raises(s.SettingsError, match="expected a mapping"):
+        s.load(str(path))
+
+
+@pytest.mark.parametrize("target", ["root@host name", "root@@host", "host:99999x", "", "root@", "a b", "host:0"])
+def test_bad_host_strings(target):
+    with pytest.raises(ValueError, match="is not a valid host string"):
+        check_host_string(target)
+
+
+@pytest.mark.parametrize("target", ["web1", "root@203.0.113.5", "deploy@web-1.example.com:2222", "root@[2001:db8::1]:22"])
+def test_good_host_strings(target):
+    assert check_host_string(target) == target
+
+
+def test_settings_reference_is_generated_from_the_schema():
+    assert TARGET.read_text() == settings_reference(), "run: python -m deploy.docs"
+
+
+def test_fab_rejects_bad_input_before_connecting(tmp_path):
+    # 203.0.113.0/24 is TEST-NET-3: if fab tried to connect, the error would differ.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workers: 0.5\n")
+    run = fab("-H", "root@203.0.113.9", "provision", settings=bad)
+    assert run.code == 2 and run.err.strip() == "fabstack: setting workers=0.5: expected int, got float"
+    run = fab("-H", "root@bad host", "provision")
+    assert run.code == 2 and "is not a valid host string" in run.err
+    run = fab("provision")
+    assert run.code == 2 and "no hosts given" in run.err
+    assert (REPO / "fabfile.py").exists()
