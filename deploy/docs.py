@@ -36,9 +36,7 @@ worker_class: gevent
 
 
 def settings_reference() -> str:
-    rows = [
-        f"| `{key.name}` | {key.type.__name__} | `{json.dumps(key.default)}` | {key.help} |" for key in SCHEMA
-    ]
+    rows = [f"| `{key.name}` | {key.type.__name__} | `{json.dumps(key.default)}` | {key.help} |" for key in SCHEMA]
     return HEADER + "\n".join(rows) + "\n"
 
 

@@ -120,7 +120,9 @@ SCHEMA: tuple[Key, ...] = (
         "pip specifier for Django (pip picks the newest the host's Python runs).",
         _requirement,
     ),
-    Key("gunicorn_version", str, ">=25.1", "pip specifier for gunicorn (installed with its gevent extra).", _requirement),
+    Key(
+        "gunicorn_version", str, ">=25.1", "pip specifier for gunicorn (installed with its gevent extra).", _requirement
+    ),
     Key("gevent_version", str, ">=24", "pip specifier for gevent.", _requirement),
     Key(
         "apt_cache_max_age",

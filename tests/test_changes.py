@@ -65,7 +65,9 @@ def test_bad_nginx_template_keeps_previous_config_and_site(live, remote, tmp_pat
     templates = tmp_path / "templates"
     templates.mkdir()
     good = (REPO / "templates" / "nginx-site.conf.j2").read_text()
-    (templates / "nginx-site.conf.j2").write_text(good.replace("keepalive 16;", "keepalive 16;\n    no_such_directive on;"))
+    (templates / "nginx-site.conf.j2").write_text(
+        good.replace("keepalive 16;", "keepalive 16;\n    no_such_directive on;")
+    )
     settings = tmp_path / "fabstack.yaml"
     settings.write_text(cold.settings.read_text() + f"templates_dir: {templates}\n")
     before = r.run("sha256sum /etc/nginx/sites-available/django.conf; ls /etc/nginx/sites-enabled")
@@ -75,7 +77,7 @@ def test_bad_nginx_template_keeps_previous_config_and_site(live, remote, tmp_pat
     assert 'unknown directive "no_such_directive"' in run.out
     assert "previous config restored" in run.out
     assert r.run("sha256sum /etc/nginx/sites-available/django.conf; ls /etc/nginx/sites-enabled") == before
-    assert r.run("nginx -t 2>&1 && cat /run/nginx.pid") .endswith(nginx_pid)
+    assert r.run("nginx -t 2>&1 && cat /run/nginx.pid").endswith(nginx_pid)
     assert f'<b id="host">{host.name}</b>' in page(host.address)
 
 

@@ -40,7 +40,7 @@ def test_static_files_come_from_nginx_not_gunicorn(cold: ColdRun, remote, index)
     status, body, _ = get(f"http://{host.address}/static/site.css?probe={index}")
     assert status == 200 and "font-family" in body
     access_log = remote(host).run("cat /var/log/django/access.log")
-    assert "GET / " in access_log or 'GET / HTTP' in access_log  # gunicorn logs what it serves
+    assert "GET / " in access_log or "GET / HTTP" in access_log  # gunicorn logs what it serves
     assert f"probe={index}" not in access_log
 
 

@@ -80,7 +80,9 @@ def test_bad_host_strings(target):
         check_host_string(target)
 
 
-@pytest.mark.parametrize("target", ["web1", "root@203.0.113.5", "deploy@web-1.example.com:2222", "root@[2001:db8::1]:22"])
+@pytest.mark.parametrize(
+    "target", ["web1", "root@203.0.113.5", "deploy@web-1.example.com:2222", "root@[2001:db8::1]:22"]
+)
 def test_good_host_strings(target):
     assert check_host_string(target) == target
 
