@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from deploy.settings import REPO, SCHEMA
+from deploy.settings import REPO, SCHEMA, type_name
 
 HEADER = """# Settings reference
 
@@ -36,7 +36,7 @@ worker_class: gevent
 
 
 def settings_reference() -> str:
-    rows = [f"| `{key.name}` | {key.type.__name__} | `{json.dumps(key.default)}` | {key.help} |" for key in SCHEMA]
+    rows = [f"| `{key.name}` | {type_name(key)} | `{json.dumps(key.default)}` | {key.help} |" for key in SCHEMA]
     return HEADER + "\n".join(rows) + "\n"
 
 

@@ -40,6 +40,12 @@ def _at_least(low: int) -> Callable[[int], str]:
     return lambda value: "" if value >= low else f"use a number >= {low}"
 
 
+def _workers(value: int | str) -> str:
+    if value == "auto" or (isinstance(value, int) and value >= 1):
+        return ""
+    return "use a number >= 1, or auto (2 x the host's cores + 1)"
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     return lambda value: "" if value in choices else f"use one of: {', '.join(choices)}"
 
@@ -106,7 +112,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("server_name", str, "_", "nginx server_name: the site's domain names; _ answers any name.", _server_name),
     Key("listen_port", int, 80, "Port nginx listens on.", _port),
     Key("bind", str, "127.0.0.1:8000", "Where gunicorn listens; loopback or a unix socket only.", _bind),
-    Key("workers", int, 0, "gunicorn worker processes; 0 means 2 x the host's cores + 1.", _at_least(0)),
+    Key("workers", (int, str), "auto", "gunicorn worker processes, or auto: 2 x the host's cores + 1.", _workers),
     Key("worker_class", str, "gevent", "gunicorn worker class: sync, gevent or gthread.", _worker_class),
     Key("threads", int, 1, "Threads per worker (gthread only).", _at_least(1)),
     Key("worker_connections", int, 1000, "Simultaneous clients per gevent worker.", _at_least(1)),
@@ -213,17 +219,26 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
 
 
 def _coerce(key: Key, value: Any) -> Any:
-    if key.type is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if int in (key.type if isinstance(key.type, tuple) else (key.type,)) and _is_int_text(value):
         value = int(value)
     if key.type is list and isinstance(value, str):
         value = [item for item in value.split(",") if item]
     if isinstance(value, bool) or not isinstance(value, key.type):
-        raise SettingsError(f"setting {key.name}={value!r}: expected {key.type.__name__}, got {type(value).__name__}")
+        raise SettingsError(f"setting {key.name}={value!r}: expected {type_name(key)}, got {type(value).__name__}")
     if key.check:
         fix = key.check(value)
         if fix:
             raise SettingsError(f"setting {key.name}={value!r} is invalid: {fix}")
     return value
+
+
+def _is_int_text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def type_name(key: Key) -> str:
+    types = key.type if isinstance(key.type, tuple) else (key.type,)
+    return " or ".join(t.__name__ for t in types)
 
 
 def _check_project(settings: Settings) -> None:

@@ -10,8 +10,10 @@ from deploy.connection import check_host_string
 from deploy.docs import TARGET, settings_reference
 
 BAD = [
-    ({"workers": 0 - 1}, "workers=-1 is invalid: use a number >= 0"),
-    ({"workers": "many"}, "workers='many': expected int"),
+    ({"workers": 0}, "workers=0 is invalid: use a number >= 1, or auto"),
+    ({"workers": -1}, "workers=-1 is invalid"),
+    ({"workers": "many"}, "workers='many' is invalid: use a number >= 1, or auto"),
+    ({"workers": 2.5}, "workers=2.5: expected int or str, got float"),
     ({"listen_port": 70000}, "listen_port=70000 is invalid: use a port from 1 to 65535"),
     ({"listen_port": 0}, "listen_port=0 is invalid"),
     ({"worker_class": "tornado"}, "worker_class='tornado' is invalid: use one of: sync, gevent, gthread"),
@@ -48,7 +50,7 @@ def test_bad_setting_is_one_clear_line(raw, message):
 
 def test_defaults_are_valid_and_derive_values():
     settings = s.validate({})
-    assert settings.worker_class == "gevent" and settings.workers == 0
+    assert settings.worker_class == "gevent" and settings.workers == "auto"
     assert settings.django_settings == "sample.settings"
     assert settings.project == s.SAMPLE_PROJECT
 
@@ -96,7 +98,7 @@ def test_fab_rejects_bad_input_before_connecting(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("workers: 0.5\n")
     run = fab("-H", "root@203.0.113.9", "provision", settings=bad)
-    assert run.code == 2 and run.err.strip() == "fabstack: setting workers=0.5: expected int, got float"
+    assert run.code == 2 and run.err.strip() == "fabstack: setting workers=0.5: expected int or str, got float"
     run = fab("-H", "root@bad host", "provision")
     assert run.code == 2 and "is not a valid host string" in run.err
     run = fab("provision")

@@ -119,10 +119,9 @@ class Lab:
             if host:
                 self._destroy(host)
             to_start.append(self._new_host(name, init, suite, layers))
-        for host in to_start:
-            self._prepare_root(host)
-        self._write_known_hosts()
         with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self._prepare_root, to_start))  # ssh-keygen dominates: in parallel
+            self._write_known_hosts()
             list(pool.map(self._boot, to_start))
         wanted = set(names)
         return [h for h in self.hosts() if h.name in wanted]

@@ -38,7 +38,9 @@ def app_env(s: Settings) -> dict[str, str]:
 
 
 def workers(h: HostRun) -> int:
-    return h.settings.workers or 2 * int(h.facts.get("nproc") or 1) + 1
+    if h.settings.workers == "auto":
+        return 2 * int(h.facts.get("nproc") or 1) + 1
+    return h.settings.workers
 
 
 def gunicorn_config(h: HostRun) -> bool:
