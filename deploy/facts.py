@@ -12,6 +12,7 @@ import shlex
 from deploy.layout import Layout
 
 PACKAGES = ("nginx", "python3", "python3-venv")
+OPTIONAL_PACKAGES = ("supervisor",)
 
 
 def script(layout: Layout, files: list[str]) -> str:
@@ -23,9 +24,14 @@ def script(layout: Layout, files: list[str]) -> str:
         'echo "now=$(date +%s)"',
         "echo \"python=$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null)\"",
         'echo "pid1=$(cat /proc/1/comm)"',
+        'echo "systemd=$(systemctl is-system-running 2>/dev/null)"',
+        f'[ -f {layout.unit_file} ] && echo "unit_state=$(systemctl is-active {layout.unit} 2>/dev/null)" '
+        f'&& echo "unit_enabled=$(systemctl is-enabled {layout.unit} 2>/dev/null)"',
+        f'[ -f {layout.program_file} ] && echo "supervisor_state=$(supervisorctl status {layout.program} 2>/dev/null'
+        " | awk '{print $2}')\"",
         f'echo "apt_stamp=$(stat -c %Y {layout.APT_STAMP} 2>/dev/null)"',
         f'echo "user=$(id -u {q(layout.app)} 2>/dev/null)"',
-        f"for p in {' '.join(PACKAGES)}; do echo \"pkg.$p=$(dpkg-query -W -f='${{db:Status-Status}}' $p 2>/dev/null)\"; done",
+        f"for p in {' '.join(PACKAGES + OPTIONAL_PACKAGES)}; do echo \"pkg.$p=$(dpkg-query -W -f='${{db:Status-Status}}' $p 2>/dev/null)\"; done",
         f'for f in {" ".join(map(q, files))}; do [ -f "$f" ] && echo "file.$f=$(sha256sum < "$f" | cut -c1-64) $(stat -c \'%U:%G %a\' "$f")"; done',
         f'for d in {" ".join(q(d[0]) for d in layout.directories())}; do [ -d "$d" ] && echo "dir.$d=$(stat -c \'%U:%G %a\' "$d")"; done',
         f'for l in {q(layout.nginx_link)} {q(layout.NGINX_DEFAULT_LINK)} {q(layout.current)}; do [ -L "$l" ] && echo "link.$l=$(readlink "$l")"; done',

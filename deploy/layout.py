@@ -34,6 +34,10 @@ class Layout:
     logs = property(lambda self: f"/var/log/{self.app}")
     venv_marker = property(lambda self: f"{self.root}/venv/.fabstack-packages")
     requirements_marker = property(lambda self: f"{self.root}/venv/.fabstack-project-requirements")
+    unit = property(lambda self: f"gunicorn-{self.app}.service")
+    unit_file = property(lambda self: f"/etc/systemd/system/gunicorn-{self.app}.service")
+    program = property(lambda self: f"gunicorn-{self.app}")
+    program_file = property(lambda self: f"/etc/supervisor/conf.d/gunicorn-{self.app}.conf")
     nginx_site = property(lambda self: f"/etc/nginx/sites-available/{self.app}.conf")
     nginx_link = property(lambda self: f"/etc/nginx/sites-enabled/{self.app}.conf")
 

@@ -12,13 +12,13 @@ from deploy import facts
 from deploy.layout import Layout
 from deploy.release import Release
 from deploy.runner import HostRun, say
-from deploy.steps import app, nginx, server
+from deploy.steps import app, nginx, process, server
 
 
 def gather(h: HostRun) -> None:
     """Read the host's state in one remote command."""
     layout = Layout.of(h.settings)
-    files = [layout.gunicorn_conf, layout.nginx_site, layout.secret_key]
+    files = [layout.gunicorn_conf, layout.nginx_site, layout.secret_key, layout.unit_file, layout.program_file]
     h.facts = facts.parse(h.run(facts.script(layout, files)))
 
 
@@ -32,7 +32,9 @@ def provision(h: HostRun) -> None:
     h.step("gunicorn config", app.gunicorn_config)
     h.step("nginx site", nginx.site)
     h.step("nginx running", nginx.running)
-    h.step("gunicorn reloaded", partial(app.process, may_start=False))
+    if f"link.{Layout.of(h.settings).current}" in h.facts:  # deployed: keep the app running, in step
+        h.step("process manager", process.manager)
+        h.step("gunicorn running", process.process)
 
 
 def deploy_plan(release: Release):
@@ -43,44 +45,55 @@ def deploy_plan(release: Release):
         h.step("project requirements", partial(app.project_requirements, release=release))
         h.step("release uploaded", partial(app.upload_release, release=release))
         h.step("release current", partial(app.switch_release, release=release))
-        if h.step("gunicorn running", app.process):
-            h.step("health check", app.health)
+        h.step("process manager", process.manager)
+        if h.step("gunicorn running", process.process):
+            h.step("health check", process.health)
 
     return deploy
 
 
 def app_control(action: str):
-    """start / stop / restart / reload gunicorn, whatever state it is in."""
+    """start / stop / restart / reload gunicorn through whichever manager runs it."""
+
+    def act(h: HostRun) -> bool:
+        s = h.settings
+        name = process.running_manager(h) or process.wanted_manager(h)
+        running = bool(h.facts.get("app_pid"))
+        command = {
+            "start": None if running else process.start_command(s, name),
+            "stop": process.stop_command(s, name) if running else None,
+            "restart": process.restart_command(s, name),
+            "reload": process.reload_command(s) if running else process.start_command(s, name),
+        }[action]
+        if command is None:
+            return False
+        h.change(command)
+        return True
 
     def control(h: HostRun) -> None:
         gather(h)
-        layout = Layout.of(h.settings)
-        running = bool(h.facts.get("app_pid"))
-        commands = {
-            "start": None if running else app.start_command(h),
-            "stop": app.stop_command(layout) if running else None,
-            "restart": app.restart_command(h),
-            "reload": app.reload_command(h) if running else app.start_command(h),
-        }
-
-        def act(h: HostRun) -> bool:
-            if commands[action] is None:
-                return False
-            h.change(commands[action])
-            return True
-
         h.step(f"gunicorn {action}", act)
 
     return control
 
 
 def app_status(h: HostRun) -> None:
+    """One line per host: manager, master pid, workers, worker class, uptime, release."""
     gather(h)
-    pid = h.facts.get("app_pid")
     layout = Layout.of(h.settings)
-    workers = h.run(f"pgrep -c -P {pid} || true").strip() if pid else "0"
-    current = h.facts.get(f"link.{layout.current}", "").rsplit("/", 1)[-1] or "none"
-    say(h.host, f"gunicorn: {'running pid ' + pid if pid else 'stopped'} workers={workers} release={current}")
+    pid = h.facts.get("app_pid")
+    release = h.facts.get(f"link.{layout.current}", "").rsplit("/", 1)[-1] or "none"
+    if not pid:
+        say(h.host, f"gunicorn: stopped release={release}")
+    else:
+        out = h.run(f"pgrep -c -P {pid}; ps -o etimes= -p {pid}; grep '^worker_class' {layout.gunicorn_conf}")
+        lines = [*out.splitlines(), "?", "?", "?"]
+        workers, uptime, worker_class = lines[0].strip(), lines[1].strip(), lines[2].split("=")[-1].strip(' "')
+        say(
+            h.host,
+            f"gunicorn: running manager={process.running_manager(h)} pid={pid} workers={workers} "
+            f"class={worker_class} uptime={uptime}s release={release}",
+        )
     h.step("gunicorn status", lambda h: False)
 
 

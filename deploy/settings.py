@@ -114,6 +114,13 @@ SCHEMA: tuple[Key, ...] = (
     Key("bind", str, "127.0.0.1:8000", "Where gunicorn listens; loopback or a unix socket only.", _bind),
     Key("workers", (int, str), "auto", "gunicorn worker processes, or auto: 2 x the host's cores + 1.", _workers),
     Key("worker_class", str, "gevent", "gunicorn worker class: sync, gevent or gthread.", _worker_class),
+    Key(
+        "process_manager",
+        str,
+        "auto",
+        "What keeps gunicorn running: nohup, systemd, supervisor, or auto (systemd where it is PID 1, else nohup).",
+        _one_of("auto", "nohup", "systemd", "supervisor"),
+    ),  # fmt: skip
     Key("threads", int, 1, "Threads per worker (gthread only).", _at_least(1)),
     Key("worker_connections", int, 1000, "Simultaneous clients per gevent worker.", _at_least(1)),
     Key("backlog", int, 2048, "gunicorn listen backlog (pending connections).", _at_least(1)),

@@ -103,7 +103,7 @@ def test_dry_run_shows_diff_of_a_changed_setting_and_changes_nothing(cold: ColdR
     run = fab("-H", host.target, "provision", "--dry-run", settings=settings)
     assert run.code == 0, run
     assert "-workers = 3" in run.out and "+workers = 4" in run.out
-    assert "gunicorn config: changed (dry run)" in run.out and "gunicorn reloaded: changed (dry run)" in run.out
+    assert "gunicorn config: changed (dry run)" in run.out and "gunicorn running: changed (dry run)" in run.out
     assert run.summary()[host.target][1] == 2, run  # the file and the reload it would cause
     assert remote(host).run("sha256sum /srv/django/config/gunicorn.conf.py") == before
     secret = remote(host).run("cat /srv/django/shared/data/secret_key").strip()

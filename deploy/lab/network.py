@@ -118,6 +118,13 @@ class Network:
         raise LabError(f"tinyproxy did not listen on {self.gateway}:{PROXY_PORT}; see {run / 'tinyproxy.log'}")
 
     def stop_proxy(self) -> None:
+        """Stop the proxy and wait until it is gone, so a new one can bind the same port."""
         if self.proxy_running():
-            os.kill(int(self._proxy_pidfile.read_text()), signal.SIGTERM)
+            pid = int(self._proxy_pidfile.read_text())
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while pid_alive(pid, "tinyproxy") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_alive(pid, "tinyproxy"):
+                os.kill(pid, signal.SIGKILL)
         self._proxy_pidfile.unlink(missing_ok=True)

@@ -1,15 +1,8 @@
-"""App steps (deploy): gunicorn's config, releases, and the gunicorn process.
-
-gunicorn is started the guide's way (nohup, in the background, detached from the SSH
-session) as the app user, with a pidfile; it is stopped by that pidfile, never by
-`pkill gunicorn`. A code or config change is a graceful reload (HUP: the master stays,
-workers are replaced); a new virtualenv is a full restart.
-"""
+"""App steps (deploy): gunicorn's config, the project's requirements, and releases."""
 
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 from deploy.layout import Layout
 from deploy.release import Release
@@ -17,8 +10,6 @@ from deploy.render import environment, render
 from deploy.runner import HostRun, StepFailed
 from deploy.settings import Settings
 from deploy.steps.files import ensure_file
-
-HEALTH = (Path(__file__).resolve().parent.parent / "remote" / "health.py").read_text()
 
 
 def app_env(s: Settings) -> dict[str, str]:
@@ -130,99 +121,3 @@ def switch_release(h: HostRun, release: Release) -> bool:
     h.change(f"ln -sfn {target} {layout.current}.new && mv -T {layout.current}.new {layout.current}")
     h.notify("reload_app")
     return True
-
-
-def _alive_sh(layout: Layout) -> str:
-    """Shell functions: `alive` reads the pidfile into $pid; `live PID` skips zombies."""
-    return (
-        'live() { [ -n "$1" ] && [ -d /proc/$1 ] && ! grep -q "^State:.*Z" /proc/$1/status 2>/dev/null; }\n'
-        f'alive() {{ pid=$(cat {layout.pidfile} 2>/dev/null); [ -n "$pid" ] && '
-        f'tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null | grep -q gunicorn; }}'
-    )
-
-
-def _health_target(s: Settings) -> str:
-    names = [n for n in s.server_name.split() if n != "_" and "*" not in n]
-    return names[0] if names else "localhost"
-
-
-def health_command(h: HostRun, address: str) -> str:
-    s = h.settings
-    return f"python3 -c {shlex.quote(HEALTH)} {shlex.quote(address)} {shlex.quote(s.health_path)} {_health_target(s)}"
-
-
-def start_command(h: HostRun) -> str:
-    layout = Layout.of(h.settings)
-    # setsid in a non-interactive shell execs (no fork), as do setpriv, env and nohup:
-    # $! is the gunicorn master itself, so a crash at start is seen at once.
-    start = as_app(layout, f"nohup {layout.venv}/bin/gunicorn --config {layout.gunicorn_conf}")
-    return f"""{_alive_sh(layout)}
-if alive; then exit 0; fi
-rm -f {layout.pidfile}
-setsid {start} >> {layout.logs}/gunicorn.out 2>&1 < /dev/null &
-master=$!
-{_wait_healthy(h, "started")}"""
-
-
-def _wait_healthy(h: HostRun, what: str, extra: str = "true") -> str:
-    """Poll the app's health until it answers, or fail early when the master dies."""
-    layout = Layout.of(h.settings)
-    return f"""for i in $(seq 1 150); do
-  live $master || break
-  if {extra} && {health_command(h, h.settings.bind)} 2>/dev/null; then exit 0; fi
-  sleep 0.2
-done
-echo "gunicorn {what} but does not answer on {h.settings.bind}{h.settings.health_path}; its last log lines:" >&2
-tail -q -n 12 {layout.logs}/error.log {layout.logs}/gunicorn.out 2>/dev/null | tail -n 12 >&2
-exit 1"""
-
-
-def reload_command(h: HostRun) -> str:
-    """HUP: the master re-reads its config and replaces every worker; wait until it has."""
-    layout = Layout.of(h.settings)
-    old_gone = 'gone=1; for w in $old; do live $w && gone=; done; [ -n "$gone" ]'
-    return f"""{_alive_sh(layout)}
-alive || exit 3
-master=$pid
-old=$(pgrep -P $master | tr '\\n' ' ')
-kill -HUP $master
-{_wait_healthy(h, "reloaded", "{ " + old_gone + "; }")}"""
-
-
-def stop_command(layout: Layout) -> str:
-    """TERM the master named by the pidfile and wait until it is gone (a subshell, so a
-    restart can go on after it)."""
-    return f"""({_alive_sh(layout)}
-alive || {{ rm -f {layout.pidfile}; exit 0; }}
-kill -TERM $pid
-for i in $(seq 1 150); do live $pid || {{ rm -f {layout.pidfile}; exit 0; }}; sleep 0.2; done
-kill -KILL $pid; rm -f {layout.pidfile})"""
-
-
-def restart_command(h: HostRun) -> str:
-    """A new master: needed when the virtualenv's Python or gunicorn itself changed."""
-    return stop_command(Layout.of(h.settings)) + " &&\n" + start_command(h)
-
-
-def process(h: HostRun, may_start: bool = True) -> bool:
-    """gunicorn running the current release: started if down, reloaded or restarted on change."""
-    running = bool(h.facts.get("app_pid"))
-    if not running:
-        if not may_start:
-            return False
-        h.change(start_command(h))
-    elif "restart_app" in h.notified:
-        h.change(restart_command(h))
-    elif "reload_app" in h.notified:
-        h.change(reload_command(h))
-    else:
-        return False
-    return True
-
-
-def health(h: HostRun) -> bool:
-    """The site answers through nginx (checked after every change)."""
-    if h.dry_run:
-        return False
-    h.run(health_command(h, f"127.0.0.1:{h.settings.listen_port}"))
-    return False

@@ -8,13 +8,16 @@ import shlex
 from deploy.facts import PACKAGES
 from deploy.layout import Layout
 from deploy.runner import HostRun
+from deploy.steps.process import wanted_manager
 
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
 
 
 def apt_packages(h: HostRun) -> bool:
-    """nginx, python3, python3-venv in one apt-get call; update lists only when stale."""
-    missing = [p for p in PACKAGES if h.facts.get(f"pkg.{p}") != "installed"]
+    """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
+    call; update the package lists only when they are stale."""
+    wanted = PACKAGES + (("supervisor",) if wanted_manager(h) == "supervisor" else ())
+    missing = [p for p in wanted if h.facts.get(f"pkg.{p}") != "installed"]
     if not missing:
         return False
     stamp = int(h.facts.get("apt_stamp") or 0)

@@ -1,0 +1,210 @@
+"""The gunicorn process, under nohup (the guide's way), systemd or supervisor.
+
+Whatever the manager, gunicorn writes its pidfile, so every task reads the master's pid
+from it: reload is always a HUP to that pid (the master stays, every worker is
+replaced), and stop always confirms that pid is gone. Nothing is ever killed by name.
+Start, stop and restart go through the manager, which is what keeps the app alive:
+systemd and supervisor restart a crashed master and start it at boot; nohup does not.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from deploy.layout import Layout
+from deploy.render import environment, render
+from deploy.runner import HostRun
+from deploy.settings import Settings
+from deploy.steps.app import as_app
+from deploy.steps.files import ensure_file
+
+HEALTH = (Path(__file__).resolve().parent.parent / "remote" / "health.py").read_text()
+MANAGERS = ("nohup", "systemd", "supervisor")
+ACTIVE = {"systemd": ("active", "activating", "reloading"), "supervisor": ("RUNNING", "STARTING", "BACKOFF")}
+
+
+def wanted_manager(h: HostRun) -> str:
+    """The process_manager setting; auto is systemd where systemd runs as PID 1, else nohup."""
+    chosen = h.settings.process_manager
+    if chosen != "auto":
+        return chosen
+    systemd = h.facts.get("pid1") == "systemd" and h.facts.get("systemd") not in ("", "offline", "unknown")
+    return "systemd" if systemd else "nohup"
+
+
+def running_manager(h: HostRun) -> str:
+    """Which manager runs the app now ('' when it does not run)."""
+    if h.facts.get("unit_state") in ACTIVE["systemd"]:
+        return "systemd"
+    if h.facts.get("supervisor_state") in ACTIVE["supervisor"]:
+        return "supervisor"
+    return "nohup" if h.facts.get("app_pid") else ""
+
+
+# shell building blocks ------------------------------------------------------------------
+def _alive_sh(layout: Layout) -> str:
+    """Shell functions: `alive` reads the pidfile into $pid; `live PID` skips zombies."""
+    return (
+        'live() { [ -n "$1" ] && [ -d /proc/$1 ] && ! grep -q "^State:.*Z" /proc/$1/status 2>/dev/null; }\n'
+        f'alive() {{ pid=$(cat {layout.pidfile} 2>/dev/null); [ -n "$pid" ] && '
+        f'tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null | grep -q gunicorn; }}'
+    )
+
+
+def _health_host(s: Settings) -> str:
+    names = [n for n in s.server_name.split() if n != "_" and "*" not in n]
+    return names[0] if names else "localhost"
+
+
+def health_command(s: Settings, address: str) -> str:
+    """GET health_path from address on the host (stdlib Python only); exit 0 on 2xx/3xx."""
+    return f"python3 -c {shlex.quote(HEALTH)} {shlex.quote(address)} {shlex.quote(s.health_path)} {_health_host(s)}"
+
+
+def _wait_healthy(s: Settings, what: str, extra: str = "true") -> str:
+    """Poll until the master (from the pidfile) answers; fail early if $master dies."""
+    layout = Layout.of(s)
+    return f"""for i in $(seq 1 150); do
+  if [ -n "$master" ]; then live $master || break; fi
+  if alive && {extra} && {health_command(s, s.bind)} 2>/dev/null; then exit 0; fi
+  sleep 0.2
+done
+echo "gunicorn {what} but does not answer on {s.bind}{s.health_path}; its last log lines:" >&2
+tail -q -n 12 {layout.logs}/error.log {layout.logs}/gunicorn.out {layout.logs}/supervisor.out 2>/dev/null | tail -n 12 >&2
+exit 1"""
+
+
+def _wait_gone(layout: Layout) -> str:
+    return f"""for i in $(seq 1 150); do live $pid || {{ rm -f {layout.pidfile}; exit 0; }}; sleep 0.2; done"""
+
+
+# manager commands -----------------------------------------------------------------------
+def start_command(s: Settings, manager: str) -> str:
+    layout = Layout.of(s)
+    prelude = f"{_alive_sh(layout)}\nif alive; then exit 0; fi\nrm -f {layout.pidfile}\nmaster="
+    if manager == "nohup":
+        # setsid in a non-interactive shell execs (no fork), as do setpriv, env and nohup:
+        # $! is the gunicorn master itself, so a crash at start is seen at once.
+        start = as_app(layout, f"nohup {layout.venv}/bin/gunicorn --config {layout.gunicorn_conf}")
+        launch = f"setsid {start} >> {layout.logs}/gunicorn.out 2>&1 < /dev/null &\nmaster=$!"
+    elif manager == "systemd":
+        launch = f"systemctl start {layout.unit}"
+    else:
+        launch = f"supervisorctl start {layout.program} >/dev/null || true"
+    return f"{prelude}\n{launch}\n{_wait_healthy(s, 'started')}"
+
+
+def stop_command(s: Settings, manager: str) -> str:
+    """Stop through the manager (nohup: TERM to the pidfile's pid), then confirm the master
+    is gone. A subshell, so a restart can go on after it."""
+    layout = Layout.of(s)
+    ask = {
+        "nohup": "kill -TERM $pid",
+        "systemd": f"systemctl stop {layout.unit}",
+        "supervisor": f"supervisorctl stop {layout.program} >/dev/null",
+    }[manager]
+    return f"""({_alive_sh(layout)}
+alive || {{ rm -f {layout.pidfile}; exit 0; }}
+{ask}
+{_wait_gone(layout)}
+kill -KILL $pid; rm -f {layout.pidfile})"""
+
+
+def restart_command(s: Settings, manager: str) -> str:
+    """A new master: needed when the virtualenv's Python or gunicorn itself changed."""
+    return stop_command(s, manager) + " &&\n" + start_command(s, manager)
+
+
+def reload_command(s: Settings) -> str:
+    """HUP the master named by the pidfile; wait until every old worker has gone."""
+    layout = Layout.of(s)
+    old_gone = 'gone=1; for w in $old; do live $w && gone=; done; [ -n "$gone" ]'
+    return f"""{_alive_sh(layout)}
+alive || exit 3
+master=$pid
+old=$(pgrep -P $master | tr '\\n' ' ')
+kill -HUP $master
+{_wait_healthy(s, "reloaded", "{ " + old_gone + "; }")}"""
+
+
+# steps ----------------------------------------------------------------------------------
+def _manager_files(h: HostRun, manager: str) -> bool:
+    """Write the unit or program file for manager; apply it when it changed."""
+    s, layout = h.settings, Layout.of(h.settings)
+    context = dict(
+        app_name=s.app_name, venv=layout.venv, config=layout.gunicorn_conf, log_dir=layout.logs,
+        stop_timeout=s.timeout + 10, unit=layout.unit, program=layout.program,
+    )  # fmt: skip
+    jinja = environment(s.templates_dir)
+    changed = False
+    if manager == "systemd":
+        unit = render(jinja, "gunicorn.service.j2", **context)
+        if ensure_file(h, layout.unit_file, unit):
+            h.change("systemctl daemon-reload")
+            h.notify("restart_app")  # a new unit (user, command) takes a new master
+            changed = True
+        if h.facts.get("unit_enabled") != "enabled":
+            h.change(f"systemctl enable -q {layout.unit}")
+            changed = True
+    elif manager == "supervisor":
+        h.change("supervisorctl pid >/dev/null 2>&1 || service supervisor start >/dev/null")
+        program = render(jinja, "supervisor-program.conf.j2", **context)
+        if ensure_file(h, layout.program_file, program):
+            # update adds (and so starts) a new program, or restarts a changed one
+            h.change(
+                "for i in $(seq 50); do supervisorctl pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
+                "supervisorctl reread >/dev/null && supervisorctl update >/dev/null\n"
+                f"{_alive_sh(layout)}\nmaster=\n{_wait_healthy(s, 'started by supervisor')}"
+            )
+            changed = True
+    return changed
+
+
+def _remove_command(layout: Layout, manager: str) -> str:
+    if manager == "systemd":
+        return f"systemctl disable -q --now {layout.unit}; rm -f {layout.unit_file} && systemctl daemon-reload"
+    return f"rm -f {layout.program_file}; supervisorctl update >/dev/null 2>&1; true"
+
+
+def manager(h: HostRun) -> bool:
+    """The app under the wanted process manager: the old one stopped and its files gone."""
+    layout = Layout.of(h.settings)
+    wanted, running = wanted_manager(h), running_manager(h)
+    changed = False
+    if running and running != wanted:
+        h.change(stop_command(h.settings, running))
+        h.facts["app_pid"] = ""  # stopped: the process step starts it under the new manager
+        changed = True
+    stale = {"systemd": layout.unit_file, "supervisor": layout.program_file}
+    for other, path in stale.items():
+        if other != wanted and f"file.{path}" in h.facts:
+            h.change(_remove_command(layout, other))
+            changed = True
+    if _manager_files(h, wanted):
+        if wanted == "supervisor":  # supervisorctl update (re)started it with today's config
+            h.facts["app_pid"] = "started by supervisor"
+            h.notified = [n for n in h.notified if n not in ("restart_app", "reload_app")]
+        changed = True
+    return changed
+
+
+def process(h: HostRun) -> bool:
+    """gunicorn running the current release: started if down, reloaded or restarted on change."""
+    s, name = h.settings, wanted_manager(h)
+    if not h.facts.get("app_pid"):
+        h.change(start_command(s, name))
+    elif "restart_app" in h.notified:
+        h.change(restart_command(s, name))
+    elif "reload_app" in h.notified:
+        h.change(reload_command(s))
+    else:
+        return False
+    return True
+
+
+def health(h: HostRun) -> bool:
+    """The site answers through nginx (checked after every change)."""
+    if not h.dry_run:
+        h.run(health_command(h.settings, f"127.0.0.1:{h.settings.listen_port}"))
+    return False

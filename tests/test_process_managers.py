@@ -1,0 +1,140 @@
+"""Issue 4: gunicorn kept alive by nohup, systemd or supervisor, with one set of tasks."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import pytest
+from conftest import ColdRun, Remote, fab
+
+from deploy.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def hosts(lab: Lab, deployed_snapshot: str):
+    """A systemd host and an sshd-only host, started from the deployed snapshot."""
+    return lab.up(count=1, init="systemd", prefix="pmsd", snapshot=deployed_snapshot) + lab.up(
+        count=1, init="sshd", prefix="pmss", snapshot=deployed_snapshot
+    )
+
+
+def converge(host, manager: str, tmp_path, cold: ColdRun):
+    settings = tmp_path / f"{manager}.yaml"
+    settings.write_text(cold.settings.read_text() + f"process_manager: {manager}\n")
+    run = fab("-H", host.target, "provision", "deploy", settings=settings)
+    assert run.code == 0, run
+    return run, settings
+
+
+def masters(r: Remote) -> list[int]:
+    """gunicorn processes whose parent is not a gunicorn: the masters."""
+    rows = [line.split(None, 2) for line in r.run("ps -eo pid=,ppid=,args=").splitlines()]
+    gunicorns = {int(pid): int(ppid) for pid, ppid, args in rows if "bin/gunicorn" in args}
+    return [pid for pid, ppid in gunicorns.items() if ppid not in gunicorns]
+
+
+def answers(host, within: float = 10.0) -> bool:
+    """The site serves this host's page (after a crash, once the new workers are up)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host.address}/", timeout=10) as response:
+                return f'<b id="host">{host.name}</b>' in response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def status_line(host, settings) -> str:
+    run = fab("-H", host.target, "status", settings=settings)
+    assert run.code == 0, run
+    return run.out
+
+
+def crash_and_wait(r: Remote, limit: float = 5.0) -> float:
+    """kill -9 the master; return seconds until a new master answers on its pidfile."""
+    (old,) = masters(r)
+    r.run(f"kill -9 {old}")
+    started = time.monotonic()
+    while time.monotonic() - started < limit + 5:
+        new = masters(r)
+        if (
+            new
+            and new != [old]
+            and r.run("cat /srv/django/run/gunicorn.pid 2>/dev/null || true").strip() == str(new[0])
+        ):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"no new gunicorn master within {limit + 5}s of kill -9")
+
+
+def test_auto_picks_nohup_on_sshd_and_survives_the_session(hosts, cold, tmp_path):
+    host = hosts[1]
+    run, settings = converge(host, "auto", tmp_path, cold)
+    assert "manager=nohup" in status_line(host, settings)
+    r = Remote(host)
+    assert len(masters(r)) == 1 and answers(host)
+
+
+def test_auto_picks_systemd_and_it_restarts_a_crashed_master(hosts, cold, tmp_path):
+    host = hosts[0]
+    run, settings = converge(host, "auto", tmp_path, cold)
+    assert "manager=systemd" in status_line(host, settings)
+    r = Remote(host)
+    assert r.run("systemctl is-enabled gunicorn-django.service").strip() == "enabled"
+    assert r.run("systemctl show -p User --value gunicorn-django.service").strip() == "django"
+    seconds = crash_and_wait(r)
+    assert seconds < 5, seconds
+    assert answers(host)
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_supervisor_restarts_a_crashed_master(hosts, cold, tmp_path, index):
+    host = hosts[index]
+    run, settings = converge(host, "supervisor", tmp_path, cold)
+    assert "manager=supervisor" in status_line(host, settings)
+    r = Remote(host)
+    assert "RUNNING" in r.run("supervisorctl status gunicorn-django")
+    assert r.run("ps -o user= -p $(cat /srv/django/run/gunicorn.pid)").strip() == "django"
+    seconds = crash_and_wait(r)
+    assert seconds < 5, seconds
+    assert answers(host)
+    # stop confirms the master is gone, start brings it back through supervisor
+    assert fab("-H", host.target, "stop", settings=settings).code == 0
+    assert masters(r) == [] and "STOPPED" in r.run("supervisorctl status gunicorn-django || true")
+    assert fab("-H", host.target, "start", settings=settings).code == 0
+    assert len(masters(r)) == 1 and answers(host)
+
+
+def test_switching_managers_keeps_exactly_one_master(hosts, cold, tmp_path):
+    host = hosts[0]
+    r = Remote(host)
+    for manager in ("nohup", "systemd", "supervisor", "nohup"):
+        run, settings = converge(host, manager, tmp_path, cold)
+        assert len(masters(r)) == 1, (manager, run)
+        assert answers(host)
+        assert f"manager={manager}" in status_line(host, settings)
+        unit = r.run("ls /etc/systemd/system/gunicorn-django.service 2>/dev/null || true").strip()
+        program = r.run("ls /etc/supervisor/conf.d/gunicorn-django.conf 2>/dev/null || true").strip()
+        assert bool(unit) == (manager == "systemd") and bool(program) == (manager == "supervisor")
+        again = fab("-H", host.target, "provision", "deploy", settings=settings)
+        assert again.code == 0 and again.changed() == 0, again
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_reload_keeps_master_and_replaces_workers_under_every_manager(hosts, cold, tmp_path, index):
+    host = hosts[index]
+    r = Remote(host)
+    for manager in ("nohup", "supervisor") if index else ("systemd",):
+        _, settings = converge(host, manager, tmp_path, cold)
+        (master,) = masters(r)
+        workers = set(r.run(f"pgrep -P {master}").split())
+        assert fab("-H", host.target, "reload", settings=settings).code == 0
+        assert masters(r) == [master]
+        assert not workers & set(r.run(f"pgrep -P {master}").split())
+        assert fab("-H", host.target, "restart", settings=settings).code == 0
+        assert masters(r) != [master] and len(masters(r)) == 1
