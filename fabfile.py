@@ -59,10 +59,25 @@ def status(c, settings=None):
     execute(c, plans.app_status, load_settings(settings))
 
 
+@task(
+    help={
+        "lines": "how many lines of each log (default 20)",
+        "app": "only gunicorn's logs",
+        "nginx": "only nginx's logs for the site",
+        "settings": COMMON["settings"],
+    }
+)
+def logs(c, lines=20, app=False, nginx=False, settings=None):
+    """Show the last lines of gunicorn's and nginx's logs on each host, prefixed by host."""
+    both = not app and not nginx
+    execute(c, plans.logs(int(lines), app or both, nginx or both), load_settings(settings))
+
+
 ns = Collection(
     provision,
     deploy,
     status,
+    logs,
     _app_task("start", "Start gunicorn in the background (nohup, pidfile) if it is not running."),
     _app_task("stop", "Stop gunicorn by its pidfile (never pkill) and confirm it is gone."),
     _app_task("restart", "Stop and start gunicorn (a new master)."),

@@ -97,6 +97,30 @@ def app_status(h: HostRun) -> None:
     h.step("gunicorn status", lambda h: False)
 
 
+def logs(lines: int, app_logs: bool, nginx_logs: bool):
+    """The last lines of gunicorn's and/or nginx's logs, prefixed by host."""
+
+    def show(h: HostRun) -> None:
+        layout = Layout.of(h.settings)
+        files = []
+        if app_logs:
+            files += [f"{layout.logs}/error.log", f"{layout.logs}/gunicorn.out", f"{layout.logs}/supervisor.out"]
+        if nginx_logs:
+            files += [f"/var/log/nginx/{layout.app}.error.log", f"/var/log/nginx/{layout.app}.access.log"]
+        script = f'for f in {" ".join(files)}; do [ -s "$f" ] && {{ echo "==> $f <=="; tail -n {lines} "$f"; }}; done'
+        if app_logs:  # systemd's journal has what gunicorn printed before its own logging started
+            script += (
+                f"; [ -f {layout.unit_file} ] && echo '==> journalctl -u {layout.unit} <==' && "
+                f"journalctl -u {layout.unit} -n {lines} --no-pager 2>/dev/null"
+            )
+        out = h.run(script + "; true")  # one round trip for every log
+        if out.strip():
+            say(h.host, out.rstrip())
+        h.step("logs", lambda h: False)
+
+    return show
+
+
 def nginx_control(action: str):
     def control(h: HostRun) -> None:
         h.step(f"nginx {action}", lambda h: nginx.run_control(h, action))

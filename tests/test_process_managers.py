@@ -90,6 +90,10 @@ def test_auto_picks_systemd_and_it_restarts_a_crashed_master(hosts, cold, tmp_pa
     seconds = crash_and_wait(r)
     assert seconds < 5, seconds
     assert answers(host)
+    logs = fab("-H", host.target, "logs", "--app", "--lines", "50", settings=settings)
+    assert logs.code == 0, logs
+    assert f"[{host.target}] ==> /var/log/django/error.log <==" in logs.out
+    assert "Booting worker" in logs.out and "journalctl -u gunicorn-django.service" in logs.out
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
@@ -138,3 +142,17 @@ def test_reload_keeps_master_and_replaces_workers_under_every_manager(hosts, col
         assert not workers & set(r.run(f"pgrep -P {master}").split())
         assert fab("-H", host.target, "restart", settings=settings).code == 0
         assert masters(r) != [master] and len(masters(r)) == 1
+
+
+def test_new_gunicorn_version_is_a_full_restart(hosts, cold, tmp_path):
+    host = hosts[1]
+    r = Remote(host)
+    _, settings = converge(host, "nohup", tmp_path, cold)
+    (master,) = masters(r)
+    settings.write_text(settings.read_text() + "gunicorn_version: '>=25.1,<27'\n")
+    run = fab("-H", host.target, "provision", settings=settings)
+    assert run.code == 0, run
+    assert "virtualenv: changed" in run.out and "gunicorn running: changed" in run.out
+    assert r.run("/srv/django/venv/bin/gunicorn --version").split()[-1].startswith(("25.", "26."))
+    assert masters(r) != [master] and len(masters(r)) == 1
+    assert answers(host)
