@@ -7,56 +7,45 @@ from deploy.cli import execute, load_settings
 from deploy.lab.tasks import lab
 from deploy.release import Release
 
-COMMON = {
+HELP = {
     "settings": "settings file (default: ./fabstack.yaml or $FABSTACK_SETTINGS)",
     "dry_run": "report what would change, with diffs, and change nothing",
     "verbose": "show every remote command as it runs",
+    "role": "with no -H: only the inventory's hosts with this role (app or lb)",
+    "limit": "with no -H: only these inventory hosts (comma-separated host strings or addresses)",
 }
 
 
 @task(
     help={
-        **COMMON,
-        "workers": "gunicorn workers (default: 2 x cores + 1)",
+        **HELP,
+        "workers": "gunicorn workers, or auto (2 x cores + 1)",
         "worker_class": "sync, gevent or gthread",
         "server_name": "nginx server_name",
     }
 )
-def provision(c, settings=None, dry_run=False, verbose=False, workers=None, worker_class=None, server_name=None):
+def provision(
+    c, settings=None, dry_run=False, verbose=False, role="", limit="", workers=None, worker_class=None, server_name=None
+):
     """Set up the server: nginx, python3, app user, virtualenv, gunicorn and nginx configs."""
     s = load_settings(settings, workers=workers, worker_class=worker_class, server_name=server_name)
-    execute(c, plans.provision, s, dry_run, verbose)
+    execute(c, plans.provision, s, dry_run, verbose, role, limit)
 
 
-@task(help={**COMMON, "project": "Django project to deploy (default: the bundled sample)"})
-def deploy(c, settings=None, dry_run=False, verbose=False, project=None):
+@task(help={**HELP, "project": "Django project to deploy (default: the bundled sample)"})
+def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", project=None):
     """Upload the app as a release, migrate, collectstatic, start or reload gunicorn."""
     s = load_settings(settings, project_path=project)
-    execute(c, plans.deploy_plan(Release(s.project, s.static_dir)), s, dry_run, verbose)
+    execute(c, plans.deploy_plan(Release(s.project, s.static_dir)), s, dry_run, verbose, role, limit)
 
 
-def _app_task(action: str, doc: str):
-    @task(name=action, help={"settings": COMMON["settings"], "verbose": COMMON["verbose"]})
-    def app_task(c, settings=None, verbose=False):
-        execute(c, plans.app_control(action), load_settings(settings), verbose=verbose)
+def _host_task(name: str, doc: str, plan):
+    @task(name=name, help={k: HELP[k] for k in ("settings", "verbose", "role", "limit")})
+    def host_task(c, settings=None, verbose=False, role="", limit=""):
+        execute(c, plan, load_settings(settings), verbose=verbose, role=role, limit=limit)
 
-    app_task.__doc__ = doc
-    return app_task
-
-
-def _nginx_task(action: str, doc: str):
-    @task(name=f"{action}-nginx" if action != "configtest" else "nginx-configtest", help={"verbose": COMMON["verbose"]})
-    def nginx_task(c, verbose=False):
-        execute(c, plans.nginx_control(action), load_settings(None), verbose=verbose)
-
-    nginx_task.__doc__ = doc
-    return nginx_task
-
-
-@task(help={"settings": COMMON["settings"]})
-def status(c, settings=None):
-    """Show whether gunicorn runs, its master pid, workers and current release."""
-    execute(c, plans.app_status, load_settings(settings))
+    host_task.__doc__ = doc
+    return host_task
 
 
 @task(
@@ -64,28 +53,32 @@ def status(c, settings=None):
         "lines": "how many lines of each log (default 20)",
         "app": "only gunicorn's logs",
         "nginx": "only nginx's logs for the site",
-        "settings": COMMON["settings"],
+        **{k: HELP[k] for k in ("settings", "role", "limit")},
     }
 )
-def logs(c, lines=20, app=False, nginx=False, settings=None):
+def logs(c, lines=20, app=False, nginx=False, settings=None, role="", limit=""):
     """Show the last lines of gunicorn's and nginx's logs on each host, prefixed by host."""
     both = not app and not nginx
-    execute(c, plans.logs(int(lines), app or both, nginx or both), load_settings(settings))
+    execute(c, plans.logs(int(lines), app or both, nginx or both), load_settings(settings), role=role, limit=limit)
 
 
 ns = Collection(
     provision,
     deploy,
-    status,
     logs,
-    _app_task("start", "Start gunicorn in the background (nohup, pidfile) if it is not running."),
-    _app_task("stop", "Stop gunicorn by its pidfile (never pkill) and confirm it is gone."),
-    _app_task("restart", "Stop and start gunicorn (a new master)."),
-    _app_task("reload", "Graceful reload: HUP the master, every worker replaced."),
-    _nginx_task("restart", "Restart nginx, refused when nginx -t fails."),
-    _nginx_task("reload", "Reload nginx's config, refused when nginx -t fails."),
-    _nginx_task("start", "Start nginx, refused when nginx -t fails."),
-    _nginx_task("stop", "Stop nginx."),
-    _nginx_task("configtest", "Test nginx's configuration (nginx -t)."),
+    _host_task("status", "Show gunicorn's manager, master pid, workers, class, uptime and release.", plans.app_status),
+    _host_task(
+        "start", "Start gunicorn if it is not running (through its process manager).", plans.app_control("start")
+    ),
+    _host_task(
+        "stop", "Stop gunicorn through its manager (never pkill) and confirm it is gone.", plans.app_control("stop")
+    ),
+    _host_task("restart", "Stop and start gunicorn (a new master).", plans.app_control("restart")),
+    _host_task("reload", "Graceful reload: HUP the master, every worker replaced.", plans.app_control("reload")),
+    _host_task("restart-nginx", "Restart nginx, refused when nginx -t fails.", plans.nginx_control("restart")),
+    _host_task("reload-nginx", "Reload nginx's config, refused when nginx -t fails.", plans.nginx_control("reload")),
+    _host_task("start-nginx", "Start nginx, refused when nginx -t fails.", plans.nginx_control("start")),
+    _host_task("stop-nginx", "Stop nginx.", plans.nginx_control("stop")),
+    _host_task("nginx-configtest", "Test nginx's configuration (nginx -t).", plans.nginx_control("configtest")),
     lab,
 )

@@ -9,6 +9,7 @@ from invoke import Context, Exit
 from deploy import runner
 from deploy import settings as settings_mod
 from deploy.connection import check_host_string
+from deploy.inventory import ROLES
 from deploy.settings import Settings, SettingsError
 
 
@@ -19,22 +20,39 @@ def load_settings(path: str | None, **overrides) -> Settings:
         raise Exit(f"fabstack: {exc}", code=2) from None
 
 
-def hosts_of(c: Context) -> list[str]:
+def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") -> list[str]:
+    """-H hosts if given, else the inventory's, narrowed by --role and --limit."""
     raw = c.config.get("fabstack_hosts") or ""
     hosts = [h.strip() for h in raw.split(",") if h.strip()]
-    if not hosts:
-        raise Exit("fabstack: no hosts given; use fab -H root@HOST TASK (several: -H a,b,c)", code=2)
     for host in hosts:
         try:
             check_host_string(host)
         except ValueError as exc:
             raise Exit(f"fabstack: {exc}", code=2) from None
+    if not hosts:
+        if role and role not in ROLES:
+            raise Exit(f"fabstack: --role {role!r} is not a role; use app or lb", code=2)
+        hosts = [m.host for m in settings.inventory.members if not role or role in m.roles]
+        wanted = {x.strip() for x in limit.split(",") if x.strip()}
+        if wanted:
+            known = {m.host for m in settings.inventory.members} | {m.address for m in settings.inventory.members}
+            if wanted - known:
+                raise Exit(f"fabstack: --limit {sorted(wanted - known)[0]!r} is not in the inventory", code=2)
+            hosts = [m.host for m in settings.inventory.members if m.host in hosts and {m.host, m.address} & wanted]
+    if not hosts:
+        raise Exit(
+            "fabstack: no hosts given; use fab -H root@HOST TASK (several: -H a,b,c) or list hosts in the settings",
+            code=2,
+        )
     return hosts
 
 
-def execute(c: Context, plan: runner.Plan, settings: Settings, dry_run: bool = False, verbose: bool = False) -> None:
+def execute(
+    c: Context, plan: runner.Plan, settings: Settings, dry_run: bool = False, verbose: bool = False,
+    role: str = "", limit: str = "",
+) -> None:  # fmt: skip
     """Run plan on the task's hosts; exit non-zero naming the hosts that failed."""
-    hosts = hosts_of(c)
+    hosts = hosts_of(c, settings, role, limit)
     results = runner.run_task(hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose)
     failed = [r.host for r in results if r.failed]
     sys.stdout.flush()

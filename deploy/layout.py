@@ -40,6 +40,8 @@ class Layout:
     program_file = property(lambda self: f"/etc/supervisor/conf.d/gunicorn-{self.app}.conf")
     nginx_site = property(lambda self: f"/etc/nginx/sites-available/{self.app}.conf")
     nginx_link = property(lambda self: f"/etc/nginx/sites-enabled/{self.app}.conf")
+    nginx_lb_site = property(lambda self: f"/etc/nginx/sites-available/{self.app}-lb.conf")
+    nginx_lb_link = property(lambda self: f"/etc/nginx/sites-enabled/{self.app}-lb.conf")
 
     NGINX_DEFAULT = "/etc/nginx/sites-available/default"
     NGINX_DEFAULT_LINK = "/etc/nginx/sites-enabled/default"

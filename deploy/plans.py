@@ -18,27 +18,41 @@ from deploy.steps import app, nginx, process, server
 def gather(h: HostRun) -> None:
     """Read the host's state in one remote command."""
     layout = Layout.of(h.settings)
-    files = [layout.gunicorn_conf, layout.nginx_site, layout.secret_key, layout.unit_file, layout.program_file]
+    files = [
+        layout.gunicorn_conf,
+        layout.nginx_site,
+        layout.nginx_lb_site,
+        layout.secret_key,
+        layout.unit_file,
+        layout.program_file,
+    ]
     h.facts = facts.parse(h.run(facts.script(layout, files)))
 
 
 def provision(h: HostRun) -> None:
     gather(h)
+    role = nginx.roles(h)
     h.step("apt packages", server.apt_packages)
-    h.step("app user", server.app_user)
-    h.step("directories", server.directories)
-    h.step("virtualenv", server.virtualenv)
-    h.step("secret key", server.secret_key)
-    h.step("gunicorn config", app.gunicorn_config)
-    h.step("nginx site", nginx.site)
+    if "app" in role:
+        h.step("app user", server.app_user)
+        h.step("directories", server.directories)
+        h.step("virtualenv", server.virtualenv)
+        h.step("secret key", server.secret_key)
+        h.step("gunicorn config", app.gunicorn_config)
+        h.step("nginx site", nginx.site)
+    if "lb" in role and nginx.member(h):
+        h.step("nginx load balancer", nginx.lb_site)
     h.step("nginx running", nginx.running)
-    if f"link.{Layout.of(h.settings).current}" in h.facts:  # deployed: keep the app running, in step
+    if "app" in role and f"link.{Layout.of(h.settings).current}" in h.facts:
+        # deployed: keep the app running, under the wanted manager, with today's config
         h.step("process manager", process.manager)
         h.step("gunicorn running", process.process)
 
 
 def deploy_plan(release: Release):
     def deploy(h: HostRun) -> None:
+        if "app" not in nginx.roles(h):
+            return  # a load balancer only: nothing of the app lives here
         gather(h)
         h.step("provisioned", app.provisioned)
         h.step("gunicorn config", app.gunicorn_config)

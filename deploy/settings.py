@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.inventory import METHODS, Inventory, InventoryError
+from deploy.inventory import parse as parse_inventory
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_PROJECT = REPO / "templates" / "sample"
 WORKER_CLASSES = ("sync", "gevent", "gthread")
@@ -98,6 +101,15 @@ def _url_path(value: str) -> str:
     return "" if re.fullmatch(r"/[\w./?=&-]*", value) else "use a path that starts with '/', e.g. /healthz"
 
 
+def _lb_method(value: str) -> str:
+    if value == "fair":
+        return ("fair needs the third-party upstream_fair module, which Debian's and Ubuntu's nginx lack; "
+                "least_conn is the built-in equivalent: use lb_method: least_conn")  # fmt: skip
+    if value == "url_hash":
+        return "url_hash is `hash $request_uri consistent` in today's nginx: use lb_method: hash"
+    return "" if value in METHODS else f"use one of: {', '.join(METHODS)}"
+
+
 def _requirement(value: str) -> str:
     return "" if re.fullmatch(r"[<>=!~,.\w* ]*", value) else "use a pip version specifier such as >=5.2,<6"
 
@@ -151,6 +163,17 @@ SCHEMA: tuple[Key, ...] = (
     Key("media_url", str, "/media/", "URL prefix nginx serves from the shared media directory.", _url_prefix),
     Key("static_dir", str, "staticfiles", "The project's STATIC_ROOT, relative to the project root."),
     Key("health_path", str, "/", "Path requested after a deploy to check the app answers.", _url_path),
+    Key("hosts", list, [], "The inventory: hosts with roles (app, lb) and upstream flags; see docs/load-balancing.md."),
+    Key(
+        "lb_method",
+        str,
+        "round_robin",
+        "Load-balancing method: round_robin, least_conn, ip_hash, hash or random.",
+        _lb_method,
+    ),
+    Key("lb_hash_key", str, "$request_uri", "The key of lb_method hash (consistent hashing)."),
+    Key("app_port", int, 8080, "Port the app hosts' nginx listens on for the load balancers (inventory only).", _port),
+    Key("keepalive", int, 16, "Idle keepalive connections from each load balancer to its app hosts.", _at_least(0)),
     Key("known_hosts", list, [], "Extra known_hosts files to trust, besides ~/.ssh/known_hosts and the lab's."),
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
@@ -163,6 +186,7 @@ KEYS = {key.name: key for key in SCHEMA}
 class Settings:
     values: dict = field(default_factory=dict)
     source: str = "defaults"
+    inventory: Inventory = field(default_factory=Inventory)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -220,7 +244,11 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise SettingsError(f"unknown setting {name!r} in {source}{hint}; see docs/settings.md")
         values[name] = _coerce(key, value)
-    settings = Settings(values, source)
+    try:
+        inventory = parse_inventory(values["hosts"], values["lb_method"])
+    except InventoryError as exc:
+        raise SettingsError(f"inventory: {exc}") from None
+    settings = Settings(values, source, inventory)
     _check_project(settings)
     return settings
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from deploy.inventory import Member
 from deploy.layout import Layout
 from deploy.render import environment, render
 from deploy.runner import HostRun, StepFailed
@@ -16,15 +17,36 @@ from deploy.steps.files import file_state, unified_diff
 CONFIGTEST = "nginx -t -q"
 
 
+def member(h: HostRun) -> Member | None:
+    """This host's inventory entry; None for a single host given with -H."""
+    return h.settings.inventory.find(h.host)
+
+
+def roles(h: HostRun) -> tuple[str, ...]:
+    m = member(h)
+    return m.roles if m else ("app", "lb")
+
+
+def app_port(h: HostRun) -> int:
+    """Where this host's app site listens: listen_port alone, app_port behind load balancers."""
+    return h.settings.app_port if member(h) else h.settings.listen_port
+
+
 def site_config(h: HostRun) -> str:
-    s, layout = h.settings, Layout.of(h.settings)
+    s, layout, m = h.settings, Layout.of(h.settings), member(h)
+    if m:  # behind load balancers: the private address and loopback only, lbs allowed
+        listens = [f"{m.address}:{s.app_port}", f"127.0.0.1:{s.app_port}"]
+        allow = [lb.address for lb in s.inventory.with_role("lb")] + ["127.0.0.1"]
+    else:
+        listens, allow = [f"{s.listen_port} default_server"], []
     return render(
         environment(s.templates_dir),
         "nginx-site.conf.j2",
         app_name=s.app_name,
         upstream=f"{s.app_name}_app",
         servers=[s.bind],
-        listen_port=s.listen_port,
+        listens=listens,
+        allow=list(dict.fromkeys(allow)),
         server_name=s.server_name,
         static_url=s.static_url,
         static_root=f"{layout.current}/{s.static_dir}",
@@ -33,43 +55,85 @@ def site_config(h: HostRun) -> str:
     )
 
 
+def lb_config(h: HostRun) -> str:
+    s = h.settings
+    method = {
+        "round_robin": "",
+        "hash": f"hash {s.lb_hash_key} consistent",
+    }.get(s.lb_method, s.lb_method)
+    servers = [f"{m.address}:{s.app_port} {m.server_flags()}".strip() for m in s.inventory.with_role("app")]
+    return render(
+        environment(s.templates_dir),
+        "nginx-lb.conf.j2",
+        app_name=s.app_name,
+        upstream=f"{s.app_name}_apps",
+        method_line=method,
+        servers=servers,
+        keepalive=s.keepalive,
+        listen_port=s.listen_port,
+        server_name=s.server_name,
+    )
+
+
 def site(h: HostRun) -> bool:
     """The app's nginx site enabled and the default site disabled (backed up first)."""
     layout = Layout.of(h.settings)
-    content = site_config(h)
-    sha, meta = file_state(h, layout.nginx_site)
+    return _ensure_site(h, layout.nginx_site, layout.nginx_link, site_config(h), "nginx-site.conf")
+
+
+def lb_site(h: HostRun) -> bool:
+    """The load balancer's site: an upstream of every app host with its flags."""
+    layout = Layout.of(h.settings)
+    return _ensure_site(h, layout.nginx_lb_site, layout.nginx_lb_link, lb_config(h), "nginx-lb.conf")
+
+
+def _links_to_remove(h: HostRun) -> list[str]:
+    """The distribution's default site, and sites of roles this host does not have."""
+    layout, role = Layout.of(h.settings), roles(h)
+    links = [layout.NGINX_DEFAULT_LINK]
+    links += [layout.nginx_link] if "app" not in role else []
+    links += [layout.nginx_lb_link] if "lb" not in role or not member(h) else []
+    return links
+
+
+def _ensure_site(h: HostRun, path: str, link: str, content: str, staged_name: str) -> bool:
+    layout = Layout.of(h.settings)
+    sha, meta = file_state(h, path)
+    remove = _links_to_remove(h)
     up_to_date = (
         sha == hashlib.sha256(content.encode()).hexdigest()
         and meta == "root:root 644"
-        and h.facts.get(f"link.{layout.nginx_link}") == layout.nginx_site
-        and f"link.{layout.NGINX_DEFAULT_LINK}" not in h.facts
+        and h.facts.get(f"link.{link}") == path
+        and not any(f"link.{other}" in h.facts for other in remove)
     )
     if up_to_date:
         return False
-    diff = unified_diff(h, layout.nginx_site, content, bool(sha))
+    diff = unified_diff(h, path, content, bool(sha))
     if h.dry_run:
-        h.change("", diff=diff or f"(enable {layout.nginx_link}, disable the default site)\n")
+        h.change("", diff=diff or f"(enable {link}, disable the default site)\n")
         return True
-    staged = h.stage("nginx-site.conf", content.encode())
-    h.change(_apply_tested(layout, staged))
+    staged = h.stage(staged_name, content.encode())
+    h.change(_apply_tested(layout, staged, path, link, remove))
     h.notify("reload_nginx")
     return True
 
 
-def _apply_tested(layout: Layout, staged: str) -> str:
-    """Shell that installs the site, runs nginx -t, and restores the old files on failure."""
-    site, link, dlink = layout.nginx_site, layout.nginx_link, layout.NGINX_DEFAULT_LINK
+def _apply_tested(layout: Layout, staged: str, site: str, link: str, remove: list[str]) -> str:
+    """Shell that installs the site, disables the sites in remove, runs nginx -t, and puts
+    every file and link back as it was when the test fails."""
+    save = "; ".join(f"old{i}=$(readlink {other} || true)" for i, other in enumerate(remove))
+    restore = "\n".join(f'  if [ -n "$old{i}" ]; then ln -sfn "$old{i}" {other}; fi' for i, other in enumerate(remove))
     return f"""set -e
 if [ -e {layout.NGINX_DEFAULT} ] && [ ! -e {layout.NGINX_DEFAULT_BACKUP} ]; then cp -p {layout.NGINX_DEFAULT} {layout.NGINX_DEFAULT_BACKUP}; fi
 rm -f {site}.fabstack-prev; if [ -e {site} ]; then cp -p {site} {site}.fabstack-prev; fi
-had_link=$(readlink {link} || true); had_default=$(readlink {dlink} || true)
+had_link=$(readlink {link} || true); {save}
 install -o root -g root -m 644 {staged} {site}
 ln -sfn {site} {link}
-rm -f {dlink}
+rm -f {" ".join(remove)}
 if ! out=$({CONFIGTEST} 2>&1); then
   if [ -e {site}.fabstack-prev ]; then mv -f {site}.fabstack-prev {site}; else rm -f {site}; fi
   if [ -n "$had_link" ]; then ln -sfn "$had_link" {link}; else rm -f {link}; fi
-  if [ -n "$had_default" ]; then ln -sfn "$had_default" {dlink}; fi
+{restore}
   echo "nginx -t rejected the new site, previous config restored: $(echo "$out" | grep -m1 emerg || echo "$out" | tail -n1)" >&2
   exit 1
 fi

@@ -18,6 +18,7 @@ from deploy.runner import HostRun
 from deploy.settings import Settings
 from deploy.steps.app import as_app
 from deploy.steps.files import ensure_file
+from deploy.steps.nginx import app_port
 
 HEALTH = (Path(__file__).resolve().parent.parent / "remote" / "health.py").read_text()
 MANAGERS = ("nohup", "systemd", "supervisor")
@@ -206,5 +207,5 @@ def process(h: HostRun) -> bool:
 def health(h: HostRun) -> bool:
     """The site answers through nginx (checked after every change)."""
     if not h.dry_run:
-        h.run(health_command(h.settings, f"127.0.0.1:{h.settings.listen_port}"))
+        h.run(health_command(h.settings, f"127.0.0.1:{app_port(h)}"))
     return False

@@ -8,6 +8,7 @@ import shlex
 from deploy.facts import PACKAGES
 from deploy.layout import Layout
 from deploy.runner import HostRun
+from deploy.steps.nginx import roles
 from deploy.steps.process import wanted_manager
 
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
@@ -16,7 +17,10 @@ APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
 def apt_packages(h: HostRun) -> bool:
     """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
     call; update the package lists only when they are stale."""
-    wanted = PACKAGES + (("supervisor",) if wanted_manager(h) == "supervisor" else ())
+    if "app" in roles(h):
+        wanted = PACKAGES + (("supervisor",) if wanted_manager(h) == "supervisor" else ())
+    else:
+        wanted = ("nginx", "python3")  # a load balancer needs no virtualenv
     missing = [p for p in wanted if h.facts.get(f"pkg.{p}") != "installed"]
     if not missing:
         return False
