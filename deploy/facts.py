@@ -34,7 +34,7 @@ def script(layout: Layout, files: list[str]) -> str:
         f"for p in {' '.join(PACKAGES + OPTIONAL_PACKAGES)}; do echo \"pkg.$p=$(dpkg-query -W -f='${{db:Status-Status}}' $p 2>/dev/null)\"; done",
         f'for f in {" ".join(map(q, files))}; do [ -f "$f" ] && echo "file.$f=$(sha256sum < "$f" | cut -c1-64) $(stat -c \'%U:%G %a\' "$f")"; done',
         f'for d in {" ".join(q(d[0]) for d in layout.directories())}; do [ -d "$d" ] && echo "dir.$d=$(stat -c \'%U:%G %a\' "$d")"; done',
-        f'for l in {q(layout.nginx_link)} {q(layout.NGINX_DEFAULT_LINK)} {q(layout.current)}; do [ -L "$l" ] && echo "link.$l=$(readlink "$l")"; done',
+        f'for l in {q(layout.nginx_link)} {q(layout.nginx_lb_link)} {q(layout.NGINX_DEFAULT_LINK)} {q(layout.current)}; do [ -L "$l" ] && echo "link.$l=$(readlink "$l")"; done',
         f'[ -e {layout.NGINX_DEFAULT_BACKUP} ] && echo "default_backup=yes"',
         f"echo \"venv_version=$(sed -n 's/^version *= *//p' {layout.venv}/pyvenv.cfg 2>/dev/null)\"",
         f'echo "venv_marker=$(cat {layout.venv_marker} 2>/dev/null)"',
