@@ -36,6 +36,25 @@ BAD = [
     ({"timeout": True}, "timeout=True: expected int"),
     ({"allowed_hosts": 5}, "allowed_hosts=5: expected list"),
     ({"wokers": 3}, "unknown setting 'wokers'"),
+    ({"lb_method": "fair"}, "fair needs the third-party upstream_fair module"),
+    ({"lb_method": "url_hash"}, "url_hash is `hash $request_uri consistent` in today's nginx: use lb_method: hash"),
+    ({"lb_method": "weighted"}, "lb_method='weighted' is invalid: use one of: round_robin"),
+    ({"hosts": [{"host": "root@10.0.0.1", "roles": ["lb"]}]}, "an lb host needs app hosts behind it"),
+    ({"hosts": ["root@10.0.0.2", "root@10.0.0.2"]}, "duplicate server 'root@10.0.0.2'"),
+    ({"hosts": ["root@10.0.0.2", "admin@10.0.0.2"]}, "duplicate server '10.0.0.2'"),
+    ({"hosts": [{"host": "10.0.0.2", "weight": 0}]}, "hosts[0] (10.0.0.2): weight=0; use a whole number >= 1"),
+    ({"hosts": [{"host": "10.0.0.2", "weight": -2}]}, "weight=-2"),
+    (
+        {"hosts": [{"host": "10.0.0.2", "backup": True}], "lb_method": "ip_hash"},
+        "cannot be used with lb_method ip_hash",
+    ),
+    ({"hosts": [{"host": "10.0.0.2", "backup": True}], "lb_method": "hash"}, "cannot be used with lb_method hash"),
+    ({"hosts": [{"host": "10.0.0.2", "roles": ["db"]}]}, "roles=['db']; use a list of: app, lb"),
+    ({"hosts": [{"host": "10.0.0.2", "colour": "red"}]}, "unknown key 'colour'"),
+    ({"hosts": [{"host": "bad host"}]}, "host 'bad host' is not a valid host string"),
+    ({"hosts": [{"host": "10.0.0.2", "fail_timeout": "soon"}]}, "fail_timeout='soon'; use seconds like 10 or 10s"),
+    ({"hosts": [{"host": "10.0.0.2", "down": "yes"}]}, "down='yes'; use true or false"),
+    ({"hosts": [{"roles": ["app"]}]}, "hosts[0]: expected a mapping with at least `host: user@address`"),
     ({"workers_count": 3}, "unknown setting 'workers_count' in defaults (did you mean workers?)"),
 ]
 
@@ -87,6 +106,22 @@ def test_bad_host_strings(target):
 )
 def test_good_host_strings(target):
     assert check_host_string(target) == target
+
+
+def test_inventory_upstream_flags():
+    settings = s.validate(
+        {
+            "hosts": [
+                {"host": "root@10.0.0.1", "roles": ["lb", "app"]},
+                {"host": "deploy@10.0.0.2:2222", "weight": 3, "max_fails": 2, "fail_timeout": 30, "max_conns": 100},
+                {"host": "root@web3", "address": "10.0.1.3", "backup": True, "down": True},
+            ]
+        }
+    )
+    flags = [m.server_flags() for m in settings.inventory.with_role("app")]
+    assert flags == ["", "weight=3 max_fails=2 fail_timeout=30 max_conns=100", "backup down"]
+    assert [m.address for m in settings.inventory.members] == ["10.0.0.1", "10.0.0.2", "10.0.1.3"]
+    assert [m.host for m in settings.inventory.with_role("lb")] == ["root@10.0.0.1"]
 
 
 def test_settings_reference_is_generated_from_the_schema():
