@@ -24,6 +24,7 @@ from deploy.settings import Settings
 _print_lock = threading.Lock()
 _connections: dict[str, Connection] = {}
 _connections_lock = threading.Lock()
+opened: dict[str, int] = {}  # SSH connections opened per host in this process (for -v and bench/)
 
 
 class StepFailed(Exception):
@@ -50,6 +51,7 @@ class HostResult:
     steps: list[StepResult] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
+    commands: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for step in self.steps if step.status == status)
@@ -170,6 +172,7 @@ def _connection(host: str, config: Config | None, settings: Settings) -> Connect
         conn = connect(host, config, settings.known_hosts, settings.connect_timeout)
         with _connections_lock:
             _connections[host] = conn
+            opened[host] = opened.get(host, 0) + 1
     return conn
 
 
@@ -194,6 +197,9 @@ def run_on_host(
         with contextlib.suppress(Exception):  # the host may be gone; its result says so already
             run.cleanup()
     run.result.seconds = time.monotonic() - started
+    run.result.commands = run.commands
+    if verbose:
+        say(host, f"remote commands: {run.commands}, ssh connections opened so far: {opened.get(host, 0)}")
     return run.result
 
 

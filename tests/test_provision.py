@@ -108,3 +108,16 @@ def test_dry_run_shows_diff_of_a_changed_setting_and_changes_nothing(cold: ColdR
     assert remote(host).run("sha256sum /srv/django/config/gunicorn.conf.py") == before
     secret = remote(host).run("cat /srv/django/shared/data/secret_key").strip()
     assert len(secret) > 40 and secret not in run.out + run.err
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_noop_rerun_is_one_remote_command_per_task_over_one_connection(cold: ColdRun, index):
+    """Counts are stable where times are not: a change that adds round trips fails here."""
+    host = cold.hosts[index]
+    run = fab("-H", host.target, "provision", "--verbose", "deploy", "--verbose", settings=cold.settings)
+    assert run.code == 0 and run.changed() == 0, run
+    counts = [line.split("] ", 1)[1] for line in run.out.splitlines() if "remote commands:" in line]
+    assert counts == [
+        "remote commands: 1, ssh connections opened so far: 1",
+        "remote commands: 1, ssh connections opened so far: 1",
+    ], run

@@ -18,8 +18,8 @@ from deploy.steps import app, nginx
 class FakeHostRun(HostRun):
     """A HostRun with facts but no connection: only for rendering."""
 
-    def __init__(self, settings, facts):
-        self.settings, self.facts, self.notified = settings, facts, []
+    def __init__(self, settings, facts, host="root@203.0.113.5"):
+        self.settings, self.facts, self.notified, self.host = settings, facts, [], host
 
 
 def gunicorn_conf(**raw) -> str:
@@ -104,3 +104,38 @@ def test_app_environment_has_paths_not_secrets():
     assert env["DJANGO_SECRET_KEY_FILE"].endswith("/secret_key")
     assert env["DJANGO_ALLOWED_HOSTS"] == "*,example.com,localhost"
     assert not any("SECRET_KEY=" in f"{k}={v}" for k, v in env.items() if k != "DJANGO_SECRET_KEY_FILE")
+
+
+INVENTORY = {
+    "hosts": [
+        {"host": "root@10.0.0.10", "roles": ["lb"]},
+        {"host": "root@10.0.0.11", "weight": 3, "max_fails": 2, "fail_timeout": "30s"},
+        {"host": "root@10.0.0.12", "backup": True},
+    ],
+    "server_name": "shop.example.com",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "line"),
+    [("round_robin", None), ("least_conn", "least_conn;"), ("hash", "hash $request_uri consistent;")],
+)
+def test_lb_upstream_from_the_inventory(method, line):
+    h = FakeHostRun(s.validate({**INVENTORY, "lb_method": method}), {}, host="root@10.0.0.10")
+    lb = nginx.lb_config(h)
+    assert "upstream django_apps {" in lb
+    assert "server 10.0.0.11:8080 weight=3 max_fails=2 fail_timeout=30s;" in lb
+    assert "server 10.0.0.12:8080 backup;" in lb and "10.0.0.10:8080" not in lb
+    assert "keepalive 16;" in lb and 'proxy_set_header Connection "";' in lb and "proxy_http_version 1.1;" in lb
+    assert "server_name shop.example.com;" in lb and "proxy_pass http://django_apps;" in lb
+    method_lines = {"least_conn;", "ip_hash;", "hash $request_uri consistent;", "random;"}
+    assert {m for m in method_lines if f"    {m}" in lb} == ({line} if line else set())
+
+
+def test_app_site_behind_an_lb_listens_privately_and_allows_only_the_lb():
+    h = FakeHostRun(s.validate(INVENTORY), {}, host="root@10.0.0.11")
+    site = nginx.site_config(h)
+    assert "listen 10.0.0.11:8080;" in site and "listen 127.0.0.1:8080;" in site
+    assert "default_server" not in site and "listen 80" not in site
+    assert "allow 10.0.0.10;\n    allow 127.0.0.1;\n    deny all;" in site
+    assert nginx.roles(h) == ("app",) and nginx.roles(FakeHostRun(s.validate({}), {})) == ("app", "lb")

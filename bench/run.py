@@ -1,0 +1,104 @@
+"""Benchmark: cold and no-op runs of provision + deploy on 1, 3 and 8 lab hosts.
+
+Run as root from the repo: .venv/bin/python bench/run.py [--sizes 1,3,8] [--repeat 3]
+It uses its own lab (FABSTACK_LAB_DIR=/var/lib/fabstack-lab-bench on 10.79.0.0/24), so a
+user's lab is left alone. It prints a table for people and one `bench ...` line per
+figure for scripts. Nothing here asserts: figures are for reading, not for passing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("FABSTACK_LAB_DIR", "/var/lib/fabstack-lab-bench")
+os.environ.setdefault("FABSTACK_LAB_SUBNET", "10.79.0.0/24")
+os.environ.setdefault("FABSTACK_LAB_CACHE", "/var/lib/fabstack-lab/images")
+
+from deploy.connection import connect  # noqa: E402
+from deploy.lab import default_lab  # noqa: E402
+
+FAB = str(Path(sys.executable).parent / "fab")
+
+
+def timed(*args: str) -> tuple[float, str]:
+    started = time.monotonic()
+    proc = subprocess.run([FAB, *args], cwd=REPO, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"fab {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed, proc.stdout
+
+
+def per_host_counts(output: str) -> tuple[int, int]:
+    """Remote commands (summed over tasks) and connections of the first host, from -v output."""
+    lines = [line for line in output.splitlines() if "remote commands:" in line]
+    first = lines[0].split("]")[0]
+    mine = [line for line in lines if line.startswith(first)]
+    commands = sum(int(line.split("remote commands: ")[1].split(",")[0]) for line in mine)
+    connections = int(mine[-1].rsplit(" ", 1)[1])
+    return commands, connections
+
+
+def ssh_floor(target: str, repeat: int = 10) -> tuple[float, float]:
+    """Median seconds of a new SSH connection + `true`, and of `true` on an open one."""
+    fresh, reused = [], []
+    for _ in range(repeat):
+        started = time.monotonic()
+        conn = connect(target, None, [], 10)
+        conn.run("true", hide=True, in_stream=False)
+        fresh.append(time.monotonic() - started)
+        started = time.monotonic()
+        conn.run("true", hide=True, in_stream=False)
+        reused.append(time.monotonic() - started)
+        conn.close()
+    return statistics.median(fresh), statistics.median(reused)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,3,8")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    lab = default_lab()
+    rows = []
+    startup = statistics.median(timed("--list")[0] for _ in range(5))
+    for size in [int(n) for n in args.sizes.split(",")]:
+        lab.down()
+        hosts = lab.up(count=size, init="sshd", prefix="b")
+        targets = ",".join(h.target for h in hosts)
+        cold, _ = timed("-H", targets, "provision", "deploy")
+        noops, out = [], ""
+        for _ in range(args.repeat):
+            seconds, out = timed("-H", targets, "provision", "--verbose", "deploy", "--verbose")
+            noops.append(seconds)
+        commands, connections = per_host_counts(out)
+        rows.append((size, cold, statistics.median(noops), commands, connections))
+        if size == 1:
+            fresh, reused = ssh_floor(hosts[0].target)
+    lab.down()
+    print(f"{'hosts':>5} {'cold s':>8} {'no-op s (median)':>17} {'cmds/host':>10} {'ssh conns/host':>15}")
+    for size, cold, noop, commands, connections in rows:
+        print(f"{size:>5} {cold:>8.1f} {noop:>17.2f} {commands:>10} {connections:>15}")
+    print(f"fab start-up (fab --list, median of 5): {startup:.2f} s")
+    if any(r[0] == 1 for r in rows):
+        print(
+            f"SSH floor: new connection + command {fresh * 1000:.0f} ms, command on an open one {reused * 1000:.1f} ms"
+        )
+    for size, cold, noop, commands, connections in rows:
+        print(f"bench hosts={size} cold_s={cold:.2f} noop_s={noop:.3f} commands_per_host={commands} "
+              f"connections_per_host={connections}")  # fmt: skip
+    print(f"bench fab_startup_s={startup:.3f}")
+    if any(r[0] == 1 for r in rows):
+        print(f"bench ssh_connect_s={fresh:.4f} ssh_command_s={reused:.4f}")
+
+
+if __name__ == "__main__":
+    main()
