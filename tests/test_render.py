@@ -121,11 +121,12 @@ INVENTORY = {
     [("round_robin", None), ("least_conn", "least_conn;"), ("hash", "hash $request_uri consistent;")],
 )
 def test_lb_upstream_from_the_inventory(method, line):
-    h = FakeHostRun(s.validate({**INVENTORY, "lb_method": method}), {}, host="root@10.0.0.10")
+    hosts = [{k: v for k, v in m.items() if not (k == "backup" and method == "hash")} for m in INVENTORY["hosts"]]
+    h = FakeHostRun(s.validate({**INVENTORY, "hosts": hosts, "lb_method": method}), {}, host="root@10.0.0.10")
     lb = nginx.lb_config(h)
     assert "upstream django_apps {" in lb
     assert "server 10.0.0.11:8080 weight=3 max_fails=2 fail_timeout=30s;" in lb
-    assert "server 10.0.0.12:8080 backup;" in lb and "10.0.0.10:8080" not in lb
+    assert f"server 10.0.0.12:8080{'' if method == 'hash' else ' backup'};" in lb and "10.0.0.10:8080" not in lb
     assert "keepalive 16;" in lb and 'proxy_set_header Connection "";' in lb and "proxy_http_version 1.1;" in lb
     assert "server_name shop.example.com;" in lb and "proxy_pass http://django_apps;" in lb
     method_lines = {"least_conn;", "ip_hash;", "hash $request_uri consistent;", "random;"}
