@@ -51,7 +51,13 @@ class Inventory:
         return bool(self.members)
 
     def find(self, target: str) -> Member | None:
+        """target's entry; None for a host given with -H that the inventory does not list."""
         return next((m for m in self.members if m.host == target), None)
+
+    def roles_of(self, target: str) -> tuple[str, ...]:
+        """A listed host has its roles; any other host is a single host: both."""
+        member = self.find(target)
+        return member.roles if member else ROLES
 
     def with_role(self, role: str) -> list[Member]:
         return [m for m in self.members if role in m.roles]

@@ -31,7 +31,7 @@ def gather(h: HostRun) -> None:
 
 def provision(h: HostRun) -> None:
     gather(h)
-    role = nginx.roles(h)
+    role = h.settings.inventory.roles_of(h.host)
     h.step("apt packages", server.apt_packages)
     if "app" in role:
         h.step("app user", server.app_user)
@@ -51,7 +51,7 @@ def provision(h: HostRun) -> None:
 
 def deploy_plan(release: Release):
     def deploy(h: HostRun) -> None:
-        if "app" not in nginx.roles(h):
+        if "app" not in h.settings.inventory.roles_of(h.host):
             return  # a load balancer only: nothing of the app lives here
         gather(h)
         h.step("provisioned", app.provisioned)

@@ -214,10 +214,3 @@ def run_task(
         for result in results:
             print(result.summary())
     return results
-
-
-def close_all() -> None:
-    with _connections_lock:
-        for conn in _connections.values():
-            conn.close()
-        _connections.clear()

@@ -139,4 +139,5 @@ def test_app_site_behind_an_lb_listens_privately_and_allows_only_the_lb():
     assert "listen 10.0.0.11:8080;" in site and "listen 127.0.0.1:8080;" in site
     assert "default_server" not in site and "listen 80" not in site
     assert "allow 10.0.0.10;\n    allow 127.0.0.1;\n    deny all;" in site
-    assert nginx.roles(h) == ("app",) and nginx.roles(FakeHostRun(s.validate({}), {})) == ("app", "lb")
+    assert h.settings.inventory.roles_of(h.host) == ("app",)
+    assert s.validate({}).inventory.roles_of(h.host) == ("app", "lb")

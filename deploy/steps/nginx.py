@@ -18,13 +18,7 @@ CONFIGTEST = "nginx -t -q"
 
 
 def member(h: HostRun) -> Member | None:
-    """This host's inventory entry; None for a single host given with -H."""
     return h.settings.inventory.find(h.host)
-
-
-def roles(h: HostRun) -> tuple[str, ...]:
-    m = member(h)
-    return m.roles if m else ("app", "lb")
 
 
 def app_port(h: HostRun) -> int:
@@ -89,7 +83,7 @@ def lb_site(h: HostRun) -> bool:
 
 def _links_to_remove(h: HostRun) -> list[str]:
     """The distribution's default site, and sites of roles this host does not have."""
-    layout, role = Layout.of(h.settings), roles(h)
+    layout, role = Layout.of(h.settings), h.settings.inventory.roles_of(h.host)
     links = [layout.NGINX_DEFAULT_LINK]
     links += [layout.nginx_link] if "app" not in role else []
     links += [layout.nginx_lb_link] if "lb" not in role or not member(h) else []

@@ -8,7 +8,6 @@ import shlex
 from deploy.facts import PACKAGES
 from deploy.layout import Layout
 from deploy.runner import HostRun
-from deploy.steps.nginx import roles
 from deploy.steps.process import wanted_manager
 
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
@@ -17,7 +16,7 @@ APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
 def apt_packages(h: HostRun) -> bool:
     """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
     call; update the package lists only when they are stale."""
-    if "app" in roles(h):
+    if "app" in h.settings.inventory.roles_of(h.host):
         wanted = PACKAGES + (("supervisor",) if wanted_manager(h) == "supervisor" else ())
     else:
         wanted = ("nginx", "python3")  # a load balancer needs no virtualenv
