@@ -11,7 +11,7 @@ from functools import partial
 from deploy import facts
 from deploy.layout import Layout
 from deploy.release import Release
-from deploy.runner import HostRun, say
+from deploy.runner import HostRun, StepFailed, say
 from deploy.steps import app, nginx, process, server
 
 
@@ -58,10 +58,16 @@ def deploy_plan(release: Release):
         h.step("gunicorn config", app.gunicorn_config)
         h.step("project requirements", partial(app.project_requirements, release=release))
         h.step("release uploaded", partial(app.upload_release, release=release))
-        h.step("release current", partial(app.switch_release, release=release))
-        h.step("process manager", process.manager)
-        if h.step("gunicorn running", process.process):
-            h.step("health check", process.health)
+        previous = h.facts.get(f"link.{Layout.of(h.settings).current}", "")
+        switched = h.step("release current", partial(app.switch_release, release=release))
+        try:
+            h.step("process manager", process.manager)
+            if h.step("gunicorn running", process.process):
+                h.step("health check", process.health)
+        except StepFailed:
+            if switched and previous and not h.dry_run:  # never leave the site on a failing release
+                h.step("rollback", partial(process.rollback_to, target=previous))
+            raise
 
     return deploy
 

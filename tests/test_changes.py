@@ -59,6 +59,46 @@ def test_new_code_is_a_graceful_reload(live, remote, tmp_path, cold):
     assert again.code == 0 and again.changed() == 0, again
 
 
+def current_release(r) -> str:
+    return r.run("readlink /srv/django/current").strip()
+
+
+def test_app_that_cannot_import_stops_before_the_switch(live, remote, tmp_path, cold):
+    host = live[1]
+    r = remote(host)
+    before = current_release(r)
+    project = tmp_path / "broken-import"
+    shutil.copytree(SAMPLE, project)
+    (project / "sample" / "wsgi.py").write_text(
+        (project / "sample" / "wsgi.py").read_text() + "import no_such_module\n"
+    )
+    run = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    assert run.code == 1, run
+    assert "release uploaded: failed: ModuleNotFoundError: No module named 'no_such_module'" in run.out
+    assert current_release(r) == before
+    assert f'<b id="host">{host.name}</b>' in page(host.address)
+
+
+def test_release_that_fails_its_health_check_is_rolled_back(live, remote, tmp_path, cold):
+    host = live[1]
+    r = remote(host)
+    before = current_release(r)
+    project = tmp_path / "broken-view"
+    shutil.copytree(SAMPLE, project)
+    views = project / "sample" / "views.py"
+    views.write_text(
+        views.read_text().replace(
+            "    body = PAGE.format(", "    raise RuntimeError('v3 is broken')\n    body = PAGE.format("
+        )
+    )
+    run = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    assert run.code == 1, run
+    assert "release current: changed" in run.out and "rollback: changed" in run.out
+    assert "does not answer on 127.0.0.1:8000/: 127.0.0.1:8000/: HTTP 500" in run.out
+    assert current_release(r) == before
+    assert f'<b id="host">{host.name}</b>' in page(host.address)
+
+
 def test_bad_nginx_template_keeps_previous_config_and_site(live, remote, tmp_path, cold):
     host = live[0]
     r = remote(host)

@@ -67,9 +67,10 @@ def as_app(layout: Layout, command: str, workdir: str = "/") -> str:
     return f"setpriv --reuid={layout.app} --regid={layout.app} --init-groups --reset-env env -C {workdir} {command}"
 
 
-def _manage(h: HostRun, workdir: str, args: str) -> str:
+def _app_python(h: HostRun, workdir: str, args: str) -> str:
+    """The virtualenv's python as the app user, in workdir, with the app's environment."""
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in app_env(h.settings).items())
-    return as_app(Layout.of(h.settings), f"{env} {Layout.of(h.settings).venv}/bin/python manage.py {args}", workdir)
+    return as_app(Layout.of(h.settings), f"{env} {Layout.of(h.settings).venv}/bin/python {args}", workdir)
 
 
 def provisioned(h: HostRun) -> bool:
@@ -94,7 +95,8 @@ def project_requirements(h: HostRun, release: Release) -> bool:
 
 
 def upload_release(h: HostRun, release: Release) -> bool:
-    """The project as releases/ID: unpacked, migrated, static files collected, then named."""
+    """The project as releases/ID: unpacked, its wsgi module imported (a broken app stops
+    here, before the live site is touched), migrated, static files collected, then named."""
     layout = Layout.of(h.settings)
     if release.id in h.facts.get("releases", "").split():
         return False
@@ -102,12 +104,14 @@ def upload_release(h: HostRun, release: Release) -> bool:
     partial = f"{layout.releases}/.{release.id}.partial"
     archive = "" if h.dry_run else h.stage("release.tar.gz", release.archive)
     static = f"{partial}/{h.settings.static_dir}"
+    wsgi = h.settings.wsgi_module.split(":")[0]
     h.change(
         f"rm -rf {partial} && mkdir -p {partial} && tar -xzf {archive} -C {partial} --no-same-owner "
         f"&& install -d -o {layout.app} -g {layout.app} -m 755 {static} "
-        f"&& {_manage(h, partial, 'migrate --noinput -v 0')} "
-        f"&& {_manage(h, partial, 'collectstatic --noinput -v 0')} "
-        f"&& {layout.venv}/bin/python -m compileall -q {partial} >/dev/null; mv -T {partial} {final}"
+        f"&& {_app_python(h, partial, '-c ' + shlex.quote('import ' + wsgi))} "
+        f"&& {_app_python(h, partial, 'manage.py migrate --noinput -v 0')} "
+        f"&& {_app_python(h, partial, 'manage.py collectstatic --noinput -v 0')} "
+        f"&& {{ {layout.venv}/bin/python -m compileall -q {partial} >/dev/null || true; }} && mv -T {partial} {final}"
     )
     return True
 

@@ -71,8 +71,10 @@ def _wait_healthy(s: Settings, what: str, extra: str = "true") -> str:
   if alive && {extra} && {health_command(s, s.bind)} 2>/dev/null; then exit 0; fi
   sleep 0.2
 done
-echo "gunicorn {what} but does not answer on {s.bind}{s.health_path}; its last log lines:" >&2
+echo "last lines of gunicorn's logs:" >&2
 tail -q -n 12 {layout.logs}/error.log {layout.logs}/gunicorn.out {layout.logs}/supervisor.out 2>/dev/null | tail -n 12 >&2
+why=$({health_command(s, s.bind)} 2>&1 | tail -n 1)
+echo "gunicorn {what} but does not answer on {s.bind}{s.health_path}: ${{why:-its master exited}}" >&2
 exit 1"""
 
 
@@ -209,3 +211,11 @@ def health(h: HostRun) -> bool:
     if not h.dry_run:
         h.run(health_command(h.settings, f"127.0.0.1:{app_port(h)}"))
     return False
+
+
+def rollback_to(h: HostRun, target: str) -> bool:
+    """Put `current` back on target and restart the app there (after a failed switch)."""
+    layout = Layout.of(h.settings)
+    h.change(f"ln -sfn {target} {layout.current}.new && mv -T {layout.current}.new {layout.current}")
+    h.change(restart_command(h.settings, wanted_manager(h)))
+    return True

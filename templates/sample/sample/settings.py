@@ -28,6 +28,7 @@ DATABASES = {
     }
 }
 USE_TZ = True
+TIME_ZONE = "UTC"
 STATIC_URL = os.environ.get("DJANGO_STATIC_URL", "/static/")
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
