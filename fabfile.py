@@ -62,10 +62,25 @@ def logs(c, lines=20, app=False, nginx=False, settings=None, role="", limit=""):
     execute(c, plans.logs(int(lines), app or both, nginx or both), load_settings(settings), role=role, limit=limit)
 
 
+@task(
+    help={
+        "to": "release id to return to (default: the one before the current)",
+        **{k: HELP[k] for k in ("settings", "verbose", "role", "limit")},
+    }
+)
+def rollback(c, to="", settings=None, verbose=False, role="", limit=""):
+    """Return to the previous release (or --to ID): switch, restart gunicorn, health check."""
+    execute(c, plans.rollback(to), load_settings(settings), verbose=verbose, role=role, limit=limit)
+
+
 ns = Collection(
     provision,
     deploy,
     logs,
+    rollback,
+    _host_task(
+        "releases", "List the releases on each host, newest first, the current one marked.", plans.list_releases
+    ),
     _host_task("status", "Show gunicorn's manager, master pid, workers, class, uptime and release.", plans.app_status),
     _host_task(
         "start", "Start gunicorn if it is not running (through its process manager).", plans.app_control("start")

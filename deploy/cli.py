@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from invoke import Context, Exit
@@ -11,6 +12,9 @@ from deploy import settings as settings_mod
 from deploy.connection import check_host_string
 from deploy.inventory import ROLES
 from deploy.settings import Settings, SettingsError
+
+# `fab status | head` should end quietly, like any Unix tool, not with a traceback.
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def load_settings(path: str | None, **overrides) -> Settings:

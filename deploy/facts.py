@@ -39,7 +39,7 @@ def script(layout: Layout, files: list[str]) -> str:
         f"echo \"venv_version=$(sed -n 's/^version *= *//p' {layout.venv}/pyvenv.cfg 2>/dev/null)\"",
         f'echo "venv_marker=$(cat {layout.venv_marker} 2>/dev/null)"',
         f'echo "requirements_marker=$(cat {layout.requirements_marker} 2>/dev/null)"',
-        f"echo \"releases=$(ls {layout.releases} 2>/dev/null | grep -v '^\\.' | tr '\\n' ' ')\"",
+        f"echo \"releases=$(ls -t {layout.releases} 2>/dev/null | grep -v '^\\.' | tr '\\n' ' ')\"",
         f"pid=$(cat {layout.pidfile} 2>/dev/null); "
         '[ -n "$pid" ] && tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null | grep -q gunicorn && echo "app_pid=$pid"',
         'pid=$(cat /run/nginx.pid 2>/dev/null); [ -n "$pid" ] && [ -d /proc/$pid ] && echo "nginx_pid=$pid"',

@@ -66,10 +66,59 @@ def deploy_plan(release: Release):
                 h.step("health check", process.health)
         except StepFailed:
             if switched and previous and not h.dry_run:  # never leave the site on a failing release
-                h.step("rollback", partial(process.rollback_to, target=previous))
+                failed = f"{Layout.of(h.settings).releases}/{release.id}"
+                h.step("rollback", partial(process.rollback_to, target=previous, discard=failed))
             raise
+        if switched:  # what the host has now, for pruning
+            layout = Layout.of(h.settings)
+            h.facts[f"link.{layout.current}"] = f"{layout.releases}/{release.id}"
+            h.facts["releases"] = " ".join(dict.fromkeys([release.id, *app.releases(h)]))
+        h.step("old releases pruned", app.prune_releases)
 
     return deploy
+
+
+def list_releases(h: HostRun) -> None:
+    """Release ids, newest first, the current one marked."""
+    gather(h)
+    current = h.facts.get(f"link.{Layout.of(h.settings).current}", "").rsplit("/", 1)[-1]
+    for rid in app.releases(h):
+        say(h.host, f"{rid}{'  (current)' if rid == current else ''}")
+    h.step("releases", lambda h: False)
+
+
+def rollback(to: str):
+    """Switch back to the release before the current one (or to `to`), reload, check health."""
+
+    def plan(h: HostRun) -> None:
+        gather(h)
+        layout = Layout.of(h.settings)
+        current = h.facts.get(f"link.{layout.current}", "")
+        target = to or app.previous_release(h)
+        if not target or target not in app.releases(h):
+            known = ", ".join(app.releases(h)) or "none"
+            wanted = f"release {target!r}" if target else "release before the current one"
+            raise_failed(h, "rollback", f"no {wanted} to roll back to; releases here: {known} (newest first)")
+        if current.endswith(f"/{target}"):
+            h.step("rollback", lambda h: False)
+            return
+        try:
+            h.step("rollback", partial(process.rollback_to, target=f"{layout.releases}/{target}"))
+            h.step("health check", process.health)
+        except StepFailed:  # that release does not run (any more): back to where we were
+            h.step("back to the release before", partial(process.rollback_to, target=current))
+            raise
+
+    return plan
+
+
+def raise_failed(h: HostRun, step: str, message: str) -> None:
+    """Fail step with message (a check that needs no remote command)."""
+
+    def fail(h: HostRun) -> bool:
+        raise StepFailed(message)
+
+    h.step(step, fail)
 
 
 def app_control(action: str):

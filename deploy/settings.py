@@ -162,6 +162,13 @@ SCHEMA: tuple[Key, ...] = (
     ),
     Key("media_url", str, "/media/", "URL prefix nginx serves from the shared media directory.", _url_prefix),
     Key("static_dir", str, "staticfiles", "The project's STATIC_ROOT, relative to the project root."),
+    Key(
+        "keep_releases",
+        int,
+        5,
+        "Releases kept on each host; the current one and the one before it always are.",
+        _at_least(2),
+    ),
     Key("health_path", str, "/", "Path requested after a deploy to check the app answers.", _url_path),
     Key("hosts", list, [], "The inventory: hosts with roles (app, lb) and upstream flags; see docs/load-balancing.md."),
     Key(

@@ -169,3 +169,41 @@ def test_restart_nginx_refused_when_configtest_fails(live, remote):
     assert ok.code == 0, ok
     assert r.run("cat /run/nginx.pid").strip() != pid
     assert fab("-H", host.target, "nginx-configtest").code == 0
+
+
+def version(tmp_path, name: str):
+    project = tmp_path / name
+    shutil.copytree(SAMPLE, project)
+    views = project / "sample" / "views.py"
+    views.write_text(views.read_text().replace("It works", f"Release {name}"))
+    return project
+
+
+def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
+    host = live[0]
+    r = remote(host)
+    for name in ("A", "B"):
+        run = fab("-H", host.target, "deploy", "--project", str(version(tmp_path, name)), settings=cold.settings)
+        assert run.code == 0, run
+    assert "Release B" in page(host.address)
+    listing = fab("-H", host.target, "releases", settings=cold.settings)
+    lines = [line.split("] ", 1)[1] for line in listing.out.splitlines() if line.startswith(f"[{host.target}] ")]
+    assert lines[0].endswith("(current)") and not lines[1].endswith("(current)"), listing
+    b_id, a_id = lines[0].split()[0], lines[1]
+    master, _ = gunicorn_pids(r)
+    back = fab("-H", host.target, "rollback", settings=cold.settings)
+    assert back.code == 0 and "rollback: changed" in back.out, back
+    assert "Release A" in page(host.address) and current_release(r).endswith(a_id)
+    assert gunicorn_pids(r)[0] == master  # graceful: a HUP, not a new master
+    forward = fab("-H", host.target, "rollback", "--to", b_id, settings=cold.settings)
+    assert forward.code == 0 and "Release B" in page(host.address), forward
+    missing = fab("-H", host.target, "rollback", "--to", "nope", settings=cold.settings)
+    assert missing.code == 1 and "no release 'nope' to roll back to" in missing.out
+    keep = tmp_path / "keep.yaml"
+    keep.write_text(cold.settings.read_text() + "keep_releases: 2\n")
+    for name in ("C", "D", "E"):
+        run = fab("-H", host.target, "deploy", "--project", str(version(tmp_path, name)), settings=keep)
+        assert run.code == 0, run
+    kept = r.run("ls /srv/django/releases").split()
+    assert len(kept) == 2 and current_release(r).rsplit("/", 1)[1] in kept, kept
+    assert "Release E" in page(host.address)

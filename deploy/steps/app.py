@@ -125,3 +125,27 @@ def switch_release(h: HostRun, release: Release) -> bool:
     h.change(f"ln -sfn {target} {layout.current}.new && mv -T {layout.current}.new {layout.current}")
     h.notify("reload_app")
     return True
+
+
+def releases(h: HostRun) -> list[str]:
+    """Release ids on the host, newest first."""
+    return h.facts.get("releases", "").split()
+
+
+def previous_release(h: HostRun) -> str:
+    """The newest release older than the current one ('' if there is none)."""
+    current = h.facts.get(f"link.{Layout.of(h.settings).current}", "").rsplit("/", 1)[-1]
+    ids = releases(h)
+    return ids[ids.index(current) + 1] if current in ids and ids.index(current) + 1 < len(ids) else ""
+
+
+def prune_releases(h: HostRun) -> bool:
+    """Keep the newest keep_releases releases, and always the current one and the one before it."""
+    layout = Layout.of(h.settings)
+    current = h.facts.get(f"link.{layout.current}", "").rsplit("/", 1)[-1]
+    keep = set(releases(h)[: h.settings.keep_releases]) | {current, previous_release(h)}
+    old = [f"{layout.releases}/{rid}" for rid in releases(h) if rid not in keep]
+    if not old:
+        return False
+    h.change(f"rm -rf {' '.join(old)}")
+    return True

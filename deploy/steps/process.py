@@ -213,9 +213,12 @@ def health(h: HostRun) -> bool:
     return False
 
 
-def rollback_to(h: HostRun, target: str) -> bool:
-    """Put `current` back on target and restart the app there (after a failed switch)."""
+def rollback_to(h: HostRun, target: str, discard: str = "") -> bool:
+    """Put `current` on target and serve it: a graceful reload where the master still runs
+    (no request is dropped), else a start. Discard a release that failed."""
     layout = Layout.of(h.settings)
     h.change(f"ln -sfn {target} {layout.current}.new && mv -T {layout.current}.new {layout.current}")
-    h.change(restart_command(h.settings, wanted_manager(h)))
+    h.change(f"({reload_command(h.settings)}) || ({start_command(h.settings, wanted_manager(h))})")
+    if discard:
+        h.change(f"rm -rf {discard}")
     return True
