@@ -3,7 +3,7 @@
 from invoke import Collection, task
 
 from deploy import plans
-from deploy.cli import execute, load_settings
+from deploy.cli import execute, load_settings, rolling_deploy
 from deploy.lab.tasks import lab
 from deploy.release import Release
 
@@ -36,7 +36,9 @@ def provision(
 def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", project=None):
     """Upload the app as a release, migrate, collectstatic, start or reload gunicorn."""
     s = load_settings(settings, project_path=project)
-    execute(c, plans.deploy_plan(Release(s.project, s.static_dir)), s, dry_run, verbose, role, limit)
+    plan = plans.deploy_plan(Release(s.project, s.static_dir))
+    if dry_run or role or limit or not rolling_deploy(c, plan, s, verbose):
+        execute(c, plan, s, dry_run, verbose, role, limit)
 
 
 def _host_task(name: str, doc: str, plan):

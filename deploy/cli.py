@@ -7,7 +7,7 @@ import sys
 
 from invoke import Context, Exit
 
-from deploy import runner
+from deploy import plans, runner
 from deploy import settings as settings_mod
 from deploy.connection import check_host_string
 from deploy.inventory import ROLES
@@ -51,14 +51,41 @@ def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") ->
     return hosts
 
 
+def _fail(results: list[runner.HostResult], why: str = "") -> None:
+    failed = [r.host for r in results if r.failed]
+    sys.stdout.flush()
+    if failed:
+        raise Exit(f"fabstack: failed on {len(failed)} of {len(results)} host(s): {', '.join(failed)}{why}", code=1)
+
+
+def rolling_deploy(c: Context, plan: runner.Plan, settings: Settings, verbose: bool = False) -> bool:
+    """Deploy app hosts behind load balancers batch by batch, each out of the upstream
+    while it changes. Returns False when this is not a rolling deploy (-H hosts, no lb,
+    batch_size 0), so the caller deploys all at once."""
+    lbs = [m.host for m in settings.inventory.with_role("lb")]
+    apps = [m.host for m in settings.inventory.with_role("app")]
+    if c.config.get("fabstack_hosts") or not lbs or not settings.batch_size:
+        return False
+    # Look ahead (one facts read per host): only hosts whose deploy would change roll.
+    preview = runner.run_task(apps, plan, settings, c.config, dry_run=True, quiet=True)
+    _fail(preview)
+    changing = [r.host for r in preview if r.count("changed")]
+    runner.say("rolling", f"{len(changing)} of {len(apps)} app host(s) to change, {settings.batch_size} at a time")
+    for start in range(0, len(changing), settings.batch_size):
+        batch = changing[start : start + settings.batch_size]
+        _fail(runner.run_task(lbs, plans.lb_out(frozenset(batch)), settings, c.config, verbose=verbose))
+        results = runner.run_task(batch, plan, settings, c.config, verbose=verbose)
+        _fail(results, "; rollout stopped: the load balancers keep the failed host(s) out, the rest stay as they were")
+        _fail(runner.run_task(lbs, plans.lb_out(frozenset()), settings, c.config, verbose=verbose))
+    if not changing:
+        _fail(runner.run_task(apps, plan, settings, c.config, verbose=verbose))  # reports ok on each
+    return True
+
+
 def execute(
     c: Context, plan: runner.Plan, settings: Settings, dry_run: bool = False, verbose: bool = False,
     role: str = "", limit: str = "",
 ) -> None:  # fmt: skip
     """Run plan on the task's hosts; exit non-zero naming the hosts that failed."""
     hosts = hosts_of(c, settings, role, limit)
-    results = runner.run_task(hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose)
-    failed = [r.host for r in results if r.failed]
-    sys.stdout.flush()
-    if failed:
-        raise Exit(f"fabstack: failed on {len(failed)} of {len(results)} host(s): {', '.join(failed)}", code=1)
+    _fail(runner.run_task(hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose))

@@ -78,6 +78,18 @@ def deploy_plan(release: Release):
     return deploy
 
 
+def lb_out(out: frozenset[str]):
+    """Load balancers with the hosts in `out` marked down (none: all back in), reloaded."""
+
+    def plan(h: HostRun) -> None:
+        gather(h)
+        name = f"upstream without {', '.join(sorted(out))}" if out else "upstream with every app host"
+        h.step(name, partial(nginx.lb_site, out=out))
+        h.step("nginx running", nginx.running)
+
+    return plan
+
+
 def list_releases(h: HostRun) -> None:
     """Release ids, newest first, the current one marked."""
     gather(h)

@@ -65,8 +65,13 @@ class HostResult:
         return f"{self.host} ok={self.count('ok')} changed={self.count('changed')} failed={failed}"
 
 
+_quiet = threading.local()
+
+
 def say(host: str, text: str) -> None:
     """Print whole lines prefixed by host, never interleaved with another host's."""
+    if getattr(_quiet, "on", False):
+        return
     with _print_lock:
         for line in text.splitlines() or [""]:
             sys.stdout.write(f"[{host}] {line}\n")
@@ -177,9 +182,10 @@ def _connection(host: str, config: Config | None, settings: Settings) -> Connect
 
 
 def run_on_host(
-    host: str, plan: Plan, settings: Settings, config: Config | None, dry_run: bool, verbose: bool
+    host: str, plan: Plan, settings: Settings, config: Config | None, dry_run: bool, verbose: bool, quiet: bool = False
 ) -> HostResult:
     started = time.monotonic()
+    _quiet.on = quiet
     try:
         conn = _connection(host, config, settings)
     except ConnectError as exc:
@@ -205,12 +211,14 @@ def run_on_host(
 
 def run_task(
     hosts: list[str], plan: Plan, settings: Settings, config: Config | None = None, dry_run: bool = False,
-    verbose: bool = False,
+    verbose: bool = False, quiet: bool = False,
 ) -> list[HostResult]:  # fmt: skip
-    """Run plan on every host concurrently (at most settings.parallel at once)."""
+    """Run plan on every host concurrently (at most settings.parallel at once); quiet
+    prints nothing (a look-ahead whose results the caller uses)."""
     with ThreadPoolExecutor(max_workers=min(settings.parallel, max(len(hosts), 1))) as pool:
-        results = list(pool.map(lambda h: run_on_host(h, plan, settings, config, dry_run, verbose), hosts))
-    with _print_lock:
-        for result in results:
-            print(result.summary())
+        results = list(pool.map(lambda h: run_on_host(h, plan, settings, config, dry_run, verbose, quiet), hosts))
+    if not quiet:
+        with _print_lock:
+            for result in results:
+                print(result.summary())
     return results

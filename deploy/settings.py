@@ -180,6 +180,13 @@ SCHEMA: tuple[Key, ...] = (
     ),
     Key("lb_hash_key", str, "$request_uri", "The key of lb_method hash (consistent hashing)."),
     Key("app_port", int, 8080, "Port the app hosts' nginx listens on for the load balancers (inventory only).", _port),
+    Key(
+        "batch_size",
+        int,
+        1,
+        "Rolling deploy behind load balancers: app hosts changed at a time, each taken out of the upstream first; 0 deploys all at once.",
+        _at_least(0),
+    ),  # fmt: skip
     Key("keepalive", int, 16, "Idle keepalive connections from each load balancer to its app hosts.", _at_least(0)),
     Key("known_hosts", list, [], "Extra known_hosts files to trust, besides ~/.ssh/known_hosts and the lab's."),
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),

@@ -135,3 +135,96 @@ def test_unreachable_host_does_not_stop_the_others(farm, cold, tmp_path):
     assert all(totals[h.target][2] == 0 for h in farm), run
     assert "10.78.0.250:22 unreachable" in run.out
     assert "failed on 1 of 5 host(s): root@10.78.0.250" in run.err
+
+
+class Load:
+    """Bounded load through the lb: `clients` threads until stopped (or max_requests)."""
+
+    def __init__(self, address: str, clients: int = 20, max_requests: int = 50_000):
+        import threading
+
+        self.address, self.stop, self.lock = address, threading.Event(), threading.Lock()
+        self.sent, self.failed, self.bodies = 0, 0, collections.Counter()
+        self.max_requests = max_requests
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
+
+    def client(self) -> None:
+        while not self.stop.is_set() and self.sent < self.max_requests:
+            marker, ok = "", True
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/", timeout=10) as response:
+                    body = response.read().decode()
+                    marker = next((w for w in ("V1", "V2", "V3") if f"Release {w}" in body), "?")
+            except (urllib.error.URLError, OSError):
+                ok = False
+            with self.lock:
+                self.sent += 1
+                self.failed += 0 if ok else 1
+                self.bodies[marker] += 1
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+
+
+def release_project(tmp_path, name: str, broken: bool = False) -> str:
+    import shutil
+
+    from conftest import REPO
+
+    project = tmp_path / name
+    shutil.copytree(REPO / "templates" / "sample", project)
+    views = project / "sample" / "views.py"
+    views.write_text(views.read_text().replace("It works", f"Release {name}"))
+    if broken:
+        wsgi = project / "sample" / "wsgi.py"
+        wsgi.write_text(wsgi.read_text() + "import no_such_module_v3\n")
+    return str(project)
+
+
+def test_rolling_deploy_broken_release_and_rollback_under_load(farm, cold, tmp_path):
+    settings = write_settings(tmp_path, farm, cold)
+    run = fab("provision", "deploy", "--project", release_project(tmp_path, "V1"), settings=settings)
+    assert run.code == 0, run
+    with Load(farm[0].address) as v2_load:
+        run = fab("deploy", "--project", release_project(tmp_path, "V2"), settings=settings)
+    print(f"deploy v2 under load: {v2_load.sent} requests, {v2_load.failed} failed, {dict(v2_load.bodies)}")
+    assert run.code == 0, run
+    assert "[rolling] 3 of 3 app host(s) to change, 1 at a time" in run.out
+    assert v2_load.failed == 0 and v2_load.bodies["V1"] > 0 and v2_load.bodies["V2"] > 0
+    assert served_bodies(farm[0], 9) == {"V2": 9}
+
+    with Load(farm[0].address) as v3_load:
+        broken = fab("deploy", "--project", release_project(tmp_path, "V3", broken=True), settings=settings)
+    print(f"broken v3 under load: {v3_load.sent} requests, {v3_load.failed} failed, {dict(v3_load.bodies)}")
+    assert broken.code == 1, broken
+    assert "ModuleNotFoundError: No module named 'no_such_module_v3'" in broken.out
+    assert "rollout stopped" in broken.err
+    assert v3_load.failed == 0 and set(v3_load.bodies) == {"V2"}
+    lb_conf = Remote(farm[0]).run("cat /etc/nginx/sites-enabled/django-lb.conf")
+    assert f"server {farm[1].address}:8080 down;" in lb_conf, lb_conf  # the failed host stays out
+    assert Remote(farm[2]).run("readlink /srv/django/current") == Remote(farm[3]).run("readlink /srv/django/current")
+
+    with Load(farm[0].address) as back_load:
+        back = fab("rollback", "--role", "app", settings=settings)
+    print(f"rollback under load: {back_load.sent} requests, {back_load.failed} failed, {dict(back_load.bodies)}")
+    assert back.code == 0, back
+    assert back_load.failed == 0
+    assert served_bodies(farm[0], 9) == {"V1": 9}
+    provision(settings, "--role", "lb")  # every app host back in the upstream
+    assert ":8080 down" not in Remote(farm[0]).run("cat /etc/nginx/sites-enabled/django-lb.conf")
+
+
+def served_bodies(lb, count: int) -> dict[str, int]:
+    seen: collections.Counter = collections.Counter()
+    for _ in range(count):
+        with urllib.request.urlopen(f"http://{lb.address}/", timeout=10) as response:
+            body = response.read().decode()
+            seen[next((w for w in ("V1", "V2", "V3") if f"Release {w}" in body), "?")] += 1
+    return dict(seen)

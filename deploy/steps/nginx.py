@@ -49,13 +49,21 @@ def site_config(h: HostRun) -> str:
     )
 
 
-def lb_config(h: HostRun) -> str:
+def lb_config(h: HostRun, out: frozenset[str] = frozenset()) -> str:
+    """The lb site; app hosts in `out` are marked down (a rolling deploy is changing them)."""
     s = h.settings
     method = {
         "round_robin": "",
         "hash": f"hash {s.lb_hash_key} consistent",
     }.get(s.lb_method, s.lb_method)
-    servers = [f"{m.address}:{s.app_port} {m.server_flags()}".strip() for m in s.inventory.with_role("app")]
+    servers = [
+        " ".join(
+            filter(
+                None, [f"{m.address}:{s.app_port}", m.server_flags(), "down" if m.host in out and not m.down else ""]
+            )
+        )
+        for m in s.inventory.with_role("app")
+    ]
     return render(
         environment(s.templates_dir),
         "nginx-lb.conf.j2",
@@ -75,10 +83,10 @@ def site(h: HostRun) -> bool:
     return _ensure_site(h, layout.nginx_site, layout.nginx_link, site_config(h), "nginx-site.conf")
 
 
-def lb_site(h: HostRun) -> bool:
+def lb_site(h: HostRun, out: frozenset[str] = frozenset()) -> bool:
     """The load balancer's site: an upstream of every app host with its flags."""
     layout = Layout.of(h.settings)
-    return _ensure_site(h, layout.nginx_lb_site, layout.nginx_lb_link, lb_config(h), "nginx-lb.conf")
+    return _ensure_site(h, layout.nginx_lb_site, layout.nginx_lb_link, lb_config(h, out), "nginx-lb.conf")
 
 
 def _links_to_remove(h: HostRun) -> list[str]:
