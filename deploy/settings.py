@@ -188,6 +188,14 @@ SCHEMA: tuple[Key, ...] = (
         _at_least(0),
     ),  # fmt: skip
     Key("keepalive", int, 16, "Idle keepalive connections from each load balancer to its app hosts.", _at_least(0)),
+    Key("health_timeout", int, 3, "Seconds one health-check request may take.", _at_least(1)),
+    Key(
+        "health_retries",
+        int,
+        150,
+        "Health-check attempts (0.2 s apart) after a start, reload or switch before it counts as failed.",
+        _at_least(1),
+    ),  # fmt: skip
     Key("known_hosts", list, [], "Extra known_hosts files to trust, besides ~/.ssh/known_hosts and the lab's."),
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),

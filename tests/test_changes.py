@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import urllib.request
 
@@ -171,6 +172,12 @@ def test_restart_nginx_refused_when_configtest_fails(live, remote):
     assert fab("-H", host.target, "nginx-configtest").code == 0
 
 
+PY = "/srv/django/venv/bin/python"
+DB = "/srv/django/shared/data/db.sqlite3"
+SQL_INSERT = f"import sqlite3; c = sqlite3.connect('{DB}'); c.execute(\"insert into auth_group(name) values ('kept')\"); c.commit()"
+SQL_COUNT = f"import sqlite3; print(sqlite3.connect('{DB}').execute(\"select count(*) from auth_group where name = 'kept'\").fetchone()[0])"
+
+
 def version(tmp_path, name: str):
     project = tmp_path / name
     shutil.copytree(SAMPLE, project)
@@ -182,6 +189,9 @@ def version(tmp_path, name: str):
 def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     host = live[0]
     r = remote(host)
+    # shared state written before: an upload and a database row
+    r.run("echo kept-upload > /srv/django/shared/media/kept.txt")
+    r.run(f"{PY} -c {shlex.quote(SQL_INSERT)}")
     for name in ("A", "B"):
         run = fab("-H", host.target, "deploy", "--project", str(version(tmp_path, name)), settings=cold.settings)
         assert run.code == 0, run
@@ -207,3 +217,7 @@ def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     kept = r.run("ls /srv/django/releases").split()
     assert len(kept) == 2 and current_release(r).rsplit("/", 1)[1] in kept, kept
     assert "Release E" in page(host.address)
+    # five deploys and two rollbacks later, the shared state is all there
+    with urllib.request.urlopen(f"http://{host.address}/media/kept.txt", timeout=10) as response:
+        assert response.read() == b"kept-upload\n"
+    assert r.run(f"{PY} -c {shlex.quote(SQL_COUNT)}").strip() == "1"

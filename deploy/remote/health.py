@@ -1,10 +1,11 @@
 # Health check run on the host: GET PATH from ADDRESS (HOST:PORT or unix:/path) with
-# a Host header; exit 0 on a 2xx/3xx answer. Uses only the standard library.
+# a Host header, waiting at most TIMEOUT seconds; exit 0 on a 2xx/3xx answer.
+# Uses only the standard library.
 import http.client
 import socket
 import sys
 
-address, path, host = sys.argv[1:4]
+address, path, host, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -15,10 +16,10 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 if address.startswith("unix:"):
-    conn = UnixConnection("localhost", timeout=3)
+    conn = UnixConnection("localhost", timeout=timeout)
 else:
     name, port = address.rsplit(":", 1)
-    conn = http.client.HTTPConnection(name, int(port), timeout=3)
+    conn = http.client.HTTPConnection(name, int(port), timeout=timeout)
 try:
     conn.request("GET", path, headers={"Host": host})
     status = conn.getresponse().status

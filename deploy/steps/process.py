@@ -60,13 +60,16 @@ def _health_host(s: Settings) -> str:
 
 def health_command(s: Settings, address: str) -> str:
     """GET health_path from address on the host (stdlib Python only); exit 0 on 2xx/3xx."""
-    return f"python3 -c {shlex.quote(HEALTH)} {shlex.quote(address)} {shlex.quote(s.health_path)} {_health_host(s)}"
+    return (
+        f"python3 -c {shlex.quote(HEALTH)} {shlex.quote(address)} {shlex.quote(s.health_path)} "
+        f"{_health_host(s)} {s.health_timeout}"
+    )
 
 
 def _wait_healthy(s: Settings, what: str, extra: str = "true") -> str:
     """Poll until the master (from the pidfile) answers; fail early if $master dies."""
     layout = Layout.of(s)
-    return f"""for i in $(seq 1 150); do
+    return f"""for i in $(seq 1 {s.health_retries}); do
   if [ -n "$master" ]; then live $master || break; fi
   if alive && {extra} && {health_command(s, s.bind)} 2>/dev/null; then exit 0; fi
   sleep 0.2
