@@ -38,10 +38,26 @@ def check_host_string(target: str) -> str:
     return target
 
 
-def connect(target: str, config: Config | None, known_hosts: list[str], timeout: int) -> Connection:
-    """Open an SSH connection that only accepts host keys listed in known_hosts."""
+class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
+    """ssh's StrictHostKeyChecking=accept-new: trust a host seen for the first time and
+    record its key in ~/.ssh/known_hosts. Only for unknown hosts: paramiko raises
+    BadHostKeyException for a changed key before any policy is asked."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        path = Path.home() / ".ssh" / "known_hosts"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        with path.open("a") as known:
+            known.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def connect(
+    target: str, config: Config | None, known_hosts: list[str], timeout: int, accept_new: bool = False
+) -> Connection:
+    """Open an SSH connection that only accepts host keys listed in known_hosts (and,
+    with accept_new, keys of hosts never seen before, which it records)."""
     conn = Connection(target, config=config or Config(), connect_timeout=timeout)
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    conn.client.set_missing_host_key_policy(AcceptNewPolicy() if accept_new else paramiko.RejectPolicy())
     keys = conn.client.get_host_keys()
     for path in known_hosts_files(known_hosts):
         if path.is_file():
@@ -58,7 +74,7 @@ def connect(target: str, config: Config | None, known_hosts: list[str], timeout:
         if "not found in known_hosts" in str(exc):
             raise ConnectError(
                 f"{conn.host}: host key unknown; check its fingerprint, then trust it with: "
-                f"ssh-keyscan -p {conn.port} {conn.host} >> ~/.ssh/known_hosts"
+                f"ssh-keyscan -p {conn.port} {conn.host} >> ~/.ssh/known_hosts (or set accept_new_host_keys: true)"
             ) from None
         raise ConnectError(f"{conn.host}: SSH failed: {exc}") from None
     except TimeoutError:

@@ -174,7 +174,7 @@ def _connection(host: str, config: Config | None, settings: Settings) -> Connect
     with _connections_lock:
         conn = _connections.get(host)
     if conn is None or not conn.is_connected:
-        conn = connect(host, config, settings.known_hosts, settings.connect_timeout)
+        conn = connect(host, config, settings.known_hosts, settings.connect_timeout, settings.accept_new_host_keys)
         with _connections_lock:
             _connections[host] = conn
             opened[host] = opened.get(host, 0) + 1

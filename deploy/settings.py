@@ -197,6 +197,12 @@ SCHEMA: tuple[Key, ...] = (
         _at_least(1),
     ),  # fmt: skip
     Key("known_hosts", list, [], "Extra known_hosts files to trust, besides ~/.ssh/known_hosts and the lab's."),
+    Key(
+        "accept_new_host_keys",
+        bool,
+        False,
+        "Trust hosts seen for the first time and record their keys (ssh's accept-new); a changed key is always refused.",
+    ),  # fmt: skip
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
     Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
@@ -278,9 +284,11 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
 def _coerce(key: Key, value: Any) -> Any:
     if int in (key.type if isinstance(key.type, tuple) else (key.type,)) and _is_int_text(value):
         value = int(value)
+    if key.type is bool and value in ("true", "false"):
+        value = value == "true"
     if key.type is list and isinstance(value, str):
         value = [item for item in value.split(",") if item]
-    if isinstance(value, bool) or not isinstance(value, key.type):
+    if (isinstance(value, bool) and key.type is not bool) or not isinstance(value, key.type):
         raise SettingsError(f"setting {key.name}={value!r}: expected {type_name(key)}, got {type(value).__name__}")
     if key.check:
         fix = key.check(value)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ColdRun, Remote, fab
+from fabric import Config
 
 from deploy.connection import ConnectError, connect
 from deploy.lab import Lab, LabError
@@ -33,6 +34,7 @@ def test_strict_ssh_to_lab_hosts_with_no_extra_flag(lab: Lab):
 
 def test_unknown_and_changed_host_keys_are_refused(lab: Lab, tmp_path, monkeypatch):
     (host,) = lab.up(count=1, init="sshd", prefix="key")
+    key = Config(overrides={"connect_kwargs": {"key_filename": str(Path.home() / ".ssh" / "id_ed25519")}})
     monkeypatch.setenv("FABSTACK_LAB_DIR", str(tmp_path))  # hide the lab's known_hosts
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(ConnectError, match="host key unknown.*ssh-keyscan"):
@@ -42,6 +44,14 @@ def test_unknown_and_changed_host_keys_are_refused(lab: Lab, tmp_path, monkeypat
     forged.write_text(f"{host.address} {' '.join((tmp_path / 'other.pub').read_text().split()[:2])}\n")
     with pytest.raises(ConnectError, match="HOST KEY CHANGED"):
         connect(host.target, None, [str(forged)], 10)
+    with pytest.raises(ConnectError, match="HOST KEY CHANGED"):  # accept-new never takes a changed key
+        connect(host.target, None, [str(forged)], 10, accept_new=True)
+    assert not (tmp_path / ".ssh" / "known_hosts").exists()
+    conn = connect(host.target, key, [], 10, accept_new=True)  # first contact: trusted and recorded
+    assert conn.run("hostname", hide=True, in_stream=False).stdout.strip() == "key1"
+    conn.close()
+    assert (tmp_path / ".ssh" / "known_hosts").read_text().startswith(f"{host.address} ")
+    connect(host.target, key, [], 10).close()  # from now on it is a known host
 
 
 def test_hosts_do_not_share_files_or_processes(lab: Lab):

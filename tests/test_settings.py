@@ -36,6 +36,7 @@ BAD = [
     ({"timeout": True}, "timeout=True: expected int"),
     ({"allowed_hosts": 5}, "allowed_hosts=5: expected list"),
     ({"wokers": 3}, "unknown setting 'wokers'"),
+    ({"accept_new_host_keys": "yes"}, "accept_new_host_keys='yes': expected bool, got str"),
     ({"lb_method": "fair"}, "fair needs the third-party upstream_fair module"),
     ({"lb_method": "url_hash"}, "url_hash is `hash $request_uri consistent` in today's nginx: use lb_method: hash"),
     ({"lb_method": "weighted"}, "lb_method='weighted' is invalid: use one of: round_robin"),
