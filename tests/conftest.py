@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -66,6 +67,20 @@ def fab(*args: str, settings: str | Path | None = None, timeout: int = 600) -> F
     started = time.monotonic()
     proc = subprocess.run([FAB, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     return FabRun(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def sample_variant(tmp_path: Path, name: str, title: str = "", append: dict[str, str] | None = None) -> str:
+    """A copy of the bundled sample project: its heading says `title`, and `append` adds
+    lines to files (say, a broken import). Returns the project's path."""
+    project = tmp_path / name
+    shutil.copytree(REPO / "templates" / "sample", project)
+    if title:
+        views = project / "sample" / "views.py"
+        views.write_text(views.read_text().replace("It works", title))
+    for relative, text in (append or {}).items():
+        path = project / relative
+        path.write_text(path.read_text() + text)
+    return str(project)
 
 
 class Remote:

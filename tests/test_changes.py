@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 import urllib.request
 
 import pytest
-from conftest import REPO, ColdRun, fab
+from conftest import REPO, ColdRun, fab, sample_variant
 
 from deploy.lab import Lab
 
 pytestmark = pytest.mark.lab
-SAMPLE = REPO / "templates" / "sample"
 
 
 def page(address: str) -> str:
@@ -44,19 +42,16 @@ def test_snapshot_host_starts_app_despite_stale_pidfile(live, cold):
 def test_new_code_is_a_graceful_reload(live, remote, tmp_path, cold):
     host = live[1]
     r = remote(host)
-    project = tmp_path / "v2"
-    shutil.copytree(SAMPLE, project)
-    views = project / "sample" / "views.py"
-    views.write_text(views.read_text().replace("It works", "Version two works"))
+    project = sample_variant(tmp_path, "v2", title="Version two works")
     master, workers = gunicorn_pids(r)
-    run = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    run = fab("-H", host.target, "deploy", "--project", project, settings=cold.settings)
     assert run.code == 0, run
     assert "release uploaded: changed" in run.out and "gunicorn running: changed" in run.out
     assert "Version two works" in page(host.address)
     new_master, new_workers = gunicorn_pids(r)
     assert new_master == master
     assert not workers & new_workers and len(new_workers) == 3
-    again = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    again = fab("-H", host.target, "deploy", "--project", project, settings=cold.settings)
     assert again.code == 0 and again.changed() == 0, again
 
 
@@ -68,12 +63,8 @@ def test_app_that_cannot_import_stops_before_the_switch(live, remote, tmp_path, 
     host = live[1]
     r = remote(host)
     before = current_release(r)
-    project = tmp_path / "broken-import"
-    shutil.copytree(SAMPLE, project)
-    (project / "sample" / "wsgi.py").write_text(
-        (project / "sample" / "wsgi.py").read_text() + "import no_such_module\n"
-    )
-    run = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    project = sample_variant(tmp_path, "broken-import", append={"sample/wsgi.py": "import no_such_module\n"})
+    run = fab("-H", host.target, "deploy", "--project", project, settings=cold.settings)
     assert run.code == 1, run
     assert "release uploaded: failed: ModuleNotFoundError: No module named 'no_such_module'" in run.out
     assert current_release(r) == before
@@ -84,15 +75,9 @@ def test_release_that_fails_its_health_check_is_rolled_back(live, remote, tmp_pa
     host = live[1]
     r = remote(host)
     before = current_release(r)
-    project = tmp_path / "broken-view"
-    shutil.copytree(SAMPLE, project)
-    views = project / "sample" / "views.py"
-    views.write_text(
-        views.read_text().replace(
-            "    body = PAGE.format(", "    raise RuntimeError('v3 is broken')\n    body = PAGE.format("
-        )
-    )
-    run = fab("-H", host.target, "deploy", "--project", str(project), settings=cold.settings)
+    broken_view = "\n\ndef index(request):  # replaces the working view\n    raise RuntimeError('v3 is broken')\n"
+    project = sample_variant(tmp_path, "broken-view", append={"sample/views.py": broken_view})
+    run = fab("-H", host.target, "deploy", "--project", project, settings=cold.settings)
     assert run.code == 1, run
     assert "release current: changed" in run.out and "rollback: changed" in run.out
     assert "does not answer on 127.0.0.1:8000/: 127.0.0.1:8000/: HTTP 500" in run.out
@@ -178,14 +163,6 @@ SQL_INSERT = f"import sqlite3; c = sqlite3.connect('{DB}'); c.execute(\"insert i
 SQL_COUNT = f"import sqlite3; print(sqlite3.connect('{DB}').execute(\"select count(*) from auth_group where name = 'kept'\").fetchone()[0])"
 
 
-def version(tmp_path, name: str):
-    project = tmp_path / name
-    shutil.copytree(SAMPLE, project)
-    views = project / "sample" / "views.py"
-    views.write_text(views.read_text().replace("It works", f"Release {name}"))
-    return project
-
-
 def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     host = live[0]
     r = remote(host)
@@ -193,7 +170,14 @@ def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     r.run("echo kept-upload > /srv/django/shared/media/kept.txt")
     r.run(f"{PY} -c {shlex.quote(SQL_INSERT)}")
     for name in ("A", "B"):
-        run = fab("-H", host.target, "deploy", "--project", str(version(tmp_path, name)), settings=cold.settings)
+        run = fab(
+            "-H",
+            host.target,
+            "deploy",
+            "--project",
+            sample_variant(tmp_path, name, title=f"Release {name}"),
+            settings=cold.settings,
+        )
         assert run.code == 0, run
     assert "Release B" in page(host.address)
     listing = fab("-H", host.target, "releases", settings=cold.settings)
@@ -212,7 +196,14 @@ def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     keep = tmp_path / "keep.yaml"
     keep.write_text(cold.settings.read_text() + "keep_releases: 2\n")
     for name in ("C", "D", "E"):
-        run = fab("-H", host.target, "deploy", "--project", str(version(tmp_path, name)), settings=keep)
+        run = fab(
+            "-H",
+            host.target,
+            "deploy",
+            "--project",
+            sample_variant(tmp_path, name, title=f"Release {name}"),
+            settings=keep,
+        )
         assert run.code == 0, run
     kept = r.run("ls /srv/django/releases").split()
     assert len(kept) == 2 and current_release(r).rsplit("/", 1)[1] in kept, kept

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ColdRun, Remote, fab
+from conftest import ColdRun, Remote, fab, sample_variant
 
 from deploy.lab import Lab
 
@@ -174,18 +174,8 @@ class Load:
 
 
 def release_project(tmp_path, name: str, broken: bool = False) -> str:
-    import shutil
-
-    from conftest import REPO
-
-    project = tmp_path / name
-    shutil.copytree(REPO / "templates" / "sample", project)
-    views = project / "sample" / "views.py"
-    views.write_text(views.read_text().replace("It works", f"Release {name}"))
-    if broken:
-        wsgi = project / "sample" / "wsgi.py"
-        wsgi.write_text(wsgi.read_text() + "import no_such_module_v3\n")
-    return str(project)
+    append = {"sample/wsgi.py": "import no_such_module_v3\n"} if broken else {}
+    return sample_variant(tmp_path, name, title=f"Release {name}", append=append)
 
 
 def test_rolling_deploy_broken_release_and_rollback_under_load(farm, cold, tmp_path):
