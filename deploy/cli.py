@@ -77,8 +77,8 @@ def rolling_deploy(c: Context, plan: runner.Plan, settings: Settings, verbose: b
         results = runner.run_task(batch, plan, settings, c.config, verbose=verbose)
         _fail(results, "; rollout stopped: the load balancers keep the failed host(s) out, the rest stay as they were")
         _fail(runner.run_task(lbs, plans.lb_out(frozenset()), settings, c.config, verbose=verbose))
-    if not changing:
-        _fail(runner.run_task(apps, plan, settings, c.config, verbose=verbose))  # reports ok on each
+    if not changing:  # the look-ahead already read every host: report it, do not read again
+        print("\n".join(r.summary() for r in preview))
     return True
 
 

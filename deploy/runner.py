@@ -112,9 +112,12 @@ class HostRun:
             raise StepFailed(output[-1] if output else f"exit code {result.exited}", command, "\n".join(output[-15:]))
         return result.stdout
 
-    def change(self, command: str, diff: str = "") -> None:
-        """Run a command that changes the host, or only record it in a dry run."""
+    def show_diff(self, diff: str) -> None:
+        """Record what a file would become (shown in a dry run, kept in the step result)."""
         self._diff += diff
+
+    def change(self, command: str) -> None:
+        """Run a command that changes the host, or only record it in a dry run."""
         if self.dry_run:
             if self.verbose:
                 say(self.host, f"(dry run) would run: {command}")

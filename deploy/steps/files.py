@@ -15,20 +15,26 @@ def file_state(h: HostRun, path: str) -> tuple[str, str]:
     return sha, meta
 
 
+def file_matches(
+    h: HostRun, path: str, content: str, owner: str = "root", group: str = "root", mode: str = "644"
+) -> bool:
+    """The facts say path already holds content with this owner and mode."""
+    sha, meta = file_state(h, path)
+    return sha == hashlib.sha256(content.encode()).hexdigest() and meta == f"{owner}:{group} {mode}"
+
+
 def ensure_file(
     h: HostRun, path: str, content: str, owner: str = "root", group: str = "root", mode: str = "644",
     secret: bool = False,
 ) -> bool:  # fmt: skip
     """Write content to path atomically when its checksum, owner or mode differ."""
-    data = content.encode()
-    sha, meta = file_state(h, path)
-    if sha == hashlib.sha256(data).hexdigest() and meta == f"{owner}:{group} {mode}":
+    if file_matches(h, path, content, owner, group, mode):
         return False
-    diff = "" if secret else unified_diff(h, path, content, bool(sha))
     if h.dry_run:
-        h.change("", diff=diff or f"--- {path}\n+++ {path}\n(mode {owner}:{group} {mode})\n")
+        diff = "" if secret else unified_diff(h, path, content, bool(file_state(h, path)[0]))
+        h.show_diff(diff or f"--- {path}\n+++ {path}\n(mode {owner}:{group} {mode})\n")
         return True
-    staged = h.stage(path.strip("/").replace("/", "_"), data)
+    staged = h.stage(path.strip("/").replace("/", "_"), content.encode())
     q = shlex.quote
     h.change(
         f"install -o {owner} -g {group} -m {mode} {staged} {q(path)}.fabstack-new && mv -f {q(path)}.fabstack-new {q(path)}"
@@ -37,8 +43,7 @@ def ensure_file(
 
 
 def unified_diff(h: HostRun, path: str, new: str, exists: bool) -> str:
-    if not h.dry_run:
-        return ""
+    """The diff a dry run shows: the host's file (read only now) against the new text."""
     old = h.read(path) if exists else ""
     lines = difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"{path} (host)", f"{path} (new)")
     return "".join(lines)

@@ -6,13 +6,11 @@ and on failure the previous files are put back before anything reloads.
 
 from __future__ import annotations
 
-import hashlib
-
 from deploy.inventory import Member
 from deploy.layout import Layout
 from deploy.render import environment, render
 from deploy.runner import HostRun, StepFailed
-from deploy.steps.files import file_state, unified_diff
+from deploy.steps.files import file_matches, file_state, unified_diff
 
 CONFIGTEST = "nginx -t -q"
 
@@ -100,19 +98,17 @@ def _links_to_remove(h: HostRun) -> list[str]:
 
 def _ensure_site(h: HostRun, path: str, link: str, content: str, staged_name: str) -> bool:
     layout = Layout.of(h.settings)
-    sha, meta = file_state(h, path)
     remove = _links_to_remove(h)
     up_to_date = (
-        sha == hashlib.sha256(content.encode()).hexdigest()
-        and meta == "root:root 644"
+        file_matches(h, path, content)
         and h.facts.get(f"link.{link}") == path
         and not any(f"link.{other}" in h.facts for other in remove)
     )
     if up_to_date:
         return False
-    diff = unified_diff(h, path, content, bool(sha))
     if h.dry_run:
-        h.change("", diff=diff or f"(enable {link}, disable the default site)\n")
+        diff = unified_diff(h, path, content, bool(file_state(h, path)[0]))
+        h.show_diff(diff or f"(enable {link}, disable the default site)\n")
         return True
     staged = h.stage(staged_name, content.encode())
     h.change(_apply_tested(layout, staged, path, link, remove))

@@ -21,7 +21,6 @@ from deploy.steps.files import ensure_file
 from deploy.steps.nginx import app_port
 
 HEALTH = (Path(__file__).resolve().parent.parent / "remote" / "health.py").read_text()
-MANAGERS = ("nohup", "systemd", "supervisor")
 ACTIVE = {"systemd": ("active", "activating", "reloading"), "supervisor": ("RUNNING", "STARTING", "BACKOFF")}
 
 
