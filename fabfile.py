@@ -2,9 +2,10 @@
 
 from invoke import Collection, task
 
-from deploy import plans
+from deploy import checks, plans, reports
 from deploy.cli import execute, load_settings, rolling_deploy
 from deploy.lab.tasks import lab
+from deploy.output import brief
 from deploy.release import Release
 
 HELP = {
@@ -13,7 +14,9 @@ HELP = {
     "verbose": "show every remote command as it runs",
     "role": "with no -H: only the inventory's hosts with this role (app or lb)",
     "limit": "with no -H: only these inventory hosts (comma-separated host strings or addresses)",
+    "json": "print one JSON document on stdout (schema: docs/json.md); progress goes to stderr",
 }
+COMMON = ("settings", "verbose", "role", "limit", "json")
 
 
 @task(
@@ -25,26 +28,27 @@ HELP = {
     }
 )
 def provision(
-    c, settings=None, dry_run=False, verbose=False, role="", limit="", workers=None, worker_class=None, server_name=None
-):
+    c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False, workers=None, worker_class=None,
+    server_name=None,
+):  # fmt: skip
     """Set up the server: nginx, python3, app user, virtualenv, gunicorn and nginx configs."""
     s = load_settings(settings, workers=workers, worker_class=worker_class, server_name=server_name)
-    execute(c, plans.provision, s, dry_run, verbose, role, limit)
+    execute(c, "provision", plans.provision, s, dry_run, verbose, role, limit)
 
 
 @task(help={**HELP, "project": "Django project to deploy (default: the bundled sample)"})
-def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", project=None):
+def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False, project=None):
     """Upload the app as a release, migrate, collectstatic, start or reload gunicorn."""
     s = load_settings(settings, project_path=project)
     plan = plans.deploy_plan(Release(s.project, s.static_dir))
     if dry_run or role or limit or not rolling_deploy(c, plan, s, verbose):
-        execute(c, plan, s, dry_run, verbose, role, limit)
+        execute(c, "deploy", plan, s, dry_run, verbose, role, limit)
 
 
-def _host_task(name: str, doc: str, plan):
-    @task(name=name, help={k: HELP[k] for k in ("settings", "verbose", "role", "limit")})
-    def host_task(c, settings=None, verbose=False, role="", limit=""):
-        execute(c, plan, load_settings(settings), verbose=verbose, role=role, limit=limit)
+def _host_task(name: str, doc: str, plan, report=None):
+    @task(name=name, help={k: HELP[k] for k in COMMON})
+    def host_task(c, settings=None, verbose=False, role="", limit="", json=False):
+        execute(c, name, plan, load_settings(settings), verbose=verbose, role=role, limit=limit, report=report)
 
     host_task.__doc__ = doc
     return host_task
@@ -55,24 +59,23 @@ def _host_task(name: str, doc: str, plan):
         "lines": "how many lines of each log (default 20)",
         "app": "only gunicorn's logs",
         "nginx": "only nginx's logs for the site",
-        **{k: HELP[k] for k in ("settings", "role", "limit")},
+        "follow": "keep printing new lines as they come, until Ctrl-C",
+        **{k: HELP[k] for k in COMMON},
     }
 )
-def logs(c, lines=20, app=False, nginx=False, settings=None, role="", limit=""):
+def logs(
+    c, lines=20, app=False, nginx=False, follow=False, settings=None, verbose=False, role="", limit="", json=False
+):
     """Show the last lines of gunicorn's and nginx's logs on each host, prefixed by host."""
     both = not app and not nginx
-    execute(c, plans.logs(int(lines), app or both, nginx or both), load_settings(settings), role=role, limit=limit)
+    plan = reports.logs(int(lines), app or both, nginx or both, follow)
+    execute(c, "logs", plan, load_settings(settings), verbose=verbose, role=role, limit=limit, report=brief)
 
 
-@task(
-    help={
-        "to": "release id to return to (default: the one before the current)",
-        **{k: HELP[k] for k in ("settings", "verbose", "role", "limit")},
-    }
-)
-def rollback(c, to="", settings=None, verbose=False, role="", limit=""):
+@task(help={"to": "release id to return to (default: the one before the current)", **{k: HELP[k] for k in COMMON}})
+def rollback(c, to="", settings=None, verbose=False, role="", limit="", json=False):
     """Return to the previous release (or --to ID): switch, restart gunicorn, health check."""
-    execute(c, plans.rollback(to), load_settings(settings), verbose=verbose, role=role, limit=limit)
+    execute(c, "rollback", plans.rollback(to), load_settings(settings), verbose=verbose, role=role, limit=limit)
 
 
 ns = Collection(
@@ -81,9 +84,14 @@ ns = Collection(
     logs,
     rollback,
     _host_task(
-        "releases", "List the releases on each host, newest first, the current one marked.", plans.list_releases
+        "releases", "List the releases on each host, newest first, the current one marked.", reports.releases, brief
     ),
-    _host_task("status", "Show gunicorn's manager, master pid, workers, class, uptime and release.", plans.app_status),
+    _host_task(
+        "status",
+        "A row per host: reachable, nginx and its config test, app, manager, pid, workers, release, health, uptime.",
+        reports.status,
+        reports.status_table,
+    ),
     _host_task(
         "start", "Start gunicorn if it is not running (through its process manager).", plans.app_control("start")
     ),
@@ -94,6 +102,11 @@ ns = Collection(
     _host_task("reload", "Graceful reload: HUP the master, every worker replaced.", plans.app_control("reload")),
     _host_task("restart-nginx", "Restart nginx, refused when nginx -t fails.", plans.nginx_control("restart")),
     _host_task("reload-nginx", "Reload nginx's config, refused when nginx -t fails.", plans.nginx_control("reload")),
+    _host_task(
+        "check",
+        "Security check per host: host key, app user, gunicorn bind, secret modes, check --deploy, nginx -t.",
+        checks.check,
+    ),
     _host_task("start-nginx", "Start nginx, refused when nginx -t fails.", plans.nginx_control("start")),
     _host_task("stop-nginx", "Stop nginx.", plans.nginx_control("stop")),
     _host_task("nginx-configtest", "Test nginx's configuration (nginx -t).", plans.nginx_control("configtest")),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 
 from invoke import Context, Exit
 
-from deploy import plans, runner
+from deploy import output, plans, render, runner
 from deploy import settings as settings_mod
 from deploy.connection import check_host_string
 from deploy.inventory import ROLES
@@ -18,8 +19,11 @@ signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def load_settings(path: str | None, **overrides) -> Settings:
+    """Settings, validated, with every template parsed: bad input stops here (exit 2)."""
     try:
-        return settings_mod.load(path, overrides)
+        settings = settings_mod.load(path, overrides)
+        render.check(settings.templates_dir)
+        return settings
     except SettingsError as exc:
         raise Exit(f"fabstack: {exc}", code=2) from None
 
@@ -67,25 +71,29 @@ def rolling_deploy(c: Context, plan: runner.Plan, settings: Settings, verbose: b
     if c.config.get("fabstack_hosts") or not lbs or not settings.batch_size:
         return False
     # Look ahead (one facts read per host): only hosts whose deploy would change roll.
-    preview = runner.run_task(apps, plan, settings, c.config, dry_run=True, quiet=True)
+    preview = runner.run_task("deploy", apps, plan, settings, c.config, dry_run=True, quiet=True)
     _fail(preview)
     changing = [r.host for r in preview if r.count("changed")]
     runner.say("rolling", f"{len(changing)} of {len(apps)} app host(s) to change, {settings.batch_size} at a time")
     for start in range(0, len(changing), settings.batch_size):
         batch = changing[start : start + settings.batch_size]
-        _fail(runner.run_task(lbs, plans.lb_out(frozenset(batch)), settings, c.config, verbose=verbose))
-        results = runner.run_task(batch, plan, settings, c.config, verbose=verbose)
+        out, back = plans.lb_out(frozenset(batch)), plans.lb_out(frozenset())
+        _fail(runner.run_task("deploy", lbs, out, settings, c.config, verbose=verbose, phase="lb out"))
+        results = runner.run_task("deploy", batch, plan, settings, c.config, verbose=verbose, phase="batch")
         _fail(results, "; rollout stopped: the load balancers keep the failed host(s) out, the rest stay as they were")
-        _fail(runner.run_task(lbs, plans.lb_out(frozenset()), settings, c.config, verbose=verbose))
+        _fail(runner.run_task("deploy", lbs, back, settings, c.config, verbose=verbose, phase="lb in"))
     if not changing:  # the look-ahead already read every host: report it, do not read again
-        print("\n".join(r.summary() for r in preview))
+        output.summary(preview)
+        output.record("deploy", preview, dry_run=False, phase="look-ahead")
     return True
 
 
 def execute(
-    c: Context, plan: runner.Plan, settings: Settings, dry_run: bool = False, verbose: bool = False,
-    role: str = "", limit: str = "",
-) -> None:  # fmt: skip
+    c: Context, task: str, plan: runner.Plan, settings: Settings, dry_run: bool = False, verbose: bool = False,
+    role: str = "", limit: str = "", report: Callable[[list[runner.HostResult]], None] | None = None,
+) -> list[runner.HostResult]:  # fmt: skip
     """Run plan on the task's hosts; exit non-zero naming the hosts that failed."""
     hosts = hosts_of(c, settings, role, limit)
-    _fail(runner.run_task(hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose))
+    results = runner.run_task(task, hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose, report=report)
+    _fail(results)
+    return results

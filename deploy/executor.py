@@ -2,12 +2,16 @@
 
 Fabric's own executor calls a task once per host, one host after another, and stops at
 the first failure. Invoke's `tasks.executor_class` setting is the supported hook for
-changing that; fabfile.py points it here.
+changing that; fabfile.py points it here. It is also the one place that sees every task
+of a run, so it owns --json: any task asking for it makes the whole run print one
+document on stdout at the end, failures included.
 """
 
 from __future__ import annotations
 
-from invoke import Executor
+from invoke import Executor, Exit
+
+from deploy import output
 
 
 class HostsExecutor(Executor):
@@ -15,5 +19,15 @@ class HostsExecutor(Executor):
         hosts = ""
         if self.core and "hosts" in self.core[0].args:
             hosts = self.core[0].args.hosts.value or ""
-        self.config.load_overrides({"fabstack_hosts": hosts})
-        return super().execute(*tasks)
+        self.config["fabstack_hosts"] = hosts  # not load_overrides: that would drop --prompt-for-sudo-password's
+        output.json_mode = any("json" in call.args and call.args.json.value for call in tasks)
+        if not output.json_mode:
+            return super().execute(*tasks)
+        error = ""
+        try:
+            return super().execute(*tasks)
+        except Exit as exc:
+            error = str(exc.message or "")
+            raise
+        finally:
+            output.print_document(error)

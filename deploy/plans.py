@@ -11,7 +11,7 @@ from functools import partial
 from deploy import facts
 from deploy.layout import Layout
 from deploy.release import Release
-from deploy.runner import HostRun, StepFailed, say
+from deploy.runner import HostRun, StepFailed
 from deploy.steps import app, nginx, process, server
 
 
@@ -25,8 +25,9 @@ def gather(h: HostRun) -> None:
         layout.secret_key,
         layout.unit_file,
         layout.program_file,
+        *(layout.secret(name) for name in h.settings.secrets if name != "SECRET_KEY"),
     ]
-    h.facts = facts.parse(h.run(facts.script(layout, files)))
+    h.facts = h.read_facts(facts.script(layout, files), facts.parse)
 
 
 def provision(h: HostRun) -> None:
@@ -38,6 +39,8 @@ def provision(h: HostRun) -> None:
         h.step("directories", server.directories)
         h.step("virtualenv", server.virtualenv)
         h.step("secret key", server.secret_key)
+        if set(h.settings.secrets) - {"SECRET_KEY"}:
+            h.step("secrets", server.secrets)
         h.step("gunicorn config", app.gunicorn_config)
         h.step("nginx site", nginx.site)
     if "lb" in role and nginx.member(h):
@@ -88,15 +91,6 @@ def lb_out(out: frozenset[str]):
         h.step("nginx running", nginx.running)
 
     return plan
-
-
-def list_releases(h: HostRun) -> None:
-    """Release ids, newest first, the current one marked."""
-    gather(h)
-    current = h.facts.get(f"link.{Layout.of(h.settings).current}", "").rsplit("/", 1)[-1]
-    for rid in app.releases(h):
-        say(h.host, f"{rid}{'  (current)' if rid == current else ''}")
-    h.step("releases", lambda h: False)
 
 
 def rollback(to: str):
@@ -156,50 +150,6 @@ def app_control(action: str):
         h.step(f"gunicorn {action}", act)
 
     return control
-
-
-def app_status(h: HostRun) -> None:
-    """One line per host: manager, master pid, workers, worker class, uptime, release."""
-    gather(h)
-    layout = Layout.of(h.settings)
-    pid = h.facts.get("app_pid")
-    release = h.facts.get(f"link.{layout.current}", "").rsplit("/", 1)[-1] or "none"
-    if not pid:
-        say(h.host, f"gunicorn: stopped release={release}")
-    else:
-        out = h.run(f"pgrep -c -P {pid}; ps -o etimes= -p {pid}; grep '^worker_class' {layout.gunicorn_conf}")
-        lines = [*out.splitlines(), "?", "?", "?"]
-        workers, uptime, worker_class = lines[0].strip(), lines[1].strip(), lines[2].split("=")[-1].strip(' "')
-        say(
-            h.host,
-            f"gunicorn: running manager={process.running_manager(h)} pid={pid} workers={workers} "
-            f"class={worker_class} uptime={uptime}s release={release}",
-        )
-    h.step("gunicorn status", lambda h: False)
-
-
-def logs(lines: int, app_logs: bool, nginx_logs: bool):
-    """The last lines of gunicorn's and/or nginx's logs, prefixed by host."""
-
-    def show(h: HostRun) -> None:
-        layout = Layout.of(h.settings)
-        files = []
-        if app_logs:
-            files += [f"{layout.logs}/error.log", f"{layout.logs}/gunicorn.out", f"{layout.logs}/supervisor.out"]
-        if nginx_logs:
-            files += [f"/var/log/nginx/{layout.app}.error.log", f"/var/log/nginx/{layout.app}.access.log"]
-        script = f'for f in {" ".join(files)}; do [ -s "$f" ] && {{ echo "==> $f <=="; tail -n {lines} "$f"; }}; done'
-        if app_logs:  # systemd's journal has what gunicorn printed before its own logging started
-            script += (
-                f"; [ -f {layout.unit_file} ] && echo '==> journalctl -u {layout.unit} <==' && "
-                f"journalctl -u {layout.unit} -n {lines} --no-pager 2>/dev/null"
-            )
-        out = h.run(script + "; true")  # one round trip for every log
-        if out.strip():
-            say(h.host, out.rstrip())
-        h.step("logs", lambda h: False)
-
-    return show
 
 
 def nginx_control(action: str):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fabric import Config, Connection
+from invoke.exceptions import AuthFailure
 
+from deploy import output
 from deploy.connection import ConnectError, connect
 from deploy.settings import Settings
 
-_print_lock = threading.Lock()
 _connections: dict[str, Connection] = {}
 _connections_lock = threading.Lock()
 opened: dict[str, int] = {}  # SSH connections opened per host in this process (for -v and bench/)
+# Facts a task read and left true (it changed nothing), for the next task of the same run
+# on that host: `fab provision deploy` on a converged host reads each host once.
+_facts_cache: dict[str, tuple[str, dict[str, str]]] = {}
 
 
 class StepFailed(Exception):
@@ -43,6 +46,8 @@ class StepResult:
     seconds: float
     diff: str = ""
     error: str = ""
+    command: str = ""
+    output: str = ""
 
 
 @dataclass
@@ -52,6 +57,7 @@ class HostResult:
     seconds: float = 0.0
     error: str = ""
     commands: int = 0
+    data: dict = field(default_factory=dict)  # what a read-only task found (status, releases, logs)
 
     def count(self, status: str) -> int:
         return sum(1 for step in self.steps if step.status == status)
@@ -64,18 +70,38 @@ class HostResult:
         failed = self.count("failed") or (1 if self.error else 0)
         return f"{self.host} ok={self.count('ok')} changed={self.count('changed')} failed={failed}"
 
+    @property
+    def status(self) -> str:
+        return "failed" if self.failed else "changed" if self.count("changed") else "ok"
 
-_quiet = threading.local()
+    def as_dict(self) -> dict:
+        """This host in the --json document (docs/json.md)."""
+        return {
+            "host": self.host,
+            "status": self.status,
+            "ok": self.count("ok"),
+            "changed": self.count("changed"),
+            "failed": self.count("failed") or (1 if self.error else 0),
+            "seconds": round(self.seconds, 3),
+            "commands": self.commands,
+            "error": self.error,
+            "steps": [
+                {
+                    "name": s.name,
+                    "status": s.status,
+                    "seconds": round(s.seconds, 3),
+                    "diff": s.diff,
+                    "error": s.error,
+                    "command": s.command,
+                    "output": s.output,
+                }
+                for s in self.steps
+            ],
+            "data": self.data,
+        }
 
 
-def say(host: str, text: str) -> None:
-    """Print whole lines prefixed by host, never interleaved with another host's."""
-    if getattr(_quiet, "on", False):
-        return
-    with _print_lock:
-        for line in text.splitlines() or [""]:
-            sys.stdout.write(f"[{host}] {line}\n")
-        sys.stdout.flush()
+say = output.say
 
 
 class HostRun:
@@ -94,6 +120,17 @@ class HostRun:
         self._diff = ""
         self._stage = ""
         self._sftp = None
+        self._facts_read: tuple[str, dict[str, str]] | None = None
+
+    SUDO_REJECTED = (
+        "sudo rejected the password for {user}; give the right one with fab --prompt-for-sudo-password "
+        "(or sudo.password in fabric.yaml), or allow {user} passwordless sudo"
+    )
+
+    @property
+    def wants_diffs(self) -> bool:
+        """Diffs of changed files: shown in a dry run, kept for --json (one read each)."""
+        return self.dry_run or output.json_mode
 
     @property
     def is_root(self) -> bool:
@@ -106,11 +143,38 @@ class HostRun:
             say(self.host, f"$ {command}")
         wrapped = command if self.is_root else f"sh -c {shlex.quote(command)}"
         runner = self.conn.run if self.is_root else self.conn.sudo
-        result = runner(wrapped, hide=True, warn=True, in_stream=False, timeout=timeout)
+        try:
+            result = runner(wrapped, hide=True, warn=True, in_stream=False, timeout=timeout)
+        except AuthFailure:
+            raise StepFailed(self.SUDO_REJECTED.format(user=self.conn.user), command) from None
         if check and result.exited != 0:
             output = (result.stderr.strip() or result.stdout.strip()).splitlines()
             raise StepFailed(output[-1] if output else f"exit code {result.exited}", command, "\n".join(output[-15:]))
         return result.stdout
+
+    def stream(self, command: str) -> None:
+        """Run a long command (tail -F) whose output is printed line by line as it comes,
+        prefixed by host. On a pty, so closing the connection (Ctrl-C) ends it on the host."""
+        self.commands += 1
+        if self.verbose:
+            say(self.host, f"$ {command}")
+        runner = self.conn.run if self.is_root else self.conn.sudo
+        wrapped = command if self.is_root else f"sh -c {shlex.quote(command)}"
+        runner(wrapped, pty=True, warn=True, in_stream=False, out_stream=output.LineWriter(self.host))
+
+    def read_facts(self, script: str, parse: Callable[[str], dict[str, str]]) -> dict[str, str]:
+        """The host's facts from script's output, or from the previous task of this run
+        when it read the same script and changed nothing since."""
+        cached = _facts_cache.pop(self.host, None)
+        facts = dict(cached[1]) if cached and cached[0] == script else parse(self.run(script))
+        self._facts_read = (script, dict(facts))
+        return facts
+
+    def keep_facts(self) -> None:
+        """After the task: its facts still hold if nothing changed (or it was a dry run)."""
+        result = self.result
+        if self._facts_read and not result.failed and (self.dry_run or not result.count("changed")):
+            _facts_cache[self.host] = self._facts_read
 
     def show_diff(self, diff: str) -> None:
         """Record what a file would become (shown in a dry run, kept in the step result)."""
@@ -144,21 +208,29 @@ class HostRun:
         if handler not in self.notified:
             self.notified.append(handler)
 
-    def step(self, name: str, action: Callable[[HostRun], bool]) -> bool:
-        """Run one idempotent step; record ok/changed/failed with timing and diff."""
+    def step(self, name: str, action: Callable[[HostRun], bool], report: bool = True) -> bool:
+        """Run one idempotent step; record ok/changed/failed with timing and diff. Without
+        report (a read-only task's one step), only a failure is printed."""
         started = time.monotonic()
         self._diff = ""
+        if report:
+            output.step_started(self.host, name)
         try:
             changed = action(self)
         except StepFailed as exc:
-            self.result.steps.append(StepResult(name, "failed", time.monotonic() - started, error=str(exc)))
-            say(self.host, f"{name}: failed: {exc}")
+            took = time.monotonic() - started
+            self.result.steps.append(
+                StepResult(name, "failed", took, error=str(exc), command=exc.command, output=exc.output)
+            )
+            output.step_finished(self.host, name, "failed", took, self.dry_run, str(exc))
             if exc.output and exc.output.strip() != str(exc):
                 say(self.host, "  " + exc.output.replace("\n", "\n  "))
             raise
+        took = time.monotonic() - started
         status = "changed" if changed else "ok"
-        self.result.steps.append(StepResult(name, status, time.monotonic() - started, diff=self._diff))
-        say(self.host, f"{name}: {status}" + (" (dry run)" if changed and self.dry_run else ""))
+        self.result.steps.append(StepResult(name, status, took, diff=self._diff))
+        if report:
+            output.step_finished(self.host, name, status, took, self.dry_run)
         if self._diff and self.dry_run:
             say(self.host, self._diff.rstrip("\n"))
         return changed
@@ -188,7 +260,7 @@ def run_on_host(
     host: str, plan: Plan, settings: Settings, config: Config | None, dry_run: bool, verbose: bool, quiet: bool = False
 ) -> HostResult:
     started = time.monotonic()
-    _quiet.on = quiet
+    output.quiet(quiet)
     try:
         conn = _connection(host, config, settings)
     except ConnectError as exc:
@@ -197,14 +269,17 @@ def run_on_host(
     run = HostRun(host, conn, settings, dry_run, verbose)
     try:
         plan(run)
-    except StepFailed:
-        pass
+    except StepFailed as exc:  # a failed step is recorded already; a failure outside one (facts) is not
+        if not run.result.failed:
+            run.result.error = str(exc)
+            say(host, f"failed: {exc}")
     except Exception as exc:  # a broken connection mid-run must not stop the other hosts
         run.result.error = f"{type(exc).__name__}: {exc}"
         say(host, f"failed: {run.result.error}")
     finally:
         with contextlib.suppress(Exception):  # the host may be gone; its result says so already
             run.cleanup()
+        run.keep_facts()
     run.result.seconds = time.monotonic() - started
     run.result.commands = run.commands
     if verbose:
@@ -213,15 +288,31 @@ def run_on_host(
 
 
 def run_task(
-    hosts: list[str], plan: Plan, settings: Settings, config: Config | None = None, dry_run: bool = False,
-    verbose: bool = False, quiet: bool = False,
+    task: str, hosts: list[str], plan: Plan, settings: Settings, config: Config | None = None, dry_run: bool = False,
+    verbose: bool = False, quiet: bool = False, phase: str = "", report: Callable[[list[HostResult]], None] | None = None,
 ) -> list[HostResult]:  # fmt: skip
-    """Run plan on every host concurrently (at most settings.parallel at once); quiet
-    prints nothing (a look-ahead whose results the caller uses)."""
-    with ThreadPoolExecutor(max_workers=min(settings.parallel, max(len(hosts), 1))) as pool:
+    """Run plan on every host concurrently (at most settings.parallel at once), then print
+    the report (default: the summary table) and keep the results for --json; quiet
+    prints and keeps nothing (a look-ahead whose results the caller uses)."""
+    pool = ThreadPoolExecutor(max_workers=min(settings.parallel, max(len(hosts), 1)))
+    try:
         results = list(pool.map(lambda h: run_on_host(h, plan, settings, config, dry_run, verbose, quiet), hosts))
+    except KeyboardInterrupt:  # Ctrl-C (logs --follow): end every host's command, then stop
+        close_all()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     if not quiet:
-        with _print_lock:
-            for result in results:
-                print(result.summary())
+        (report or output.summary)(results)
+        output.record(task, results, dry_run, phase)
     return results
+
+
+def close_all() -> None:
+    """Close every open connection; a command running on one fails at once."""
+    with _connections_lock:
+        conns = list(_connections.values())
+        _connections.clear()
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            conn.close()

@@ -8,8 +8,11 @@ fail (never skip) when hosts cannot start.
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -59,14 +62,42 @@ class FabRun:
         return f"fab {' '.join(self.args)} -> {self.code} in {self.seconds:.1f}s\n{self.out}\n{self.err}"
 
 
-def fab(*args: str, settings: str | Path | None = None, timeout: int = 600) -> FabRun:
+def fab(*args: str, settings: str | Path | None = None, timeout: int = 600, env: dict | None = None) -> FabRun:
     """Run the real `fab` command from the repo, as a user would."""
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if settings:
         env["FABSTACK_SETTINGS"] = str(settings)
     started = time.monotonic()
     proc = subprocess.run([FAB, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     return FabRun(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def in_terminal(*args: str, env: dict | None = None, answers: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run fab on a pseudo-terminal of its own (its controlling tty, as in a user's
+    shell), typing each answer once its prompt appears; return (exit code, what it showed)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec fab, never return into pytest
+        os.chdir(REPO)
+        os.execve(FAB, [FAB, *args], {**os.environ, **(env or {})})
+    pending, shown = dict(answers or {}), b""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 1)[0]:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed its terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+        for prompt in [p for p in pending if p.encode() in shown]:
+            os.write(fd, pending.pop(prompt).encode() + b"\n")
+    else:  # still running at the deadline
+        os.kill(pid, signal.SIGKILL)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode().replace("\r\n", "\n")
 
 
 def sample_variant(tmp_path: Path, name: str, title: str = "", append: dict[str, str] | None = None) -> str:
@@ -97,11 +128,13 @@ class Remote:
         return result.stdout
 
     def tree(self) -> str:
-        """A listing of the host's files with size, mtime, mode and owner (login records left out)."""
+        """A listing of the host's files with size, mtime, mode and owner; directories with
+        mode and owner only (an entry made and removed again changes their mtime, no byte);
+        login records left out."""
         return self.run(
             "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp "
             "-o -path /var/log/journal -o -path /var/log/wtmp -o -path /var/log/btmp -o -path /var/log/lastlog "
-            "\\) -prune -o -printf '%p %s %T@ %m %u:%g\\n' | sort"
+            "\\) -prune -o -type d -printf '%p/ %m %u:%g\\n' -o -printf '%p %s %T@ %m %u:%g %l\\n' | sort"
         )
 
 
@@ -129,7 +162,8 @@ def cold(lab: Lab, tmp_path_factory) -> ColdRun:
     settings.write_text("workers: 3\n")
     hosts = lab.up(count=1, init="systemd", prefix="sd") + lab.up(count=1, init="sshd", prefix="ss")
     targets = ",".join(h.target for h in hosts)
-    first = fab("-H", targets, "provision", "deploy", settings=settings)
+    # progress every 2 s, so the cold run's long steps (apt, pip) show they are alive
+    first = fab("-H", targets, "provision", "deploy", settings=settings, env={"FABSTACK_PROGRESS_EVERY": "2"})
     second = fab("-H", targets, "provision", "deploy", settings=settings)
     return ColdRun(hosts, first, second, settings)
 

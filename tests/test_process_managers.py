@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 
@@ -49,10 +50,12 @@ def answers(host, within: float = 10.0) -> bool:
             time.sleep(0.2)
 
 
-def status_line(host, settings) -> str:
-    run = fab("-H", host.target, "status", settings=settings)
+def status_row(host, settings) -> dict:
+    """fab status's row for host, read from its --json document."""
+    run = fab("-H", host.target, "status", "--json", settings=settings)
     assert run.code == 0, run
-    return run.out
+    (only,) = json.loads(run.out)["runs"][0]["hosts"]
+    return only["data"]
 
 
 def crash_and_wait(r: Remote, limit: float = 5.0) -> float:
@@ -75,7 +78,7 @@ def crash_and_wait(r: Remote, limit: float = 5.0) -> float:
 def test_auto_picks_nohup_on_sshd_and_survives_the_session(hosts, cold, tmp_path):
     host = hosts[1]
     run, settings = converge(host, "auto", tmp_path, cold)
-    assert "manager=nohup" in status_line(host, settings)
+    assert status_row(host, settings)["manager"] == "nohup"
     r = Remote(host)
     assert len(masters(r)) == 1 and answers(host)
 
@@ -83,7 +86,7 @@ def test_auto_picks_nohup_on_sshd_and_survives_the_session(hosts, cold, tmp_path
 def test_auto_picks_systemd_and_it_restarts_a_crashed_master(hosts, cold, tmp_path):
     host = hosts[0]
     run, settings = converge(host, "auto", tmp_path, cold)
-    assert "manager=systemd" in status_line(host, settings)
+    assert status_row(host, settings)["manager"] == "systemd"
     r = Remote(host)
     assert r.run("systemctl is-enabled gunicorn-django.service").strip() == "enabled"
     assert r.run("systemctl show -p User --value gunicorn-django.service").strip() == "django"
@@ -100,7 +103,7 @@ def test_auto_picks_systemd_and_it_restarts_a_crashed_master(hosts, cold, tmp_pa
 def test_supervisor_restarts_a_crashed_master(hosts, cold, tmp_path, index):
     host = hosts[index]
     run, settings = converge(host, "supervisor", tmp_path, cold)
-    assert "manager=supervisor" in status_line(host, settings)
+    assert status_row(host, settings)["manager"] == "supervisor"
     r = Remote(host)
     assert "RUNNING" in r.run("supervisorctl status gunicorn-django")
     assert r.run("ps -o user= -p $(cat /srv/django/run/gunicorn.pid)").strip() == "django"
@@ -110,6 +113,8 @@ def test_supervisor_restarts_a_crashed_master(hosts, cold, tmp_path, index):
     # stop confirms the master is gone, start brings it back through supervisor
     assert fab("-H", host.target, "stop", settings=settings).code == 0
     assert masters(r) == [] and "STOPPED" in r.run("supervisorctl status gunicorn-django || true")
+    down = fab("-H", host.target, "status", settings=settings)  # a stopped app is a failing status
+    assert down.code == 1 and f"{host.target}: step 'status' failed: app stopped" in down.out, down
     assert fab("-H", host.target, "start", settings=settings).code == 0
     assert len(masters(r)) == 1 and answers(host)
 
@@ -121,7 +126,7 @@ def test_switching_managers_keeps_exactly_one_master(hosts, cold, tmp_path):
         run, settings = converge(host, manager, tmp_path, cold)
         assert len(masters(r)) == 1, (manager, run)
         assert answers(host)
-        assert f"manager={manager}" in status_line(host, settings)
+        assert status_row(host, settings)["manager"] == manager
         unit = r.run("ls /etc/systemd/system/gunicorn-django.service 2>/dev/null || true").strip()
         program = r.run("ls /etc/supervisor/conf.d/gunicorn-django.conf 2>/dev/null || true").strip()
         assert bool(unit) == (manager == "systemd") and bool(program) == (manager == "supervisor")

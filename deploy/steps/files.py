@@ -30,9 +30,10 @@ def ensure_file(
     """Write content to path atomically when its checksum, owner or mode differ."""
     if file_matches(h, path, content, owner, group, mode):
         return False
-    if h.dry_run:
+    if h.wants_diffs:  # never a secret's content: its diff says only that it changed
         diff = "" if secret else unified_diff(h, path, content, bool(file_state(h, path)[0]))
-        h.show_diff(diff or f"--- {path}\n+++ {path}\n(mode {owner}:{group} {mode})\n")
+        h.show_diff(diff or f"--- {path}\n+++ {path}\n(content not shown; mode {owner}:{group} {mode})\n")
+    if h.dry_run:
         return True
     staged = h.stage(path.strip("/").replace("/", "_"), content.encode())
     q = shlex.quote

@@ -106,9 +106,10 @@ def _ensure_site(h: HostRun, path: str, link: str, content: str, staged_name: st
     )
     if up_to_date:
         return False
-    if h.dry_run:
+    if h.wants_diffs:
         diff = unified_diff(h, path, content, bool(file_state(h, path)[0]))
         h.show_diff(diff or f"(enable {link}, disable the default site)\n")
+    if h.dry_run:
         return True
     staged = h.stage(staged_name, content.encode())
     h.change(_apply_tested(layout, staged, path, link, remove))
@@ -126,11 +127,11 @@ if [ -e {layout.NGINX_DEFAULT} ] && [ ! -e {layout.NGINX_DEFAULT_BACKUP} ]; then
 rm -f {site}.fabstack-prev; if [ -e {site} ]; then cp -p {site} {site}.fabstack-prev; fi
 had_link=$(readlink {link} || true); {save}
 install -o root -g root -m 644 {staged} {site}
-ln -sfn {site} {link}
+[ "$had_link" = {site} ] || ln -sfn {site} {link}
 rm -f {" ".join(remove)}
 if ! out=$({CONFIGTEST} 2>&1); then
   if [ -e {site}.fabstack-prev ]; then mv -f {site}.fabstack-prev {site}; else rm -f {site}; fi
-  if [ -n "$had_link" ]; then ln -sfn "$had_link" {link}; else rm -f {link}; fi
+  if [ "$had_link" = {site} ]; then :; elif [ -n "$had_link" ]; then ln -sfn "$had_link" {link}; else rm -f {link}; fi
 {restore}
   echo "nginx -t rejected the new site, previous config restored: $(echo "$out" | grep -m1 emerg || echo "$out" | tail -n1)" >&2
   exit 1

@@ -1,0 +1,129 @@
+"""Read-only tasks: status, releases, logs. They change nothing and read each host in
+one remote command; what they find goes into the host's result data (and so into
+--json), and the human report is a table or host-prefixed lines.
+"""
+
+from __future__ import annotations
+
+from deploy import facts, output
+from deploy.layout import Layout
+from deploy.plans import gather
+from deploy.runner import HostResult, HostRun, StepFailed, say
+from deploy.steps import app, process
+from deploy.steps.nginx import app_port
+
+STATUS_COLUMNS = ("reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "health")
+
+
+def status(h: HostRun) -> None:
+    """One row per host; the step fails when something that should run does not."""
+    layout = Layout.of(h.settings)
+    roles = h.settings.inventory.roles_of(h.host)
+    health_at = f"127.0.0.1:{app_port(h) if 'app' in roles else h.settings.listen_port}"
+    h.facts = facts.parse(h.run(facts.script(layout, [layout.gunicorn_conf]) + "\n" + _status_script(h, health_at)))
+    f = h.facts
+    row = {
+        "reachable": "yes",
+        "nginx": "running" if f.get("nginx_pid") else "stopped",
+        "config": "ok" if f.get("nginx_test") == "ok" else "invalid",
+        "app": "-",
+        "release": f.get(f"link.{layout.current}", "").rsplit("/", 1)[-1] or "-",
+        "health": f.get("health", "-"),
+    }
+    if "app" in roles:
+        row |= {
+            "app": "running" if f.get("app_pid") else "stopped",
+            "manager": process.running_manager(h) or "-",
+            "pid": f.get("app_pid", "-"),
+            "workers": f.get("workers", "-"),
+            "class": f.get("worker_class", "-"),
+            "uptime": f.get("uptime", "-"),
+        }
+    h.result.data = row
+    problems = [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
+    if row["health"] not in ("ok", "-"):
+        problems.append(f"health check: {row['health']}")
+
+    def check(h: HostRun) -> bool:
+        if problems:
+            raise StepFailed("; ".join(problems))
+        return False
+
+    h.step("status", check, report=False)
+
+
+def _status_script(h: HostRun, health_at: str) -> str:
+    layout = Layout.of(h.settings)
+    health = process.health_command(h.settings, health_at)
+    return f"""nginx -t >/dev/null 2>&1 && echo nginx_test=ok
+pid=$(cat {layout.pidfile} 2>/dev/null)
+if [ -n "$pid" ] && [ -d /proc/$pid ]; then
+  echo "workers=$(pgrep -c -P $pid)"; echo "uptime=$(ps -o etimes= -p $pid | tr -d ' ')s"
+  echo "health=$(r=$({health} 2>&1) && echo ok || echo "$r" | tail -n 1)"
+elif [ -e /run/nginx.pid ] && [ ! -f {layout.gunicorn_conf} ]; then
+  echo "health=$(r=$({health} 2>&1) && echo ok || echo "$r" | tail -n 1)"
+fi
+echo "worker_class=$(sed -n 's/^worker_class *= *//p' {layout.gunicorn_conf} 2>/dev/null | tr -d '\"')"
+true"""
+
+
+def status_table(results: list[HostResult]) -> None:
+    """The status table (unreachable hosts included), then failures and summary lines."""
+    columns = ("host", *STATUS_COLUMNS, "uptime")
+    rows = []
+    for r in results:
+        row = {"host": r.host, **r.data} if r.data else {"host": r.host, "reachable": "no"}
+        rows.append([str(row.get(c, "-")) for c in columns])
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    lines = [output.paint("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)), "bold")]
+    for r, row in zip(results, rows, strict=True):
+        line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        lines.append(output.paint(line, "failed" if r.failed else "ok"))
+    output.write("\n".join(lines))
+    output.brief(results)
+
+
+def releases(h: HostRun) -> None:
+    """Release ids, newest first, the current one marked."""
+    gather(h)
+    current = h.facts.get(f"link.{Layout.of(h.settings).current}", "").rsplit("/", 1)[-1]
+    ids = app.releases(h)
+    h.result.data = {"releases": ids, "current": current}
+    for rid in ids:
+        say(h.host, f"{rid}{'  (current)' if rid == current else ''}")
+    h.step("releases", lambda h: False, report=False)
+
+
+def log_files(layout: Layout, app_logs: bool, nginx_logs: bool) -> list[str]:
+    files = []
+    if app_logs:
+        files += [f"{layout.logs}/error.log", f"{layout.logs}/gunicorn.out", f"{layout.logs}/supervisor.out"]
+    if nginx_logs:
+        files += [f"/var/log/nginx/{layout.app}.error.log", f"/var/log/nginx/{layout.app}.access.log"]
+    return files
+
+
+def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False):
+    """The last lines of gunicorn's and/or nginx's logs, prefixed by host; with follow,
+    then every new line until Ctrl-C."""
+
+    def show(h: HostRun) -> None:
+        layout = Layout.of(h.settings)
+        files = log_files(layout, app_logs, nginx_logs)
+        if follow:
+            existing = f'$(for f in {" ".join(files)}; do [ -e "$f" ] && echo "$f"; done)'
+            h.stream(f"exec tail -n {lines} -F {existing}")
+            return
+        script = f'for f in {" ".join(files)}; do [ -s "$f" ] && {{ echo "==> $f <=="; tail -n {lines} "$f"; }}; done'
+        if app_logs:  # systemd's journal has what gunicorn printed before its own logging started
+            script += (
+                f"; [ -f {layout.unit_file} ] && echo '==> journalctl -u {layout.unit} <==' && "
+                f"journalctl -u {layout.unit} -n {lines} --no-pager 2>/dev/null"
+            )
+        out = h.run(script + "; true")  # one round trip for every log
+        h.result.data = {"logs": out}
+        if out.strip():
+            say(h.host, out.rstrip())
+        h.step("logs", lambda h: False, report=False)
+
+    return show

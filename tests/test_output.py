@@ -1,0 +1,130 @@
+"""Issue 9: what a user sees. Progress and summary on a terminal and off it, --json
+against its documented schema, the status table, logs --follow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import jsonschema
+import pytest
+from conftest import FAB, REPO, ColdRun, fab, in_terminal
+
+pytestmark = pytest.mark.lab
+
+SCHEMA = json.loads((REPO / "docs" / "run.schema.json").read_text())
+ESC = "\x1b["
+
+
+def targets(cold: ColdRun) -> str:
+    return ",".join(h.target for h in cold.hosts)
+
+
+def test_cold_run_shows_long_steps_are_alive_and_a_summary_table(cold):
+    out = cold.first.out
+    assert "apt packages: still running, " in out or "virtualenv: still running, " in out, out
+    for host in cold.hosts:
+        assert f"[{host.target}] apt packages: changed " in out
+    assert out.count("HOST ") == 2 and " OK  CHANGED  FAILED     TIME" in out  # provision's and deploy's tables
+    assert ESC not in out  # not a terminal: plain text
+
+
+def test_json_of_a_dry_run_on_two_hosts_matches_the_schema(cold):
+    run = fab("-H", targets(cold), "provision", "--dry-run", "--workers", "2", "--json", settings=cold.settings)
+    assert run.code == 0, run
+    document = json.loads(run.out)  # stdout is the document and nothing else
+    jsonschema.validate(document, SCHEMA)
+    assert document["ok"] is True and [r["task"] for r in document["runs"]] == ["provision"]
+    hosts = document["runs"][0]["hosts"]
+    assert {h["host"] for h in hosts} == {h.target for h in cold.hosts}
+    for host in hosts:
+        steps = {s["name"]: s for s in host["steps"]}
+        assert steps["gunicorn config"]["status"] == "changed" and "+workers = 2" in steps["gunicorn config"]["diff"]
+        assert steps["gunicorn running"]["status"] == "changed"  # a new config needs a reload
+        assert steps["secret key"]["status"] == "ok" and host["changed"] == 2 and host["failed"] == 0
+    assert "gunicorn config: changed (dry run)" in run.err  # progress went to stderr
+
+
+def test_json_of_a_failed_run_names_the_host_and_the_step(cold, tmp_path):
+    project = tmp_path / "no-wsgi"
+    project.mkdir()
+    (project / "manage.py").write_text("print('no wsgi module here')\n")
+    run = fab("-H", cold.hosts[1].target, "deploy", "--project", str(project), "--json", settings=cold.settings)
+    assert run.code == 2, run  # bad input: stopped before any host, still one JSON document
+    document = json.loads(run.out)
+    jsonschema.validate(document, SCHEMA)
+    assert document["ok"] is False and "wsgi" in document["error"] and document["runs"] == []
+    unreachable = "root@10.78.0.254"
+    run = fab("-H", f"{cold.hosts[1].target},{unreachable}", "status", "--json", settings=cold.settings, timeout=60)
+    assert run.code == 1, run
+    document = json.loads(run.out)
+    jsonschema.validate(document, SCHEMA)
+    by_host = {h["host"]: h for h in document["runs"][0]["hosts"]}
+    assert by_host[unreachable]["status"] == "failed" and "10.78.0.254:22 unreachable" in by_host[unreachable]["error"]
+    assert by_host[cold.hosts[1].target]["data"]["health"] == "ok"
+    assert document["ok"] is False and unreachable in document["error"]
+
+
+def test_status_table_has_a_row_per_host(cold):
+    run = fab("-H", targets(cold), "status", settings=cold.settings)
+    assert run.code == 0, run
+    header, *rows = [line for line in run.out.splitlines() if line.startswith(("HOST", "root@")) and "=" not in line]
+    assert header.split() == [
+        "HOST",
+        "REACHABLE",
+        "NGINX",
+        "CONFIG",
+        "APP",
+        "MANAGER",
+        "PID",
+        "WORKERS",
+        "CLASS",
+        "RELEASE",
+        "HEALTH",
+        "UPTIME",
+    ]
+    managers = {"sd1": "systemd", "ss1": "nohup"}
+    for host, row in zip(cold.hosts, rows, strict=True):
+        cells = row.split()
+        assert cells[:6] == [host.target, "yes", "running", "ok", "running", managers[host.name]], row
+        assert cells[7:9] == ["3", "gevent"] and cells[10] == "ok", row
+
+
+def test_terminal_gets_progress_and_colour_and_no_color_is_respected(cold):
+    target = cold.hosts[1].target
+    env = {"FABSTACK_SETTINGS": str(cold.settings)}
+    code, shown = in_terminal("-H", target, "provision", env=env)
+    assert code == 0, shown
+    assert f"[{target}]" in shown and "apt packages ..." in shown  # the step running now
+    assert f"apt packages: {ESC}32mok{ESC}0m" in shown  # its result, in green
+    assert "HOST" in shown and "CHANGED" in shown and f"{target} ok=" in shown
+    code, plain = in_terminal("-H", target, "provision", env={**env, "NO_COLOR": "1"})
+    assert code == 0, plain
+    assert ESC not in plain and "apt packages: ok " in plain and "CHANGED" in plain
+
+
+def test_logs_follow_prints_new_lines_until_ctrl_c(cold, remote):
+    host = cold.hosts[1]
+    proc = subprocess.Popen(
+        [FAB, "-H", host.target, "logs", "--nginx", "--lines", "1", "--follow"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "FABSTACK_SETTINGS": str(cold.settings)},
+    )
+    time.sleep(3)  # connected and tailing
+    marker = f"/follow-{time.time_ns()}"
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://{host.address}{marker}", timeout=10)
+    time.sleep(1.5)
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert time.monotonic() - interrupted < 5
+    assert any(line.startswith(f"[{host.target}] ") and marker in line for line in out.splitlines()), out
+    assert "tail" not in remote(host).run("ps -eo comm=").split()  # closing the connection ended it
