@@ -70,6 +70,11 @@ def connect(
             "this may be an attack. Nothing was changed. If the server was rebuilt, remove its old key: "
             f"ssh-keygen -R {conn.host}"
         ) from None
+    except paramiko.AuthenticationException:
+        raise ConnectError(
+            f"{conn.user}@{conn.host}: authentication failed; check the user name and that your SSH key is in "
+            "its ~/.ssh/authorized_keys (pick a key with fab -i KEY)"
+        ) from None
     except paramiko.SSHException as exc:
         if "not found in known_hosts" in str(exc):
             raise ConnectError(

@@ -41,7 +41,8 @@ def script(layout: Layout, files: list[str]) -> str:
         f'echo "requirements_marker=$(cat {layout.requirements_marker} 2>/dev/null)"',
         f"echo \"releases=$(ls -t {layout.releases} 2>/dev/null | grep -v '^\\.' | tr '\\n' ' ')\"",
         f"pid=$(cat {layout.pidfile} 2>/dev/null); "
-        '[ -n "$pid" ] && tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null | grep -q gunicorn && echo "app_pid=$pid"',
+        '[ -n "$pid" ] && tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null | grep -q gunicorn && echo "app_pid=$pid" '
+        "&& echo \"app_listen=$(ss -Hltnp 2>/dev/null | grep \"pid=$pid,\" | awk '{print $4}' | sort -u | tr '\\n' ' ')\"",
         'pid=$(cat /run/nginx.pid 2>/dev/null); [ -n "$pid" ] && [ -d /proc/$pid ] && echo "nginx_pid=$pid"',
         "true",
     ]

@@ -48,6 +48,10 @@ class Layout:
     NGINX_DEFAULT_BACKUP = "/etc/nginx/sites-available/default.bak"
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
 
+    def secret(self, name: str) -> str:
+        """Where secret NAME lives on the host (SECRET_KEY: the secret_key file)."""
+        return f"{self.data}/{name.lower()}"
+
     def directories(self) -> list[tuple[str, str, str, str]]:
         """(path, owner, group, mode) for every directory provision creates."""
         app = self.app

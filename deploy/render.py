@@ -6,15 +6,56 @@ ours; undefined variables are errors, never empty strings in a live config.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import jinja2
+import jinja2.meta
 
 from deploy.settings import REPO, SettingsError
 
 OWN_TEMPLATES = REPO / "templates"
 
+# Every template fabstack renders, and the variables it is given: a user's template may
+# use any of these and nothing else (checked before any host is contacted).
+VARIABLES = {
+    "gunicorn.conf.py.j2": (
+        "app_name", "wsgi_module", "current", "bind", "workers", "worker_class", "threads", "worker_connections",
+        "backlog", "timeout", "pidfile", "control_socket", "log_dir", "loglevel", "env",
+    ),
+    "nginx-site.conf.j2": (
+        "app_name", "upstream", "servers", "listens", "allow", "server_name", "static_url", "static_root",
+        "media_url", "media_root",
+    ),
+    "nginx-lb.conf.j2": (
+        "app_name", "upstream", "method_line", "servers", "keepalive", "listen_port", "server_name",
+    ),
+    "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program"),
+    "supervisor-program.conf.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program"),
+}  # fmt: skip
 
+
+def check(templates_dir: str = "") -> None:
+    """Parse every template and refuse variables fabstack does not pass, so a broken
+    user template stops the run before any host is contacted."""
+    jinja = environment(templates_dir)
+    for name, known in VARIABLES.items():
+        try:
+            source, filename, _ = jinja.loader.get_source(jinja, name)
+            used = jinja2.meta.find_undeclared_variables(jinja.parse(source, name, filename))
+        except jinja2.TemplateSyntaxError as exc:
+            raise SettingsError(
+                f"template {exc.filename or name} line {exc.lineno}: {exc.message}; fix the template"
+            ) from None
+        unknown = sorted(used - set(known))
+        if unknown:
+            raise SettingsError(
+                f"template {filename}: {{{{ {unknown[0]} }}}} is not a variable fabstack passes; "
+                f"use one of: {', '.join(known)}"
+            )
+
+
+@cache
 def environment(templates_dir: str = "") -> jinja2.Environment:
     paths = [templates_dir, str(OWN_TEMPLATES)] if templates_dir else [str(OWN_TEMPLATES)]
     if templates_dir and not Path(templates_dir).is_dir():
@@ -31,6 +72,7 @@ def environment(templates_dir: str = "") -> jinja2.Environment:
 
 def render(jinja: jinja2.Environment, name: str, **context) -> str:
     """Render template name; any template error becomes a one-line SettingsError."""
+    assert set(context) == set(VARIABLES[name]), f"{name}: pass exactly {VARIABLES[name]}"
     try:
         return jinja.get_template(name).render(**context)
     except jinja2.TemplateSyntaxError as exc:

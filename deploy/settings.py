@@ -114,6 +114,15 @@ def _requirement(value: str) -> str:
     return "" if re.fullmatch(r"[<>=!~,.\w* ]*", value) else "use a pip version specifier such as >=5.2,<6"
 
 
+def _secrets(value: dict) -> str:
+    for name, source in value.items():
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", str(name)):
+            return f"secret name {name!r}: use UPPER_CASE letters, digits and _"
+        if not isinstance(source, str) or not source.startswith(("env:", "file:")) or len(source) < 5:
+            return f"secrets.{name}: use env:VARIABLE or file:PATH (on the machine running fab)"
+    return ""
+
+
 SCHEMA: tuple[Key, ...] = (
     Key("app_name", str, "django", "Name of the app: its system user, /srv/NAME and the nginx site.", _unix_name),
     Key(
@@ -203,6 +212,15 @@ SCHEMA: tuple[Key, ...] = (
         False,
         "Trust hosts seen for the first time and record their keys (ssh's accept-new); a changed key is always refused.",
     ),  # fmt: skip
+    Key(
+        "secrets",
+        dict,
+        {},
+        "The app's secrets as NAME: env:VARIABLE or NAME: file:PATH, read on the machine running fab; each is "
+        "stored on the host readable by the app user alone and its path given to the app as DJANGO_NAME_FILE. "
+        "SECRET_KEY, when not listed, is generated on the host.",
+        _secrets,
+    ),  # fmt: skip
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
     Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
@@ -215,6 +233,7 @@ class Settings:
     values: dict = field(default_factory=dict)
     source: str = "defaults"
     inventory: Inventory = field(default_factory=Inventory)
+    secret_values: dict[str, str] = field(default_factory=dict, repr=False)  # never printed
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -276,9 +295,37 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
         inventory = parse_inventory(values["hosts"], values["lb_method"])
     except InventoryError as exc:
         raise SettingsError(f"inventory: {exc}") from None
-    settings = Settings(values, source, inventory)
+    settings = Settings(values, source, inventory, read_secrets(values["secrets"]))
     _check_project(settings)
     return settings
+
+
+def read_secrets(spec: dict[str, str]) -> dict[str, str]:
+    """Each secret's value from its environment variable or file on this machine. Errors
+    name the secret and its source, never a value."""
+    values = {}
+    for name, source in spec.items():
+        kind, _, where = source.partition(":")
+        if kind == "env":
+            value = os.environ.get(where, "").strip()
+            if not value:
+                raise SettingsError(
+                    f"secrets.{name}: environment variable {where} is not set; export it or use file:PATH"
+                )
+        else:
+            path = Path(where).expanduser()
+            if not path.is_file():
+                raise SettingsError(
+                    f"secrets.{name}: file {where} does not exist; create it (chmod 600) or use env:VAR"
+                )
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise SettingsError(f"secrets.{name}: {where} is readable by others (mode {mode:o}); chmod 600 {where}")
+            value = path.read_text().strip()
+            if not value:
+                raise SettingsError(f"secrets.{name}: file {where} is empty; put the secret in it")
+        values[name] = value
+    return values
 
 
 def _coerce(key: Key, value: Any) -> Any:
@@ -312,6 +359,8 @@ def _check_project(settings: Settings) -> None:
         raise SettingsError(
             f"setting project_path={str(project)!r}: no such directory; point it at your Django project"
         )
+    if not (project / "manage.py").is_file():
+        raise SettingsError(f"setting project_path={str(project)!r}: no manage.py there; point it at the project root")
     module = settings.wsgi_module.split(":")[0]
     as_path = project / Path(*module.split("."))
     if not (as_path.with_suffix(".py").is_file() or (as_path / "__init__.py").is_file()):
@@ -319,5 +368,3 @@ def _check_project(settings: Settings) -> None:
             f"setting wsgi_module={settings.wsgi_module!r}: {module} not found in {project}; "
             "set wsgi_module to your project's module:callable"
         )
-    if not (project / "manage.py").is_file():
-        raise SettingsError(f"setting project_path={str(project)!r}: no manage.py there; point it at the project root")

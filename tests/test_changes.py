@@ -68,6 +68,7 @@ def test_app_that_cannot_import_stops_before_the_switch(live, remote, tmp_path, 
     assert run.code == 1, run
     assert "release uploaded: failed: ModuleNotFoundError: No module named 'no_such_module'" in run.out
     assert current_release(r) == before
+    assert ".partial" not in r.run("ls -a /srv/django/releases")  # nothing of the broken release is left
     assert f'<b id="host">{host.name}</b>' in page(host.address)
 
 

@@ -37,7 +37,7 @@ def test_unknown_and_changed_host_keys_are_refused(lab: Lab, tmp_path, monkeypat
     key = Config(overrides={"connect_kwargs": {"key_filename": str(Path.home() / ".ssh" / "id_ed25519")}})
     monkeypatch.setenv("FABSTACK_LAB_DIR", str(tmp_path))  # hide the lab's known_hosts
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(ConnectError, match="host key unknown.*ssh-keyscan"):
+    with pytest.raises(ConnectError, match="host key unknown; check its fingerprint.*ssh-keyscan"):
         connect(host.target, None, [], 10)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     forged = tmp_path / "known_hosts_forged"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deploy.lab import Lab, LabError, system
-from deploy.lab.image import snapshot_layers
+from deploy.lab.image import base_image, snapshot_layers
 
 
 def test_not_linux(monkeypatch):
@@ -47,3 +47,13 @@ def test_unknown_snapshot_lists_the_saved_ones(tmp_path):
         LabError, match=r"no snapshot named 'nope'; saved: prov \(make one with fab lab.snapshot NAME\)"
     ):
         snapshot_layers(tmp_path, "nope")
+
+
+def test_unknown_suite_and_snapshot_arguments(tmp_path):
+    with pytest.raises(LabError, match="unknown suite 'sid'; use one of: bookworm"):
+        base_image(tmp_path, "sid", print)
+    lab = Lab(tmp_path, subnet="10.81.0.0/24")
+    with pytest.raises(LabError, match="snapshot name 'Bad Name': use up to 8 lowercase letters"):
+        lab.snapshot("Bad Name", "lab1")
+    with pytest.raises(LabError, match="no lab host 'lab9'; see fab lab.status"):
+        lab.snapshot("ok", "lab9")

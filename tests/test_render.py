@@ -10,7 +10,7 @@ from conftest import REPO
 
 from deploy import settings as s
 from deploy.release import Release
-from deploy.render import environment, render
+from deploy.render import VARIABLES, check, environment, render
 from deploy.runner import HostRun
 from deploy.steps import app, nginx
 
@@ -75,13 +75,18 @@ def test_user_templates_override_ours(tmp_path):
     assert nginx.site_config(h) == "# mine django\n"
 
 
-def test_template_errors_are_one_line(tmp_path):
-    (tmp_path / "nginx-site.conf.j2").write_text("{{ not_defined }}\n{% if %}\n")
+def test_template_errors_are_one_line_and_found_before_any_host(tmp_path):
+    (tmp_path / "nginx-site.conf.j2").write_text("{{ app_name }}\n{% if %}\n")
     with pytest.raises(s.SettingsError, match=r"template .*nginx-site.conf.j2 line 2: .*fix the template"):
-        render(environment(str(tmp_path)), "nginx-site.conf.j2")
+        check(str(tmp_path))
     (tmp_path / "nginx-site.conf.j2").write_text("{{ not_defined }}\n")
-    with pytest.raises(s.SettingsError, match="'not_defined' is undefined"):
-        render(environment(str(tmp_path)), "nginx-site.conf.j2")
+    with pytest.raises(s.SettingsError, match=r"\{\{ not_defined \}\} is not a variable fabstack passes; use one of"):
+        check(str(tmp_path))
+    (tmp_path / "nginx-site.conf.j2").write_text("{{ app_name.nope.deeper }}\n")  # only rendering finds this one
+    check(str(tmp_path))
+    context = dict.fromkeys(VARIABLES["nginx-site.conf.j2"], "x")
+    with pytest.raises(s.SettingsError, match="has no attribute 'nope'; fix the template or the setting it uses"):
+        render(environment(str(tmp_path)), "nginx-site.conf.j2", **context)
 
 
 def test_release_is_deterministic_and_skips_junk(tmp_path):

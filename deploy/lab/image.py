@@ -113,13 +113,16 @@ def save_snapshot(snapshots: Path, name: str, upper: Path, lower_layers: list[st
 
 
 def set_proxy(root: Path, proxy_url: str) -> None:
-    """Point apt and pip (through /etc/environment, read by sshd's PAM) at the lab proxy.
+    """Point apt and pip at the lab proxy: in their own config files, which hold under
+    sudo too (Debian's sudo resets the environment and does not read /etc/environment),
+    and in /etc/environment (read by sshd's PAM) for everything else.
 
     Written per host, not in the image, so labs on different subnets share one image.
     """
     (root / "etc/apt/apt.conf.d/99fabstack-lab-proxy").write_text(
         f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'
     )
+    (root / "etc/pip.conf").write_text(f"[global]\nproxy = {proxy_url}\n")
     env = "".join(f"{k}={proxy_url}\n" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"))
     env += "no_proxy=localhost,127.0.0.1\nNO_PROXY=localhost,127.0.0.1\n"
     (root / "etc/environment").write_text(env)

@@ -25,6 +25,7 @@ def app_env(s: Settings) -> dict[str, str]:
         "DJANGO_MEDIA_URL": s.media_url,
         "DJANGO_STATIC_URL": s.static_url,
         "FABSTACK_WORKER_CLASS": s.worker_class,
+        **{f"DJANGO_{name}_FILE": layout.secret(name) for name in s.secrets},
     }
 
 
@@ -67,7 +68,7 @@ def as_app(layout: Layout, command: str, workdir: str = "/") -> str:
     return f"setpriv --reuid={layout.app} --regid={layout.app} --init-groups --reset-env env -C {workdir} {command}"
 
 
-def _app_python(h: HostRun, workdir: str, args: str) -> str:
+def app_python(h: HostRun, workdir: str, args: str) -> str:
     """The virtualenv's python as the app user, in workdir, with the app's environment."""
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in app_env(h.settings).items())
     return as_app(Layout.of(h.settings), f"{env} {Layout.of(h.settings).venv}/bin/python {args}", workdir)
@@ -105,13 +106,14 @@ def upload_release(h: HostRun, release: Release) -> bool:
     archive = "" if h.dry_run else h.stage("release.tar.gz", release.archive)
     static = f"{partial}/{h.settings.static_dir}"
     wsgi = h.settings.wsgi_module.split(":")[0]
-    h.change(
-        f"rm -rf {partial} && mkdir -p {partial} && tar -xzf {archive} -C {partial} --no-same-owner "
+    h.change(  # a release that fails any check leaves nothing behind
+        f"{{ rm -rf {partial} && mkdir -p {partial} && tar -xzf {archive} -C {partial} --no-same-owner "
         f"&& install -d -o {layout.app} -g {layout.app} -m 755 {static} "
-        f"&& {_app_python(h, partial, '-c ' + shlex.quote('import ' + wsgi))} "
-        f"&& {_app_python(h, partial, 'manage.py migrate --noinput -v 0')} "
-        f"&& {_app_python(h, partial, 'manage.py collectstatic --noinput -v 0')} "
-        f"&& {{ {layout.venv}/bin/python -m compileall -q {partial} >/dev/null || true; }} && mv -T {partial} {final}"
+        f"&& {app_python(h, partial, '-c ' + shlex.quote('import ' + wsgi))} "
+        f"&& {app_python(h, partial, 'manage.py migrate --noinput -v 0')} "
+        f"&& {app_python(h, partial, 'manage.py collectstatic --noinput -v 0')} "
+        f"&& {{ {layout.venv}/bin/python -m compileall -q {partial} >/dev/null || true; }} && mv -T {partial} {final}; }}"
+        f" || {{ status=$?; rm -rf {partial}; exit $status; }}"
     )
     return True
 

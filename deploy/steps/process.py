@@ -199,13 +199,20 @@ def process(h: HostRun) -> bool:
     s, name = h.settings, wanted_manager(h)
     if not h.facts.get("app_pid"):
         h.change(start_command(s, name))
-    elif "restart_app" in h.notified:
+    elif "restart_app" in h.notified or _bound_elsewhere(h):
         h.change(restart_command(s, name))
     elif "reload_app" in h.notified:
         h.change(reload_command(s))
     else:
         return False
     return True
+
+
+def _bound_elsewhere(h: HostRun) -> bool:
+    """The running master listens on TCP addresses other than `bind` (a HUP does not
+    always move gunicorn's listener, so this takes a restart)."""
+    listening = h.facts.get("app_listen", "").split()
+    return bool(listening) and not h.settings.bind.startswith("unix:") and listening != [h.settings.bind]
 
 
 def health(h: HostRun) -> bool:

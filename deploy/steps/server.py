@@ -8,6 +8,7 @@ import shlex
 from deploy.facts import PACKAGES
 from deploy.layout import Layout
 from deploy.runner import HostRun
+from deploy.steps.files import ensure_file
 from deploy.steps.process import wanted_manager
 
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
@@ -82,8 +83,11 @@ def virtualenv(h: HostRun) -> bool:
 
 
 def secret_key(h: HostRun) -> bool:
-    """Django's SECRET_KEY: generated on the host, readable by the app user alone."""
+    """Django's SECRET_KEY, readable by the app user alone: from the secrets setting, or
+    generated on the host (so it never leaves it)."""
     layout = Layout.of(h.settings)
+    if "SECRET_KEY" in h.settings.secret_values:
+        return _secret_file(h, "SECRET_KEY")
     meta = h.facts.get(f"file.{layout.secret_key}", "").partition(" ")[2]
     owner = f"{layout.app}:{layout.app} 600"
     if meta == owner:
@@ -94,3 +98,19 @@ def secret_key(h: HostRun) -> bool:
         f"> {path}.new && mv -f {path}.new {path}; }}; }} && chown {layout.app}:{layout.app} {path} && chmod 600 {path}"
     )
     return True
+
+
+def secrets(h: HostRun) -> bool:
+    """The other secrets from the settings, each in its own file (app user, mode 600)."""
+    changed = [_secret_file(h, name) for name in h.settings.secret_values if name != "SECRET_KEY"]
+    return any(changed)
+
+
+def _secret_file(h: HostRun, name: str) -> bool:
+    """Uploaded over SFTP, never on a command line or in a diff; the app reloads to read it."""
+    layout = Layout.of(h.settings)
+    value = h.settings.secret_values[name] + "\n"
+    if ensure_file(h, layout.secret(name), value, layout.app, layout.app, "600", secret=True):
+        h.notify("reload_app")
+        return True
+    return False
