@@ -93,6 +93,9 @@ def test_dry_run_on_fresh_host_changes_nothing(lab: Lab, remote):
     assert "+++ /srv/django/config/gunicorn.conf.py (new)" in run.out  # a diff for every file
     assert "+    listen 80 default_server;" in run.out
     assert r.tree() == before
+    early = fab("-H", host.target, "deploy")
+    assert early.code == 1 and "this host is not provisioned: run fab provision on it first" in early.out, early
+    assert r.tree() == before
 
 
 def test_dry_run_shows_diff_of_a_changed_setting_and_changes_nothing(cold: ColdRun, remote, tmp_path):
@@ -111,13 +114,14 @@ def test_dry_run_shows_diff_of_a_changed_setting_and_changes_nothing(cold: ColdR
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
-def test_noop_rerun_is_one_remote_command_per_task_over_one_connection(cold: ColdRun, index):
-    """Counts are stable where times are not: a change that adds round trips fails here."""
+def test_noop_rerun_is_one_remote_command_over_one_connection(cold: ColdRun, index):
+    """Counts are stable where times are not: a change that adds round trips fails here.
+    provision reads the host's facts in one command; deploy reuses them (nothing changed)."""
     host = cold.hosts[index]
     run = fab("-H", host.target, "provision", "--verbose", "deploy", "--verbose", settings=cold.settings)
     assert run.code == 0 and run.changed() == 0, run
     counts = [line.split("] ", 1)[1] for line in run.out.splitlines() if "remote commands:" in line]
     assert counts == [
         "remote commands: 1, ssh connections opened so far: 1",
-        "remote commands: 1, ssh connections opened so far: 1",
+        "remote commands: 0, ssh connections opened so far: 1",
     ], run
