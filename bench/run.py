@@ -96,6 +96,10 @@ def main() -> None:
         print(f"bench hosts={size} cold_s={cold:.2f} noop_s={noop:.3f} commands_per_host={commands} "
               f"connections_per_host={connections}")  # fmt: skip
     print(f"bench fab_startup_s={startup:.3f}")
+    cold = {size: c for size, c, *_ in rows}
+    for size in sorted(cold):
+        if size > 1 and 1 in cold:
+            print(f"bench cold_ratio_{size}_to_1={cold[size] / cold[1]:.2f}")
     if any(r[0] == 1 for r in rows):
         print(f"bench ssh_connect_s={fresh:.4f} ssh_command_s={reused:.4f}")
 

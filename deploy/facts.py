@@ -16,43 +16,59 @@ OPTIONAL_PACKAGES = ("supervisor",)
 
 
 def script(layout: Layout, files: list[str]) -> str:
+    """The facts as key=value lines. Shell builtins where they do, and one process for
+    each kind of read (all checksums, all modes, all links): with many hosts on a small
+    machine, the processes a read spawns are what it costs."""
     q = shlex.quote
+    dirs = " ".join(q(d[0]) for d in layout.directories())
+    links = " ".join(map(q, (layout.nginx_link, layout.nginx_lb_link, layout.NGINX_DEFAULT_LINK, layout.current)))
     lines = [
         "set +e",
-        'echo "os=$(. /etc/os-release 2>/dev/null; echo $ID $VERSION_ID)"',
+        '. /etc/os-release 2>/dev/null; echo "os=$ID $VERSION_ID"',
         'echo "nproc=$(nproc)"',
         'echo "now=$(date +%s)"',
-        "echo \"python=$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null)\"",
-        'echo "pid1=$(cat /proc/1/comm)"',
-        'echo "systemd=$(systemctl is-system-running 2>/dev/null)"',
+        'v=$(python3 --version 2>/dev/null); echo "python=${v#Python }"',
+        'read -r pid1 < /proc/1/comm; echo "pid1=$pid1"',
+        '[ "$pid1" = systemd ] && echo "systemd=$(systemctl is-system-running 2>/dev/null)"',
         f'[ -f {layout.unit_file} ] && echo "unit_state=$(systemctl is-active {layout.unit} 2>/dev/null)" '
         f'&& echo "unit_enabled=$(systemctl is-enabled {layout.unit} 2>/dev/null)"',
         f'[ -f {layout.program_file} ] && echo "supervisor_state=$(supervisorctl status {layout.program} 2>/dev/null'
         " | awk '{print $2}')\"",
         f'echo "apt_stamp=$(stat -c %Y {layout.APT_STAMP} 2>/dev/null)"',
-        f'echo "user=$(id -u {q(layout.app)} 2>/dev/null)"',
-        f"for p in {' '.join(PACKAGES + OPTIONAL_PACKAGES)}; do echo \"pkg.$p=$(dpkg-query -W -f='${{db:Status-Status}}' $p 2>/dev/null)\"; done",
-        f'for f in {" ".join(map(q, files))}; do [ -f "$f" ] && echo "file.$f=$(sha256sum < "$f" | cut -c1-64) $(stat -c \'%U:%G %a\' "$f")"; done',
-        f'for d in {" ".join(q(d[0]) for d in layout.directories())}; do [ -d "$d" ] && echo "dir.$d=$(stat -c \'%U:%G %a\' "$d")"; done',
-        f'for l in {q(layout.nginx_link)} {q(layout.nginx_lb_link)} {q(layout.NGINX_DEFAULT_LINK)} {q(layout.current)}; do [ -L "$l" ] && echo "link.$l=$(readlink "$l")"; done',
+        f'while IFS=: read -r name _ uid _; do [ "$name" = {q(layout.app)} ] && echo "user=$uid"; done < /etc/passwd',
+        f"dpkg-query -W -f='pkg.${{Package}}=${{db:Status-Status}}\\n' {' '.join(PACKAGES + OPTIONAL_PACKAGES)} "
+        "2>/dev/null",
+        f'found=; for f in {" ".join(map(q, files))}; do [ -f "$f" ] && found="$found $f"; done',
+        "if [ -n \"$found\" ]; then sha256sum $found | sed 's/^\\([0-9a-f]*\\)  \\(.*\\)$/sha.\\2=\\1/'; "
+        "stat -c 'meta.%n=%U:%G %a' $found; fi",
+        f'found=; for d in {dirs}; do [ -d "$d" ] && found="$found $d"; done',
+        "[ -n \"$found\" ] && stat -c 'dir.%n=%U:%G %a' $found",
+        f"find {links} -maxdepth 0 -type l -printf 'link.%p=%l\\n' 2>/dev/null",
         f'[ -e {layout.NGINX_DEFAULT_BACKUP} ] && echo "default_backup=yes"',
         f"echo \"venv_version=$(sed -n 's/^version *= *//p' {layout.venv}/pyvenv.cfg 2>/dev/null)\"",
-        f'echo "venv_marker=$(cat {layout.venv_marker} 2>/dev/null)"',
-        f'echo "requirements_marker=$(cat {layout.requirements_marker} 2>/dev/null)"',
-        f"echo \"releases=$(ls -t {layout.releases} 2>/dev/null | grep -v '^\\.' | tr '\\n' ' ')\"",
-        f"pid=$(cat {layout.pidfile} 2>/dev/null); "
-        '[ -n "$pid" ] && tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null | grep -q gunicorn && echo "app_pid=$pid" '
-        "&& echo \"app_listen=$(ss -Hltnp 2>/dev/null | grep \"pid=$pid,\" | awk '{print $4}' | sort -u | tr '\\n' ' ')\"",
-        'pid=$(cat /run/nginx.pid 2>/dev/null); [ -n "$pid" ] && [ -d /proc/$pid ] && echo "nginx_pid=$pid"',
+        f'm=; read -r m 2>/dev/null < {layout.venv_marker}; echo "venv_marker=$m"',
+        f'm=; read -r m 2>/dev/null < {layout.requirements_marker}; echo "requirements_marker=$m"',
+        f'set -- $(ls -t {layout.releases} 2>/dev/null); echo "releases=$*"',
+        f"pid=; read -r pid 2>/dev/null < {layout.pidfile}",
+        'if [ -n "$pid" ] && case $(tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null) in *gunicorn*) true;; *) false;; esac; then',
+        '  echo "app_pid=$pid"',
+        '  echo "app_listen=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," \'index($0, p) {printf "%s ", $4}\')"',
+        "fi",
+        'pid=; read -r pid 2>/dev/null < /run/nginx.pid; [ -n "$pid" ] && [ -d /proc/$pid ] && echo "nginx_pid=$pid"',
         "true",
     ]
     return "\n".join(lines)
 
 
 def parse(output: str) -> dict[str, str]:
-    facts = {}
+    """key=value lines into a dict; a file's checksum and mode become one
+    `file.PATH` = 'SHA OWNER:GROUP MODE' fact."""
+    facts: dict[str, str] = {}
     for line in output.splitlines():
         key, sep, value = line.partition("=")
         if sep:
             facts[key] = value.strip()
+    for key in [k for k in facts if k.startswith("sha.")]:
+        path = key.removeprefix("sha.")
+        facts[f"file.{path}"] = f"{facts.pop(key)} {facts.pop(f'meta.{path}', '')}"
     return facts

@@ -48,6 +48,17 @@ class Layout:
     NGINX_DEFAULT_BACKUP = "/etc/nginx/sites-available/default.bak"
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
 
+    def pip_install(self) -> str:
+        """`pip install` into the virtualenv, run from the distribution's pip wheel: the
+        venv is made --without-pip, which saves ensurepip's ~4 s of CPU per host. Falls
+        back to the venv's own pip where the wheel is missing (installed on first use)."""
+        venv = self.venv
+        return (
+            f'{{ w=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | tail -n 1); if [ -n "$w" ]; '
+            f'then set -- {venv}/bin/python "$w/pip"; else [ -x {venv}/bin/pip ] || {venv}/bin/python -m ensurepip -q; '
+            f'set -- {venv}/bin/pip; fi; }} && "$@" install --disable-pip-version-check -q'
+        )
+
     def secret(self, name: str) -> str:
         """Where secret NAME lives on the host (SECRET_KEY: the secret_key file)."""
         return f"{self.data}/{name.lower()}"

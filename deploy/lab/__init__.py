@@ -9,7 +9,17 @@ default, so strict host-key checking works against lab hosts with no extra flag.
 Product code never imports this package; the tests and `fab lab.*` do.
 """
 
-from deploy.lab.hosts import Host, Lab, default_lab
-from deploy.lab.system import LabError
+from __future__ import annotations
 
-__all__ = ["Host", "Lab", "LabError", "default_lab"]
+import importlib
+
+_HOMES = {"Host": "hosts", "Lab": "hosts", "default_lab": "hosts", "LabError": "system"}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    """Import on first use: `fab` loads the lab's tasks on every run, its modules only
+    when a lab task runs."""
+    if name not in _HOMES:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(f"deploy.lab.{_HOMES[name]}"), name)

@@ -6,11 +6,17 @@ import time
 
 from invoke import Collection, Exit, task
 
-from deploy.lab.hosts import default_lab
-from deploy.lab.system import LabError
+
+def default_lab():
+    """The user's lab; imported on use, so `fab provision` does not pay for the lab's modules."""
+    from deploy.lab.hosts import default_lab
+
+    return default_lab()
 
 
 def _run(action):
+    from deploy.lab.system import LabError
+
     try:
         return action()
     except LabError as exc:
@@ -68,4 +74,12 @@ def snapshot(c, name, host=""):
     print(f"lab: snapshot saved in {_run(save)}")
 
 
-lab = Collection("lab", up, down, status, snapshot)
+@task(help={"name": "lab host to power-cycle"})
+def reboot(c, name):
+    """Power-cycle a lab host: processes killed, disk kept, booted again (does the site come back?)."""
+    started = time.monotonic()
+    host = _run(lambda: default_lab().power_cycle(name))
+    print(f"lab: {host.name} booted again in {time.monotonic() - started:.1f}s")
+
+
+lab = Collection("lab", up, down, status, snapshot, reboot)

@@ -87,10 +87,7 @@ def project_requirements(h: HostRun, release: Release) -> bool:
         return False
     layout = Layout.of(h.settings)
     staged = "" if h.dry_run else h.stage("requirements.txt", release.requirements.encode())
-    h.change(
-        f"{layout.venv}/bin/pip install --disable-pip-version-check -q -r {staged} "
-        f"&& echo {release.requirements_marker} > {layout.requirements_marker}"
-    )
+    h.change(f"{layout.pip_install()} -r {staged} && echo {release.requirements_marker} > {layout.requirements_marker}")
     h.notify("restart_app")
     return True
 
