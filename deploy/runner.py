@@ -195,9 +195,18 @@ class HostRun:
             self._stage = self.conn.run("mktemp -d /tmp/fabstack.XXXXXXXX", hide=True, in_stream=False).stdout.strip()
             self.commands += 1
         path = f"{self._stage}/{name}"
-        with self._sftp.open(path, "wb") as remote:
-            remote.set_pipelined(True)
-            remote.write(content)
+        try:
+            with self._sftp.open(path, "wb") as remote:
+                remote.set_pipelined(True)
+                remote.write(content)
+            written = self._sftp.stat(path).st_size  # pipelined writes can fail without a word
+        except OSError as exc:
+            written = f"failed: {exc or 'SFTP failure'}"
+        if written != len(content):
+            raise StepFailed(
+                f"upload of {name} to {self._stage} stopped at {written} of {len(content)} bytes; "
+                "is the host's disk full? (df -h /tmp)"
+            )
         return path
 
     def read(self, path: str) -> str:

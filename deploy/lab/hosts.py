@@ -244,6 +244,22 @@ class Lab:
         remove_tree(self._dir(host))
         self._write_known_hosts()
 
+    def power_cycle(self, name: str) -> Host:
+        """Cut a host's power and boot it again: every process killed, the disk kept. What
+        ran there must come back on its own (that is what this is for)."""
+        preflight()
+        host = next((h for h in self.hosts() if h.name == name), None)
+        if host is None:
+            raise LabError(f"no lab host {name!r}; see fab lab.status")
+        if host.pid and (pid_alive(host.pid, "systemd-nspawn") or pid_alive(host.pid, "unshare")):
+            _kill(host.pid)
+        self._kill_netns(host.netns)
+        self.network.remove_host(host.netns, host.veth)
+        if host.init == "sshd":  # no init to clear /run at boot: do what a reboot's tmpfs would
+            remove_tree(self._dir(host) / "root/run")
+        self._boot(host)
+        return host
+
     @staticmethod
     def _kill_netns(netns: str) -> None:
         for _ in range(50):

@@ -7,11 +7,26 @@ import shlex
 
 from deploy.facts import PACKAGES
 from deploy.layout import Layout
-from deploy.runner import HostRun
+from deploy.runner import HostRun, say
 from deploy.steps.files import ensure_file
 from deploy.steps.process import wanted_manager
 
-APT = "DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
+LOCK_WAIT = 300  # seconds apt may wait for another apt (unattended-upgrades) to finish
+APT = f"DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout={LOCK_WAIT}"
+# apt-get update does not honour DPkg::Lock::Timeout: retry it while the lists are locked.
+APT_UPDATE = (
+    f'for i in $(seq {LOCK_WAIT}); do out=$({APT} update 2>&1) && break; case "$out" in *"Could not get lock"*) '
+    f'[ "$i" -lt {LOCK_WAIT} ] && sleep 1 && continue;; esac; echo "$out" >&2; exit 100; done'
+)
+# Finish what an interrupted dpkg (a dropped connection mid-install) left half-done, as
+# apt itself asks: pending work is listed in /var/lib/dpkg/updates.
+DPKG_RESUME = '{ [ -z "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ] || dpkg --configure -a; }'
+# Who holds apt's or dpkg's lock now: "PID NAME" lines, from /proc/locks (no psmisc needed).
+LOCK_HOLDERS = (
+    "inodes=$(stat -c ':%i$' /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock 2>/dev/null "
+    "| paste -sd '|'); [ -n \"$inodes\" ] && awk -v re=\"$inodes\" '$6 ~ re {print $5}' /proc/locks | sort -u "
+    '| while read -r pid; do echo "$pid $(cat /proc/$pid/comm 2>/dev/null)"; done; true'
+)
 
 
 def apt_packages(h: HostRun) -> bool:
@@ -24,10 +39,13 @@ def apt_packages(h: HostRun) -> bool:
     missing = [p for p in wanted if h.facts.get(f"pkg.{p}") != "installed"]
     if not missing:
         return False
+    holders = h.run(LOCK_HOLDERS).split("\n")[0].split()  # only on the way to apt: no cost when converged
+    if holders:
+        say(h.host, f"apt is busy ({' '.join(holders[1:])}, pid {holders[0]}): waiting up to {LOCK_WAIT}s for it")
     stamp = int(h.facts.get("apt_stamp") or 0)
     stale = int(h.facts["now"]) - stamp > h.settings.apt_cache_max_age
-    update = f"{APT} update && mkdir -p /var/lib/apt/periodic && touch {Layout.APT_STAMP} && " if stale else ""
-    h.change(f"{update}{APT} install -y --no-install-recommends {' '.join(missing)}")
+    update = f"{APT_UPDATE} && mkdir -p /var/lib/apt/periodic && touch {Layout.APT_STAMP} && " if stale else ""
+    h.change(f"{update}{DPKG_RESUME} && {APT} install -y --no-install-recommends {' '.join(missing)}")
     return True
 
 
@@ -71,12 +89,12 @@ def virtualenv(h: HostRun) -> bool:
     marker = hashlib.sha256("\n".join([python, *wanted]).encode()).hexdigest()[:16]
     if h.facts.get("venv_marker") == marker and h.facts.get("venv_version") == python:
         return False
-    pip = f"{layout.venv}/bin/pip install --disable-pip-version-check -q"
     # Recreate only for a new Python; otherwise upgrade in place under the running app.
     fresh = f"rm -rf {layout.venv} && " if h.facts.get("venv_version") not in ("", python) else ""
     h.change(
-        f"{fresh}python3 -m venv {layout.venv} && {pip} {' '.join(map(shlex.quote, wanted))} "
-        f"&& echo {marker} > {layout.venv_marker}"
+        f"{fresh}python3 -m venv --without-pip {layout.venv} && {layout.pip_install()} --no-compile "
+        f"{' '.join(map(shlex.quote, wanted))} && {layout.venv}/bin/python -m compileall -q -j 0 {layout.venv}/lib "
+        f">/dev/null && echo {marker} > {layout.venv_marker}"
     )
     h.notify("restart_app")  # a new interpreter or gunicorn needs a new master, not a HUP
     return True
