@@ -20,7 +20,9 @@ def status(h: HostRun) -> None:
     layout = Layout.of(h.settings)
     roles = h.settings.inventory.roles_of(h.host)
     health_at = f"127.0.0.1:{app_port(h) if 'app' in roles else h.settings.listen_port}"
-    h.facts = facts.parse(h.run(facts.script(layout, [layout.gunicorn_conf]) + "\n" + _status_script(h, health_at)))
+    h.facts = facts.parse(
+        h.run(facts.script(layout, [layout.gunicorn_conf]) + "\n" + _status_script(h, health_at, "app" in roles))
+    )
     f = h.facts
     row = {
         "reachable": "yes",
@@ -52,16 +54,16 @@ def status(h: HostRun) -> None:
     h.step("status", check, report=False)
 
 
-def _status_script(h: HostRun, health_at: str) -> str:
+def _status_script(h: HostRun, health_at: str, app_host: bool) -> str:
     layout = Layout.of(h.settings)
     health = process.health_command(h.settings, health_at)
     return f"""nginx -t >/dev/null 2>&1 && echo nginx_test=ok
+health() {{ echo "health=$(r=$({health} 2>&1) && echo ok || echo "$r" | tail -n 1)"; }}
 pid=$(cat {layout.pidfile} 2>/dev/null)
 if [ -n "$pid" ] && [ -d /proc/$pid ]; then
-  echo "workers=$(pgrep -c -P $pid)"; echo "uptime=$(ps -o etimes= -p $pid | tr -d ' ')s"
-  echo "health=$(r=$({health} 2>&1) && echo ok || echo "$r" | tail -n 1)"
-elif [ -e /run/nginx.pid ] && [ ! -f {layout.gunicorn_conf} ]; then
-  echo "health=$(r=$({health} 2>&1) && echo ok || echo "$r" | tail -n 1)"
+  echo "workers=$(pgrep -c -P $pid)"; echo "uptime=$(ps -o etimes= -p $pid | tr -d ' ')s"; health
+elif {"false" if app_host else "true"}; then
+  health  # a load balancer: the site through it
 fi
 echo "worker_class=$(sed -n 's/^worker_class *= *//p' {layout.gunicorn_conf} 2>/dev/null | tr -d '\"')"
 true"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -65,6 +66,11 @@ def test_one_command_provisions_and_deploys_all_four(farm, cold, tmp_path):
     assert not any(" 0.0.0.0:8080 " in line or "*:8080" in line for line in listeners), listeners
     again = fab("provision", "deploy", settings=settings)
     assert again.code == 0 and again.changed() == 0, again
+    everyone = fab("status", "--json", settings=settings)
+    assert everyone.code == 0, everyone
+    rows = {h["host"]: h["data"] for h in json.loads(everyone.out)["runs"][0]["hosts"]}
+    assert rows[farm[0].target]["app"] == "-" and rows[farm[0].target]["health"] == "ok"  # the lb: site through it
+    assert all(rows[h.target]["app"] == "running" and rows[h.target]["health"] == "ok" for h in farm[1:])
     narrowed = fab("status", "--role", "app", settings=settings)
     assert set(narrowed.totals()) == {h.target for h in farm[1:]}, narrowed
     limited = fab("status", "--limit", farm[2].address, settings=settings)
