@@ -84,10 +84,11 @@ def findings(h: HostRun) -> dict[str, str]:
 def check(h: HostRun) -> None:
     h.facts = facts.parse(h.run(_script(h)))
     warnings = h.facts.get("django_warnings", "").strip()
-    h.result.data = {name: problem or "ok" for name, problem in findings(h).items()} | {
+    problems = findings(h)
+    h.result.data = {name: problem or "ok" for name, problem in problems.items()} | {
         "django warnings": warnings or "none"
     }
-    for name, problem in findings(h).items():
+    for name, problem in problems.items():
         with contextlib.suppress(StepFailed):  # recorded; the other checks still run
             h.step(name, _fail_if(problem))
     if warnings:

@@ -21,8 +21,6 @@ class HostsExecutor(Executor):
             hosts = self.core[0].args.hosts.value or ""
         self.config["fabstack_hosts"] = hosts  # not load_overrides: that would drop --prompt-for-sudo-password's
         output.json_mode = any("json" in call.args and call.args.json.value for call in tasks)
-        if not output.json_mode:
-            return super().execute(*tasks)
         error = ""
         try:
             return super().execute(*tasks)
@@ -30,4 +28,5 @@ class HostsExecutor(Executor):
             error = str(exc.message or "")
             raise
         finally:
-            output.print_document(error)
+            if output.json_mode:
+                output.print_document(error)

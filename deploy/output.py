@@ -112,9 +112,8 @@ def summary(results: list[HostResult]) -> None:
     width = max([len("HOST"), *(len(r.host) for r in results)])
     lines = [paint(f"{'HOST':<{width}}  {'OK':>4} {'CHANGED':>8} {'FAILED':>7} {'TIME':>8}", "bold")]
     for r in results:
-        failed = r.count("failed") or (1 if r.error else 0)
-        row = f"{r.host:<{width}}  {r.count('ok'):>4} {r.count('changed'):>8} {failed:>7} {seconds(r.seconds):>8}"
-        lines.append(paint(row, "failed" if r.failed else "changed" if r.count("changed") else "ok"))
+        row = f"{r.host:<{width}}  {r.count('ok'):>4} {r.count('changed'):>8} {r.failures:>7} {seconds(r.seconds):>8}"
+        lines.append(paint(row, r.status))
     for r in results:
         if r.failed:
             lines += _failure(r)

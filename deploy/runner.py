@@ -63,12 +63,16 @@ class HostResult:
         return sum(1 for step in self.steps if step.status == status)
 
     @property
+    def failures(self) -> int:
+        """Failed steps; a host that broke off outside any step (unreachable) counts one."""
+        return self.count("failed") or (1 if self.error else 0)
+
+    @property
     def failed(self) -> bool:
-        return bool(self.error) or self.count("failed") > 0
+        return self.failures > 0
 
     def summary(self) -> str:
-        failed = self.count("failed") or (1 if self.error else 0)
-        return f"{self.host} ok={self.count('ok')} changed={self.count('changed')} failed={failed}"
+        return f"{self.host} ok={self.count('ok')} changed={self.count('changed')} failed={self.failures}"
 
     @property
     def status(self) -> str:
@@ -81,7 +85,7 @@ class HostResult:
             "status": self.status,
             "ok": self.count("ok"),
             "changed": self.count("changed"),
-            "failed": self.count("failed") or (1 if self.error else 0),
+            "failed": self.failures,
             "seconds": round(self.seconds, 3),
             "commands": self.commands,
             "error": self.error,
@@ -138,13 +142,8 @@ class HostRun:
 
     def run(self, command: str, check: bool = True, timeout: int | None = None) -> str:
         """Run command as root on the host (via sudo for other users); return its stdout."""
-        self.commands += 1
-        if self.verbose:
-            say(self.host, f"$ {command}")
-        wrapped = command if self.is_root else f"sh -c {shlex.quote(command)}"
-        runner = self.conn.run if self.is_root else self.conn.sudo
         try:
-            result = runner(wrapped, hide=True, warn=True, in_stream=False, timeout=timeout)
+            result = self._as_root(command, hide=True, timeout=timeout)
         except AuthFailure:
             raise StepFailed(self.SUDO_REJECTED.format(user=self.conn.user), command) from None
         if check and result.exited != 0:
@@ -155,12 +154,17 @@ class HostRun:
     def stream(self, command: str) -> None:
         """Run a long command (tail -F) whose output is printed line by line as it comes,
         prefixed by host. On a pty, so closing the connection (Ctrl-C) ends it on the host."""
+        self._as_root(command, pty=True, out_stream=output.LineWriter(self.host))
+
+    def _as_root(self, command: str, **options):
+        """Run command as root: directly when logged in as root, else the whole command in
+        root's shell through sudo (so no `cd` or redirect depends on sudo's behaviour)."""
         self.commands += 1
         if self.verbose:
             say(self.host, f"$ {command}")
-        runner = self.conn.run if self.is_root else self.conn.sudo
-        wrapped = command if self.is_root else f"sh -c {shlex.quote(command)}"
-        runner(wrapped, pty=True, warn=True, in_stream=False, out_stream=output.LineWriter(self.host))
+        if self.is_root:
+            return self.conn.run(command, warn=True, in_stream=False, **options)
+        return self.conn.sudo(f"sh -c {shlex.quote(command)}", warn=True, in_stream=False, **options)
 
     def read_facts(self, script: str, parse: Callable[[str], dict[str, str]]) -> dict[str, str]:
         """The host's facts from script's output, or from the previous task of this run
