@@ -164,22 +164,21 @@ SQL_INSERT = f"import sqlite3; c = sqlite3.connect('{DB}'); c.execute(\"insert i
 SQL_COUNT = f"import sqlite3; print(sqlite3.connect('{DB}').execute(\"select count(*) from auth_group where name = 'kept'\").fetchone()[0])"
 
 
+def deploy_releases(host, tmp_path, names: str, settings) -> None:
+    """Deploy one sample variant per letter, in order, each saying `Release X`."""
+    for name in names:
+        project = sample_variant(tmp_path, name, title=f"Release {name}")
+        run = fab("-H", host.target, "deploy", "--project", project, settings=settings)
+        assert run.code == 0, run
+
+
 def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     host = live[0]
     r = remote(host)
     # shared state written before: an upload and a database row
     r.run("echo kept-upload > /srv/django/shared/media/kept.txt")
     r.run(f"{PY} -c {shlex.quote(SQL_INSERT)}")
-    for name in ("A", "B"):
-        run = fab(
-            "-H",
-            host.target,
-            "deploy",
-            "--project",
-            sample_variant(tmp_path, name, title=f"Release {name}"),
-            settings=cold.settings,
-        )
-        assert run.code == 0, run
+    deploy_releases(host, tmp_path, "AB", cold.settings)
     assert "Release B" in page(host.address)
     listing = fab("-H", host.target, "releases", settings=cold.settings)
     lines = [line.split("] ", 1)[1] for line in listing.out.splitlines() if line.startswith(f"[{host.target}] ")]
@@ -196,16 +195,7 @@ def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     assert missing.code == 1 and "no release 'nope' to roll back to" in missing.out
     keep = tmp_path / "keep.yaml"
     keep.write_text(cold.settings.read_text() + "keep_releases: 2\n")
-    for name in ("C", "D", "E"):
-        run = fab(
-            "-H",
-            host.target,
-            "deploy",
-            "--project",
-            sample_variant(tmp_path, name, title=f"Release {name}"),
-            settings=keep,
-        )
-        assert run.code == 0, run
+    deploy_releases(host, tmp_path, "CDE", keep)
     kept = r.run("ls /srv/django/releases").split()
     assert len(kept) == 2 and current_release(r).rsplit("/", 1)[1] in kept, kept
     assert "Release E" in page(host.address)
