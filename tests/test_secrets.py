@@ -74,12 +74,15 @@ def test_missing_or_exposed_secret_stops_before_any_host(host, cold, tmp_path):
         "DATABASE_PASSWORD: vault:x": "secrets.DATABASE_PASSWORD: use env:VARIABLE or file:PATH",
     }
     os.environ.pop("FABSTACK_TEST_UNSET", None)
+    r = Remote(host)
+    before = r.tree()
     for line, expect in cases.items():
         settings = tmp_path / "bad.yaml"
         settings.write_text(f"secrets:\n  {line}\n")
         run = fab("-H", host.target, "provision", settings=settings)
         assert run.code == 2 and expect in run.err and len(run.err.strip().splitlines()) == 1, run
         assert DB_PASSWORD not in run.err
+    assert r.tree() == before  # nothing on the host changed
 
 
 def test_check_reports_what_is_unsafe_and_provision_repairs_it(host, cold, tmp_path):
