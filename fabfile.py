@@ -16,7 +16,7 @@ HELP = {
     "limit": "with no -H: only these inventory hosts (comma-separated host strings or addresses)",
     "json": "print one JSON document on stdout (schema: docs/json.md); progress goes to stderr",
 }
-COMMON = ("settings", "verbose", "role", "limit", "json")
+COMMON = ("settings", "dry_run", "verbose", "role", "limit", "json")
 
 
 @task(
@@ -47,8 +47,9 @@ def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", js
 
 def _host_task(name: str, doc: str, plan, report=None):
     @task(name=name, help={k: HELP[k] for k in COMMON})
-    def host_task(c, settings=None, verbose=False, role="", limit="", json=False):
-        execute(c, name, plan, load_settings(settings), verbose=verbose, role=role, limit=limit, report=report)
+    def host_task(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False):
+        s = load_settings(settings)
+        execute(c, name, plan, s, dry_run=dry_run, verbose=verbose, role=role, limit=limit, report=report)
 
     host_task.__doc__ = doc
     return host_task
@@ -64,8 +65,9 @@ def _host_task(name: str, doc: str, plan, report=None):
     }
 )
 def logs(
-    c, lines=20, app=False, nginx=False, follow=False, settings=None, verbose=False, role="", limit="", json=False
-):
+    c, lines=20, app=False, nginx=False, follow=False, settings=None, dry_run=False, verbose=False, role="", limit="",
+    json=False,
+):  # fmt: skip
     """Show the last lines of gunicorn's and nginx's logs on each host, prefixed by host."""
     both = not app and not nginx
     plan = reports.logs(int(lines), app or both, nginx or both, follow)
@@ -73,9 +75,9 @@ def logs(
 
 
 @task(help={"to": "release id to return to (default: the one before the current)", **{k: HELP[k] for k in COMMON}})
-def rollback(c, to="", settings=None, verbose=False, role="", limit="", json=False):
+def rollback(c, to="", settings=None, dry_run=False, verbose=False, role="", limit="", json=False):
     """Return to the previous release (or --to ID): switch, restart gunicorn, health check."""
-    execute(c, "rollback", plans.rollback(to), load_settings(settings), verbose=verbose, role=role, limit=limit)
+    execute(c, "rollback", plans.rollback(to), load_settings(settings), dry_run, verbose, role, limit)
 
 
 ns = Collection(

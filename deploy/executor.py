@@ -4,7 +4,9 @@ Fabric's own executor calls a task once per host, one host after another, and st
 the first failure. Invoke's `tasks.executor_class` setting is the supported hook for
 changing that; fabfile.py points it here. It is also the one place that sees every task
 of a run, so it owns --json: any task asking for it makes the whole run print one
-document on stdout at the end, failures included.
+document on stdout at the end, failures included, and --dry-run: given to any task of
+a line, it makes every task of that line dry (Ansible's --check and pyinfra's --dry cover
+the whole run too; invoke alone would give the flag only to the task it follows).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ class HostsExecutor(Executor):
             hosts = self.core[0].args.hosts.value or ""
         self.config["fabstack_hosts"] = hosts  # not load_overrides: that would drop --prompt-for-sudo-password's
         output.json_mode = any("json" in call.args and call.args.json.value for call in tasks)
+        if any("dry_run" in call.args and call.args.dry_run.value for call in tasks):
+            for call in tasks:
+                if "dry_run" not in call.args:  # a lab task: it makes hosts, it cannot pretend to
+                    raise Exit(f"fabstack: {call.name} has no dry run; run it on its own line without --dry-run", 2)
+                call.args.dry_run.value = True
         error = ""
         try:
             return super().execute(*tasks)

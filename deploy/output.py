@@ -108,9 +108,15 @@ def _tick() -> None:
 
 
 def summary(results: list[HostResult]) -> None:
-    """The table of hosts, what failed on each failed host, then the stable summary lines."""
+    """The table of hosts, what failed on each failed host, then the stable summary lines.
+    A dry run says so first: its CHANGED column is what a real run would change."""
     width = max([len("HOST"), *(len(r.host) for r in results)])
-    lines = [paint(f"{'HOST':<{width}}  {'OK':>4} {'CHANGED':>8} {'FAILED':>7} {'TIME':>8}", "bold")]
+    lines = (
+        ["dry run: no host was changed; CHANGED counts what a real run would change"]
+        if any(r.dry_run for r in results)
+        else []
+    )
+    lines += [paint(f"{'HOST':<{width}}  {'OK':>4} {'CHANGED':>8} {'FAILED':>7} {'TIME':>8}", "bold")]
     for r in results:
         row = f"{r.host:<{width}}  {r.count('ok'):>4} {r.count('changed'):>8} {r.failures:>7} {seconds(r.seconds):>8}"
         lines.append(paint(row, r.status))

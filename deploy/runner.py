@@ -58,6 +58,7 @@ class HostResult:
     error: str = ""
     commands: int = 0
     data: dict = field(default_factory=dict)  # what a read-only task found (status, releases, logs)
+    dry_run: bool = False
 
     def count(self, status: str) -> int:
         return sum(1 for step in self.steps if step.status == status)
@@ -118,7 +119,7 @@ class HostRun:
         self.dry_run = dry_run
         self.verbose = verbose
         self.facts: dict[str, str] = {}
-        self.result = HostResult(host)
+        self.result = HostResult(host, dry_run=dry_run)
         self.notified: list[str] = []
         self.commands = 0
         self._diff = ""
@@ -278,7 +279,7 @@ def run_on_host(
         conn = _connection(host, config, settings)
     except ConnectError as exc:
         say(host, f"failed: {exc}")
-        return HostResult(host, error=str(exc), seconds=time.monotonic() - started)
+        return HostResult(host, error=str(exc), seconds=time.monotonic() - started, dry_run=dry_run)
     run = HostRun(host, conn, settings, dry_run, verbose)
     try:
         plan(run)

@@ -75,10 +75,15 @@ def app_python(h: HostRun, workdir: str, args: str) -> str:
 
 
 def provisioned(h: HostRun) -> bool:
-    """The server is provisioned (else: run fab provision first)."""
-    if not h.facts.get("venv_marker") or not h.facts.get("user") or not h.facts.get("nginx_pid"):
-        raise StepFailed("this host is not provisioned: run fab provision on it first")
-    return False
+    """The server is provisioned (else: run fab provision first). In a dry run (say
+    `provision deploy --dry-run` on a new host) a host not provisioned yet is a change to
+    come, not a failure: the deploy reports it and goes no further."""
+    if h.facts.get("venv_marker") and h.facts.get("user") and h.facts.get("nginx_pid"):
+        return False
+    if h.dry_run:
+        h.show_diff("(not provisioned yet: after fab provision, the release would be uploaded and started)\n")
+        return True
+    raise StepFailed("this host is not provisioned: run fab provision on it first")
 
 
 def project_requirements(h: HostRun, release: Release) -> bool:
