@@ -25,10 +25,11 @@ VARIABLES = {
     ),
     "nginx-site.conf.j2": (
         "app_name", "upstream", "servers", "listens", "allow", "server_name", "static_url", "static_root",
-        "media_url", "media_root",
+        "media_url", "media_root", "lb_idle_timeout", "app_idle_timeout",
     ),
     "nginx-lb.conf.j2": (
         "app_name", "upstream", "method_line", "servers", "keepalive", "listen_port", "server_name",
+        "lb_idle_timeout", "app_idle_timeout",
     ),
     "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program"),
     "supervisor-program.conf.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program"),

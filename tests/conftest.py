@@ -138,11 +138,34 @@ class Remote:
         )
 
 
+LOGS_KEPT = Path(os.environ.get("FABSTACK_TEST_LOGS", "/tmp/fabstack-test-logs"))
+HOST_LOGS = ("var/log/nginx", "var/log/django")
+
+
+def keep_host_logs(lab: Lab) -> list[Path]:
+    """Copy every lab host's nginx and gunicorn logs out of its disk before the lab goes:
+    a failure that comes once in N runs is found in these, not guessed at."""
+    kept = []
+    shutil.rmtree(LOGS_KEPT, ignore_errors=True)
+    for host in lab.hosts():
+        for relative in HOST_LOGS:
+            source = lab.hosts_dir / host.name / "root" / relative
+            if source.is_dir():
+                target = LOGS_KEPT / host.name / relative
+                shutil.copytree(source, target, dirs_exist_ok=True)
+                kept += [p for p in target.iterdir() if p.name.endswith("error.log") and p.stat().st_size]
+    return kept
+
+
 @pytest.fixture(scope="session")
-def lab() -> Lab:
+def lab(request) -> Lab:
     lab = Lab(TEST_HOME, subnet=TEST_SUBNET, log=lambda msg: print(msg, file=sys.stderr))
     lab.down()
     yield lab
+    if request.session.testsfailed:  # print what the hosts' error logs say, for CI's log
+        for log in keep_host_logs(lab):
+            lines = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"\n==> {log} (last {len(lines)} lines) <==", *lines, sep="\n", file=sys.stderr)
     lab.down()
 
 

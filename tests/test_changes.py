@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO, ColdRun, fab, sample_variant
 
 from deploy.lab import Lab
+from deploy.steps import process
 
 pytestmark = pytest.mark.lab
 
@@ -78,10 +79,14 @@ def test_release_that_fails_its_health_check_is_rolled_back(live, remote, tmp_pa
     before = current_release(r)
     broken_view = "\n\ndef index(request):  # replaces the working view\n    raise RuntimeError('v3 is broken')\n"
     project = sample_variant(tmp_path, "broken-view", append={"sample/views.py": broken_view})
+    errors_before = r.run("grep -c '\"GET / HTTP/1.1\" 500' /var/log/django/access.log || true").strip()
     run = fab("-H", host.target, "deploy", "--project", project, settings=cold.settings)
     assert run.code == 1, run
     assert "release current: changed" in run.out and "rollback: changed" in run.out
     assert "does not answer on 127.0.0.1:8000/: 127.0.0.1:8000/: HTTP 500" in run.out
+    # an answer is judged at once: three 500s, not health_retries (150) tries
+    errors_after = r.run("grep -c '\"GET / HTTP/1.1\" 500' /var/log/django/access.log || true").strip()
+    assert int(errors_after) - int(errors_before) == process.BAD_ANSWERS, run
     assert current_release(r) == before
     assert f'<b id="host">{host.name}</b>' in page(host.address)
 
@@ -93,7 +98,7 @@ def test_bad_nginx_template_keeps_previous_config_and_site(live, remote, tmp_pat
     templates.mkdir()
     good = (REPO / "templates" / "nginx-site.conf.j2").read_text()
     (templates / "nginx-site.conf.j2").write_text(
-        good.replace("keepalive 16;", "keepalive 16;\n    no_such_directive on;")
+        good.replace("client_max_body_size 20m;", "client_max_body_size 20m;\n    no_such_directive on;")
     )
     settings = tmp_path / "fabstack.yaml"
     settings.write_text(cold.settings.read_text() + f"templates_dir: {templates}\n")

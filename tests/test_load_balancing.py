@@ -77,16 +77,6 @@ def test_one_command_provisions_and_deploys_all_four(farm, cold, tmp_path):
     assert set(limited.totals()) == {farm[2].target}, limited
 
 
-def test_weights_split_requests_in_proportion(farm, cold, tmp_path):
-    settings = write_settings(tmp_path, farm, cold, **{"1": {"weight": 3}})
-    provision(settings)
-    seen = served_by(farm[0], 600)
-    shares = {h.name: seen[h.name] / 600 for h in farm[1:]}
-    assert seen["failed"] == 0
-    for host, expected in zip(farm[1:], (0.6, 0.2, 0.2), strict=True):
-        assert abs(shares[host.name] - expected) <= 0.05, shares
-
-
 def test_ip_hash_keeps_a_client_on_one_app(farm, cold, tmp_path):
     settings = write_settings(tmp_path, farm, cold, lb_method="ip_hash")
     run = provision(settings)
@@ -224,3 +214,98 @@ def served_bodies(lb, count: int) -> dict[str, int]:
             body = response.read().decode()
             seen[next((w for w in ("V1", "V2", "V3") if f"Release {w}" in body), "?")] += 1
     return dict(seen)
+
+
+# Soak (issue 13): the lb never fails over while every app host is healthy --------------
+UPSTREAM_ERRORS = ("upstream prematurely closed", "connect() failed", "no live upstreams", "recv() failed")
+LB_ERROR_LOG = "/var/log/nginx/django-lb.error.log"
+
+
+def upstream_errors(r: Remote, since: int) -> list[str]:
+    """Upstream error lines the lb's error log gained after its first `since` lines."""
+    lines = r.run(f"tail -n +{since + 1} {LB_ERROR_LOG} 2>/dev/null || true").splitlines()
+    return [line for line in lines if any(e in line for e in UPSTREAM_ERRORS)]
+
+
+def log_length(r: Remote) -> int:
+    return int(r.run(f"cat {LB_ERROR_LOG} 2>/dev/null | wc -l").strip())
+
+
+def burst(lb, clients: int = 8, each: int = 25) -> collections.Counter:
+    """clients threads at once, each sending `each` requests; which app answered each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(clients) as pool:
+        counts = list(pool.map(lambda _: served_by(lb, each), range(clients)))
+    return sum(counts, collections.Counter())
+
+
+def wait_idle(hosts: list, port: int, deadline: float = 60.0) -> float:
+    """Wait until no connection to `port` is established on any of hosts: every idle
+    keepalive connection has timed out (closed by the client side, as it must be)."""
+    import time
+
+    started = time.monotonic()
+    remotes = [Remote(h) for h in hosts]
+    while time.monotonic() - started < deadline:
+        if not any(r.run(f"ss -Htn state established '( dport = :{port} )'").strip() for r in remotes):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"connections to :{port} still open after {deadline}s: keepalive never timed out")
+
+
+class StickyLoad(Load):
+    """Load that records which app host served each request (X-Served-By)."""
+
+    def client(self) -> None:
+        while not self.stop.is_set() and self.sent < self.max_requests:
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/", timeout=10) as response:
+                    who = response.headers["X-Served-By"]
+            except (urllib.error.URLError, OSError):
+                who = "failed"
+            with self.lock:
+                self.sent += 1
+                self.failed += who == "failed"
+                self.bodies[who] += 1
+
+
+def test_soak_ip_hash_never_fails_over_on_a_healthy_farm(farm, cold, tmp_path):
+    settings = write_settings(tmp_path, farm, cold, lb_method="ip_hash")
+    assert fab("provision", "deploy", settings=settings).code == 0
+    lb = Remote(farm[0])
+    start = log_length(lb)
+    provision(settings)
+    seen = [burst(farm[0])]  # right after a provision
+    print(f"idle after provision: {wait_idle(farm[:1], 8080):.1f}s")
+    seen.append(burst(farm[0]))  # after every keepalive connection timed out
+    with StickyLoad(farm[0].address, clients=8) as during_deploy:
+        run = fab("deploy", "--project", release_project(tmp_path, "V2"), settings=settings)
+    assert run.code == 0, run
+    assert during_deploy.failed == 0, during_deploy.bodies  # a client moves only while its app is out
+    seen.append(burst(farm[0]))  # right after the deploy
+    print(f"idle after deploy: {wait_idle(farm[:1], 8080):.1f}s")
+    with StickyLoad(farm[0].address, clients=8) as during_reload:
+        assert fab("reload", "--role", "app", settings=settings).code == 0
+    seen.append(during_reload.bodies)  # a reload takes no host out: the client stays
+    seen.append(burst(farm[0]))  # right after the reload
+    print(f"ip_hash soak: {[dict(s) for s in seen]}; during deploy {dict(during_deploy.bodies)}")
+    total = sum(seen, collections.Counter())
+    assert total["failed"] == 0 and len(total) == 1, seen
+    assert upstream_errors(lb, start) == []
+
+
+def test_weights_are_exact_and_the_backup_idle(lab, farm, cold, tmp_path, deployed_snapshot):
+    (backup,) = lab.up(count=1, init="sshd", prefix="bk", snapshot=deployed_snapshot)
+    settings = write_settings(tmp_path, farm, cold, **{"1": {"weight": 3}})
+    data = yaml.safe_load(Path(settings).read_text())
+    data["hosts"].append({"host": backup.target, "roles": ["app"], "backup": True})
+    Path(settings).write_text(yaml.safe_dump(data))
+    assert fab("provision", "deploy", settings=settings).code == 0
+    lb = Remote(farm[0])
+    start = log_length(lb)
+    print(f"idle after provision: {wait_idle(farm[:1], 8080):.1f}s")
+    seen = served_by(farm[0], 1000)
+    print(f"weights 3:1:1 + backup over 1000 sequential requests: {dict(seen)}")
+    assert seen == {farm[1].name: 600, farm[2].name: 200, farm[3].name: 200}, seen
+    assert upstream_errors(lb, start) == []

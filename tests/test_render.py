@@ -133,6 +133,8 @@ def test_lb_upstream_from_the_inventory(method, line):
     assert "server 10.0.0.11:8080 weight=3 max_fails=2 fail_timeout=30s;" in lb
     assert f"server 10.0.0.12:8080{'' if method == 'hash' else ' backup'};" in lb and "10.0.0.10:8080" not in lb
     assert "keepalive 16;" in lb and 'proxy_set_header Connection "";' in lb and "proxy_http_version 1.1;" in lb
+    assert "zone django_apps 64k;" in lb  # one rotation and one failure count for every worker
+    assert "keepalive_timeout 10s;" in lb  # the lb gives up on an idle connection first
     assert "server_name shop.example.com;" in lb and "proxy_pass http://django_apps;" in lb
     method_lines = {"least_conn;", "ip_hash;", "hash $request_uri consistent;", "random;"}
     assert {m for m in method_lines if f"    {m}" in lb} == ({line} if line else set())
@@ -144,5 +146,13 @@ def test_app_site_behind_an_lb_listens_privately_and_allows_only_the_lb():
     assert "listen 10.0.0.11:8080;" in site and "listen 127.0.0.1:8080;" in site
     assert "default_server" not in site and "listen 80" not in site
     assert "allow 10.0.0.10;\n    allow 127.0.0.1;\n    deny all;" in site
+    assert "keepalive_timeout 15s;" in site  # longer than the lb's 10 s: the server closes last
     assert h.settings.inventory.roles_of(h.host) == ("app",)
     assert s.validate({}).inventory.roles_of(h.host) == ("app", "lb")
+
+
+def test_app_site_keeps_no_idle_connection_to_gunicorn():
+    for inventory in ({}, INVENTORY):
+        site = nginx.site_config(FakeHostRun(s.validate(inventory), {}, host="root@10.0.0.11"))
+        upstream = site[site.index("upstream ") : site.index("}")]
+        assert "keepalive" not in upstream and 'Connection ""' not in site, site
