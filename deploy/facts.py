@@ -48,6 +48,7 @@ def script(layout: Layout, files: list[str]) -> str:
         f"echo \"venv_version=$(sed -n 's/^version *= *//p' {layout.venv}/pyvenv.cfg 2>/dev/null)\"",
         f'm=; read -r m 2>/dev/null < {layout.venv_marker}; echo "venv_marker=$m"',
         f'm=; read -r m 2>/dev/null < {layout.requirements_marker}; echo "requirements_marker=$m"',
+        f'm=; read -r m 2>/dev/null < {layout.passed}; echo "passed=$m"',
         f'set -- $(ls -t {layout.releases} 2>/dev/null); echo "releases=$*"',
         f"pid=; read -r pid 2>/dev/null < {layout.pidfile}",
         'if [ -n "$pid" ] && case $(tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null) in *gunicorn*) true;; *) false;; esac; then',

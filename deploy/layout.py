@@ -22,6 +22,7 @@ class Layout:
     venv = property(lambda self: f"{self.root}/venv")
     releases = property(lambda self: f"{self.root}/releases")
     current = property(lambda self: f"{self.root}/current")
+    passed = property(lambda self: f"{self.root}/passed-release")  # id of the release that last passed its health check
     config = property(lambda self: f"{self.root}/config")
     gunicorn_conf = property(lambda self: f"{self.root}/config/gunicorn.conf.py")
     shared = property(lambda self: f"{self.root}/shared")

@@ -57,7 +57,8 @@ def deploy_plan(release: Release):
         if "app" not in h.settings.inventory.roles_of(h.host):
             return  # a load balancer only: nothing of the app lives here
         gather(h)
-        h.step("provisioned", app.provisioned)
+        if h.step("provisioned", app.provisioned):
+            return  # a dry run on a host not provisioned yet: nothing more to compare
         h.step("gunicorn config", app.gunicorn_config)
         h.step("project requirements", partial(app.project_requirements, release=release))
         h.step("release uploaded", partial(app.upload_release, release=release))
@@ -65,8 +66,8 @@ def deploy_plan(release: Release):
         switched = h.step("release current", partial(app.switch_release, release=release))
         try:
             h.step("process manager", process.manager)
-            if h.step("gunicorn running", process.process):
-                h.step("health check", process.health)
+            if h.step("gunicorn running", process.process) or h.facts.get("passed") != release.id:
+                h.step("health check", partial(process.health, release_id=release.id))
         except StepFailed:
             if switched and previous and not h.dry_run:  # never leave the site on a failing release
                 failed = f"{Layout.of(h.settings).releases}/{release.id}"
@@ -110,7 +111,7 @@ def rollback(to: str):
             return
         try:
             h.step("rollback", partial(process.rollback_to, target=f"{layout.releases}/{target}"))
-            h.step("health check", process.health)
+            h.step("health check", partial(process.health, release_id=target))
         except StepFailed:  # that release does not run (any more): back to where we were
             h.step("back to the release before", partial(process.rollback_to, target=current))
             raise

@@ -1,6 +1,8 @@
 # Health check run on the host: GET PATH from ADDRESS (HOST:PORT or unix:/path) with
-# a Host header, waiting at most TIMEOUT seconds; exit 0 on a 2xx/3xx answer.
-# Uses only the standard library.
+# a Host header, waiting at most TIMEOUT seconds. Exit 0 on a 2xx/3xx answer, 1 on any
+# other answer (the app runs and said no: judged at once), 2 when nothing answers yet
+# (refused, timed out, or 502/504 from the host's own nginx while gunicorn starts:
+# worth waiting for). Uses only the standard library.
 import http.client
 import socket
 import sys
@@ -23,6 +25,12 @@ else:
 try:
     conn.request("GET", path, headers={"Host": host})
     status = conn.getresponse().status
-except OSError as exc:
-    sys.exit(f"{address}{path}: {exc}")
-sys.exit(0 if status < 400 else f"{address}{path}: HTTP {status}")
+except (OSError, http.client.HTTPException) as exc:
+    print(f"{address}{path}: {exc}", file=sys.stderr)
+    sys.exit(2)
+if status in (502, 504):
+    print(f"{address}{path}: HTTP {status} (nothing behind nginx answers yet)", file=sys.stderr)
+    sys.exit(2)
+if status >= 400:
+    print(f"{address}{path}: HTTP {status}", file=sys.stderr)
+    sys.exit(1)

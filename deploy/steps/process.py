@@ -65,19 +65,37 @@ def health_command(s: Settings, address: str) -> str:
     )
 
 
+BAD_ANSWERS = 3  # answers that say no (a 500, a 404 at health_path) before a start counts as failed
+
+
 def _wait_healthy(s: Settings, what: str, extra: str = "true") -> str:
-    """Poll until the master (from the pidfile) answers; fail early if $master dies."""
+    """Poll until the master (from the pidfile) answers; fail early if $master dies, and
+    after BAD_ANSWERS answers that say no: only silence (nothing listens yet) is worth
+    waiting health_retries x 0.2 s for."""
     layout = Layout.of(s)
-    return f"""for i in $(seq 1 {s.health_retries}); do
-  if [ -n "$master" ]; then live $master || break; fi
-  if alive && {extra} && {health_command(s, s.bind)} 2>/dev/null; then exit 0; fi
+    return f"""bad=0; why=
+for i in $(seq 1 {s.health_retries}); do
+  if [ -n "$master" ]; then live $master || {{ why=; break; }}; fi
+  if alive && {extra}; then
+    why=$({health_command(s, s.bind)} 2>&1)
+    case $? in 0) exit 0;; 1) bad=$((bad + 1)); [ "$bad" -ge {BAD_ANSWERS} ] && break;; esac
+  fi
   sleep 0.2
 done
 echo "last lines of gunicorn's logs:" >&2
 tail -q -n 12 {layout.logs}/error.log {layout.logs}/gunicorn.out {layout.logs}/supervisor.out 2>/dev/null | tail -n 12 >&2
-why=$({health_command(s, s.bind)} 2>&1 | tail -n 1)
 echo "gunicorn {what} but does not answer on {s.bind}{s.health_path}: ${{why:-its master exited}}" >&2
 exit 1"""
+
+
+def manager_running(layout: Layout, manager: str) -> str:
+    """Shell: true when the manager itself says the app runs (supervisor leaves STARTING
+    for RUNNING only after startsecs; a start is done when it says so)."""
+    if manager == "systemd":
+        return f"systemctl is-active -q {layout.unit}"
+    if manager == "supervisor":
+        return f"supervisorctl status {layout.program} 2>/dev/null | grep -q RUNNING"
+    return "true"
 
 
 def _wait_gone(layout: Layout) -> str:
@@ -97,7 +115,7 @@ def start_command(s: Settings, manager: str) -> str:
         launch = f"systemctl start {layout.unit}"
     else:
         launch = f"supervisorctl start {layout.program} >/dev/null || true"
-    return f"{prelude}\n{launch}\n{_wait_healthy(s, 'started')}"
+    return f"{prelude}\n{launch}\n{_wait_healthy(s, 'started', manager_running(layout, manager))}"
 
 
 def stop_command(s: Settings, manager: str) -> str:
@@ -160,7 +178,8 @@ def _manager_files(h: HostRun, manager: str) -> bool:
             h.change(
                 "for i in $(seq 50); do supervisorctl pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
                 "supervisorctl reread >/dev/null && supervisorctl update >/dev/null\n"
-                f"{_alive_sh(layout)}\nmaster=\n{_wait_healthy(s, 'started by supervisor')}"
+                f"{_alive_sh(layout)}\nmaster=\n"
+                f"{_wait_healthy(s, 'started by supervisor', manager_running(layout, 'supervisor'))}"
             )
             changed = True
     return changed
@@ -215,11 +234,21 @@ def _bound_elsewhere(h: HostRun) -> bool:
     return bool(listening) and not h.settings.bind.startswith("unix:") and listening != [h.settings.bind]
 
 
-def health(h: HostRun) -> bool:
-    """The site answers through nginx (checked after every change)."""
-    if not h.dry_run:
-        h.run(health_command(h.settings, f"127.0.0.1:{app_port(h)}"))
-    return False
+def health(h: HostRun, release_id: str) -> bool:
+    """The site answers through nginx: checked after every change, and on every run until
+    the current release has passed once (a run cut off before its check, or a first
+    release that failed with nothing to return to, is checked again, never taken on
+    trust). The host records the release that passed, in a root-owned file."""
+    recorded = h.facts.get("passed") == release_id
+    if h.dry_run:
+        return not recorded
+    h.run(health_command(h.settings, f"127.0.0.1:{app_port(h)}"))
+    if recorded:
+        return False
+    passed = Layout.of(h.settings).passed
+    h.run(f"echo {release_id} > {passed}.new && mv -f {passed}.new {passed}")
+    h.facts["passed"] = release_id
+    return True
 
 
 def rollback_to(h: HostRun, target: str, discard: str = "") -> bool:

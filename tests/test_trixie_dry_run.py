@@ -1,0 +1,53 @@
+"""Issue 13 on a fresh Debian 13 (trixie) systemd host: a dry run of the whole line
+changes nothing, then the real provision + deploy serves, and a rerun changes nothing."""
+
+from __future__ import annotations
+
+import difflib
+import urllib.request
+
+import pytest
+from conftest import ColdRun, Remote, fab
+
+from deploy.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+# What may change on a host just by logging in over SSH and reading it.
+VOLATILE = ("/var/log/", "/var/lib/systemd/", "/var/cache/", "/root/.cache/")
+
+
+def changed_paths(before: str, after: str) -> list[str]:
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+    paths = {line[1:].split(" ", 1)[0] for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---")}
+    return sorted(p for p in paths if not p.startswith(VOLATILE))
+
+
+@pytest.fixture(scope="module")
+def trixie(lab: Lab):
+    (host,) = lab.up(count=1, init="systemd", suite="trixie", prefix="tx")
+    return host
+
+
+def test_dry_run_of_provision_deploy_changes_nothing_on_a_fresh_host(trixie, cold: ColdRun):
+    r = Remote(trixie)
+    before = r.tree()
+    run = fab("-H", trixie.target, "provision", "deploy", "--dry-run", settings=cold.settings)
+    assert run.code == 0, run
+    assert changed_paths(before, r.tree()) == [], run
+    summaries = [i for i, line in enumerate(run.out.splitlines()) if line.startswith("dry run: no host was changed")]
+    assert len(summaries) == 2, run  # each task of the line was dry, and says so first
+    assert "apt packages: changed (dry run)" in run.out and "provisioned: changed (dry run)" in run.out
+    assert r.run("command -v nginx || true").strip() == "" and r.run("id django 2>&1 || true").startswith("id:")
+
+
+def test_provision_deploy_and_a_rerun_on_debian_13(trixie, cold: ColdRun):
+    first = fab("-H", trixie.target, "provision", "deploy", settings=cold.settings)
+    assert first.code == 0, first
+    with urllib.request.urlopen(f"http://{trixie.address}/", timeout=10) as response:
+        assert f'<b id="host">{trixie.name}</b>' in response.read().decode()
+    r = Remote(trixie)
+    assert r.run(". /etc/os-release; echo $VERSION_ID").strip() == "13"
+    assert r.run("systemctl is-active gunicorn-django.service").strip() == "active"
+    again = fab("-H", trixie.target, "provision", "deploy", settings=cold.settings)
+    assert again.code == 0 and again.changed() == 0, again
