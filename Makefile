@@ -5,7 +5,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv
+LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv shellcheck
 
 .PHONY: demo test lint lab-deps settings-doc clean
 
@@ -27,9 +27,10 @@ demo: lab-deps $(BIN)/fab
 	@target=$$($(BIN)/fab lab.up --count 1 | awk '/ root@/ {print $$2; exit}'); \
 	$(BIN)/fab -H $$target provision deploy && echo "Site: http://$${target#root@}/"
 
-lint: $(BIN)/fab
+lint: lab-deps $(BIN)/fab
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	shellcheck -s sh deploy/remote/*.sh
 
 test: lab-deps lint
 	$(BIN)/pytest -q

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
+from deploy import scripts
 from deploy.settings import Settings
 
 
@@ -22,7 +24,11 @@ class Layout:
     venv = property(lambda self: f"{self.root}/venv")
     releases = property(lambda self: f"{self.root}/releases")
     current = property(lambda self: f"{self.root}/current")
-    passed = property(lambda self: f"{self.root}/passed-release")  # id of the release that last passed its health check
+    # root's own records, in a root-owned directory: the app can write its run/ and data/
+    # directories, so root never trusts a file there
+    state = property(lambda self: f"{self.root}/state")
+    passed = property(lambda self: f"{self.root}/state/passed-release")  # the release that last passed its check
+    master_record = property(lambda self: f"{self.root}/state/master.pid")  # the master root started under nohup
     config = property(lambda self: f"{self.root}/config")
     gunicorn_conf = property(lambda self: f"{self.root}/config/gunicorn.conf.py")
     shared = property(lambda self: f"{self.root}/shared")
@@ -31,7 +37,6 @@ class Layout:
     secret_key = property(lambda self: f"{self.root}/shared/data/secret_key")
     database = property(lambda self: f"{self.root}/shared/data/db.sqlite3")
     run = property(lambda self: f"{self.root}/run")
-    pidfile = property(lambda self: f"{self.root}/run/gunicorn.pid")
     logs = property(lambda self: f"/var/log/{self.app}")
     venv_marker = property(lambda self: f"{self.root}/venv/.fabstack-packages")
     requirements_marker = property(lambda self: f"{self.root}/venv/.fabstack-project-requirements")
@@ -39,6 +44,8 @@ class Layout:
     unit_file = property(lambda self: f"/etc/systemd/system/gunicorn-{self.app}.service")
     program = property(lambda self: f"gunicorn-{self.app}")
     program_file = property(lambda self: f"/etc/supervisor/conf.d/gunicorn-{self.app}.conf")
+    # supervisord (root) opens its program's log: in its own root-owned directory, not the app's
+    supervisor_log = property(lambda self: f"/var/log/supervisor/gunicorn-{self.app}.out")
     nginx_site = property(lambda self: f"/etc/nginx/sites-available/{self.app}.conf")
     nginx_link = property(lambda self: f"/etc/nginx/sites-enabled/{self.app}.conf")
     nginx_lb_site = property(lambda self: f"/etc/nginx/sites-available/{self.app}-lb.conf")
@@ -60,6 +67,17 @@ class Layout:
             f'set -- {venv}/bin/pip; fi; }} && "$@" install --disable-pip-version-check -q'
         )
 
+    def as_app(self, command: str, workdir: str = "/") -> str:
+        """command as the app user with a clean environment (no `cd`, no sudo tricks). Root
+        hands anything inside a directory the app can write to this, never does it itself:
+        the app could have put a symlink there (docs/security.md)."""
+        return f"setpriv --reuid={self.app} --regid={self.app} --init-groups --reset-env env -C {workdir} {command}"
+
+    def app_file_call(self, function: str, *args: str) -> str:
+        """A function of deploy/remote/app_files.sh, run as the app user."""
+        body = scripts.text("app_files.sh") + f'\n{function} "$@"'
+        return self.as_app(f"sh -c {shlex.quote(body)} - {' '.join(map(shlex.quote, args))}")
+
     def secret(self, name: str) -> str:
         """Where secret NAME lives on the host (SECRET_KEY: the secret_key file)."""
         return f"{self.data}/{name.lower()}"
@@ -71,6 +89,7 @@ class Layout:
             (self.root, "root", "root", "755"),
             (self.releases, "root", "root", "755"),
             (self.config, "root", app, "750"),
+            (self.state, "root", "root", "755"),
             (self.shared, "root", "root", "755"),
             (self.media, app, app, "755"),
             (self.data, app, app, "700"),

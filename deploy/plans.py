@@ -18,16 +18,9 @@ from deploy.steps import app, nginx, process, server
 def gather(h: HostRun) -> None:
     """Read the host's state in one remote command."""
     layout = Layout.of(h.settings)
-    files = [
-        layout.gunicorn_conf,
-        layout.nginx_site,
-        layout.nginx_lb_site,
-        layout.secret_key,
-        layout.unit_file,
-        layout.program_file,
-        *(layout.secret(name) for name in h.settings.secrets if name != "SECRET_KEY"),
-    ]
-    h.facts = h.read_facts(facts.script(layout, files), facts.parse)
+    files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
+    secrets = [layout.secret_key, *(layout.secret(name) for name in h.settings.secrets if name != "SECRET_KEY")]
+    h.facts = h.read_facts(facts.script(layout, files, secrets), facts.parse)
 
 
 def provision(h: HostRun) -> None:

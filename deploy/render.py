@@ -21,7 +21,7 @@ OWN_TEMPLATES = REPO / "templates"
 VARIABLES = {
     "gunicorn.conf.py.j2": (
         "app_name", "wsgi_module", "current", "bind", "workers", "worker_class", "threads", "worker_connections",
-        "backlog", "timeout", "pidfile", "control_socket", "log_dir", "loglevel", "env",
+        "backlog", "timeout", "control_socket", "log_dir", "loglevel", "env",
     ),
     "nginx-site.conf.j2": (
         "app_name", "upstream", "servers", "listens", "allow", "server_name", "static_url", "static_root",
@@ -31,8 +31,10 @@ VARIABLES = {
         "app_name", "upstream", "method_line", "servers", "keepalive", "listen_port", "server_name",
         "lb_idle_timeout", "app_idle_timeout",
     ),
-    "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program"),
-    "supervisor-program.conf.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program"),
+    "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log"),
+    "supervisor-program.conf.j2": (
+        "app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log",
+    ),
 }  # fmt: skip
 
 

@@ -5,6 +5,8 @@ one remote command; what they find goes into the host's result data (and so into
 
 from __future__ import annotations
 
+import shlex
+
 from deploy import facts, output
 from deploy.layout import Layout
 from deploy.plans import gather
@@ -59,8 +61,7 @@ def _status_script(h: HostRun, health_at: str, app_host: bool) -> str:
     health = process.health_command(h.settings, health_at)
     return f"""nginx -t >/dev/null 2>&1 && echo nginx_test=ok
 health() {{ echo "health=$(r=$({health} 2>&1) && echo ok || echo "$r" | tail -n 1)"; }}
-pid=$(cat {layout.pidfile} 2>/dev/null)
-if [ -n "$pid" ] && [ -d /proc/$pid ]; then
+if alive; then
   echo "workers=$(pgrep -c -P $pid)"; echo "uptime=$(ps -o etimes= -p $pid | tr -d ' ')s"; health
 elif {"false" if app_host else "true"}; then
   health  # a load balancer: the site through it
@@ -96,13 +97,21 @@ def releases(h: HostRun) -> None:
     h.step("releases", lambda h: False, report=False)
 
 
-def log_files(layout: Layout, app_logs: bool, nginx_logs: bool) -> list[str]:
-    files = []
+def log_files(layout: Layout, app_logs: bool, nginx_logs: bool) -> tuple[list[str], list[str]]:
+    """(the app's logs, root's logs): the first live in the app's directory and are only
+    ever read as the app user, so a link planted there shows root nothing."""
+    app_files, root_files = [], []
     if app_logs:
-        files += [f"{layout.logs}/error.log", f"{layout.logs}/gunicorn.out", f"{layout.logs}/supervisor.out"]
+        app_files += [f"{layout.logs}/error.log", f"{layout.logs}/gunicorn.out"]
+        root_files += [layout.supervisor_log]
     if nginx_logs:
-        files += [f"/var/log/nginx/{layout.app}.error.log", f"/var/log/nginx/{layout.app}.access.log"]
-    return files
+        root_files += [f"/var/log/nginx/{layout.app}.error.log", f"/var/log/nginx/{layout.app}.access.log"]
+    return app_files, root_files
+
+
+def _existing(files: list[str], then: str) -> str:
+    """Shell: `then` with the files of files that exist as its arguments (none: nothing)."""
+    return f'set --; for f in {" ".join(files)}; do [ -e "$f" ] && set -- "$@" "$f"; done; [ $# -eq 0 ] || {then}'
 
 
 def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False):
@@ -111,12 +120,18 @@ def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False):
 
     def show(h: HostRun) -> None:
         layout = Layout.of(h.settings)
-        files = log_files(layout, app_logs, nginx_logs)
-        if follow:
-            existing = f'$(for f in {" ".join(files)}; do [ -e "$f" ] && echo "$f"; done)'
-            h.stream(f"exec tail -n {lines} -F {existing}")
+        app_files, root_files = log_files(layout, app_logs, nginx_logs)
+        as_app = layout.as_app
+        if follow:  # both tails end with the session: closing its terminal hangs them up
+            tail = f'tail -n {lines} -F "$@"'
+            app_tail = as_app(f"sh -c {shlex.quote(_existing(app_files, 'exec ' + tail))}") + " &" if app_files else ""
+            h.stream(f"{app_tail}\n{_existing(root_files, tail)}\nwait")
             return
-        script = f'for f in {" ".join(files)}; do [ -s "$f" ] && {{ echo "==> $f <=="; tail -n {lines} "$f"; }}; done'
+        show_each = f'for f; do [ -s "$f" ] && {{ echo "==> $f <=="; tail -n {lines} "$f"; }}; done'
+        script = ""
+        if app_files:
+            script += as_app(f"sh -c {shlex.quote(show_each)} - {' '.join(app_files)}") + "; "
+        script += f"set -- {' '.join(root_files)}; {show_each}"
         if app_logs:  # systemd's journal has what gunicorn printed before its own logging started
             script += (
                 f"; [ -f {layout.unit_file} ] && echo '==> journalctl -u {layout.unit} <==' && "

@@ -165,7 +165,13 @@ SCHEMA: tuple[Key, ...] = (
         "Seconds before apt package lists count as stale and apt-get update runs.",
         _at_least(0),
     ),
-    Key("allowed_hosts", list, ["*"], "Django ALLOWED_HOSTS given to the app (the sample reads it)."),
+    Key(
+        "allowed_hosts",
+        list,
+        [],
+        "Django ALLOWED_HOSTS given to the app; empty: the names in server_name, or this host's and its load "
+        "balancers' addresses when server_name is `_`.",
+    ),  # fmt: skip
     Key(
         "static_url", str, "/static/", "URL prefix nginx serves from the release's collected static files.", _url_prefix
     ),

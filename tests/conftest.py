@@ -127,6 +127,17 @@ class Remote:
             raise AssertionError(f"{self.host.name}: {command!r} exited {result.exited}: {result.stderr}")
         return result.stdout
 
+    def masters(self) -> list[int]:
+        """gunicorn processes whose parent is not a gunicorn: the masters (read with ps, as
+        a person would; the product finds its master through the process manager)."""
+        rows = [line.split(None, 2) for line in self.run("ps -eo pid=,ppid=,args=").splitlines()]
+        gunicorns = {int(pid): int(ppid) for pid, ppid, args in rows if "bin/gunicorn" in args}
+        return [pid for pid, ppid in gunicorns.items() if ppid not in gunicorns]
+
+    def master(self) -> str:
+        (only,) = self.masters()
+        return str(only)
+
     def tree(self) -> str:
         """A listing of the host's files with size, mtime, mode and owner; directories with
         mode and owner only (an entry made and removed again changes their mtime, no byte);
@@ -152,8 +163,8 @@ def keep_host_logs(lab: Lab) -> list[Path]:
             source = lab.hosts_dir / host.name / "root" / relative
             if source.is_dir():
                 target = LOGS_KEPT / host.name / relative
-                shutil.copytree(source, target, dirs_exist_ok=True)
-                kept += [p for p in target.iterdir() if p.name.endswith("error.log") and p.stat().st_size]
+                shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+                kept += [p for p in target.iterdir() if p.name.endswith("error.log") and p.is_file() and p.stat().st_size]
     return kept
 
 

@@ -31,7 +31,7 @@ def live(lab: Lab, deployed_snapshot: str, cold: ColdRun):
 
 
 def gunicorn_pids(r) -> tuple[str, set[str]]:
-    master = r.run("cat /srv/django/run/gunicorn.pid").strip()
+    master = r.master()
     return master, set(r.run(f"pgrep -P {master}").split())
 
 

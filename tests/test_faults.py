@@ -84,12 +84,12 @@ def test_full_disk_during_upload_leaves_the_live_release(host, cold, tmp_path):
 def test_power_cut_between_provision_and_deploy_brings_everything_back(lab: Lab, deployed_snapshot, cold):
     (host,) = lab.up(count=1, init="systemd", prefix="fpw", snapshot=deployed_snapshot)
     assert fab("-H", host.target, "provision", settings=cold.settings).code == 0
-    old_pid = Remote(host).run("cat /srv/django/run/gunicorn.pid").strip()
+    old_pid = Remote(host).master()
     lab.power_cycle(host.name)
     assert "It works" in answers(host.address)  # nginx and gunicorn came back by themselves
     r = Remote(host)
     assert r.run("systemctl is-active nginx gunicorn-django.service").split() == ["active", "active"]
-    assert r.run("cat /srv/django/run/gunicorn.pid").strip() != old_pid
+    assert r.master() != old_pid
     run = fab("-H", host.target, "deploy", settings=cold.settings)
     assert run.code == 0 and run.changed() == 0, run
 
@@ -116,7 +116,9 @@ def test_dropped_connections_mid_provision_then_a_rerun_converges(lab: Lab):
             assert "failed=1" in out, out  # the run says which host broke off
         running = "if [ -s /run/nginx.pid ] && kill -0 $(cat /run/nginx.pid) 2>/dev/null; then nginx -t 2>&1; fi; true"
         assert "[emerg]" not in r.run(running)  # nginx never runs with a config that fails its test
-    verified = '[ "$(cat /srv/django/passed-release)" = "$(basename $(readlink /srv/django/current))" ] && echo yes'
+    verified = (
+        '[ "$(cat /srv/django/state/passed-release)" = "$(basename $(readlink /srv/django/current))" ] && echo yes'
+    )
     verified_before = r.run(f"{verified} || true").strip() == "yes"
     done = fab("-H", host.target, "provision", "deploy")
     # The rest is done: a rerun after a failed run changes something, unless the host had

@@ -309,3 +309,42 @@ def test_weights_are_exact_and_the_backup_idle(lab, farm, cold, tmp_path, deploy
     print(f"weights 3:1:1 + backup over 1000 sequential requests: {dict(seen)}")
     assert seen == {farm[1].name: 600, farm[2].name: 200, farm[3].name: 200}, seen
     assert upstream_errors(lb, start) == []
+
+
+# Issue 21 on the farm: `fab check` per role, and a forged Host header refused -----------
+def test_check_passes_on_a_healthy_farm_and_names_what_breaks(farm, cold, tmp_path):
+    settings = write_settings(tmp_path, farm, cold)
+    data = yaml.safe_load(Path(settings).read_text())
+    data["server_name"] = "shop.example"
+    Path(settings).write_text(yaml.safe_dump(data))
+    assert fab("provision", "deploy", settings=settings).code == 0
+    healthy = fab("check", settings=settings)
+    assert healthy.code == 0, healthy
+    # Django refuses a Host header that is not the site's (no password-reset link to evil.example)
+    request = urllib.request.Request(f"http://{farm[0].address}/", headers={"Host": "evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    lb, app = Remote(farm[0]), Remote(farm[1])
+    assert "nginx/" not in lb.run(f"curl --noproxy '*' -sI http://{farm[0].address}/ | grep -i '^server:'")
+    app.run("chmod 644 /srv/django/shared/data/secret_key")
+    lb.run("sed -i '/server_tokens off;/d' /etc/nginx/sites-available/django-lb.conf && nginx -s reload")
+    rogue = "setsid python3 -m http.server --bind 0.0.0.0 8765 > /dev/null 2>&1 < /dev/null &"
+    Remote(farm[2]).run(f"setpriv --reuid=django --regid=django --init-groups --reset-env sh -c '{rogue}'")
+    try:
+        Remote(farm[2]).run("for i in $(seq 50); do ss -Hltn | grep -q ':8765 ' && break; sleep 0.1; done")
+        broken = fab("check", settings=settings)
+        assert broken.code == 1, broken
+        assert f"{farm[1].target}: step 'secret files private' failed" in broken.out
+        assert (
+            f"{farm[0].target}: step 'nginx hides its version' failed: nginx runs without server_tokens off"
+            in broken.out
+        )
+        assert (
+            f"{farm[2].target}: step 'gunicorn on loopback only' failed: the app user listens on 0.0.0.0:8765"
+            in broken.out
+        )
+    finally:
+        Remote(farm[2]).run("pkill -u django -f http.server || true")
+    assert fab("provision", settings=settings).code == 0  # provision puts both back
+    assert fab("check", settings=settings).code == 0

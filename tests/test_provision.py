@@ -47,7 +47,7 @@ def test_static_files_come_from_nginx_not_gunicorn(cold: ColdRun, remote, index)
 @pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
 def test_gunicorn_runs_as_app_user_with_configured_gevent_workers(cold: ColdRun, remote, index):
     r = remote(cold.hosts[index])
-    master = r.run("cat /srv/django/run/gunicorn.pid").strip()
+    master = r.master()
     owner = r.run(f"ps -o user= -p {master}").strip()
     workers = r.run(f"ps -o user= --ppid {master}").split()
     assert owner == "django"

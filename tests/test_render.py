@@ -105,9 +105,9 @@ def test_release_is_deterministic_and_skips_junk(tmp_path):
 
 
 def test_app_environment_has_paths_not_secrets():
-    env = app.app_env(s.validate({"server_name": "example.com"}))
+    env = app.app_env(FakeHostRun(s.validate({"server_name": "example.com"}), {}))
     assert env["DJANGO_SECRET_KEY_FILE"].endswith("/secret_key")
-    assert env["DJANGO_ALLOWED_HOSTS"] == "*,example.com,localhost"
+    assert env["DJANGO_ALLOWED_HOSTS"] == "example.com,localhost"
     assert not any("SECRET_KEY=" in f"{k}={v}" for k, v in env.items() if k != "DJANGO_SECRET_KEY_FILE")
 
 
@@ -119,6 +119,20 @@ INVENTORY = {
     ],
     "server_name": "shop.example.com",
 }
+
+
+@pytest.mark.parametrize(
+    ("raw", "addresses", "expected"),
+    [
+        ({"server_name": "shop.example.com *.shop.example.com"}, "", "shop.example.com,.shop.example.com,localhost"),
+        ({}, "10.0.0.11 fd00::11", "10.0.0.11,[fd00::11],localhost"),  # `_`: this host's addresses
+        ({**INVENTORY, "server_name": "_"}, "10.0.0.11", "10.0.0.11,10.0.0.10,localhost"),  # and its lbs'
+        ({"allowed_hosts": ["*"]}, "10.0.0.11", "*,localhost"),  # only when asked for
+    ],
+)
+def test_allowed_hosts_are_never_a_wildcard_by_default(raw, addresses, expected):
+    h = FakeHostRun(s.validate(raw), {"addresses": addresses}, host="root@10.0.0.11")
+    assert app.app_env(h)["DJANGO_ALLOWED_HOSTS"] == expected
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def serves(address: str) -> bool:
 
 def check_host(host) -> None:
     r = Remote(host)
-    assert r.run("ps -o user= -p $(cat /srv/django/run/gunicorn.pid)").strip() == "django"
+    assert r.run(f"ps -o user= -p {r.master()}").strip() == "django"
     assert r.run("stat -c '%U %a' /srv/django/venv /srv/django/shared/data/secret_key").split() == [
         "root", "755", "django", "600"
     ]  # fmt: skip

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from deploy.layout import Layout
 from deploy.release import Release
 from deploy.render import environment, render
 from deploy.runner import HostRun, StepFailed
-from deploy.settings import Settings
 from deploy.steps.files import ensure_file
 
 
-def app_env(s: Settings) -> dict[str, str]:
+def allowed_hosts(h: HostRun) -> list[str]:
+    """Django's ALLOWED_HOSTS: the allowed_hosts setting if given, else the site's names
+    from server_name (`*.example.com` as Django's `.example.com`); a `_` server_name (any
+    name) gives this host's addresses and its load balancers'. Never `*`, unless set:
+    a forged Host header then gets 400, not a password-reset link to the forger's site."""
+    s = h.settings
+    if s.allowed_hosts:
+        return list(dict.fromkeys([*s.allowed_hosts, "localhost"]))
+    names = [n.replace("*.", ".", 1) for n in s.server_name.split() if n != "_"]
+    if not names or "_" in s.server_name.split():
+        lbs = [m.address for m in s.inventory.with_role("lb")]
+        addresses = [f"[{a}]" if ":" in a else a for a in [*h.facts.get("addresses", "").split(), *lbs]]
+        names += addresses
+    return list(dict.fromkeys([*names, "localhost"]))
+
+
+def app_env(h: HostRun) -> dict[str, str]:
     """The environment of every app process (gunicorn and manage.py); no secret values."""
-    layout = Layout.of(s)
-    names = [n for n in s.server_name.split() if n != "_"]
+    s, layout = h.settings, Layout.of(h.settings)
     return {
         "DJANGO_SETTINGS_MODULE": s.django_settings,
         "DJANGO_SECRET_KEY_FILE": layout.secret_key,
-        "DJANGO_ALLOWED_HOSTS": ",".join(dict.fromkeys([*s.allowed_hosts, *names, "localhost"])),
+        "DJANGO_ALLOWED_HOSTS": ",".join(allowed_hosts(h)),
         "DJANGO_DB_PATH": layout.database,
         "DJANGO_MEDIA_ROOT": layout.media,
         "DJANGO_MEDIA_URL": s.media_url,
@@ -51,11 +66,10 @@ def gunicorn_config(h: HostRun) -> bool:
         worker_connections=s.worker_connections,
         backlog=s.backlog,
         timeout=s.timeout,
-        pidfile=layout.pidfile,
         control_socket=f"{layout.run}/gunicorn.ctl",
         log_dir=layout.logs,
         loglevel=s.loglevel,
-        env=[f"{k}={v}" for k, v in app_env(s).items()],
+        env=[f"{k}={v}" for k, v in app_env(h).items()],
     )
     if ensure_file(h, layout.gunicorn_conf, content, "root", layout.app, "640"):
         h.notify("reload_app")
@@ -63,15 +77,11 @@ def gunicorn_config(h: HostRun) -> bool:
     return False
 
 
-def as_app(layout: Layout, command: str, workdir: str = "/") -> str:
-    """Run command as the app user with a clean environment (no `cd`, no sudo tricks)."""
-    return f"setpriv --reuid={layout.app} --regid={layout.app} --init-groups --reset-env env -C {workdir} {command}"
-
-
 def app_python(h: HostRun, workdir: str, args: str) -> str:
     """The virtualenv's python as the app user, in workdir, with the app's environment."""
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in app_env(h.settings).items())
-    return as_app(Layout.of(h.settings), f"{env} {Layout.of(h.settings).venv}/bin/python {args}", workdir)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in app_env(h).items())
+    layout = Layout.of(h.settings)
+    return layout.as_app(f"{env} {layout.venv}/bin/python {args}", workdir)
 
 
 def provisioned(h: HostRun) -> bool:
@@ -114,10 +124,32 @@ def upload_release(h: HostRun, release: Release) -> bool:
         f"&& {app_python(h, partial, '-c ' + shlex.quote('import ' + wsgi))} "
         f"&& {app_python(h, partial, 'manage.py migrate --noinput -v 0')} "
         f"&& {app_python(h, partial, 'manage.py collectstatic --noinput -v 0')} "
-        f"&& {{ {layout.venv}/bin/python -m compileall -q {partial} >/dev/null || true; }} && mv -T {partial} {final}; }}"
+        # root compiles the code only, never in the static files the app wrote
+        f"&& {{ {layout.venv}/bin/python -m compileall -q -x {shlex.quote(re.escape(static))} {partial} >/dev/null "
+        f"|| true; }} && {_release_modes(layout, partial, h.settings.static_dir)} "
+        f"&& {_static_path_open(partial, h.settings.static_dir)} && mv -T {partial} {final}; }}"
         f" || {{ status=$?; rm -rf {partial}; exit $status; }}"
     )
     return True
+
+
+def _release_modes(layout: Layout, release: str, static_dir: str) -> str:
+    """Shell: a release's code root:APP with no world bits (the app reads it, nobody else
+    does, nobody but root writes it); its collected static files root's and world-readable
+    (nginx serves them; the app collected them but cannot rewrite them), with no symlink
+    the app may have left among them. chown -h, chmod -R and find -P never follow one."""
+    static = f"{release}/{static_dir}"
+    return (
+        f"chown -R -h root:{layout.app} {release} && chmod -R u+rwX,g+rX,g-w,o-rwx {release} "
+        f"&& chown -R -h root:root {static} && find {static} -type l -delete && chmod -R u+rwX,go+rX,go-w {static}"
+    )
+
+
+def _static_path_open(release: str, static_dir: str) -> str:
+    """Shell: others (nginx's worker user) may pass through the directories down to the
+    static files, and read nothing else of the release."""
+    parts = static_dir.strip("/").split("/")
+    return "chmod o+x " + " ".join(f"{release}/{'/'.join(parts[:i])}".rstrip("/") for i in range(len(parts)))
 
 
 def switch_release(h: HostRun, release: Release) -> bool:

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import shlex
 
+from deploy.layout import Layout
 from deploy.runner import HostRun
 
 
@@ -37,10 +38,22 @@ def ensure_file(
         return True
     staged = h.stage(path.strip("/").replace("/", "_"), content.encode())
     q = shlex.quote
-    h.change(
-        f"install -o {owner} -g {group} -m {mode} {staged} {q(path)}.fabstack-new && mv -f {q(path)}.fabstack-new {q(path)}"
-    )
+    layout = Layout.of(h.settings)
+    if owner == layout.app:  # in the app's own directory: written by the app, never by root
+        h.change(f"{_owned_by_app(h, path)}{layout.app_file_call('put_file', path, mode)} < {q(staged)}")
+    else:
+        h.change(
+            f"install -o {owner} -g {group} -m {mode} {staged} {q(path)}.fabstack-new && mv -f {q(path)}.fabstack-new {q(path)}"
+        )
     return True
+
+
+def _owned_by_app(h: HostRun, path: str) -> str:
+    """`chown -h` (never follows a link) of an existing file in the app's directory that
+    someone else owns, so the app can replace it; '' when nothing to do."""
+    app = Layout.of(h.settings).app
+    owner = file_state(h, path)[1].split(":")[0]
+    return f"chown -h {app}:{app} {shlex.quote(path)} && " if owner and owner != app else ""
 
 
 def unified_diff(h: HostRun, path: str, new: str, exists: bool) -> str:

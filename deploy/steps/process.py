@@ -1,8 +1,9 @@
 """The gunicorn process, under nohup (the guide's way), systemd or supervisor.
 
-Whatever the manager, gunicorn writes its pidfile, so every task reads the master's pid
-from it: reload is always a HUP to that pid (the master stays, every worker is
-replaced), and stop always confirms that pid is gone. Nothing is ever killed by name.
+Whatever the manager, root finds the master the same way (deploy/remote/master.sh: the
+manager's own pid, or root's record of a nohup master, never a file the app can write):
+reload is always a HUP to that pid (the master stays, every worker is replaced), and
+stop always confirms that pid is gone. Nothing is ever killed by name.
 Start, stop and restart go through the manager, which is what keeps the app alive:
 systemd and supervisor restart a crashed master and start it at boot; nohup does not.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from deploy.facts import master_sh
 from deploy.layout import Layout
 from deploy.render import environment, render
 from deploy.runner import HostRun
 from deploy.settings import Settings
-from deploy.steps.app import as_app
 from deploy.steps.files import ensure_file
 from deploy.steps.nginx import app_port
 
@@ -43,12 +44,12 @@ def running_manager(h: HostRun) -> str:
 
 
 # shell building blocks ------------------------------------------------------------------
-def _alive_sh(layout: Layout) -> str:
-    """Shell functions: `alive` reads the pidfile into $pid; `live PID` skips zombies."""
+def app_logs_tail(layout: Layout, lines: int) -> str:
+    """The last lines of gunicorn's logs, read as the app user (the log directory is the
+    app's: root never opens a path the app could have linked elsewhere)."""
+    files = f"{layout.logs}/error.log {layout.logs}/gunicorn.out"
     return (
-        'live() { [ -n "$1" ] && [ -d /proc/$1 ] && ! grep -q "^State:.*Z" /proc/$1/status 2>/dev/null; }\n'
-        f'alive() {{ pid=$(cat {layout.pidfile} 2>/dev/null); [ -n "$pid" ] && '
-        f'tr "\\0" " " < /proc/$pid/cmdline 2>/dev/null | grep -q gunicorn; }}'
+        f"{{ {layout.as_app(f'tail -q -n {lines} {files}')}; tail -q -n {lines} {layout.supervisor_log}; }} 2>/dev/null"
     )
 
 
@@ -68,24 +69,42 @@ def health_command(s: Settings, address: str) -> str:
 BAD_ANSWERS = 3  # answers that say no (a 500, a 404 at health_path) before a start counts as failed
 
 
-def _wait_healthy(s: Settings, what: str, extra: str = "true") -> str:
-    """Poll until the master (from the pidfile) answers; fail early if $master dies, and
-    after BAD_ANSWERS answers that say no: only silence (nothing listens yet) is worth
+MASTER_DIED = '[ -n "$master" ] && ! live "$master"'
+
+
+def _wait_healthy(s: Settings, what: str, extra: str = "true", gave_up: str = MASTER_DIED) -> str:
+    """Poll until the master answers; fail early when the master is gone for good
+    (`gave_up`: it died, or its manager stopped or is restarting it), and after
+    BAD_ANSWERS answers that say no: only silence (nothing listens yet) is worth
     waiting health_retries x 0.2 s for."""
     layout = Layout.of(s)
     return f"""bad=0; why=
 for i in $(seq 1 {s.health_retries}); do
-  if [ -n "$master" ]; then live $master || {{ why=; break; }}; fi
+  if {gave_up}; then why=; break; fi
   if alive && {extra}; then
-    why=$({health_command(s, s.bind)} 2>&1)
+    why=$({layout.as_app(health_command(s, s.bind))} 2>&1)
     case $? in 0) exit 0;; 1) bad=$((bad + 1)); [ "$bad" -ge {BAD_ANSWERS} ] && break;; esac
   fi
   sleep 0.2
 done
 echo "last lines of gunicorn's logs:" >&2
-tail -q -n 12 {layout.logs}/error.log {layout.logs}/gunicorn.out {layout.logs}/supervisor.out 2>/dev/null | tail -n 12 >&2
+{app_logs_tail(layout, 12)} | tail -n 12 >&2
 echo "gunicorn {what} but does not answer on {s.bind}{s.health_path}: ${{why:-its master exited}}" >&2
 exit 1"""
+
+
+def manager_gave_up(layout: Layout, manager: str) -> str:
+    """Shell: true when the app started through manager has exited: systemd restarted it
+    (NRestarts passed $restarts, read before the start) or marked it failed; supervisor
+    backs off, or gave up (FATAL); under nohup, the master died."""
+    if manager == "systemd":
+        return (
+            f"{{ systemctl is-failed -q {layout.unit} || "
+            f'[ "$(systemctl show -p NRestarts --value {layout.unit})" != "$restarts" ]; }}'
+        )
+    if manager == "supervisor":
+        return f"supervisorctl status {layout.program} 2>/dev/null | grep -qE 'BACKOFF|FATAL|EXITED'"
+    return MASTER_DIED
 
 
 def manager_running(layout: Layout, manager: str) -> str:
@@ -99,39 +118,47 @@ def manager_running(layout: Layout, manager: str) -> str:
 
 
 def _wait_gone(layout: Layout) -> str:
-    return f"""for i in $(seq 1 150); do live $pid || {{ rm -f {layout.pidfile}; exit 0; }}; sleep 0.2; done"""
+    return f"""for i in $(seq 1 150); do live $pid || {{ rm -f {layout.master_record}; exit 0; }}; sleep 0.2; done"""
 
 
 # manager commands -----------------------------------------------------------------------
 def start_command(s: Settings, manager: str) -> str:
     layout = Layout.of(s)
-    prelude = f"{_alive_sh(layout)}\nif alive; then exit 0; fi\nrm -f {layout.pidfile}\nmaster="
+    prelude = f"{master_sh(layout)}\nif alive; then exit 0; fi\nrm -f {layout.master_record}\nmaster="
     if manager == "nohup":
-        # setsid in a non-interactive shell execs (no fork), as do setpriv, env and nohup:
-        # $! is the gunicorn master itself, so a crash at start is seen at once.
-        start = as_app(layout, f"nohup {layout.venv}/bin/gunicorn --config {layout.gunicorn_conf}")
-        launch = f"setsid {start} >> {layout.logs}/gunicorn.out 2>&1 < /dev/null &\nmaster=$!"
+        # setsid in a non-interactive shell execs (no fork), as do setpriv, env, sh -c's
+        # exec and nohup: $! is the gunicorn master itself, so a crash at start is seen at
+        # once, and root records it in its own directory. The log is opened by the app
+        # user's shell, never by root's (its directory is the app's).
+        gunicorn = (
+            f"exec nohup {layout.venv}/bin/gunicorn --config {layout.gunicorn_conf} >> {layout.logs}/gunicorn.out 2>&1"
+        )
+        launch = (
+            f"setsid {layout.as_app('sh -c ' + shlex.quote(gunicorn))} < /dev/null > /dev/null 2>&1 &\nmaster=$!\n"
+            f"echo $master > {layout.master_record}.new && mv -f {layout.master_record}.new {layout.master_record}"
+        )
     elif manager == "systemd":
-        launch = f"systemctl start {layout.unit}"
+        launch = f"restarts=$(systemctl show -p NRestarts --value {layout.unit})\nsystemctl start {layout.unit}"
     else:
         launch = f"supervisorctl start {layout.program} >/dev/null || true"
-    return f"{prelude}\n{launch}\n{_wait_healthy(s, 'started', manager_running(layout, manager))}"
+    wait = _wait_healthy(s, "started", manager_running(layout, manager), manager_gave_up(layout, manager))
+    return f"{prelude}\n{launch}\n{wait}"
 
 
 def stop_command(s: Settings, manager: str) -> str:
-    """Stop through the manager (nohup: TERM to the pidfile's pid), then confirm the master
-    is gone. A subshell, so a restart can go on after it."""
+    """Stop through the manager (nohup: TERM to the master), then confirm the master is
+    gone. A subshell, so a restart can go on after it."""
     layout = Layout.of(s)
     ask = {
         "nohup": "kill -TERM $pid",
         "systemd": f"systemctl stop {layout.unit}",
         "supervisor": f"supervisorctl stop {layout.program} >/dev/null",
     }[manager]
-    return f"""({_alive_sh(layout)}
-alive || {{ rm -f {layout.pidfile}; exit 0; }}
+    return f"""({master_sh(layout)}
+alive || {{ rm -f {layout.master_record}; exit 0; }}
 {ask}
 {_wait_gone(layout)}
-kill -KILL $pid; rm -f {layout.pidfile})"""
+kill -KILL $pid; rm -f {layout.master_record})"""
 
 
 def restart_command(s: Settings, manager: str) -> str:
@@ -140,10 +167,10 @@ def restart_command(s: Settings, manager: str) -> str:
 
 
 def reload_command(s: Settings) -> str:
-    """HUP the master named by the pidfile; wait until every old worker has gone."""
+    """HUP the master; wait until every old worker has gone."""
     layout = Layout.of(s)
     old_gone = 'gone=1; for w in $old; do live $w && gone=; done; [ -n "$gone" ]'
-    return f"""{_alive_sh(layout)}
+    return f"""{master_sh(layout)}
 alive || exit 3
 master=$pid
 old=$(pgrep -P $master | tr '\\n' ' ')
@@ -157,7 +184,7 @@ def _manager_files(h: HostRun, manager: str) -> bool:
     s, layout = h.settings, Layout.of(h.settings)
     context = dict(
         app_name=s.app_name, venv=layout.venv, config=layout.gunicorn_conf, log_dir=layout.logs,
-        stop_timeout=s.timeout + 10, unit=layout.unit, program=layout.program,
+        stop_timeout=s.timeout + 10, unit=layout.unit, program=layout.program, stdout_log=layout.supervisor_log,
     )  # fmt: skip
     jinja = environment(s.templates_dir)
     changed = False
@@ -178,8 +205,7 @@ def _manager_files(h: HostRun, manager: str) -> bool:
             h.change(
                 "for i in $(seq 50); do supervisorctl pid >/dev/null 2>&1 && break; sleep 0.1; done\n"
                 "supervisorctl reread >/dev/null && supervisorctl update >/dev/null\n"
-                f"{_alive_sh(layout)}\nmaster=\n"
-                f"{_wait_healthy(s, 'started by supervisor', manager_running(layout, 'supervisor'))}"
+                f"{master_sh(layout)}\nmaster=\n{_wait_healthy(s, 'started by supervisor', manager_running(layout, 'supervisor'), manager_gave_up(layout, 'supervisor'))}"
             )
             changed = True
     return changed

@@ -111,10 +111,8 @@ def secret_key(h: HostRun) -> bool:
     if meta == owner:
         return False
     path = layout.secret_key
-    h.change(
-        f"umask 077 && {{ [ -s {path} ] || {{ python3 -c 'import secrets; print(secrets.token_urlsafe(50))' "
-        f"> {path}.new && mv -f {path}.new {path}; }}; }} && chown {layout.app}:{layout.app} {path} && chmod 600 {path}"
-    )
+    chown = f"chown -h {layout.app}:{layout.app} {path}; " if meta and not meta.startswith(f"{layout.app}:") else ""
+    h.change(chown + layout.app_file_call("new_secret", path))  # as the app: its data dir may hold a planted link
     return True
 
 

@@ -1,0 +1,29 @@
+# Files in the app's own directories (its data, media, logs) are written by the app user,
+# never by root: the app could have planted a symlink at any path there, and root would
+# follow it. These functions run as the app user (Layout.as_app).
+
+# refuse_link PATH: fail, naming PATH, when it is a symlink.
+refuse_link() {
+    if [ -L "$1" ]; then
+        echo "refused $1: it is a symlink (to $(readlink "$1")), and fabstack follows none in the app's directories; remove it and run again" >&2
+        exit 1
+    fi
+}
+
+# put_file PATH MODE: standard input to PATH, atomically, with MODE.
+put_file() {
+    refuse_link "$1"
+    umask 077
+    cat > "$1.fabstack-new" && chmod "$2" "$1.fabstack-new" && mv -f "$1.fabstack-new" "$1"
+}
+
+# new_secret PATH: a random secret at PATH unless it holds one already; mode 600.
+new_secret() {
+    refuse_link "$1"
+    umask 077
+    if [ ! -s "$1" ]; then
+        python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > "$1.fabstack-new" &&
+            mv -f "$1.fabstack-new" "$1"
+    fi
+    chmod 600 "$1"
+}
