@@ -164,7 +164,9 @@ def keep_host_logs(lab: Lab) -> list[Path]:
             if source.is_dir():
                 target = LOGS_KEPT / host.name / relative
                 shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-                kept += [p for p in target.iterdir() if p.name.endswith("error.log") and p.is_file() and p.stat().st_size]
+                kept += [
+                    p for p in target.iterdir() if p.name.endswith("error.log") and p.is_file() and p.stat().st_size
+                ]
     return kept
 
 
