@@ -125,8 +125,8 @@ INVENTORY = {
     ("raw", "addresses", "expected"),
     [
         ({"server_name": "shop.example.com *.shop.example.com"}, "", "shop.example.com,.shop.example.com,localhost"),
-        ({}, "10.0.0.11 fd00::11", "10.0.0.11,[fd00::11],localhost"),  # `_`: this host's addresses
-        ({**INVENTORY, "server_name": "_"}, "10.0.0.11", "10.0.0.11,10.0.0.10,localhost"),  # and its lbs'
+        ({}, "10.0.0.11 fd00::11", "10.0.0.11,[fd00::11],127.0.0.1,[::1],localhost"),  # `_`: this host's addresses
+        ({**INVENTORY, "server_name": "_"}, "10.0.0.11", "10.0.0.11,10.0.0.10,127.0.0.1,[::1],localhost"),  # its lbs'
         ({"allowed_hosts": ["*"]}, "10.0.0.11", "*,localhost"),  # only when asked for
     ],
 )

@@ -24,7 +24,7 @@ def allowed_hosts(h: HostRun) -> list[str]:
     if not names or "_" in s.server_name.split():
         lbs = [m.address for m in s.inventory.with_role("lb")]
         addresses = [f"[{a}]" if ":" in a else a for a in [*h.facts.get("addresses", "").split(), *lbs]]
-        names += addresses
+        names += [*addresses, "127.0.0.1", "[::1]"]
     return list(dict.fromkeys([*names, "localhost"]))
 
 

@@ -95,7 +95,7 @@ exit 1"""
 
 def manager_gave_up(layout: Layout, manager: str) -> str:
     """Shell: true when the app started through manager has exited: systemd restarted it
-    (NRestarts passed $restarts, read before the start) or marked it failed; supervisor
+    (NRestarts passed $restarts, read right after the start) or marked it failed; supervisor
     backs off, or gave up (FATAL); under nohup, the master died."""
     if manager == "systemd":
         return (
@@ -138,7 +138,12 @@ def start_command(s: Settings, manager: str) -> str:
             f"echo $master > {layout.master_record}.new && mv -f {layout.master_record}.new {layout.master_record}"
         )
     elif manager == "systemd":
-        launch = f"restarts=$(systemctl show -p NRestarts --value {layout.unit})\nsystemctl start {layout.unit}"
+        # a manual start resets NRestarts (and reset-failed lifts the start limit an earlier
+        # crash loop may have hit): the count right after the start is the baseline
+        launch = (
+            f"systemctl reset-failed {layout.unit} 2>/dev/null; systemctl start {layout.unit}\n"
+            f"restarts=$(systemctl show -p NRestarts --value {layout.unit})"
+        )
     else:
         launch = f"supervisorctl start {layout.program} >/dev/null || true"
     wait = _wait_healthy(s, "started", manager_running(layout, manager), manager_gave_up(layout, manager))
