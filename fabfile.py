@@ -3,7 +3,7 @@
 from invoke import Collection, task
 
 from deploy import checks, plans, reports
-from deploy.cli import execute, load_settings, rolling_deploy
+from deploy.cli import execute, load_settings, rolling
 from deploy.lab.tasks import lab
 from deploy.output import brief
 from deploy.release import Release
@@ -41,7 +41,7 @@ def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", js
     """Upload the app as a release, migrate, collectstatic, start or reload gunicorn."""
     s = load_settings(settings, project_path=project)
     plan = plans.deploy_plan(Release(s.project, s.static_dir))
-    if dry_run or role or limit or not rolling_deploy(c, plan, s, verbose):
+    if dry_run or role or limit or not rolling(c, "deploy", plan, s, verbose):
         execute(c, "deploy", plan, s, dry_run, verbose, role, limit)
 
 
@@ -76,8 +76,11 @@ def logs(
 
 @task(help={"to": "release id to return to (default: the one before the current)", **{k: HELP[k] for k in COMMON}})
 def rollback(c, to="", settings=None, dry_run=False, verbose=False, role="", limit="", json=False):
-    """Return to the previous release (or --to ID): switch, restart gunicorn, health check."""
-    execute(c, "rollback", plans.rollback(to), load_settings(settings), dry_run, verbose, role, limit)
+    """Return to the previous release (or --to ID): switch, reload gunicorn, health check.
+    Behind load balancers, host by host like deploy (batch_size), each out while it switches."""
+    s, plan = load_settings(settings), plans.rollback(to)
+    if dry_run or role or limit or not rolling(c, "rollback", plan, s, verbose):
+        execute(c, "rollback", plan, s, dry_run, verbose, role, limit)
 
 
 ns = Collection(

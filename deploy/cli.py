@@ -62,29 +62,35 @@ def _fail(results: list[runner.HostResult], why: str = "") -> None:
         raise Exit(f"fabstack: failed on {len(failed)} of {len(results)} host(s): {', '.join(failed)}{why}", code=1)
 
 
-def rolling_deploy(c: Context, plan: runner.Plan, settings: Settings, verbose: bool = False) -> bool:
-    """Deploy app hosts behind load balancers batch by batch, each out of the upstream
-    while it changes. Returns False when this is not a rolling deploy (-H hosts, no lb,
-    batch_size 0), so the caller deploys all at once."""
+def rolling(c: Context, task: str, plan: runner.Plan, settings: Settings, verbose: bool = False) -> bool:
+    """Deploy (or roll back) app hosts behind load balancers batch by batch, each out of
+    the upstream while it changes; then every app host that answers its health check is
+    in the upstream and every one that does not is out, whatever an earlier run left.
+    Returns False when this is not a rolling run (-H hosts, no lb, batch_size 0), so the
+    caller runs on all hosts at once."""
     lbs = [m.host for m in settings.inventory.with_role("lb")]
     apps = [m.host for m in settings.inventory.with_role("app")]
     if c.config.get("fabstack_hosts") or not lbs or not settings.batch_size:
         return False
-    # Look ahead (one facts read per host): only hosts whose deploy would change roll.
-    preview = runner.run_task("deploy", apps, plan, settings, c.config, dry_run=True, quiet=True)
+    # Look ahead (one facts read per host): only hosts whose run would change roll.
+    preview = runner.run_task(task, apps, plan, settings, c.config, dry_run=True, quiet=True)
     _fail(preview)
     changing = [r.host for r in preview if r.count("changed")]
     runner.say("rolling", f"{len(changing)} of {len(apps)} app host(s) to change, {settings.batch_size} at a time")
     for start in range(0, len(changing), settings.batch_size):
         batch = changing[start : start + settings.batch_size]
         out, back = plans.lb_out(frozenset(batch)), plans.lb_out(frozenset())
-        _fail(runner.run_task("deploy", lbs, out, settings, c.config, verbose=verbose, phase="lb out"))
-        results = runner.run_task("deploy", batch, plan, settings, c.config, verbose=verbose, phase="batch")
+        _fail(runner.run_task(task, lbs, out, settings, c.config, verbose=verbose, phase="lb out"))
+        results = runner.run_task(task, batch, plan, settings, c.config, verbose=verbose, phase="batch")
         _fail(results, "; rollout stopped: the load balancers keep the failed host(s) out, the rest stay as they were")
-        _fail(runner.run_task("deploy", lbs, back, settings, c.config, verbose=verbose, phase="lb in"))
+        _fail(runner.run_task(task, lbs, back, settings, c.config, verbose=verbose, phase="lb in"))
     if not changing:  # the look-ahead already read every host: report it, do not read again
         output.summary(preview)
-        output.record("deploy", preview, dry_run=False, phase="look-ahead")
+        output.record(task, preview, dry_run=False, phase="look-ahead")
+    health = runner.run_task(task, apps, plans.serving, settings, c.config, verbose=verbose, phase="health")
+    unhealthy = frozenset(r.host for r in health if r.failed)
+    _fail(runner.run_task(task, lbs, plans.lb_out(unhealthy), settings, c.config, verbose=verbose, phase="upstream"))
+    _fail(health, "; the load balancers keep them out until they answer")
     return True
 
 

@@ -6,6 +6,7 @@ reload or restart gunicorn) run at the end, only when a step notified them.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 from deploy import facts
@@ -39,10 +40,16 @@ def provision(h: HostRun) -> None:
     if "lb" in role and nginx.member(h):
         h.step("nginx load balancer", nginx.lb_site)
     h.step("nginx running", nginx.running)
-    if "app" in role and f"link.{Layout.of(h.settings).current}" in h.facts:
+    current = h.facts.get(f"link.{Layout.of(h.settings).current}", "")
+    if "app" in role and current:
         # deployed: keep the app running, under the wanted manager, with today's config
         h.step("process manager", process.manager)
-        h.step("gunicorn running", process.process)
+        try:
+            h.step("gunicorn running", process.process)
+        except StepFailed:
+            if not h.dry_run and h.facts.get("passed") != current.rsplit("/", 1)[-1]:
+                never_leave_failed(h, current.rsplit("/", 1)[-1])
+            raise
 
 
 def deploy_plan(release: Release):
@@ -52,9 +59,11 @@ def deploy_plan(release: Release):
         gather(h)
         if h.step("provisioned", app.provisioned):
             return  # a dry run on a host not provisioned yet: nothing more to compare
-        h.step("gunicorn config", app.gunicorn_config)
         h.step("project requirements", partial(app.project_requirements, release=release))
         h.step("release uploaded", partial(app.upload_release, release=release))
+        # checked by gunicorn against the release it will serve, before either goes live
+        release_dir = f"{Layout.of(h.settings).releases}/{release.id}"
+        h.step("gunicorn config", partial(app.gunicorn_config, release_dir=release_dir))
         previous = h.facts.get(f"link.{Layout.of(h.settings).current}", "")
         switched = h.step("release current", partial(app.switch_release, release=release))
         try:
@@ -62,9 +71,8 @@ def deploy_plan(release: Release):
             if h.step("gunicorn running", process.process) or h.facts.get("passed") != release.id:
                 h.step("health check", partial(process.health, release_id=release.id))
         except StepFailed:
-            if switched and previous and not h.dry_run:  # never leave the site on a failing release
-                failed = f"{Layout.of(h.settings).releases}/{release.id}"
-                h.step("rollback", partial(process.rollback_to, target=previous, discard=failed))
+            if not h.dry_run:
+                never_leave_failed(h, release.id, previous.rsplit("/", 1)[-1] if switched else "")
             raise
         if switched:  # what the host has now, for pruning
             layout = Layout.of(h.settings)
@@ -73,6 +81,24 @@ def deploy_plan(release: Release):
         h.step("old releases pruned", app.prune_releases)
 
     return deploy
+
+
+def never_leave_failed(h: HostRun, failed: str, previous: str = "") -> None:
+    """A release that failed its health check never stays current: back to the release
+    that last passed here (or, on a host without that record, the one serving before);
+    with none to go back to, or when that one fails too, the app stops and nginx answers
+    a plain 503 until a release passes."""
+    releases = Layout.of(h.settings).releases
+    passed = h.facts.get("passed", "")
+    target = passed if passed in app.releases(h) else previous
+    if target and target != failed:
+        with contextlib.suppress(StepFailed):  # recorded; then the app stops
+            h.step(
+                "rollback", partial(process.rollback_to, target=f"{releases}/{target}", discard=f"{releases}/{failed}")
+            )
+            h.step("health check of the release before", partial(process.health, release_id=target))
+            return
+    h.step("app stopped: no release here passed its health check (nginx answers 503)", process.stop_unverified)
 
 
 def lb_out(out: frozenset[str]):
@@ -87,10 +113,18 @@ def lb_out(out: frozenset[str]):
     return plan
 
 
+def serving(h: HostRun) -> None:
+    """An app host answers its health check through its own nginx (one command): the
+    load balancers then keep it in their upstream, or take it out."""
+    h.step("answers its health check", process.answers)
+
+
 def rollback(to: str):
     """Switch back to the release before the current one (or to `to`), reload, check health."""
 
     def plan(h: HostRun) -> None:
+        if "app" not in h.settings.inventory.roles_of(h.host):
+            return  # a load balancer only: it has no releases
         gather(h)
         layout = Layout.of(h.settings)
         current = h.facts.get(f"link.{layout.current}", "")

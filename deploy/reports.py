@@ -11,10 +11,13 @@ from deploy import facts, output
 from deploy.layout import Layout
 from deploy.plans import gather
 from deploy.runner import HostResult, HostRun, StepFailed, say
-from deploy.steps import app, process
+from deploy.steps import app, nginx, process
 from deploy.steps.nginx import app_port
 
-STATUS_COLUMNS = ("reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "health")
+STATUS_COLUMNS = (
+    "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
+    "upstream",
+)  # fmt: skip
 
 
 def status(h: HostRun) -> None:
@@ -32,8 +35,11 @@ def status(h: HostRun) -> None:
         "config": "ok" if f.get("nginx_test") == "ok" else "invalid",
         "app": "-",
         "release": f.get(f"link.{layout.current}", "").rsplit("/", 1)[-1] or "-",
+        "passed": f.get("passed") or "-",
         "health": f.get("health", "-"),
     }
+    if "lb" in roles and nginx.member(h):
+        row["upstream"] = upstream_states(f.get("upstream", ""))
     if "app" in roles:
         row |= {
             "app": "running" if f.get("app_pid") else "stopped",
@@ -47,6 +53,8 @@ def status(h: HostRun) -> None:
     problems = [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     if row["health"] not in ("ok", "-"):
         problems.append(f"health check: {row['health']}")
+    if "app" in roles and row["release"] not in ("-", row["passed"]):
+        problems.append(f"release {row['release']} has not passed its health check")
 
     def check(h: HostRun) -> bool:
         if problems:
@@ -54,6 +62,22 @@ def status(h: HostRun) -> None:
         return False
 
     h.step("status", check, report=False)
+
+
+def upstream_states(servers: str) -> dict[str, str]:
+    """The lb's upstream, from its `server` lines: app host address -> up, down or backup."""
+    states = {}
+    for server in filter(None, (s.strip() for s in servers.split(","))):
+        address, *flags = server.split()
+        states[address.rsplit(":", 1)[0]] = "down" if "down" in flags else "backup" if "backup" in flags else "up"
+    return states
+
+
+def _upstream_summary(states: dict[str, str]) -> str:
+    """`3 up` or `2 up, down: 10.0.0.12` for the status table."""
+    up = sum(1 for state in states.values() if state != "down")
+    down = [address for address, state in states.items() if state == "down"]
+    return f"{up} up" + (f", down: {' '.join(down)}" if down else "")
 
 
 def _status_script(h: HostRun, health_at: str, app_host: bool) -> str:
@@ -67,6 +91,7 @@ elif {"false" if app_host else "true"}; then
   health  # a load balancer: the site through it
 fi
 echo "worker_class=$(sed -n 's/^worker_class *= *//p' {layout.gunicorn_conf} 2>/dev/null | tr -d '\"')"
+echo "upstream=$(grep -E '^ *server [^{{]*;$' {layout.nginx_lb_site} 2>/dev/null | sed 's/^ *server //; s/;$//' | paste -sd ,)"
 true"""
 
 
@@ -76,6 +101,8 @@ def status_table(results: list[HostResult]) -> None:
     rows = []
     for r in results:
         row = {"host": r.host, **r.data} if r.data else {"host": r.host, "reachable": "no"}
+        if isinstance(row.get("upstream"), dict):
+            row["upstream"] = _upstream_summary(row["upstream"])
         rows.append([str(row.get(c, "-")) for c in columns])
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     lines = [output.paint("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)), "bold")]

@@ -98,7 +98,7 @@ def _url_prefix(value: str) -> str:
 
 
 def _url_path(value: str) -> str:
-    return "" if re.fullmatch(r"/[\w./?=&-]*", value) else "use a path that starts with '/', e.g. /healthz"
+    return "" if re.fullmatch(r"(/[\w./?=&-]*)?", value) else "use a path that starts with '/', e.g. /healthz"
 
 
 def _lb_method(value: str) -> str:
@@ -184,7 +184,14 @@ SCHEMA: tuple[Key, ...] = (
         "Releases kept on each host; the current one and the one before it always are.",
         _at_least(2),
     ),
-    Key("health_path", str, "/", "Path requested after a deploy to check the app answers.", _url_path),
+    Key(
+        "health_path",
+        str,
+        "",
+        "Path whose answer must be 2xx/3xx after a start, reload or deploy; empty: `/`, where any answer below 500 "
+        "counts (a project without a view at / answers 404, and runs).",
+        _url_path,
+    ),  # fmt: skip
     Key("hosts", list, [], "The inventory: hosts with roles (app, lb) and upstream flags; see docs/load-balancing.md."),
     Key(
         "lb_method",

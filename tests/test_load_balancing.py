@@ -141,19 +141,22 @@ class Load:
 
         self.address, self.stop, self.lock = address, threading.Event(), threading.Lock()
         self.sent, self.failed, self.bodies = 0, 0, collections.Counter()
-        self.max_requests = max_requests
+        self.max_requests, self.slowest = max_requests, 0.0
         self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
 
     def client(self) -> None:
+        import time
+
         while not self.stop.is_set() and self.sent < self.max_requests:
-            marker, ok = "", True
+            marker, ok, started = "", True, time.monotonic()
             try:
                 with urllib.request.urlopen(f"http://{self.address}/", timeout=10) as response:
                     body = response.read().decode()
-                    marker = next((w for w in ("V1", "V2", "V3") if f"Release {w}" in body), "?")
+                    marker = next((w for w in ("V1", "V2", "V3", "V4") if f"Release {w}" in body), "?")
             except (urllib.error.URLError, OSError):
                 ok = False
             with self.lock:
+                self.slowest = max(self.slowest, time.monotonic() - started)
                 self.sent += 1
                 self.failed += 0 if ok else 1
                 self.bodies[marker] += 1
@@ -178,8 +181,9 @@ def test_rolling_deploy_broken_release_and_rollback_under_load(farm, cold, tmp_p
     settings = write_settings(tmp_path, farm, cold)
     run = fab("provision", "deploy", "--project", release_project(tmp_path, "V1"), settings=settings)
     assert run.code == 0, run
+    v2 = release_project(tmp_path, "V2")
     with Load(farm[0].address) as v2_load:
-        run = fab("deploy", "--project", release_project(tmp_path, "V2"), settings=settings)
+        run = fab("deploy", "--project", v2, settings=settings)
     print(f"deploy v2 under load: {v2_load.sent} requests, {v2_load.failed} failed, {dict(v2_load.bodies)}")
     assert run.code == 0, run
     assert "[rolling] 3 of 3 app host(s) to change, 1 at a time" in run.out
@@ -197,14 +201,27 @@ def test_rolling_deploy_broken_release_and_rollback_under_load(farm, cold, tmp_p
     assert f"server {farm[1].address}:8080 down;" in lb_conf, lb_conf  # the failed host stays out
     assert Remote(farm[2]).run("readlink /srv/django/current") == Remote(farm[3]).run("readlink /srv/django/current")
 
-    with Load(farm[0].address) as back_load:
-        back = fab("rollback", "--role", "app", settings=settings)
-    print(f"rollback under load: {back_load.sent} requests, {back_load.failed} failed, {dict(back_load.bodies)}")
-    assert back.code == 0, back
-    assert back_load.failed == 0
-    assert served_bodies(farm[0], 9) == {"V1": 9}
-    provision(settings, "--role", "lb")  # every app host back in the upstream
+    # deploying what every host already runs changes no host, and puts the healthy one back in
+    again = fab("deploy", "--project", v2, settings=settings)
+    assert again.code == 0 and "[rolling] 0 of 3 app host(s) to change" in again.out, again
     assert ":8080 down" not in Remote(farm[0]).run("cat /etc/nginx/sites-enabled/django-lb.conf")
+    with Load(farm[0].address) as v4_load:
+        fixed = fab("deploy", "--project", release_project(tmp_path, "V4"), settings=settings)
+    assert fixed.code == 0 and v4_load.failed == 0, fixed
+    assert {h.name for h in farm[1:]} <= set(served_by(farm[0], 30)), "every app host serves again"
+    rows = json.loads(fab("status", "--json", "--role", "lb", settings=settings).out)["runs"][0]["hosts"]
+    assert rows[0]["data"]["upstream"] == {h.address: "up" for h in farm[1:]}
+
+    with Load(farm[0].address) as back_load:  # rolling, like deploy: no --role needed
+        back = fab("rollback", settings=settings)
+    print(
+        f"rolling rollback under load: {back_load.sent} requests, {back_load.failed} failed, "
+        f"slowest {back_load.slowest:.3f}s, {dict(back_load.bodies)}"
+    )
+    assert back.code == 0, back
+    assert "[rolling] 3 of 3 app host(s) to change" in back.out
+    assert back_load.failed == 0 and back_load.slowest < 1.0
+    assert served_bodies(farm[0], 9) == {"V2": 9}
 
 
 def served_bodies(lb, count: int) -> dict[str, int]:
@@ -212,7 +229,7 @@ def served_bodies(lb, count: int) -> dict[str, int]:
     for _ in range(count):
         with urllib.request.urlopen(f"http://{lb.address}/", timeout=10) as response:
             body = response.read().decode()
-            seen[next((w for w in ("V1", "V2", "V3") if f"Release {w}" in body), "?")] += 1
+            seen[next((w for w in ("V1", "V2", "V3", "V4") if f"Release {w}" in body), "?")] += 1
     return dict(seen)
 
 
@@ -348,3 +365,23 @@ def test_check_passes_on_a_healthy_farm_and_names_what_breaks(farm, cold, tmp_pa
         Remote(farm[2]).run("pkill -u django -f http.server || true")
     assert fab("provision", settings=settings).code == 0  # provision puts both back
     assert fab("check", settings=settings).code == 0
+
+
+def test_a_host_that_stops_answering_is_taken_out_and_put_back(farm, cold, tmp_path):
+    settings = write_settings(tmp_path, farm, cold)
+    assert fab("provision", "deploy", settings=settings).code == 0
+    app = Remote(farm[2])
+    gunicorns = "$(pgrep -d ' ' -u django -f '[b]in/gunicorn')"
+    app.run(f"kill -STOP {gunicorns}")  # hung: alive to its manager, answering nobody
+    try:
+        hung = fab("deploy", settings=settings)
+        assert hung.code == 1, hung
+        assert "the load balancers keep them out until they answer" in hung.err and farm[2].target in hung.err
+        lb_conf = Remote(farm[0]).run("cat /etc/nginx/sites-enabled/django-lb.conf")
+        assert f"server {farm[2].address}:8080 down;" in lb_conf, lb_conf
+        assert served_by(farm[0], 20)["failed"] == 0
+    finally:
+        app.run(f"kill -CONT {gunicorns}")
+    back = fab("deploy", settings=settings)
+    assert back.code == 0, back
+    assert ":8080 down" not in Remote(farm[0]).run("cat /etc/nginx/sites-enabled/django-lb.conf")

@@ -84,14 +84,16 @@ def test_status_table_has_a_row_per_host(cold):
         "WORKERS",
         "CLASS",
         "RELEASE",
+        "PASSED",
         "HEALTH",
+        "UPSTREAM",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}
     for host, row in zip(cold.hosts, rows, strict=True):
         cells = row.split()
         assert cells[:6] == [host.target, "yes", "running", "ok", "running", managers[host.name]], row
-        assert cells[7:9] == ["3", "gevent"] and cells[10] == "ok", row
+        assert cells[7:9] == ["3", "gevent"] and cells[9] == cells[10] and cells[11:13] == ["ok", "-"], row
 
 
 def test_terminal_gets_progress_and_colour_and_no_color_is_respected(cold):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from functools import partial
 
 from deploy.layout import Layout
 from deploy.release import Release
@@ -50,8 +51,11 @@ def workers(h: HostRun) -> int:
     return h.settings.workers
 
 
-def gunicorn_config(h: HostRun) -> bool:
-    """gunicorn's config file (the guide's gun.conf) rendered from templates/."""
+def gunicorn_config(h: HostRun, release_dir: str = "") -> bool:
+    """gunicorn's config file (the guide's gun.conf) rendered from templates/. It replaces
+    the running one only after gunicorn itself accepted it and loaded the app with it
+    (from release_dir, else the current release), as the app user with the app's
+    environment: a wrong wsgi_module or setting leaves the app running on the old one."""
     s, layout = h.settings, Layout.of(h.settings)
     content = render(
         environment(s.templates_dir),
@@ -71,10 +75,25 @@ def gunicorn_config(h: HostRun) -> bool:
         loglevel=s.loglevel,
         env=[f"{k}={v}" for k, v in app_env(h).items()],
     )
-    if ensure_file(h, layout.gunicorn_conf, content, "root", layout.app, "640"):
+    release_dir = release_dir or h.facts.get(f"link.{layout.current}", "")
+    check = partial(_check_gunicorn_config, h, release_dir) if release_dir else None
+    if ensure_file(h, layout.gunicorn_conf, content, "root", layout.app, "640", check=check):
         h.notify("reload_app")
         return True
     return False
+
+
+def _check_gunicorn_config(h: HostRun, release_dir: str, config: str) -> str:
+    """Shell: gunicorn --check-config with config, loading the app from release_dir."""
+    layout = Layout.of(h.settings)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in app_env(h).items())
+    check = f"{env} {layout.venv}/bin/gunicorn --check-config --config {config} --chdir {release_dir}"
+    return (
+        f'out=$({layout.as_app(check, release_dir)} 2>&1) || {{ echo "$out" | tail -n 15; '
+        f'echo "gunicorn rejected the new config (wsgi_module {h.settings.wsgi_module}): $(echo "$out" | '
+        f"grep -v '^ ' | tail -n 1); the app keeps running on the old one (a new project? fab deploy tries the config "
+        f'with the release it uploads)"; false; }}'
+    )
 
 
 def app_python(h: HostRun, workdir: str, args: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import shlex
+from collections.abc import Callable
 
 from deploy.layout import Layout
 from deploy.runner import HostRun
@@ -26,9 +27,11 @@ def file_matches(
 
 def ensure_file(
     h: HostRun, path: str, content: str, owner: str = "root", group: str = "root", mode: str = "644",
-    secret: bool = False,
+    secret: bool = False, check: Callable[[str], str] | None = None,
 ) -> bool:  # fmt: skip
-    """Write content to path atomically when its checksum, owner or mode differ."""
+    """Write content to path atomically when its checksum, owner or mode differ. With
+    check (shell for the new file's path), the new file replaces the old only when
+    check passes; else it is removed and the step fails with what check printed."""
     if file_matches(h, path, content, owner, group, mode):
         return False
     if h.wants_diffs:  # never a secret's content: its diff says only that it changed
@@ -42,9 +45,9 @@ def ensure_file(
     if owner == layout.app:  # in the app's own directory: written by the app, never by root
         h.change(f"{_owned_by_app(h, path)}{layout.app_file_call('put_file', path, mode)} < {q(staged)}")
     else:
-        h.change(
-            f"install -o {owner} -g {group} -m {mode} {staged} {q(path)}.fabstack-new && mv -f {q(path)}.fabstack-new {q(path)}"
-        )
+        new = f"{q(path)}.fabstack-new"
+        checked = f"{{ {check(new)}; }} >&2 || {{ rm -f {new}; exit 1; }}; " if check else ""
+        h.change(f"install -o {owner} -g {group} -m {mode} {staged} {new} && {checked}mv -f {new} {q(path)}")
     return True
 
 

@@ -59,10 +59,11 @@ def _health_host(s: Settings) -> str:
 
 
 def health_command(s: Settings, address: str) -> str:
-    """GET health_path from address on the host (stdlib Python only); exit 0 on 2xx/3xx."""
+    """GET health_path (or /) from address on the host (stdlib Python only): exit 0 when
+    healthy, 1 on an answer that says no, 2 when nothing answers (deploy/remote/health.py)."""
     return (
-        f"python3 -c {shlex.quote(HEALTH)} {shlex.quote(address)} {shlex.quote(s.health_path)} "
-        f"{_health_host(s)} {s.health_timeout}"
+        f"python3 -c {shlex.quote(HEALTH)} {shlex.quote(address)} {shlex.quote(s.health_path or '/')} "
+        f"{_health_host(s)} {s.health_timeout} {1 if s.health_path else 0}"
     )
 
 
@@ -89,7 +90,7 @@ for i in $(seq 1 {s.health_retries}); do
 done
 echo "last lines of gunicorn's logs:" >&2
 {app_logs_tail(layout, 12)} | tail -n 12 >&2
-echo "gunicorn {what} but does not answer on {s.bind}{s.health_path}: ${{why:-its master exited}}" >&2
+echo "gunicorn {what} but does not answer on {s.bind}{s.health_path or "/"}: ${{why:-its master exited}}" >&2
 exit 1"""
 
 
@@ -273,12 +274,26 @@ def health(h: HostRun, release_id: str) -> bool:
     recorded = h.facts.get("passed") == release_id
     if h.dry_run:
         return not recorded
-    h.run(health_command(h.settings, f"127.0.0.1:{app_port(h)}"))
+    answers(h)
     if recorded:
         return False
     passed = Layout.of(h.settings).passed
     h.run(f"echo {release_id} > {passed}.new && mv -f {passed}.new {passed}")
     h.facts["passed"] = release_id
+    return True
+
+
+def answers(h: HostRun) -> bool:
+    """The app answers its health check through this host's nginx (changes nothing)."""
+    h.run(health_command(h.settings, f"127.0.0.1:{app_port(h)}"))
+    return False
+
+
+def stop_unverified(h: HostRun) -> bool:
+    """Stop the app: its release failed its health check and no release on this host
+    passed one, so nothing is served but nginx's plain 503 until a release passes."""
+    h.change(stop_command(h.settings, wanted_manager(h)))
+    h.facts["app_pid"] = ""
     return True
 
 
