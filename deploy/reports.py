@@ -53,7 +53,10 @@ def status(h: HostRun) -> None:
     problems = [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     if row["health"] not in ("ok", "-"):
         problems.append(f"health check: {row['health']}")
-    if "app" in roles and row["release"] not in ("-", row["passed"]):
+    # a host from before the passed record has none: only a record that names another
+    # release says the current one was never checked (a first release that failed has
+    # its app stopped, which is a problem of its own)
+    if "app" in roles and row["passed"] != "-" and row["release"] not in ("-", row["passed"]):
         problems.append(f"release {row['release']} has not passed its health check")
 
     def check(h: HostRun) -> bool:

@@ -212,6 +212,17 @@ def deployed_snapshot(lab: Lab, cold: ColdRun) -> str:
     return "deployed"
 
 
+def converged_pair(lab: Lab, snapshot: str, settings: Path, prefix: str) -> list[Host]:
+    """A systemd host and an sshd-only host (PREFIXsd1, PREFIXss1) started from snapshot,
+    then provisioned and deployed with settings."""
+    hosts = lab.up(count=1, init="systemd", prefix=f"{prefix}sd", snapshot=snapshot) + lab.up(
+        count=1, init="sshd", prefix=f"{prefix}ss", snapshot=snapshot
+    )
+    run = fab("-H", ",".join(h.target for h in hosts), "provision", "deploy", settings=settings)
+    assert run.code == 0, run
+    return hosts
+
+
 @pytest.fixture
 def remote():
     opened: list[Remote] = []

@@ -6,7 +6,7 @@ import shlex
 import urllib.request
 
 import pytest
-from conftest import REPO, ColdRun, fab, sample_variant
+from conftest import REPO, ColdRun, converged_pair, fab, sample_variant
 
 from deploy.lab import Lab
 from deploy.steps import process
@@ -22,12 +22,7 @@ def page(address: str) -> str:
 @pytest.fixture(scope="module")
 def live(lab: Lab, deployed_snapshot: str, cold: ColdRun):
     """Two hosts started from the deployed snapshot (systemd and sshd), converged again."""
-    hosts = lab.up(count=1, init="systemd", prefix="lsd", snapshot=deployed_snapshot) + lab.up(
-        count=1, init="sshd", prefix="lss", snapshot=deployed_snapshot
-    )
-    run = fab("-H", ",".join(h.target for h in hosts), "provision", "deploy", settings=cold.settings)
-    assert run.code == 0, run
-    return hosts
+    return converged_pair(lab, deployed_snapshot, cold.settings, "l")
 
 
 def gunicorn_pids(r) -> tuple[str, set[str]]:

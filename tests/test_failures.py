@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ColdRun, Remote, fab, sample_variant
+from conftest import ColdRun, Remote, converged_pair, fab, sample_variant
 
 from deploy.lab import Lab
 
@@ -23,12 +23,7 @@ BROKEN_VIEW = "\n\ndef index(request):  # replaces the working view\n    raise R
 @pytest.fixture(scope="module")
 def hosts(lab: Lab, deployed_snapshot: str, cold: ColdRun):
     """Two deployed hosts (systemd, sshd), converged with the suite's settings."""
-    hosts = lab.up(count=1, init="systemd", prefix="fsd", snapshot=deployed_snapshot) + lab.up(
-        count=1, init="sshd", prefix="fss", snapshot=deployed_snapshot
-    )
-    run = fab("-H", ",".join(h.target for h in hosts), "provision", "deploy", settings=cold.settings)
-    assert run.code == 0, run
-    return hosts
+    return converged_pair(lab, deployed_snapshot, cold.settings, "f")
 
 
 def status_of(address: str) -> tuple[int, str]:
@@ -54,12 +49,25 @@ def test_a_first_release_that_fails_is_never_served_and_never_turns_green(hosts,
     assert again.code == 1 and ("health check: failed" in again.out or "gunicorn running: failed" in again.out), again
     assert status_of(host.address)[0] == 503
     status = fab("-H", host.target, "status", settings=cold.settings)
-    assert status.code == 1 and re.search(r"release \w+ has not passed its health check", status.out), status
+    assert status.code == 1 and "app stopped" in status.out, status
     good = fab("-H", host.target, "deploy", settings=cold.settings)
     assert good.code == 0, good
     code, body = status_of(host.address)
     assert code == 200 and f'<b id="host">{host.name}</b>' in body
     assert fab("-H", host.target, "deploy", settings=cold.settings).changed() == 0
+    # a run cut off right after switching to the broken release, before its check
+    broken_id = next(
+        i for i in r.run("ls /srv/django/releases").split() if i not in r.run("readlink /srv/django/current")
+    )
+    r.run(
+        f"ln -sfn /srv/django/releases/{broken_id} /srv/django/current.new && mv -T /srv/django/current.new /srv/django/current"
+    )
+    cut = fab("-H", host.target, "status", settings=cold.settings)
+    assert cut.code == 1 and re.search(rf"release {broken_id} has not passed its health check", cut.out), cut
+    rerun = fab("-H", host.target, "deploy", "--project", broken, settings=cold.settings)
+    assert rerun.code == 1 and "rollback: changed" in rerun.out, rerun  # checked, failed, back to the one that passed
+    code, body = status_of(host.address)
+    assert code == 200 and f'<b id="host">{host.name}</b>' in body
 
 
 def renamed_project(tmp_path, package: str) -> str:
