@@ -140,3 +140,10 @@ def test_fab_rejects_bad_input_before_connecting(tmp_path):
     run = fab("provision")
     assert run.code == 2 and "no hosts given" in run.err
     assert (REPO / "fabfile.py").exists()
+
+
+def test_a_lab_task_on_a_dry_line_is_refused_before_anything_runs():
+    run = fab("lab.status", "provision", "--dry-run", "-H", "root@192.0.2.1")
+    assert run.code == 2, run
+    assert run.err.strip() == "fabstack: lab.status has no dry run; run it on its own line without --dry-run"
+    assert run.out == ""  # lab.status did not run, nor did provision
