@@ -149,10 +149,18 @@ def running(h: HostRun) -> bool:
     """nginx running with the current config: started if down, reloaded if it changed."""
     if h.facts.get("nginx_pid") and "reload_nginx" not in h.notified:
         return False
-    # Decided on the host: apt may have started nginx since the facts were read.
+    # Decided on the host: apt may have started nginx since the facts were read. A reload
+    # is asynchronous: for a moment the old workers still accept connections with the old
+    # config (a request right after the run went round robin under a new ip_hash). Done
+    # means every old worker is gone or shutting down, accepting nothing.
+    old_done = (
+        'for i in $(seq 200); do busy=; for w in $old; do case $(tr "\\0" " " < /proc/$w/cmdline 2>/dev/null) in '
+        '""|*"shutting down"*) ;; *) busy=1;; esac; done; [ -z "$busy" ] && break; sleep 0.05; done'
+    )
     h.change(
         f"{CONFIGTEST} && if [ -s /run/nginx.pid ] && kill -0 $(cat /run/nginx.pid) 2>/dev/null; "
-        "then service nginx reload; else service nginx start; fi"
+        f"then old=$(pgrep -P $(cat /run/nginx.pid) | tr '\\n' ' '); service nginx reload && {old_done}; "
+        "else service nginx start; fi"
     )
     return True
 

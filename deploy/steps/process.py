@@ -136,7 +136,8 @@ def start_command(s: Settings, manager: str) -> str:
         )
         launch = (
             f"setsid {layout.as_app('sh -c ' + shlex.quote(gunicorn))} < /dev/null > /dev/null 2>&1 &\nmaster=$!\n"
-            f"echo $master > {layout.master_record}.new && mv -f {layout.master_record}.new {layout.master_record}"
+            f"mkdir -p {layout.state} && echo $master > {layout.master_record}.new "
+            f"&& mv -f {layout.master_record}.new {layout.master_record}"
         )
     elif manager == "systemd":
         # a manual start resets NRestarts (and reset-failed lifts the start limit an earlier
@@ -278,7 +279,8 @@ def health(h: HostRun, release_id: str) -> bool:
     if recorded:
         return False
     passed = Layout.of(h.settings).passed
-    h.run(f"echo {release_id} > {passed}.new && mv -f {passed}.new {passed}")
+    state = Layout.of(h.settings).state  # mkdir: a host provisioned before this record existed
+    h.run(f"mkdir -p {state} && echo {release_id} > {passed}.new && mv -f {passed}.new {passed}")
     h.facts["passed"] = release_id
     return True
 
