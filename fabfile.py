@@ -3,10 +3,13 @@
 from invoke import Collection, task
 
 from deploy import checks, plans, reports
-from deploy.cli import execute, load_settings, rolling
+from deploy.console import Console
+from deploy.invocation import execute, load_settings
 from deploy.lab.tasks import lab
-from deploy.output import brief
 from deploy.release import Release
+from deploy.rollout import rolling
+
+brief = Console.brief
 
 HELP = {
     "settings": "settings file (default: ./fabstack.yaml or $FABSTACK_SETTINGS)",
@@ -40,7 +43,7 @@ def provision(
 def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False, project=None):
     """Upload the app as a release, migrate, collectstatic, start or reload gunicorn."""
     s = load_settings(settings, project_path=project)
-    plan = plans.deploy_plan(Release(s.project, s.static_dir))
+    plan = plans.deploy(Release(s.project, s.static_dir))
     if dry_run or role or limit or not rolling(c, "deploy", plan, s, verbose):
         execute(c, "deploy", plan, s, dry_run, verbose, role, limit)
 

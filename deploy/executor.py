@@ -3,26 +3,32 @@
 Fabric's own executor calls a task once per host, one host after another, and stops at
 the first failure. Invoke's `tasks.executor_class` setting is the supported hook for
 changing that; fabfile.py points it here. It is also the one place that sees every task
-of a run, so it owns --json: any task asking for it makes the whole run print one
-document on stdout at the end, failures included, and --dry-run: given to any task of
-a line, it makes every task of that line dry (Ansible's --check and pyinfra's --dry cover
-the whole run too; invoke alone would give the flag only to the task it follows).
+of a run, so it makes the run's Session (connections, console) and owns --json: any
+task asking for it makes the whole run print one document on stdout at the end,
+failures included, and --dry-run: given to any task of a line, it makes every task of
+that line dry (Ansible's --check and pyinfra's --dry cover the whole run too; invoke
+alone would give the flag only to the task it follows).
 """
 
 from __future__ import annotations
 
 from invoke import Executor, Exit
 
-from deploy import output
+from deploy.console import Console
+from deploy.invocation import SESSION, ignore_broken_pipe
+from deploy.runner import Session
 
 
 class HostsExecutor(Executor):
     def execute(self, *tasks):
+        ignore_broken_pipe()
         hosts = ""
         if self.core and "hosts" in self.core[0].args:
             hosts = self.core[0].args.hosts.value or ""
         self.config["fabstack_hosts"] = hosts  # not load_overrides: that would drop --prompt-for-sudo-password's
-        output.json_mode = any("json" in call.args and call.args.json.value for call in tasks)
+        json_mode = any("json" in call.args and call.args.json.value for call in tasks)
+        session = Session(Console(json_mode))
+        self.config[SESSION] = session
         if any("dry_run" in call.args and call.args.dry_run.value for call in tasks):
             for call in tasks:
                 if "dry_run" not in call.args:  # a lab task: it makes hosts, it cannot pretend to
@@ -35,5 +41,6 @@ class HostsExecutor(Executor):
             error = str(exc.message or "")
             raise
         finally:
-            if output.json_mode:
-                output.print_document(error)
+            session.close_all()
+            if json_mode:
+                session.console.print_document(error)

@@ -1,98 +1,170 @@
-"""Facts: everything a run needs to know about a host, read in one remote command.
+"""Facts: what a run knows about a host, read in one remote command and parsed into one
+typed object (pyinfra's facts). Steps compare these with the wanted state and yield
+operations only where something differs.
 
-Like pyinfra's facts, this only reads; steps compare these values with the wanted
-state and emit commands only where something must change. One round trip per host
-per task instead of one per check.
+The read is deploy/remote/facts.sh; its key=value lines are parsed here, and nowhere
+else: a step asks `facts.current_release` or `facts.file(path)`, never for a raw key.
 """
 
 from __future__ import annotations
 
-import shlex
+import hashlib
+from dataclasses import dataclass, field
 
-from deploy import scripts
+from deploy import packages, scripts
 from deploy.layout import Layout
-
-PACKAGES = ("nginx", "python3", "python3-venv")
-OPTIONAL_PACKAGES = ("supervisor",)
+from deploy.scripts import Shell
 
 
-def master_sh(layout: Layout) -> str:
-    """Shell functions: `alive` sets $pid to the app's gunicorn master, found as root may
-    trust it (deploy/remote/master.sh); `live PID` skips zombies."""
-    return scripts.prelude(
-        "master.sh", APP=layout.app, UNIT=layout.unit, UNIT_FILE=layout.unit_file, PROGRAM=layout.program,
-        PROGRAM_FILE=layout.program_file, RECORD=layout.master_record, CONFIG=layout.gunicorn_conf,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class FileFact:
+    """A regular file on the host (a symlink never is one: it reads as missing)."""
+
+    sha256: str
+    owner: str = ""
+    group: str = ""
+    mode: str = ""
+
+    def holds(self, content: str, owner: str = "root", group: str = "root", mode: str = "644") -> bool:
+        """The file has exactly this content, owner, group and mode."""
+        wanted = (hashlib.sha256(content.encode()).hexdigest(), owner, group, mode)
+        return (self.sha256, self.owner, self.group, self.mode) == wanted
+
+    def has_mode(self, owner: str, group: str, mode: str) -> bool:
+        return (self.owner, self.group, self.mode) == (owner, group, mode)
 
 
-def _file_reads(files: list[str]) -> str:
-    """Shell: `sha.PATH=` and `meta.PATH=` lines for the regular files among files (a
-    symlink is not one: it is reported missing, so a step replaces it)."""
-    listed = " ".join(map(shlex.quote, files))
-    return (
-        f'found=; for f in {listed}; do [ -f "$f" ] && [ ! -L "$f" ] && found="$found $f"; done; '
-        "if [ -n \"$found\" ]; then sha256sum $found | sed 's/^\\([0-9a-f]*\\)  \\(.*\\)$/sha.\\2=\\1/'; "
-        "stat -c 'meta.%n=%U:%G %a' $found; fi"
+@dataclass
+class HostFacts:
+    """One host as its facts read saw it. Steps update a field after they change what it
+    describes (a stopped app has no pid), so later steps of the run see the new state."""
+
+    os: str = ""
+    nproc: int = 1
+    addresses: list[str] = field(default_factory=list)
+    now: int = 0
+    python: str = ""
+    pid1: str = ""
+    systemd: str = ""  # systemctl is-system-running, where systemd is PID 1
+    unit_state: str = ""  # the app's systemd unit: is-active, when its file exists
+    unit_enabled: str = ""
+    supervisor_state: str = ""  # the app's supervisor program: its state, when its file exists
+    supervisord_running: bool = False
+    apt_stamp: int = 0
+    app_uid: str = ""  # '' when the app user does not exist
+    packages: dict[str, str] = field(default_factory=dict)  # name -> dpkg status
+    files: dict[str, FileFact] = field(default_factory=dict)
+    dirs: dict[str, str] = field(default_factory=dict)  # path -> 'owner:group mode'
+    links: dict[str, str] = field(default_factory=dict)  # path -> target
+    current: str = ""  # where the `current` link points ('' when there is none)
+    default_backup: bool = False
+    venv_version: str = ""
+    venv_marker: str = ""
+    requirements_marker: str = ""
+    passed: str = ""  # the release that last passed its health check here
+    releases: list[str] = field(default_factory=list)  # newest first
+    app_pid: str = ""
+    app_listen: list[str] = field(default_factory=list)
+    nginx_pid: str = ""
+    extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
+
+    @property
+    def current_release(self) -> str:
+        """The id of the release `current` points at ('' when none)."""
+        return self.current.rsplit("/", 1)[-1] if self.current else ""
+
+    @property
+    def previous_release(self) -> str:
+        """The newest release older than the current one ('' when there is none)."""
+        ids, current = self.releases, self.current_release
+        at = ids.index(current) + 1 if current in ids else len(ids)
+        return ids[at] if at < len(ids) else ""
+
+    def file(self, path: str) -> FileFact | None:
+        return self.files.get(path)
+
+    def link(self, path: str) -> str | None:
+        """The target of the symlink at path; None when path is not a symlink."""
+        return self.links.get(path)
+
+    def installed(self, package: str) -> bool:
+        return self.packages.get(package) == "installed"
+
+    @property
+    def provisioned(self) -> bool:
+        """Provision ran to its end here: a virtualenv, the app user, nginx running."""
+        return bool(self.venv_marker and self.app_uid and self.nginx_pid)
+
+    @classmethod
+    def parse(cls, output: str) -> HostFacts:
+        """The key=value lines of facts.sh (and of status.sh or check.sh: their keys land
+        in extra)."""
+        raw: dict[str, str] = {}
+        for line in output.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                raw[key] = value.strip()
+        facts = cls()
+        metas = {}
+        for key, value in raw.items():
+            kind, _, path = key.partition(".")
+            if kind == "pkg" and path:
+                facts.packages[path] = value
+            elif kind == "sha" and path:
+                facts.files[path] = FileFact(value)
+            elif kind == "meta" and path:
+                metas[path] = value
+            elif kind == "dir" and path:
+                facts.dirs[path] = value
+            elif kind == "link" and path:
+                facts.links[path] = value
+            elif key in _INTS:
+                setattr(facts, key, int(value or 0) if value.isdigit() else 0)
+            elif key in _LISTS:
+                setattr(facts, key, value.split())
+            elif key in _FLAGS:
+                setattr(facts, _FLAGS[key], bool(value))
+            elif key in _TEXTS:
+                setattr(facts, _TEXTS[key], value)
+            else:
+                facts.extra[key] = value
+        for path, meta in metas.items():
+            owner_group, _, mode = meta.partition(" ")
+            owner, _, group = owner_group.partition(":")
+            if path in facts.files:
+                facts.files[path] = FileFact(facts.files[path].sha256, owner, group, mode)
+        facts.nproc = facts.nproc or 1
+        return facts
+
+
+_INTS = ("nproc", "now", "apt_stamp")
+_LISTS = ("addresses", "releases", "app_listen")
+_FLAGS = {"default_backup": "default_backup", "supervisord_pid": "supervisord_running"}
+_TEXTS = {
+    **{name: name for name in ("os", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")},
+    **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},
+    **{name: name for name in ("app_pid", "nginx_pid")},
+    "user": "app_uid",
+}
+
+
+def read_command(
+    layout: Layout, secret_files: list[str], values: dict[str, object], also: tuple[str, list[str]] = ("", [])
+) -> Shell:
+    """The one command that reads a host: the managed files root owns, the app's secret
+    files (read as the app user), directories, links, packages, processes; with also
+    (a remote file and its call lines), what a read-only task reads besides."""
+    files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
+    lists = {
+        "FACT_FILES": files,
+        "APP_FACT_FILES": secret_files,
+        "FACT_DIRS": [spec[0] for spec in layout.directories()],
+        "FACT_LINKS": [layout.nginx_link, layout.nginx_lb_link, layout.NGINX_DEFAULT_LINK],
+        "FACT_PACKAGES": packages.KNOWN,
+    }
+    files_also, lines_also = also
+    return scripts.calls(
+        ["facts.sh", *filter(None, [files_also])],
+        ["read_facts", *lines_also],
+        values | {k: " ".join(v) for k, v in lists.items()},
     )
-
-
-def script(layout: Layout, files: list[str], app_files: list[str] = ()) -> str:
-    """The facts as key=value lines. Shell builtins where they do, and one process for
-    each kind of read (all checksums, all modes, all links): with many hosts on a small
-    machine, the processes a read spawns are what it costs."""
-    q = shlex.quote
-    dirs = " ".join(q(d[0]) for d in layout.directories())
-    links = " ".join(map(q, (layout.nginx_link, layout.nginx_lb_link, layout.NGINX_DEFAULT_LINK, layout.current)))
-    lines = [
-        "set +e",
-        '. /etc/os-release 2>/dev/null; echo "os=$ID $VERSION_ID"',
-        'echo "nproc=$(nproc)"',
-        'echo "addresses=$(hostname -I 2>/dev/null)"',
-        'echo "now=$(date +%s)"',
-        'v=$(python3 --version 2>/dev/null); echo "python=${v#Python }"',
-        'read -r pid1 < /proc/1/comm; echo "pid1=$pid1"',
-        '[ "$pid1" = systemd ] && echo "systemd=$(systemctl is-system-running 2>/dev/null)"',
-        f'[ -f {layout.unit_file} ] && echo "unit_state=$(systemctl is-active {layout.unit} 2>/dev/null)" '
-        f'&& echo "unit_enabled=$(systemctl is-enabled {layout.unit} 2>/dev/null)"',
-        f'[ -f {layout.program_file} ] && echo "supervisor_state=$(supervisorctl status {layout.program} 2>/dev/null'
-        " | awk '{print $2}')\"",
-        f'echo "apt_stamp=$(stat -c %Y {layout.APT_STAMP} 2>/dev/null)"',
-        f'uid=; while IFS=: read -r name _ id _; do [ "$name" = {q(layout.app)} ] && uid=$id; done < /etc/passwd',
-        '[ -n "$uid" ] && echo "user=$uid"',
-        f"dpkg-query -W -f='pkg.${{Package}}=${{db:Status-Status}}\\n' {' '.join(PACKAGES + OPTIONAL_PACKAGES)} "
-        "2>/dev/null",
-        _file_reads(files),
-        # the app's own files (secrets in its data directory) are read as the app user
-        *([f'[ -n "$uid" ] && {layout.as_app("sh -c " + q(_file_reads(list(app_files))))}'] if app_files else []),
-        f'found=; for d in {dirs}; do [ -d "$d" ] && found="$found $d"; done',
-        "[ -n \"$found\" ] && stat -c 'dir.%n=%U:%G %a' $found",
-        f"find {links} -maxdepth 0 -type l -printf 'link.%p=%l\\n' 2>/dev/null",
-        f'[ -e {layout.NGINX_DEFAULT_BACKUP} ] && echo "default_backup=yes"',
-        f"echo \"venv_version=$(sed -n 's/^version *= *//p' {layout.venv}/pyvenv.cfg 2>/dev/null)\"",
-        f'm=; read -r m 2>/dev/null < {layout.venv_marker}; echo "venv_marker=$m"',
-        f'm=; read -r m 2>/dev/null < {layout.requirements_marker}; echo "requirements_marker=$m"',
-        f'm=; read -r m 2>/dev/null < {layout.passed}; echo "passed=$m"',
-        f'set -- $(ls -t {layout.releases} 2>/dev/null); echo "releases=$*"',
-        master_sh(layout),
-        "if alive; then",
-        '  echo "app_pid=$pid"',
-        '  echo "app_listen=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," \'index($0, p) {printf "%s ", $4}\')"',
-        "fi",
-        'pid=; read -r pid 2>/dev/null < /run/nginx.pid; [ -n "$pid" ] && [ -d /proc/$pid ] && echo "nginx_pid=$pid"',
-        "true",
-    ]
-    return "\n".join(lines)
-
-
-def parse(output: str) -> dict[str, str]:
-    """key=value lines into a dict; a file's checksum and mode become one
-    `file.PATH` = 'SHA OWNER:GROUP MODE' fact."""
-    facts: dict[str, str] = {}
-    for line in output.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            facts[key] = value.strip()
-    for key in [k for k in facts if k.startswith("sha.")]:
-        path = key.removeprefix("sha.")
-        facts[f"file.{path}"] = f"{facts.pop(key)} {facts.pop(f'meta.{path}', '')}"
-    return facts

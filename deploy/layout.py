@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
-from deploy import scripts
 from deploy.settings import Settings
 
 
@@ -56,27 +54,17 @@ class Layout:
     NGINX_DEFAULT_BACKUP = "/etc/nginx/sites-available/default.bak"
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
 
-    def pip_install(self) -> str:
-        """`pip install` into the virtualenv, run from the distribution's pip wheel: the
-        venv is made --without-pip, which saves ensurepip's ~4 s of CPU per host. Falls
-        back to the venv's own pip where the wheel is missing (installed on first use)."""
-        venv = self.venv
-        return (
-            f'{{ w=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | tail -n 1); if [ -n "$w" ]; '
-            f'then set -- {venv}/bin/python "$w/pip"; else [ -x {venv}/bin/pip ] || {venv}/bin/python -m ensurepip -q; '
-            f'set -- {venv}/bin/pip; fi; }} && "$@" install --disable-pip-version-check -q'
-        )
-
-    def as_app(self, command: str, workdir: str = "/") -> str:
-        """command as the app user with a clean environment (no `cd`, no sudo tricks). Root
-        hands anything inside a directory the app can write to this, never does it itself:
-        the app could have put a symlink there (docs/security.md)."""
-        return f"setpriv --reuid={self.app} --regid={self.app} --init-groups --reset-env env -C {workdir} {command}"
-
-    def app_file_call(self, function: str, *args: str) -> str:
-        """A function of deploy/remote/app_files.sh, run as the app user."""
-        body = scripts.text("app_files.sh") + f'\n{function} "$@"'
-        return self.as_app(f"sh -c {shlex.quote(body)} - {' '.join(map(shlex.quote, args))}")
+    def values(self) -> dict[str, str]:
+        """The paths the remote scripts read (deploy/remote/*.sh), by the names they use."""
+        return {
+            "APP": self.app, "ROOT": self.root, "VENV": self.venv, "VENV_MARKER": self.venv_marker,
+            "REQUIREMENTS_MARKER": self.requirements_marker, "RELEASES": self.releases, "CURRENT": self.current,
+            "STATE": self.state, "PASSED": self.passed, "RECORD": self.master_record, "CONFIG": self.gunicorn_conf,
+            "DATA": self.data, "LOGS": self.logs, "UNIT": self.unit, "UNIT_FILE": self.unit_file,
+            "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
+            "LB_SITE": self.nginx_lb_site, "NGINX_DEFAULT": self.NGINX_DEFAULT,
+            "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
+        }  # fmt: skip
 
     def secret(self, name: str) -> str:
         """Where secret NAME lives on the host (SECRET_KEY: the secret_key file)."""

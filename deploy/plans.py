@@ -1,34 +1,27 @@
 """Plans: the ordered steps of each task, run by deploy.runner on every host.
 
-Each plan reads the host's facts once, then runs its steps; handlers (reload nginx,
-reload or restart gunicorn) run at the end, only when a step notified them.
+Each plan reads the host's facts once, then runs its steps; the handler steps (nginx
+running, gunicorn running) come last and act once, only on what a step notified.
+Plans are the one place that decides what follows a failure.
 """
 
 from __future__ import annotations
 
 import contextlib
-from functools import partial
 
-from deploy import facts
-from deploy.layout import Layout
+from deploy.ops import Steps
 from deploy.release import Release
-from deploy.runner import HostRun, StepFailed
-from deploy.steps import app, nginx, process, server
-
-
-def gather(h: HostRun) -> None:
-    """Read the host's state in one remote command."""
-    layout = Layout.of(h.settings)
-    files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
-    secrets = [layout.secret_key, *(layout.secret(name) for name in h.settings.secrets if name != "SECRET_KEY")]
-    h.facts = h.read_facts(facts.script(layout, files, secrets), facts.parse)
+from deploy.results import StepFailed
+from deploy.runner import HostRun, Plan
+from deploy.steps import app, health, nginx, process, server
 
 
 def provision(h: HostRun) -> None:
-    gather(h)
-    role = h.settings.inventory.roles_of(h.host)
+    """The server: packages, app user, directories, virtualenv, secrets, configs, nginx;
+    on a host that has a release, the app kept running under today's config."""
+    h.read_facts()
     h.step("apt packages", server.apt_packages)
-    if "app" in role:
+    if h.is_app:
         h.step("app user", server.app_user)
         h.step("directories", server.directories)
         h.step("virtualenv", server.virtualenv)
@@ -37,50 +30,50 @@ def provision(h: HostRun) -> None:
             h.step("secrets", server.secrets)
         h.step("gunicorn config", app.gunicorn_config)
         h.step("nginx site", nginx.site)
-    if "lb" in role and nginx.member(h):
+    if "lb" in h.roles and h.behind_lbs:
         h.step("nginx load balancer", nginx.lb_site)
     h.step("nginx running", nginx.running)
-    current = h.facts.get(f"link.{Layout.of(h.settings).current}", "")
-    if "app" in role and current:
-        # deployed: keep the app running, under the wanted manager, with today's config
-        h.step("process manager", process.manager)
-        try:
-            h.step("gunicorn running", process.process)
-        except StepFailed:
-            if not h.dry_run and h.facts.get("passed") != current.rsplit("/", 1)[-1]:
-                never_leave_failed(h, current.rsplit("/", 1)[-1])
-            raise
-
-
-def deploy_plan(release: Release):
-    def deploy(h: HostRun) -> None:
-        if "app" not in h.settings.inventory.roles_of(h.host):
-            return  # a load balancer only: nothing of the app lives here
-        gather(h)
-        if h.step("provisioned", app.provisioned):
-            return  # a dry run on a host not provisioned yet: nothing more to compare
-        h.step("project requirements", partial(app.project_requirements, release=release))
-        h.step("release uploaded", partial(app.upload_release, release=release))
-        # checked by gunicorn against the release it will serve, before either goes live
-        release_dir = f"{Layout.of(h.settings).releases}/{release.id}"
-        h.step("gunicorn config", partial(app.gunicorn_config, release_dir=release_dir))
-        previous = h.facts.get(f"link.{Layout.of(h.settings).current}", "")
-        switched = h.step("release current", partial(app.switch_release, release=release))
+    current = h.facts.current_release
+    if h.is_app and current:
         try:
             h.step("process manager", process.manager)
-            if h.step("gunicorn running", process.process) or h.facts.get("passed") != release.id:
-                h.step("health check", partial(process.health, release_id=release.id))
+            h.step("gunicorn running", process.gunicorn_running)
+        except StepFailed:
+            if not h.dry_run and h.facts.passed != current:
+                never_leave_failed(h, current)
+            raise
+
+
+def deploy(release: Release) -> Plan:
+    """Upload the release, check it, switch to it, serve it, check its health; a release
+    that fails never stays current."""
+
+    def plan(h: HostRun) -> None:
+        if not h.is_app:
+            return  # a load balancer only: nothing of the app lives here
+        h.read_facts()
+        if h.step("provisioned", app.provisioned):
+            return  # a dry run on a host not provisioned yet: nothing more to compare
+        h.step("project requirements", app.project_requirements, release)
+        h.step("release uploaded", app.upload_release, release)
+        # checked by gunicorn against the release it will serve, before either goes live
+        h.step("gunicorn config", app.gunicorn_config, f"{h.layout.releases}/{release.id}")
+        previous = h.facts.current_release
+        switched = h.step("release current", app.switch_release, release)
+        try:
+            h.step("process manager", process.manager)
+            if h.step("gunicorn running", process.gunicorn_running) or h.facts.passed != release.id:
+                h.step("health check", health.passes, release.id)
         except StepFailed:
             if not h.dry_run:
-                never_leave_failed(h, release.id, previous.rsplit("/", 1)[-1] if switched else "")
+                never_leave_failed(h, release.id, previous if switched else "")
             raise
         if switched:  # what the host has now, for pruning
-            layout = Layout.of(h.settings)
-            h.facts[f"link.{layout.current}"] = f"{layout.releases}/{release.id}"
-            h.facts["releases"] = " ".join(dict.fromkeys([release.id, *app.releases(h)]))
+            h.facts.current = f"{h.layout.releases}/{release.id}"
+            h.facts.releases = list(dict.fromkeys([release.id, *h.facts.releases]))
         h.step("old releases pruned", app.prune_releases)
 
-    return deploy
+    return plan
 
 
 def never_leave_failed(h: HostRun, failed: str, previous: str = "") -> None:
@@ -88,26 +81,23 @@ def never_leave_failed(h: HostRun, failed: str, previous: str = "") -> None:
     that last passed here (or, on a host without that record, the one serving before);
     with none to go back to, or when that one fails too, the app stops and nginx answers
     a plain 503 until a release passes."""
-    releases = Layout.of(h.settings).releases
-    passed = h.facts.get("passed", "")
-    target = passed if passed in app.releases(h) else previous
+    passed = h.facts.passed
+    target = passed if passed in h.facts.releases else previous
     if target and target != failed:
         with contextlib.suppress(StepFailed):  # recorded; then the app stops
-            h.step(
-                "rollback", partial(process.rollback_to, target=f"{releases}/{target}", discard=f"{releases}/{failed}")
-            )
-            h.step("health check of the release before", partial(process.health, release_id=target))
+            h.step("rollback", process.serve_release, target, failed)
+            h.step("health check of the release before", health.passes, target)
             return
     h.step("app stopped: no release here passed its health check (nginx answers 503)", process.stop_unverified)
 
 
-def lb_out(out: frozenset[str]):
+def lb_out(out: frozenset[str]) -> Plan:
     """Load balancers with the hosts in `out` marked down (none: all back in), reloaded."""
 
     def plan(h: HostRun) -> None:
-        gather(h)
+        h.read_facts()
         name = f"upstream without {', '.join(sorted(out))}" if out else "upstream with every app host"
-        h.step(name, partial(nginx.lb_site, out=out))
+        h.step(name, nginx.lb_site, out)
         h.step("nginx running", nginx.running)
 
     return plan
@@ -116,72 +106,52 @@ def lb_out(out: frozenset[str]):
 def serving(h: HostRun) -> None:
     """An app host answers its health check through its own nginx (one command): the
     load balancers then keep it in their upstream, or take it out."""
-    h.step("answers its health check", process.answers)
+    h.step("answers its health check", health.answers)
 
 
-def rollback(to: str):
+def rollback(to: str) -> Plan:
     """Switch back to the release before the current one (or to `to`), reload, check health."""
 
     def plan(h: HostRun) -> None:
-        if "app" not in h.settings.inventory.roles_of(h.host):
+        if not h.is_app:
             return  # a load balancer only: it has no releases
-        gather(h)
-        layout = Layout.of(h.settings)
-        current = h.facts.get(f"link.{layout.current}", "")
-        target = to or app.previous_release(h)
-        if not target or target not in app.releases(h):
-            known = ", ".join(app.releases(h)) or "none"
+        h.read_facts()
+        current = h.facts.current_release
+        target = to or h.facts.previous_release
+        if not target or target not in h.facts.releases:
+            known = ", ".join(h.facts.releases) or "none"
             wanted = f"release {target!r}" if target else "release before the current one"
-            raise_failed(h, "rollback", f"no {wanted} to roll back to; releases here: {known} (newest first)")
-        if current.endswith(f"/{target}"):
-            h.step("rollback", lambda h: False)
-            return
+            h.step("rollback", refuse, f"no {wanted} to roll back to; releases here: {known} (newest first)")
         try:
-            h.step("rollback", partial(process.rollback_to, target=f"{layout.releases}/{target}"))
-            h.step("health check", partial(process.health, release_id=target))
+            if h.step("rollback", process.serve_release, target):
+                h.step("health check", health.passes, target)
         except StepFailed:  # that release does not run (any more): back to where we were
-            h.step("back to the release before", partial(process.rollback_to, target=current))
+            h.step("back to the release before", process.serve_release, current)
             raise
 
     return plan
 
 
-def raise_failed(h: HostRun, step: str, message: str) -> None:
-    """Fail step with message (a check that needs no remote command)."""
-
-    def fail(h: HostRun) -> bool:
-        raise StepFailed(message)
-
-    h.step(step, fail)
+def refuse(h: HostRun, message: str) -> Steps:
+    """A step that fails with message (a check that needs no remote command)."""
+    raise StepFailed(message)
+    yield  # a generator, like every step
 
 
-def app_control(action: str):
-    """start / stop / restart / reload gunicorn through whichever manager runs it."""
+def app_control(action: str) -> Plan:
+    """fab start / stop / restart / reload."""
 
-    def act(h: HostRun) -> bool:
-        s = h.settings
-        name = process.running_manager(h) or process.wanted_manager(h)
-        running = bool(h.facts.get("app_pid"))
-        command = {
-            "start": None if running else process.start_command(s, name),
-            "stop": process.stop_command(s, name) if running else None,
-            "restart": process.restart_command(s, name),
-            "reload": process.reload_command(s) if running else process.start_command(s, name),
-        }[action]
-        if command is None:
-            return False
-        h.change(command)
-        return True
+    def plan(h: HostRun) -> None:
+        h.read_facts()
+        h.step(f"gunicorn {action}", process.control, action)
 
-    def control(h: HostRun) -> None:
-        gather(h)
-        h.step(f"gunicorn {action}", act)
-
-    return control
+    return plan
 
 
-def nginx_control(action: str):
-    def control(h: HostRun) -> None:
-        h.step(f"nginx {action}", lambda h: nginx.run_control(h, action))
+def nginx_control(action: str) -> Plan:
+    """fab start-nginx / stop-nginx / restart-nginx / reload-nginx / nginx-configtest."""
 
-    return control
+    def plan(h: HostRun) -> None:
+        h.step(f"nginx {action}", nginx.control, action)
+
+    return plan

@@ -1,199 +1,310 @@
 """The runner: one task on many hosts at once, each host's steps in order.
 
-A host that fails stops only itself; every host gets a summary line
-`HOST ok=N changed=M failed=K` (a stable format scripts read) and the run fails when
-any host did. Connections are opened once per host and reused by every task of a run.
+A Session is one fab invocation: its connections (one per host, shared by every task
+of the run), the facts a task left true for the next, and its console. A HostRun is one
+host during one task: it executes the operations its steps yield (deploy.ops), or in a
+dry run lists them. A host that fails stops only itself; results are returned, and the
+task layer (deploy.invocation) prints and records them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import shlex
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from inspect import isgenerator
 
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
 
-from deploy import output
+from deploy import facts as host_facts
 from deploy.connection import ConnectError, connect
+from deploy.console import Console, LineWriter
+from deploy.facts import HostFacts
+from deploy.host import HostContext
+from deploy.ops import CHANGES, Blocked, Check, Command, Diff, Notify, Op, Probe, Say, Steps, Upload
+from deploy.results import HostResult, StepFailed, StepResult
+from deploy.scripts import Shell
 from deploy.settings import Settings
 
-_connections: dict[str, Connection] = {}
-_connections_lock = threading.Lock()
-opened: dict[str, int] = {}  # SSH connections opened per host in this process (for -v and bench/)
-# Facts a task read and left true (it changed nothing), for the next task of the same run
-# on that host: `fab provision deploy` on a converged host reads each host once.
-_facts_cache: dict[str, tuple[str, dict[str, str]]] = {}
+SUDO_REJECTED = (
+    "sudo rejected the password for {user}; give the right one with fab --prompt-for-sudo-password "
+    "(or sudo.password in fabric.yaml), or allow {user} passwordless sudo"
+)
 
 
-class StepFailed(Exception):
-    """A remote command failed; carries the command and the tail of its output."""
+class Session:
+    """One fab invocation. invoke copies config values between tasks; a session is
+    shared, not copied, so every task of a run sees the same connections."""
 
-    def __init__(self, message: str, command: str = "", output: str = ""):
-        super().__init__(message)
-        self.command = command
-        self.output = output
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console()
+        self._lock = threading.Lock()
+        self._connections: dict[str, Connection] = {}
+        self.opened: dict[str, int] = {}  # SSH connections opened per host (for -v and bench/)
+        # Facts a task read and left true (it changed nothing), for the next task of the
+        # run on that host: `fab provision deploy` on a converged host reads it once.
+        self._kept_facts: dict[str, tuple[str, str]] = {}
+
+    def __copy__(self) -> Session:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Session:
+        return self
+
+    def connection(self, host: str, config: Config | None, settings: Settings) -> Connection:
+        with self._lock:
+            conn = self._connections.get(host)
+        if conn is None or not conn.is_connected:
+            conn = connect(host, config, settings.known_hosts, settings.connect_timeout, settings.accept_new_host_keys)
+            with self._lock:
+                self._connections[host] = conn
+                self.opened[host] = self.opened.get(host, 0) + 1
+        return conn
+
+    def take_facts(self, host: str, script: str) -> str | None:
+        """The output of script on host, when an earlier task read it and changed nothing."""
+        with self._lock:
+            kept = self._kept_facts.pop(host, None)
+        return kept[1] if kept and kept[0] == script else None
+
+    def keep_facts(self, host: str, script: str, output: str) -> None:
+        with self._lock:
+            self._kept_facts[host] = (script, output)
+
+    def close_all(self) -> None:
+        """Close every open connection; a command running on one fails at once."""
+        with self._lock:
+            conns = list(self._connections.values())
+            self._connections.clear()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def run_task(
+        self, hosts: list[str], plan: Plan, settings: Settings, config: Config | None = None, dry_run: bool = False,
+        verbose: bool = False, quiet: bool = False,
+    ) -> list[HostResult]:  # fmt: skip
+        """Run plan on every host concurrently (at most settings.parallel at once) and
+        return each host's result; quiet prints nothing (a look-ahead)."""
+        pool = ThreadPoolExecutor(max_workers=min(settings.parallel, max(len(hosts), 1)))
+        try:
+            return list(pool.map(lambda h: self._run_host(h, plan, settings, config, dry_run, verbose, quiet), hosts))
+        except KeyboardInterrupt:  # Ctrl-C (logs --follow): end every host's command, then stop
+            self.close_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def _run_host(
+        self, host: str, plan: Plan, settings: Settings, config: Config | None, dry_run: bool, verbose: bool,
+        quiet: bool,
+    ) -> HostResult:  # fmt: skip
+        started = time.monotonic()
+        self.console.quiet(quiet)
+        try:
+            conn = self.connection(host, config, settings)
+        except ConnectError as exc:
+            self.console.say(host, f"failed: {exc}")
+            return HostResult(host, error=str(exc), seconds=time.monotonic() - started, dry_run=dry_run)
+        run = HostRun(self, host, conn, settings, dry_run, verbose)
+        try:
+            plan(run)
+        except StepFailed as exc:  # a failed step is recorded already; a failure outside one (facts) is not
+            if not run.result.failed:
+                run.result.error = str(exc)
+                self.console.say(host, f"failed: {exc}")
+        except Exception as exc:  # a broken connection mid-run must not stop the other hosts
+            run.result.error = f"{type(exc).__name__}: {exc}"
+            self.console.say(host, f"failed: {run.result.error}")
+        finally:
+            with contextlib.suppress(Exception):  # the host may be gone; its result says so already
+                run.cleanup()
+            run.keep_facts()
+        run.result.seconds = time.monotonic() - started
+        run.result.commands = run.commands
+        if verbose:
+            self.console.say(
+                host, f"remote commands: {run.commands}, ssh connections opened so far: {self.opened.get(host, 0)}"
+            )
+        return run.result
 
 
-@dataclass
-class StepResult:
-    name: str
-    status: str  # ok | changed | failed
-    seconds: float
-    diff: str = ""
-    error: str = ""
-    command: str = ""
-    output: str = ""
+class HostRun(HostContext):
+    """One host during one task: its connection, the operations its steps yield, its result."""
 
-
-@dataclass
-class HostResult:
-    host: str
-    steps: list[StepResult] = field(default_factory=list)
-    seconds: float = 0.0
-    error: str = ""
-    commands: int = 0
-    data: dict = field(default_factory=dict)  # what a read-only task found (status, releases, logs)
-    dry_run: bool = False
-
-    def count(self, status: str) -> int:
-        return sum(1 for step in self.steps if step.status == status)
-
-    @property
-    def failures(self) -> int:
-        """Failed steps; a host that broke off outside any step (unreachable) counts one."""
-        return self.count("failed") or (1 if self.error else 0)
-
-    @property
-    def failed(self) -> bool:
-        return self.failures > 0
-
-    def summary(self) -> str:
-        return f"{self.host} ok={self.count('ok')} changed={self.count('changed')} failed={self.failures}"
-
-    @property
-    def status(self) -> str:
-        return "failed" if self.failed else "changed" if self.count("changed") else "ok"
-
-    def as_dict(self) -> dict:
-        """This host in the --json document (docs/json.md)."""
-        return {
-            "host": self.host,
-            "status": self.status,
-            "ok": self.count("ok"),
-            "changed": self.count("changed"),
-            "failed": self.failures,
-            "seconds": round(self.seconds, 3),
-            "commands": self.commands,
-            "error": self.error,
-            "steps": [
-                {
-                    "name": s.name,
-                    "status": s.status,
-                    "seconds": round(s.seconds, 3),
-                    "diff": s.diff,
-                    "error": s.error,
-                    "command": s.command,
-                    "output": s.output,
-                }
-                for s in self.steps
-            ],
-            "data": self.data,
-        }
-
-
-say = output.say
-
-
-class HostRun:
-    """One host during one task: its connection, facts, dry-run flag, results, handlers."""
-
-    def __init__(self, host: str, conn: Connection, settings: Settings, dry_run: bool, verbose: bool):
-        self.host = host
+    def __init__(self, session: Session, host: str, conn: Connection, settings: Settings, dry_run: bool, verbose: bool):
+        super().__init__(host, settings)
+        self.session = session
+        self.console = session.console
         self.conn = conn
-        self.settings = settings
         self.dry_run = dry_run
         self.verbose = verbose
-        self.facts: dict[str, str] = {}
         self.result = HostResult(host, dry_run=dry_run)
-        self.notified: list[str] = []
         self.commands = 0
-        self._diff = ""
         self._stage = ""
         self._sftp = None
-        self._facts_read: tuple[str, dict[str, str]] | None = None
-
-    SUDO_REJECTED = (
-        "sudo rejected the password for {user}; give the right one with fab --prompt-for-sudo-password "
-        "(or sudo.password in fabric.yaml), or allow {user} passwordless sudo"
-    )
+        self._facts_read: tuple[str, str] | None = None
 
     @property
     def wants_diffs(self) -> bool:
         """Diffs of changed files: shown in a dry run, kept for --json (one read each)."""
-        return self.dry_run or output.json_mode
+        return self.dry_run or self.console.json_mode
 
-    @property
-    def is_root(self) -> bool:
-        return self.conn.user == "root"
-
-    def run(self, command: str, check: bool = True, timeout: int | None = None) -> str:
-        """Run command as root on the host (via sudo for other users); return its stdout."""
+    # remote commands ----------------------------------------------------------------------
+    def run(self, shell: Shell, check: bool = True, timeout: int | None = None) -> str:
+        """Run shell as root on the host (via sudo for other users); return its stdout."""
         try:
-            result = self._as_root(command, hide=True, timeout=timeout)
+            result = self._as_root(shell, hide=True, timeout=timeout)
         except AuthFailure:
-            raise StepFailed(self.SUDO_REJECTED.format(user=self.conn.user), command) from None
+            raise StepFailed(SUDO_REJECTED.format(user=self.conn.user), shell.line) from None
         if check and result.exited != 0:
             output = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise StepFailed(output[-1] if output else f"exit code {result.exited}", command, "\n".join(output[-15:]))
+            message = output[-1] if output else f"exit code {result.exited}"
+            raise StepFailed(message, shell.line, "\n".join(output[-15:]))
         return result.stdout
 
-    def stream(self, command: str) -> None:
+    def stream(self, shell: Shell) -> None:
         """Run a long command (tail -F) whose output is printed line by line as it comes,
         prefixed by host. On a pty, so closing the connection (Ctrl-C) ends it on the host."""
-        self._as_root(command, pty=True, out_stream=output.LineWriter(self.host))
+        self._as_root(shell, pty=True, out_stream=LineWriter(self.console, self.host))
 
-    def _as_root(self, command: str, **options):
-        """Run command as root: directly when logged in as root, else the whole command in
-        root's shell through sudo (so no `cd` or redirect depends on sudo's behaviour)."""
+    def _as_root(self, shell: Shell, **options):
+        """Run as root: directly when logged in as root, else the whole script in root's
+        shell through sudo (so no `cd` or redirect depends on sudo's behaviour)."""
         self.commands += 1
         if self.verbose:
-            say(self.host, f"$ {command}")
-        if self.is_root:
-            return self.conn.run(command, warn=True, in_stream=False, **options)
-        return self.conn.sudo(f"sh -c {shlex.quote(command)}", warn=True, in_stream=False, **options)
+            self.console.say(self.host, f"$ {shell.line}")
+        if self.conn.user == "root":
+            return self.conn.run(shell.text, warn=True, in_stream=False, **options)
+        return self.conn.sudo(f"sh -c {shlex.quote(shell.text)}", warn=True, in_stream=False, **options)
 
-    def read_facts(self, script: str, parse: Callable[[str], dict[str, str]]) -> dict[str, str]:
-        """The host's facts from script's output, or from the previous task of this run
-        when it read the same script and changed nothing since."""
-        cached = _facts_cache.pop(self.host, None)
-        facts = dict(cached[1]) if cached and cached[0] == script else parse(self.run(script))
-        self._facts_read = (script, dict(facts))
-        return facts
+    # facts --------------------------------------------------------------------------------
+    def gather(self, shell: Shell) -> HostFacts:
+        """The host's facts from shell's output, or from the previous task of this run
+        when it read the same and changed nothing since."""
+        output = self.session.take_facts(self.host, shell.text)
+        if output is None:
+            output = self.run(shell)
+        self._facts_read = (shell.text, output)
+        self.facts = HostFacts.parse(output)
+        return self.facts
 
     def keep_facts(self) -> None:
         """After the task: its facts still hold if nothing changed (or it was a dry run)."""
         result = self.result
         if self._facts_read and not result.failed and (self.dry_run or not result.count("changed")):
-            _facts_cache[self.host] = self._facts_read
+            self.session.keep_facts(self.host, *self._facts_read)
 
-    def show_diff(self, diff: str) -> None:
-        """Record what a file would become (shown in a dry run, kept in the step result)."""
-        self._diff += diff
+    def read_facts(self, also: tuple[str, list[str]] = ("", [])) -> HostFacts:
+        """The facts every plan starts from (deploy/remote/facts.sh); with also, a
+        read-only task's own reads in the same command."""
+        layout = self.layout
+        secrets = [layout.secret_key, *(layout.secret(n) for n in self.settings.secrets if n != "SECRET_KEY")]
+        return self.gather(host_facts.read_command(layout, secrets, self.values, also))
 
-    def change(self, command: str) -> None:
-        """Run a command that changes the host, or only record it in a dry run."""
-        if self.dry_run:
-            if self.verbose:
-                say(self.host, f"(dry run) would run: {command}")
-            return
-        self.run(command)
+    # steps ---------------------------------------------------------------------------------
+    def step(self, name: str, action: Callable[..., Steps], *args, report: bool = True, **kwargs) -> bool:
+        """Run one step: execute (or, in a dry run, list) the operations it yields; record
+        ok (it yielded no change), changed, or failed, with timing and diffs. Without
+        report (a read-only task's one step), only a failure is printed."""
+        started = time.monotonic()
+        if report:
+            self.console.step_started(self.host, name)
+        diffs: list[str] = []
+        try:
+            changed = self._execute(action(self, *args, **kwargs), diffs)
+        except StepFailed as exc:
+            took = time.monotonic() - started
+            self.result.steps.append(
+                StepResult(name, "failed", took, "".join(diffs), str(exc), exc.command, exc.output)
+            )
+            self.console.step_finished(self.host, name, "failed", took, self.dry_run, str(exc))
+            if exc.output and exc.output.strip() != str(exc):
+                self.console.say(self.host, "  " + exc.output.replace("\n", "\n  "))
+            raise
+        took = time.monotonic() - started
+        status = "changed" if changed else "ok"
+        self.result.steps.append(StepResult(name, status, took, diff="".join(diffs)))
+        if report:
+            self.console.step_finished(self.host, name, status, took, self.dry_run)
+        if diffs and self.dry_run:
+            self.console.say(self.host, "".join(diffs).rstrip("\n"))
+        return changed
 
-    def stage(self, name: str, content: bytes) -> str:
+    def _execute(self, steps: Steps, diffs: list[str]) -> bool:
+        """Drive a step's generator: each operation's result is sent back; a failure is
+        thrown into it (a step may catch it to say more) and ends the step if not."""
+        if not isgenerator(steps):
+            raise TypeError(f"a step must yield operations, got {type(steps).__name__}")
+        changed, reply, error = False, None, None
+        while True:
+            try:
+                op = steps.throw(error) if error else steps.send(reply)
+            except StopIteration:
+                return changed
+            error, reply = None, None
+            changed = changed or isinstance(op, CHANGES)
+            try:
+                reply = self._do(op, diffs)
+            except StepFailed as exc:
+                error = exc
+
+    def _do(self, op: Op, diffs: list[str]) -> str | None:
+        if isinstance(op, Command):
+            if not self.dry_run:
+                self.run(op.shell)
+            else:
+                if self.verbose:
+                    self.console.say(self.host, f"(dry run) would run: {op.shell.line}")
+                if op.rehearse:
+                    self.run(op.rehearse)
+            return None
+        if isinstance(op, Upload):
+            return f"(not uploaded: dry run)/{op.name}" if self.dry_run else self._upload(op.name, op.content)
+        if isinstance(op, Diff):
+            if self.wants_diffs:
+                diffs.append(self._diff(op))
+            return None
+        if isinstance(op, Check):
+            if not self.dry_run:
+                self.run(op.shell)
+            return None
+        if isinstance(op, Probe):
+            return self.run(op.shell)
+        if isinstance(op, Notify):
+            self.notify(op.handler)
+            return None
+        if isinstance(op, Say):
+            self.console.say(self.host, op.text)
+            return None
+        if isinstance(op, Blocked):
+            if not self.dry_run:
+                raise StepFailed(op.reason)
+            diffs.append(op.preview + "\n")
+            return None
+        raise TypeError(f"unknown operation {op!r}")
+
+    def _diff(self, op: Diff) -> str:
+        """A unified diff of the host's file (read only now) against the new text."""
+        text = ""
+        if op.content is not None:
+            old = (
+                self.run(Shell(f"cat {shlex.quote(op.path)} 2>/dev/null || true", f"cat {op.path}"))
+                if op.exists
+                else ""
+            )
+            lines = difflib.unified_diff(
+                old.splitlines(True), op.content.splitlines(True), f"{op.path} (host)", f"{op.path} (new)"
+            )
+            text = "".join(lines)
+        return text or op.note.rstrip("\n") + "\n"
+
+    def _upload(self, name: str, content: bytes) -> str:
         """Upload content to a private staging directory on the host; return its path."""
         if self._sftp is None:
             self._sftp = self.conn.sftp()
@@ -214,41 +325,6 @@ class HostRun:
             )
         return path
 
-    def read(self, path: str) -> str:
-        """A file's current text on the host (used for dry-run diffs)."""
-        return self.run(f"cat {shlex.quote(path)} 2>/dev/null || true")
-
-    def notify(self, handler: str) -> None:
-        if handler not in self.notified:
-            self.notified.append(handler)
-
-    def step(self, name: str, action: Callable[[HostRun], bool], report: bool = True) -> bool:
-        """Run one idempotent step; record ok/changed/failed with timing and diff. Without
-        report (a read-only task's one step), only a failure is printed."""
-        started = time.monotonic()
-        self._diff = ""
-        if report:
-            output.step_started(self.host, name)
-        try:
-            changed = action(self)
-        except StepFailed as exc:
-            took = time.monotonic() - started
-            self.result.steps.append(
-                StepResult(name, "failed", took, error=str(exc), command=exc.command, output=exc.output)
-            )
-            output.step_finished(self.host, name, "failed", took, self.dry_run, str(exc))
-            if exc.output and exc.output.strip() != str(exc):
-                say(self.host, "  " + exc.output.replace("\n", "\n  "))
-            raise
-        took = time.monotonic() - started
-        status = "changed" if changed else "ok"
-        self.result.steps.append(StepResult(name, status, took, diff=self._diff))
-        if report:
-            output.step_finished(self.host, name, status, took, self.dry_run)
-        if self._diff and self.dry_run:
-            say(self.host, self._diff.rstrip("\n"))
-        return changed
-
     def cleanup(self) -> None:
         if self._stage:
             self.conn.run(f"rm -rf {self._stage}", hide=True, warn=True, in_stream=False)
@@ -257,76 +333,3 @@ class HostRun:
 
 
 Plan = Callable[[HostRun], None]
-
-
-def _connection(host: str, config: Config | None, settings: Settings) -> Connection:
-    with _connections_lock:
-        conn = _connections.get(host)
-    if conn is None or not conn.is_connected:
-        conn = connect(host, config, settings.known_hosts, settings.connect_timeout, settings.accept_new_host_keys)
-        with _connections_lock:
-            _connections[host] = conn
-            opened[host] = opened.get(host, 0) + 1
-    return conn
-
-
-def run_on_host(
-    host: str, plan: Plan, settings: Settings, config: Config | None, dry_run: bool, verbose: bool, quiet: bool = False
-) -> HostResult:
-    started = time.monotonic()
-    output.quiet(quiet)
-    try:
-        conn = _connection(host, config, settings)
-    except ConnectError as exc:
-        say(host, f"failed: {exc}")
-        return HostResult(host, error=str(exc), seconds=time.monotonic() - started, dry_run=dry_run)
-    run = HostRun(host, conn, settings, dry_run, verbose)
-    try:
-        plan(run)
-    except StepFailed as exc:  # a failed step is recorded already; a failure outside one (facts) is not
-        if not run.result.failed:
-            run.result.error = str(exc)
-            say(host, f"failed: {exc}")
-    except Exception as exc:  # a broken connection mid-run must not stop the other hosts
-        run.result.error = f"{type(exc).__name__}: {exc}"
-        say(host, f"failed: {run.result.error}")
-    finally:
-        with contextlib.suppress(Exception):  # the host may be gone; its result says so already
-            run.cleanup()
-        run.keep_facts()
-    run.result.seconds = time.monotonic() - started
-    run.result.commands = run.commands
-    if verbose:
-        say(host, f"remote commands: {run.commands}, ssh connections opened so far: {opened.get(host, 0)}")
-    return run.result
-
-
-def run_task(
-    task: str, hosts: list[str], plan: Plan, settings: Settings, config: Config | None = None, dry_run: bool = False,
-    verbose: bool = False, quiet: bool = False, phase: str = "", report: Callable[[list[HostResult]], None] | None = None,
-) -> list[HostResult]:  # fmt: skip
-    """Run plan on every host concurrently (at most settings.parallel at once), then print
-    the report (default: the summary table) and keep the results for --json; quiet
-    prints and keeps nothing (a look-ahead whose results the caller uses)."""
-    pool = ThreadPoolExecutor(max_workers=min(settings.parallel, max(len(hosts), 1)))
-    try:
-        results = list(pool.map(lambda h: run_on_host(h, plan, settings, config, dry_run, verbose, quiet), hosts))
-    except KeyboardInterrupt:  # Ctrl-C (logs --follow): end every host's command, then stop
-        close_all()
-        raise
-    finally:
-        pool.shutdown(wait=True)
-    if not quiet:
-        (report or output.summary)(results)
-        output.record(task, results, dry_run, phase)
-    return results
-
-
-def close_all() -> None:
-    """Close every open connection; a command running on one fails at once."""
-    with _connections_lock:
-        conns = list(_connections.values())
-        _connections.clear()
-    for conn in conns:
-        with contextlib.suppress(Exception):
-            conn.close()

@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 from conftest import REPO, ColdRun, converged_pair, fab, sample_variant
 
+from deploy.host import BAD_ANSWERS
 from deploy.lab import Lab
-from deploy.steps import process
 
 pytestmark = pytest.mark.lab
 
@@ -81,7 +81,7 @@ def test_release_that_fails_its_health_check_is_rolled_back(live, remote, tmp_pa
     assert "does not answer on 127.0.0.1:8000/: 127.0.0.1:8000/: HTTP 500" in run.out
     # an answer is judged at once: three 500s, not health_retries (150) tries
     errors_after = r.run("grep -c '\"GET / HTTP/1.1\" 500' /var/log/django/access.log || true").strip()
-    assert int(errors_after) - int(errors_before) == process.BAD_ANSWERS, run
+    assert int(errors_after) - int(errors_before) == BAD_ANSWERS, run
     assert current_release(r) == before
     assert f'<b id="host">{host.name}</b>' in page(host.address)
 

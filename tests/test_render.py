@@ -9,31 +9,21 @@ import pytest
 from conftest import REPO
 
 from deploy import settings as s
+from deploy.appenv import app_env
+from deploy.facts import HostFacts
+from deploy.host import HostContext
 from deploy.release import Release
 from deploy.render import VARIABLES, check, environment, render
-from deploy.runner import HostRun
 from deploy.steps import app, nginx
 
 
-class FakeHostRun(HostRun):
-    """A HostRun with facts but no connection: only for rendering."""
-
-    def __init__(self, settings, facts, host="root@203.0.113.5"):
-        self.settings, self.facts, self.notified, self.host = settings, facts, [], host
+def FakeHostRun(settings, facts, host="root@203.0.113.5"):  # noqa: N802
+    """A host with facts but no connection: only for rendering."""
+    return HostContext(host, settings, HostFacts.parse("".join(f"{k}={v}\n" for k, v in facts.items())))
 
 
 def gunicorn_conf(**raw) -> str:
-    h = FakeHostRun(s.validate(raw), {"nproc": "4"})
-    content = {}
-    import deploy.steps.app as app_mod
-
-    original = app_mod.ensure_file
-    app_mod.ensure_file = lambda h, path, text, *a, **k: content.setdefault("text", text) and False
-    try:
-        app.gunicorn_config(h)
-    finally:
-        app_mod.ensure_file = original
-    return content["text"]
+    return app.gunicorn_conf(FakeHostRun(s.validate(raw), {"nproc": "4"}))
 
 
 def test_gunicorn_config_has_only_settings_gunicorn_knows():
@@ -105,7 +95,8 @@ def test_release_is_deterministic_and_skips_junk(tmp_path):
 
 
 def test_app_environment_has_paths_not_secrets():
-    env = app.app_env(FakeHostRun(s.validate({"server_name": "example.com"}), {}))
+    h = FakeHostRun(s.validate({"server_name": "example.com"}), {})
+    env = app_env(h.settings, h.facts)
     assert env["DJANGO_SECRET_KEY_FILE"].endswith("/secret_key")
     assert env["DJANGO_ALLOWED_HOSTS"] == "example.com,localhost"
     assert not any("SECRET_KEY=" in f"{k}={v}" for k, v in env.items() if k != "DJANGO_SECRET_KEY_FILE")
@@ -132,7 +123,7 @@ INVENTORY = {
 )
 def test_allowed_hosts_are_never_a_wildcard_by_default(raw, addresses, expected):
     h = FakeHostRun(s.validate(raw), {"addresses": addresses}, host="root@10.0.0.11")
-    assert app.app_env(h)["DJANGO_ALLOWED_HOSTS"] == expected
+    assert app_env(h.settings, h.facts)["DJANGO_ALLOWED_HOSTS"] == expected
 
 
 @pytest.mark.parametrize(

@@ -1,2 +1,3 @@
-"""Steps: small idempotent units. Each reads the host's facts, changes only what
-differs (or, in a dry run, reports what it would change) and returns whether it did."""
+"""Steps: small idempotent units. Each is a generator: it reads the host's facts
+(deploy.host.HostContext) and yields operations (deploy.ops) only for what differs;
+the runner executes them, or in a dry run lists them."""

@@ -1,0 +1,76 @@
+"""A host as a step sees it: bound once per run to its settings, layout, roles and facts.
+
+Steps read this and yield operations (deploy.ops); they never hold a connection. The
+runner's HostRun extends it with one. A unit test builds one from settings and facts.
+"""
+
+from __future__ import annotations
+
+from deploy import appenv, scripts
+from deploy.facts import HostFacts
+from deploy.inventory import Member
+from deploy.layout import Layout
+from deploy.ops import Handler
+from deploy.scripts import Shell
+from deploy.settings import Settings
+
+BAD_ANSWERS = 3  # answers that say no (a 500, a 404 at health_path) before a start counts as failed
+APT_WAIT = 300  # seconds apt may wait for another apt (unattended-upgrades) to finish
+
+
+class HostContext:
+    def __init__(self, host: str, settings: Settings, facts: HostFacts | None = None):
+        self.host = host
+        self.settings = settings
+        self.layout = Layout.of(settings)
+        self.member: Member | None = settings.inventory.find(host)  # None: a host given with -H
+        self.roles = settings.inventory.roles_of(host)
+        self.facts = facts or HostFacts()
+        self.notified: list[Handler] = []
+
+    @property
+    def is_app(self) -> bool:
+        return "app" in self.roles
+
+    @property
+    def behind_lbs(self) -> bool:
+        """In the inventory: its site listens for the load balancers on app_port."""
+        return self.member is not None
+
+    @property
+    def site_port(self) -> int:
+        """Where this host's app site listens: listen_port alone, app_port behind load balancers."""
+        return self.settings.app_port if self.behind_lbs else self.settings.listen_port
+
+    def notify(self, handler: Handler) -> None:
+        if handler not in self.notified:
+            self.notified.append(handler)
+
+    def settle(self, *handlers: Handler) -> None:
+        """These handlers' work is done already (supervisor's update restarted the app)."""
+        self.notified[:] = [n for n in self.notified if n not in handlers]
+
+    def shell(self, files: list[str], function: str, *args: object, stdin: str = "") -> Shell:
+        """A call of a function of deploy/remote/FILES, with every value it reads."""
+        return scripts.call(files, function, *args, values=self.values, stdin=stdin)
+
+    @property
+    def values(self) -> dict[str, object]:
+        """What the remote scripts read: the layout's paths and this host's settings (the
+        app's environment depends on the facts: computed anew each time)."""
+        s = self.settings
+        names = [n for n in s.server_name.split() if n != "_" and "*" not in n]
+        env = appenv.app_env(s, self.facts)
+        return self.layout.values() | {
+            "APP_ENV": "\n".join(f"{k}={v}" for k, v in env.items()),
+            "APP_FILES": scripts.text("app_files.sh"),
+            "BIND": s.bind,
+            "HEALTH_PY": scripts.text("health.py"),
+            "HEALTH_PATH": s.health_path,
+            "HEALTH_HOST": names[0] if names else "localhost",
+            "HEALTH_TIMEOUT": s.health_timeout,
+            "HEALTH_STRICT": 1 if s.health_path else 0,
+            "HEALTH_RETRIES": s.health_retries,
+            "BAD_ANSWERS": BAD_ANSWERS,
+            "APT_WAIT": APT_WAIT,
+        }

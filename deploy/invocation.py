@@ -1,0 +1,106 @@
+"""What one fab task does around its plan: settings and hosts checked before any host
+is touched (exit 2), the plan run on every host, the results printed and recorded, and
+an exit code that names the hosts that failed (exit 1)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+
+from invoke import Context, Exit
+
+from deploy import render
+from deploy import settings as settings_mod
+from deploy.connection import check_host_string
+from deploy.console import Console
+from deploy.inventory import ROLES
+from deploy.results import HostResult
+from deploy.runner import Plan, Session
+from deploy.settings import Settings, SettingsError
+
+Report = Callable[[Console, list[HostResult]], None]
+SESSION = "fabstack_session"  # the invoke config key the executor puts the run's Session under
+
+
+def ignore_broken_pipe() -> None:
+    """`fab status | head` should end quietly, like any Unix tool, not with a traceback."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+def session_of(c: Context) -> Session:
+    """The run's session (deploy.executor makes one per fab invocation)."""
+    session = c.config.get(SESSION)
+    if session is None:  # a task called without fabstack's executor
+        session = Session()
+        c.config[SESSION] = session
+    return session
+
+
+def load_settings(path: str | None, **overrides) -> Settings:
+    """Settings, validated, with every template parsed: bad input stops here (exit 2)."""
+    try:
+        settings = settings_mod.load(path, overrides)
+        render.check(settings.templates_dir)
+        return settings
+    except SettingsError as exc:
+        raise Exit(f"fabstack: {exc}", code=2) from None
+
+
+def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") -> list[str]:
+    """-H hosts if given, else the inventory's, narrowed by --role and --limit."""
+    raw = c.config.get("fabstack_hosts") or ""
+    hosts = [h.strip() for h in raw.split(",") if h.strip()]
+    for host in hosts:
+        try:
+            check_host_string(host)
+        except ValueError as exc:
+            raise Exit(f"fabstack: {exc}", code=2) from None
+    if not hosts:
+        if role and role not in ROLES:
+            raise Exit(f"fabstack: --role {role!r} is not a role; use app or lb", code=2)
+        hosts = [m.host for m in settings.inventory.members if not role or role in m.roles]
+        wanted = {x.strip() for x in limit.split(",") if x.strip()}
+        if wanted:
+            known = {m.host for m in settings.inventory.members} | {m.address for m in settings.inventory.members}
+            if wanted - known:
+                raise Exit(f"fabstack: --limit {sorted(wanted - known)[0]!r} is not in the inventory", code=2)
+            hosts = [m.host for m in settings.inventory.members if m.host in hosts and {m.host, m.address} & wanted]
+    if not hosts:
+        raise Exit(
+            "fabstack: no hosts given; use fab -H root@HOST TASK (several: -H a,b,c) or list hosts in the settings",
+            code=2,
+        )
+    return hosts
+
+
+def fail_if_any(results: list[HostResult], why: str = "") -> None:
+    """Exit 1 naming the hosts that failed, if any did."""
+    failed = [r.host for r in results if r.failed]
+    sys.stdout.flush()
+    if failed:
+        raise Exit(f"fabstack: failed on {len(failed)} of {len(results)} host(s): {', '.join(failed)}{why}", code=1)
+
+
+def run_reported(
+    c: Context, task: str, hosts: list[str], plan: Plan, settings: Settings, dry_run: bool = False,
+    verbose: bool = False, phase: str = "", report: Report | None = None,
+) -> list[HostResult]:  # fmt: skip
+    """Run plan on hosts, print the report (default: the summary table), record the
+    results for --json, and return them."""
+    session = session_of(c)
+    results = session.run_task(hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose)
+    (report or Console.summary)(session.console, results)
+    session.console.record(task, results, dry_run, phase)
+    return results
+
+
+def execute(
+    c: Context, task: str, plan: Plan, settings: Settings, dry_run: bool = False, verbose: bool = False,
+    role: str = "", limit: str = "", report: Report | None = None,
+) -> list[HostResult]:  # fmt: skip
+    """Run plan on the task's hosts; exit non-zero naming the hosts that failed."""
+    hosts = hosts_of(c, settings, role, limit)
+    results = run_reported(c, task, hosts, plan, settings, dry_run, verbose, report=report)
+    fail_if_any(results)
+    return results

@@ -1,0 +1,99 @@
+"""Operations: what a step yields, and the runner executes (pyinfra's operations).
+
+A step is a generator. It reads the host's facts and yields only what must happen:
+commands that change the host, uploads, diffs, checks, notifications. The runner runs
+them in order, or in a dry run lists them, and sends back what a step needs (an
+upload's staged path, a probe's output). A step that yielded a change is `changed`;
+one that yielded none is `ok`. So no step looks at the dry-run flag or counts its own
+changes, and a step's unit test is: these facts in, these operations out.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+from deploy.scripts import Shell
+
+
+@dataclass(frozen=True)
+class Command:
+    """Shell that changes the host. Skipped in a dry run, where `rehearse` (read-only,
+    e.g. nginx -t for an nginx start) runs instead when given."""
+
+    shell: Shell
+    rehearse: Shell | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Bytes staged in the run's private directory on the host; the runner sends back
+    their path (a placeholder in a dry run, where nothing is uploaded)."""
+
+    name: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What path would become. The runner reads the host's copy only when diffs are
+    wanted (a dry run, --json); content None is a secret's: never shown."""
+
+    path: str
+    content: str | None
+    exists: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """Read-only shell that must pass after changes (a health check): it fails the
+    step when it does not. Skipped in a dry run: it would check the old state."""
+
+    shell: Shell
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Read-only shell that runs in every run, dry ones too; the runner sends back its
+    output. A failing probe fails the step."""
+
+    shell: Shell
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """The step cannot go on here yet (a deploy to a host not provisioned): a real run
+    fails with `reason`; a dry run shows `preview` as a change to come."""
+
+    reason: str
+    preview: str
+
+
+@dataclass(frozen=True)
+class Say:
+    """A line for the user now, prefixed by the host (apt is busy: waiting for it)."""
+
+    text: str
+
+
+class Handler(enum.Enum):
+    """Notifications: a step notifies, the plan's last steps act once. Declared in the
+    order they run: nginx first (a new site for the app), then the app."""
+
+    RELOAD_NGINX = "reload nginx"
+    RESTART_APP = "restart the app"  # a new master: new virtualenv, unit or bind
+    RELOAD_APP = "reload the app"  # a HUP: new code, config or secret
+
+
+@dataclass(frozen=True)
+class Notify:
+    handler: Handler
+
+
+Op = Command | Upload | Diff | Check | Probe | Blocked | Notify | Say
+# What a step returns: a generator of operations; the runner sends back str (paths, output).
+Steps = Generator[Op, str | None, bool | None]
+Step = Callable[..., Steps]
+CHANGES = (Command, Upload, Blocked)  # a step that yields one of these is `changed`

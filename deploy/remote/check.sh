@@ -1,0 +1,31 @@
+# What `fab check` reads. gunicorn's owners and listeners come from every process
+# running this app's gunicorn config and every process of the app user, never from a pid
+# the app could forge.
+#
+# Set before use: APP, CONFIG, CURRENT, DATA, VENV, APP_ENV.
+
+# read_nginx_checks: nginx's config test and whether it hides its version.
+read_nginx_checks() {
+    if out=$(nginx -t 2>&1); then echo nginx_test=ok; else echo "nginx_test=$(echo "$out" | grep -m1 emerg)"; fi
+    echo "server_tokens=$(nginx -T 2>/dev/null | grep -cE '^[[:space:]]*server_tokens[[:space:]]+off;')"
+}
+
+# read_app_checks SECRET...: the app user, gunicorn's owners and listeners, the secret
+# files' modes (read as the app user), the data directory, Django's check --deploy.
+read_app_checks() {
+    echo "app_uid=$(id -u "$APP" 2>/dev/null)"
+    masters=$(pgrep -d, -f -- "[b]in/gunicorn --config $CONFIG") # [b]: not this script itself
+    [ -n "$masters" ] && echo "owners=$(ps -o user= -p "$masters" | sort -u | tr '\n' ' ')"
+    pids=$(pgrep -d '|' -u "$APP")
+    [ -n "$pids" ] && echo "listen=$(ss -Hltnp | grep -E "pid=($pids)," | awk '{print $4}' | sort -u | tr '\n' ' ')"
+    # shellcheck disable=SC2016 # expanded by the app user's shell
+    as_app / sh -c 'for f; do echo "secret.$f=$(stat -c "%U:%G %a" "$f" 2>/dev/null)"; done' - "$@"
+    echo "data_dir=$(stat -c '%U:%G %a' "$DATA" 2>/dev/null)"
+    if [ -e "$CURRENT" ]; then
+        out=$(app_run "$CURRENT" "$VENV/bin/python" manage.py check --deploy 2>&1)
+        echo "django_status=$?"
+        echo "django_warnings=$(echo "$out" | grep -oE '^[^ ]*: \(security\.W[0-9]+\)' | grep -oE 'W[0-9]+' | tr '\n' ' ')"
+        echo "django_error=$(echo "$out" | grep -m1 -E 'ERROR|Error')"
+    fi
+    true
+}

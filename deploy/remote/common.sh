@@ -1,0 +1,81 @@
+# Helpers every remote script uses. Python sends them as a prelude: the layout's values
+# as quoted assignments (deploy/scripts.py), these files, then one function call.
+#
+# Set before use: APP (the app user), APP_ENV (the app's environment, one NAME=VALUE
+# per line; no secret values, only the paths of secret files).
+
+# as_app DIR CMD...: CMD as the app user in DIR with a clean environment. Root hands
+# anything inside a directory the app can write to this, never does it itself: the app
+# could have put a symlink there (docs/security.md).
+as_app() {
+    as_app_dir=$1
+    shift
+    setpriv --reuid="$APP" --regid="$APP" --init-groups --reset-env env -C "$as_app_dir" "$@"
+}
+
+# app_run DIR CMD...: as_app, with the app's environment (gunicorn, manage.py).
+app_run() {
+    app_run_dir=$1
+    shift
+    # APP_ENV splits on newlines only; no value is a glob
+    # shellcheck disable=SC2086
+    (
+        set -f
+        IFS='
+'
+        as_app "$app_run_dir" $APP_ENV "$@"
+    )
+}
+
+# app_file FUNCTION ARG...: a function of app_files.sh (its text is $APP_FILES), run as
+# the app user, so nothing the app planted in its own directories is followed by root.
+app_file() {
+    as_app / sh -c "$APP_FILES"'
+"$@"' - "$@"
+}
+
+# install_file STAGED PATH OWNER GROUP MODE [CHECK ARG...]: STAGED becomes PATH
+# atomically, with its owner and mode; with CHECK, only when `CHECK NEW ARG...` passes
+# for the new file (what it prints goes to stderr, and the old file stays).
+install_file() {
+    install_new="$2.fabstack-new"
+    install_path=$2
+    install -o "$3" -g "$4" -m "$5" "$1" "$install_new" || return 1
+    shift 5
+    if [ $# -gt 0 ]; then
+        install_check=$1
+        shift
+        if ! "$install_check" "$install_new" "$@" >&2; then
+            rm -f "$install_new"
+            return 1
+        fi
+    fi
+    mv -f "$install_new" "$install_path"
+}
+
+# put_app_file STAGED PATH MODE: STAGED becomes PATH in the app's own directories,
+# written by the app user (an existing file someone else owns is handed to it first).
+put_app_file() {
+    owner=$(stat -c %U "$2" 2>/dev/null)
+    if [ -n "$owner" ] && [ "$owner" != "$APP" ]; then chown -h "$APP:$APP" "$2" || return 1; fi
+    app_file put_file "$2" "$3" < "$1"
+}
+
+# new_secret PATH: a random secret generated on the host by the app user (it never
+# crosses the wire), unless PATH holds one already.
+new_secret() {
+    owner=$(stat -c %U "$1" 2>/dev/null)
+    if [ -n "$owner" ] && [ "$owner" != "$APP" ]; then chown -h "$APP:$APP" "$1" || return 1; fi
+    app_file new_secret "$1"
+}
+
+# install_dirs PATH:OWNER:GROUP:MODE...: each directory with its owner and mode.
+install_dirs() {
+    for spec; do
+        d_mode=${spec##*:}
+        spec=${spec%:*}
+        d_group=${spec##*:}
+        spec=${spec%:*}
+        install -d -o "${spec##*:}" -g "$d_group" -m "$d_mode" "${spec%:*}" || return 1
+    done
+}

@@ -1,0 +1,77 @@
+# The host's facts: everything a run needs to know, as key=value lines, in one command
+# (deploy/facts.py parses them). Shell builtins where they do, and one process for each
+# kind of read (all checksums, all modes, all links): with many hosts on a small
+# machine, the processes a read spawns are what it costs.
+#
+# Set before use: the layout's values (APP, UNIT, UNIT_FILE, PROGRAM, PROGRAM_FILE,
+# APT_STAMP, VENV, VENV_MARKER, REQUIREMENTS_MARKER, PASSED, RELEASES, CURRENT,
+# NGINX_DEFAULT_BACKUP) and, space-separated, FACT_FILES (files root reads), APP_FACT_FILES
+# (files read as the app user), FACT_DIRS, FACT_LINKS, FACT_PACKAGES.
+
+# FILE_FACTS: `sha.PATH=` and `meta.PATH=` lines for the regular files among "$@" (a
+# symlink is not one: it reads as missing, so a step replaces it). Kept as text so the
+# app user's shell can run it too.
+# shellcheck disable=SC2016 # expanded by the shell that runs it
+FILE_FACTS='found=
+for f; do [ -f "$f" ] && [ ! -L "$f" ] && found="$found $f"; done
+if [ -n "$found" ]; then
+    sha256sum $found | sed "s/^\([0-9a-f]*\)  \(.*\)$/sha.\2=\1/"
+    stat -c "meta.%n=%U:%G %a" $found
+fi'
+eval "file_facts() {
+$FILE_FACTS
+}"
+
+# shellcheck disable=SC2086,SC2046,SC1091 # the lists are space-separated paths without spaces
+read_facts() {
+    . /etc/os-release 2>/dev/null
+    echo "os=$ID $VERSION_ID"
+    echo "nproc=$(nproc)"
+    echo "addresses=$(hostname -I 2>/dev/null)"
+    echo "now=$(date +%s)"
+    v=$(python3 --version 2>/dev/null)
+    echo "python=${v#Python }"
+    read -r pid1 < /proc/1/comm
+    echo "pid1=$pid1"
+    [ "$pid1" = systemd ] && echo "systemd=$(systemctl is-system-running 2>/dev/null)"
+    [ -f "$UNIT_FILE" ] && echo "unit_state=$(systemctl is-active "$UNIT" 2>/dev/null)" &&
+        echo "unit_enabled=$(systemctl is-enabled "$UNIT" 2>/dev/null)"
+    [ -f "$PROGRAM_FILE" ] && echo "supervisor_state=$(supervisorctl status "$PROGRAM" 2>/dev/null | awk '{print $2}')"
+    p=
+    read -r p 2>/dev/null < /run/supervisord.pid
+    [ -n "$p" ] && [ -d "/proc/$p" ] && echo "supervisord_pid=$p"
+    echo "apt_stamp=$(stat -c %Y "$APT_STAMP" 2>/dev/null)"
+    uid=
+    while IFS=: read -r name _ id _; do [ "$name" = "$APP" ] && uid=$id; done < /etc/passwd
+    [ -n "$uid" ] && echo "user=$uid"
+    dpkg-query -W -f='pkg.${Package}=${db:Status-Status}\n' $FACT_PACKAGES 2>/dev/null
+    file_facts $FACT_FILES
+    # the app's own files (secrets in its data directory) are read as the app user
+    [ -n "$uid" ] && [ -n "$APP_FACT_FILES" ] && as_app / sh -c "$FILE_FACTS" - $APP_FACT_FILES
+    found=
+    for d in $FACT_DIRS; do [ -d "$d" ] && found="$found $d"; done
+    [ -n "$found" ] && stat -c 'dir.%n=%U:%G %a' $found
+    find "$CURRENT" $FACT_LINKS -maxdepth 0 -type l \( -path "$CURRENT" -printf 'current=%l\n' \
+        -o -printf 'link.%p=%l\n' \) 2>/dev/null
+    [ -e "$NGINX_DEFAULT_BACKUP" ] && echo "default_backup=yes"
+    echo "venv_version=$(sed -n 's/^version *= *//p' "$VENV/pyvenv.cfg" 2>/dev/null)"
+    m=
+    read -r m 2>/dev/null < "$VENV_MARKER"
+    echo "venv_marker=$m"
+    m=
+    read -r m 2>/dev/null < "$REQUIREMENTS_MARKER"
+    echo "requirements_marker=$m"
+    m=
+    read -r m 2>/dev/null < "$PASSED"
+    echo "passed=$m"
+    set -- $(ls -t "$RELEASES" 2>/dev/null)
+    echo "releases=$*"
+    if alive; then
+        echo "app_pid=$pid"
+        echo "app_listen=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," 'index($0, p) {printf "%s ", $4}')"
+    fi
+    pid=
+    read -r pid 2>/dev/null < /run/nginx.pid
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "nginx_pid=$pid"
+    true
+}

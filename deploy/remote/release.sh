@@ -1,0 +1,68 @@
+# Releases: the project unpacked and checked beside the live one, then named.
+#
+# Set before use: APP, VENV, RELEASES, APP_ENV (common.sh's app_run).
+
+# unpack_release ID ARCHIVE STATIC_DIR WSGI_MODULE STATIC_REGEX: releases/ID from the
+# archive: its wsgi module imported (a broken app stops here, before the live site is
+# touched), migrated, static files collected, modes set, then named by a rename. A
+# release that fails any check leaves nothing behind.
+unpack_release() {
+    partial="$RELEASES/.$1.partial"
+    static="$partial/$3"
+    {
+        rm -rf "$partial" && mkdir -p "$partial" && tar -xzf "$2" -C "$partial" --no-same-owner &&
+            install -d -o "$APP" -g "$APP" -m 755 "$static" &&
+            app_run "$partial" "$VENV/bin/python" -c "import $4" &&
+            app_run "$partial" "$VENV/bin/python" manage.py migrate --noinput -v 0 &&
+            app_run "$partial" "$VENV/bin/python" manage.py collectstatic --noinput -v 0 &&
+            { "$VENV/bin/python" -m compileall -q -x "$5" "$partial" > /dev/null || true; } &&
+            release_modes "$partial" "$static" &&
+            static_path_open "$partial" "$3" &&
+            mv -T "$partial" "$RELEASES/$1"
+    } || {
+        status=$?
+        rm -rf "$partial"
+        return "$status"
+    }
+}
+
+# release_modes RELEASE STATIC: the code root:APP with no world bits (the app reads it,
+# nobody else does, nobody but root writes it); the collected static files root's and
+# world-readable (nginx serves them; the app collected them but cannot rewrite them),
+# with no symlink the app may have left among them. chown -h, chmod -R and find -P never
+# follow one. (Root compiled the code before, never inside the static files.)
+release_modes() {
+    chown -R -h "root:$APP" "$1" && chmod -R u+rwX,g+rX,g-w,o-rwx "$1" &&
+        chown -R -h root:root "$2" && find "$2" -type l -delete && chmod -R u+rwX,go+rX,go-w "$2"
+}
+
+# static_path_open RELEASE STATIC_DIR: others (nginx's worker user) may pass through the
+# directories down to the static files, and read nothing else of the release.
+static_path_open() {
+    path=$1
+    dirs=$1
+    rest=${2#/}
+    rest=${rest%/}
+    while case $rest in */*) true ;; *) false ;; esac do
+        path="$path/${rest%%/*}"
+        rest=${rest#*/}
+        dirs="$dirs $path"
+    done
+    # shellcheck disable=SC2086 # paths without spaces (settings are validated)
+    chmod o+x $dirs
+}
+
+# check_gunicorn_config CONFIG RELEASE WSGI_MODULE: gunicorn itself accepts CONFIG and
+# loads the app from RELEASE with it, as the app user with the app's environment.
+check_gunicorn_config() {
+    if ! out=$(app_run "$2" "$VENV/bin/gunicorn" --check-config --config "$1" --chdir "$2" 2>&1); then
+        echo "$out" | tail -n 15
+        echo "gunicorn rejected the new config (wsgi_module $3): $(echo "$out" | grep -v '^ ' | tail -n 1); the app keeps running on the old one (a new project? fab deploy tries the config with the release it uploads)"
+        return 1
+    fi
+}
+
+# remove_releases ID...: old releases gone.
+remove_releases() {
+    for id; do rm -rf "${RELEASES:?}/$id" || return; done
+}

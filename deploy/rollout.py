@@ -1,0 +1,52 @@
+"""The rolling-deploy policy: app hosts behind load balancers change batch by batch,
+each out of the upstream while it changes, and the upstream ends up holding exactly
+the app hosts that answer their health check."""
+
+from __future__ import annotations
+
+from invoke import Context
+
+from deploy import plans
+from deploy.invocation import fail_if_any, run_reported, session_of
+from deploy.runner import Plan
+from deploy.settings import Settings
+
+
+def rolling(c: Context, task: str, plan: Plan, settings: Settings, verbose: bool = False) -> bool:
+    """Deploy (or roll back) app hosts behind load balancers batch by batch, each out of
+    the upstream while it changes; then every app host that answers its health check is
+    in the upstream and every one that does not is out, whatever an earlier run left.
+    Returns False when this is not a rolling run (-H hosts, no lb, batch_size 0), so the
+    caller runs on all hosts at once."""
+    lbs = [m.host for m in settings.inventory.with_role("lb")]
+    apps = [m.host for m in settings.inventory.with_role("app")]
+    if c.config.get("fabstack_hosts") or not lbs or not settings.batch_size:
+        return False
+    session = session_of(c)
+    # Look ahead (one facts read per host): only hosts whose run would change roll.
+    preview = session.run_task(apps, plan, settings, c.config, dry_run=True, quiet=True)
+    fail_if_any(preview)
+    changing = [r.host for r in preview if r.count("changed")]
+    session.console.say(
+        "rolling", f"{len(changing)} of {len(apps)} app host(s) to change, {settings.batch_size} at a time"
+    )
+
+    def run(hosts: list[str], plan: Plan, phase: str) -> list:
+        return run_reported(c, task, hosts, plan, settings, verbose=verbose, phase=phase)
+
+    for start in range(0, len(changing), settings.batch_size):
+        batch = changing[start : start + settings.batch_size]
+        fail_if_any(run(lbs, plans.lb_out(frozenset(batch)), "lb out"))
+        fail_if_any(
+            run(batch, plan, "batch"),
+            "; rollout stopped: the load balancers keep the failed host(s) out, the rest stay as they were",
+        )
+        fail_if_any(run(lbs, plans.lb_out(frozenset()), "lb in"))
+    if not changing:  # the look-ahead already read every host: report it, do not read again
+        session.console.summary(preview)
+        session.console.record(task, preview, dry_run=False, phase="look-ahead")
+    health = run(apps, plans.serving, "health")
+    unhealthy = frozenset(r.host for r in health if r.failed)
+    fail_if_any(run(lbs, plans.lb_out(unhealthy), "upstream"))
+    fail_if_any(health, "; the load balancers keep them out until they answer")
+    return True

@@ -1,0 +1,23 @@
+"""Health checks: the app answers through this host's own nginx. They change nothing
+but root's record of the release that passed."""
+
+from __future__ import annotations
+
+from deploy.host import HostContext
+from deploy.ops import Check, Command, Steps
+
+
+def answers(h: HostContext) -> Steps:
+    """The app answers its health check through this host's nginx (changes nothing)."""
+    yield Check(h.shell(["gunicorn.sh"], "health_check", f"127.0.0.1:{h.site_port}"))
+
+
+def passes(h: HostContext, release_id: str) -> Steps:
+    """The site answers: checked after every change, and on every run until the current
+    release has passed once (a run cut off before its check, or a first release that
+    failed with nothing to return to, is checked again, never taken on trust). The host
+    records the release that passed, in a root-owned file."""
+    yield from answers(h)
+    if h.facts.passed != release_id:
+        yield Command(h.shell(["gunicorn.sh"], "record_passed", release_id))
+        h.facts.passed = release_id
