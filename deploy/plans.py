@@ -58,7 +58,7 @@ def deploy(release: Release) -> Plan:
         h.step("release uploaded", app.upload_release, release)
         # checked by gunicorn against the release it will serve, before either goes live
         h.step("gunicorn config", app.gunicorn_config, f"{h.layout.releases}/{release.id}")
-        previous = h.facts.current_release
+        previous = h.facts.current_release  # before the switch, which updates the facts
         switched = h.step("release current", app.switch_release, release)
         try:
             h.step("process manager", process.manager)
@@ -68,9 +68,6 @@ def deploy(release: Release) -> Plan:
             if not h.dry_run:
                 never_leave_failed(h, release.id, previous if switched else "")
             raise
-        if switched:  # what the host has now, for pruning
-            h.facts.current = f"{h.layout.releases}/{release.id}"
-            h.facts.releases = list(dict.fromkeys([release.id, *h.facts.releases]))
         h.step("old releases pruned", app.prune_releases)
 
     return plan

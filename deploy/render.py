@@ -12,9 +12,9 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-from deploy.settings import REPO, SettingsError
+from deploy.settings import TEMPLATES, SettingsError
 
-OWN_TEMPLATES = REPO / "templates"
+OWN_TEMPLATES = TEMPLATES
 
 # Every template fabstack renders, and the variables it is given: a user's template may
 # use any of these and nothing else (checked before any host is contacted).

@@ -29,7 +29,8 @@ def done(h: HostRun) -> Steps:
 def status(h: HostRun) -> None:
     """One row per host; the step fails when something that should run does not."""
     role = "app" if h.is_app else "lb"
-    f = h.read_facts(also=("status.sh", [scripts.line("read_status", role, f"127.0.0.1:{h.site_port}")]))
+    port = h.site_port if h.is_app else h.settings.listen_port  # a load balancer: the site through it
+    f = h.read_facts(also=("status.sh", [scripts.line("read_status", role, f"127.0.0.1:{port}")]))
     x = f.extra
     row = {
         "reachable": "yes",

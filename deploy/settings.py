@@ -16,8 +16,11 @@ from typing import Any
 from deploy.inventory import METHODS, Inventory, InventoryError
 from deploy.inventory import parse as parse_inventory
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE_PROJECT = REPO / "templates" / "sample"
+REPO = Path(__file__).resolve().parent.parent  # the checkout (docs/); an installed wheel has none
+# templates/ ships inside the package (deploy/templates links to it in the checkout), so
+# an installed wheel renders and deploys the sample without the checkout.
+TEMPLATES = Path(__file__).parent / "templates"
+SAMPLE_PROJECT = TEMPLATES / "sample"
 WORKER_CLASSES = ("sync", "gevent", "gthread")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -241,26 +244,62 @@ SCHEMA: tuple[Key, ...] = (
 KEYS = {key.name: key for key in SCHEMA}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    values: dict = field(default_factory=dict)
+    """Validated settings: one typed attribute per SCHEMA key (a test checks they match,
+    and that every `settings.NAME` in deploy/ names one), so a misspelt setting fails
+    the unit tests, not a run on a host."""
+
+    app_name: str
+    project_path: str
+    wsgi_module: str
+    settings_module: str
+    server_name: str
+    listen_port: int
+    bind: str
+    workers: int | str
+    worker_class: str
+    process_manager: str
+    threads: int
+    worker_connections: int
+    backlog: int
+    timeout: int
+    loglevel: str
+    django_version: str
+    gunicorn_version: str
+    gevent_version: str
+    apt_cache_max_age: int
+    allowed_hosts: list
+    static_url: str
+    media_url: str
+    static_dir: str
+    keep_releases: int
+    health_path: str
+    hosts: list
+    lb_method: str
+    lb_hash_key: str
+    app_port: int
+    batch_size: int
+    keepalive: int
+    health_timeout: int
+    health_retries: int
+    known_hosts: list
+    accept_new_host_keys: bool
+    secrets: dict
+    templates_dir: str
+    parallel: int
+    connect_timeout: int
     source: str = "defaults"
     inventory: Inventory = field(default_factory=Inventory)
     secret_values: dict[str, str] = field(default_factory=dict, repr=False)  # never printed
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
     @property
     def project(self) -> Path:
-        return Path(self.values["project_path"]).expanduser() if self.values["project_path"] else SAMPLE_PROJECT
+        return Path(self.project_path).expanduser() if self.project_path else SAMPLE_PROJECT
 
     @property
     def django_settings(self) -> str:
-        return self.values["settings_module"] or self.wsgi_module.split(":")[0].rsplit(".", 1)[0] + ".settings"
+        return self.settings_module or self.wsgi_module.split(":")[0].rsplit(".", 1)[0] + ".settings"
 
     @property
     def app_root(self) -> str:
@@ -308,7 +347,7 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
         inventory = parse_inventory(values["hosts"], values["lb_method"])
     except InventoryError as exc:
         raise SettingsError(f"inventory: {exc}") from None
-    settings = Settings(values, source, inventory, read_secrets(values["secrets"]))
+    settings = Settings(**values, source=source, inventory=inventory, secret_values=read_secrets(values["secrets"]))
     _check_project(settings)
     return settings
 

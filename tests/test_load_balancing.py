@@ -56,7 +56,7 @@ def test_one_command_provisions_and_deploys_all_four(farm, cold, tmp_path):
     assert run.code == 0, run
     assert set(run.totals()) == {h.target for h in farm}
     lb, app = Remote(farm[0]), Remote(farm[1])
-    assert "server 10.78.0." in lb.run("cat /etc/nginx/sites-enabled/django-lb.conf")
+    assert f"server {farm[1].address}:8080" in lb.run("cat /etc/nginx/sites-enabled/django-lb.conf")
     assert lb.run("ls /etc/nginx/sites-enabled").split() == ["django-lb.conf"]
     # an app host answers the lb, and refuses anyone else (here: the controller)
     assert lb.run(f"curl --noproxy '*' -s -o /dev/null -w '%{{http_code}}' http://{farm[1].address}:8080/") == "200"

@@ -85,6 +85,7 @@ def upload_release(h: HostContext, release: Release) -> Steps:
     static_regex = re.escape(f"{h.layout.releases}/.{release.id}.partial/{static_dir}")
     wsgi = h.settings.wsgi_module.split(":")[0]
     yield Command(h.shell(RELEASE, "unpack_release", release.id, archive, static_dir, wsgi, static_regex))
+    h.facts.releases = [release.id, *h.facts.releases]
 
 
 def switch_release(h: HostContext, release: Release) -> Steps:
@@ -93,6 +94,7 @@ def switch_release(h: HostContext, release: Release) -> Steps:
     if h.facts.current == target:
         return
     yield Command(h.shell(["gunicorn.sh"], "switch_current", target))
+    h.facts.current = target
     yield Notify(Handler.RELOAD_APP)
 
 

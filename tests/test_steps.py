@@ -1,0 +1,303 @@
+"""Every step, from facts to the exact operations it yields (pyinfra's and Kamal's
+command tests): no host, no connection. The lab tests run the same steps for real."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from conftest import REPO
+
+from deploy import packages
+from deploy import settings as s
+from deploy.facts import HostFacts
+from deploy.host import HostContext
+from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Say, Upload
+from deploy.release import Release
+from deploy.steps import app, health, nginx, process, server
+
+HOST = "root@203.0.113.5"
+CONVERGED = {
+    "pid1": "systemd", "systemd": "running", "python": "3.11.2", "nproc": "2", "now": "1000", "apt_stamp": "900",
+    "user": "999", "nginx_pid": "10", "app_pid": "20", "app_listen": "127.0.0.1:8000", "unit_state": "active",
+    "unit_enabled": "enabled", "venv_version": "3.11.2", "current": "/srv/django/releases/bbb",
+    "releases": "bbb aaa", "passed": "bbb", "venv_marker": "m",
+    **{f"pkg.{p}": "installed" for p in packages.APP},
+}  # fmt: skip
+
+
+def host(facts: dict | None = None, target: str = HOST, **raw) -> HostContext:
+    """A host as the facts describe it (CONVERGED by default), with these settings."""
+    lines = "".join(f"{k}={v}\n" for k, v in (CONVERGED if facts is None else facts).items())
+    return HostContext(target, s.validate(raw), HostFacts.parse(lines))
+
+
+def with_facts(**changes: str) -> dict:
+    return {**CONVERGED, **changes}
+
+
+def drive(steps, probe_output: str = "") -> list:
+    """Every operation a step yields, replying as the runner would in a dry run."""
+    ops, reply = [], None
+    while True:
+        try:
+            op = steps.send(reply)
+        except StopIteration:
+            return ops
+        ops.append(op)
+        reply = f"/tmp/stage/{op.name}" if isinstance(op, Upload) else probe_output if isinstance(op, Probe) else None
+
+
+def calls(ops: list) -> list[str]:
+    """The operations as one line each: call lines for shell, names for the rest."""
+    shown = []
+    for op in ops:
+        if isinstance(op, Command | Check | Probe):
+            shown.append(f"{type(op).__name__.lower()}: {op.shell.line}")
+        elif isinstance(op, Upload):
+            shown.append(f"upload: {op.name}")
+        elif isinstance(op, Diff):
+            shown.append(f"diff: {op.path}")
+        elif isinstance(op, Notify):
+            shown.append(f"notify: {op.handler.name}")
+        elif isinstance(op, Say):
+            shown.append(f"say: {op.text}")
+        elif isinstance(op, Blocked):
+            shown.append(f"blocked: {op.reason}")
+    return shown
+
+
+def file_facts(path: str, content: str, meta: str = "root:root 644") -> dict:
+    return {f"sha.{path}": hashlib.sha256(content.encode()).hexdigest(), f"meta.{path}": meta}
+
+
+# facts -----------------------------------------------------------------------------------
+def test_facts_are_typed():
+    f = host().facts
+    assert f.current_release == "bbb" and f.previous_release == "aaa" and f.releases == ["bbb", "aaa"]
+    assert f.installed("nginx") and not f.installed("supervisor") and f.nproc == 2 and f.provisioned
+    parsed = HostFacts.parse("sha./etc/x=abc\nmeta./etc/x=root:adm 640\nlink./etc/l=/etc/x\nweird=1\n")
+    x = parsed.file("/etc/x")
+    assert (x.sha256, x.owner, x.group, x.mode) == ("abc", "root", "adm", "640")
+    assert parsed.file("/etc/y") is None and parsed.link("/etc/l") == "/etc/x" and parsed.link("/etc/x") is None
+    assert parsed.extra == {"weird": "1"} and not parsed.provisioned and parsed.current_release == ""
+
+
+# server ----------------------------------------------------------------------------------
+def test_apt_packages_installs_only_what_is_missing_and_updates_stale_lists():
+    assert calls(drive(server.apt_packages(host()))) == []
+    fresh = host(with_facts(**{"pkg.nginx": "not-installed", "now": "1000", "apt_stamp": "900"}))
+    assert calls(drive(server.apt_packages(fresh))) == [
+        "probe: lock_holders",
+        "command: apt_install no nginx",
+    ]
+    stale = host(with_facts(**{"pkg.python3-venv": "", "now": "99999"}))
+    assert calls(drive(server.apt_packages(stale), probe_output="42 unattended-upgr\n")) == [
+        "probe: lock_holders",
+        "say: apt is busy (unattended-upgr, pid 42): waiting up to 300s for it",
+        "command: apt_install yes python3-venv",
+    ]
+    supervised = host(process_manager="supervisor")
+    assert calls(drive(server.apt_packages(supervised)))[-1] == "command: apt_install no supervisor"
+
+
+def test_a_load_balancer_gets_no_virtualenv_package():
+    lb = host(
+        {"now": "1"}, target="root@10.0.0.10", hosts=[{"host": "root@10.0.0.10", "roles": ["lb"]}, "root@10.0.0.11"]
+    )
+    assert calls(drive(server.apt_packages(lb)))[-1] == "command: apt_install no nginx python3"
+
+
+def test_app_user_and_directories():
+    assert calls(drive(server.app_user(host()))) == []
+    assert calls(drive(server.app_user(host({})))) == [
+        "command: useradd --system --user-group --home-dir /srv/django --no-create-home --shell /usr/sbin/nologin django"
+    ]
+    right = {f"dir.{p}": f"{o}:{g} {m}" for p, o, g, m in host().layout.directories()}
+    assert calls(drive(server.directories(host(right)))) == []
+    wrong = {**right, "dir./srv/django/shared/data": "django:django 755"}
+    assert calls(drive(server.directories(host(wrong)))) == [
+        "command: install_dirs /srv/django/shared/data:django:django:700"
+    ]
+
+
+def test_virtualenv_is_made_anew_only_for_a_new_python():
+    wanted = server.requirements(s.validate({}))
+    marker = hashlib.sha256("\n".join(["3.11.2", *wanted]).encode()).hexdigest()[:16]
+    assert calls(drive(server.virtualenv(host(with_facts(venv_marker=marker))))) == []
+    upgrade = calls(drive(server.virtualenv(host())))
+    assert upgrade == [f"command: make_venv no {marker} 'Django>=5.2,<7' 'gunicorn[gevent]>=25.1' 'gevent>=24'",
+                       "notify: RESTART_APP"]  # fmt: skip
+    new_python = calls(drive(server.virtualenv(host(with_facts(venv_version="3.10.0")))))
+    assert new_python[0].startswith("command: make_venv yes ")
+
+
+def test_secret_key_is_generated_on_the_host_or_uploaded_from_the_settings(monkeypatch):
+    key = "/srv/django/shared/data/secret_key"
+    assert calls(drive(server.secret_key(host()))) == [f"command: new_secret {key}"]
+    private = with_facts(**{f"sha.{key}": "x", f"meta.{key}": "django:django 600"})
+    assert calls(drive(server.secret_key(host(private)))) == []
+    monkeypatch.setenv("KEY", "s3cret")
+    ops = drive(server.secret_key(host(secrets={"SECRET_KEY": "env:KEY"})))
+    assert calls(ops) == [
+        f"diff: {key}",
+        "upload: srv_django_shared_data_secret_key",
+        f"command: put_app_file /tmp/stage/srv_django_shared_data_secret_key {key} 600",
+        "notify: RELOAD_APP",
+    ]
+    assert ops[0].content is None and "s3cret" not in "".join(calls(ops))  # never in a diff or a command
+
+
+# gunicorn config and releases --------------------------------------------------------------
+def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_old():
+    h = host()
+    conf = app.gunicorn_conf(h)
+    same = host(with_facts(**file_facts(h.layout.gunicorn_conf, conf, "root:django 640")))
+    assert calls(drive(app.gunicorn_config(same))) == []
+    assert calls(drive(app.gunicorn_config(h, "/srv/django/releases/ccc"))) == [
+        "diff: /srv/django/config/gunicorn.conf.py",
+        "upload: srv_django_config_gunicorn.conf.py",
+        "command: install_file /tmp/stage/srv_django_config_gunicorn.conf.py /srv/django/config/gunicorn.conf.py "
+        "root django 640 check_gunicorn_config /srv/django/releases/ccc sample.wsgi:application",
+        "notify: RELOAD_APP",
+    ]
+    first = host(with_facts(current=""))  # nothing to load the app from yet: written as is
+    assert "check_gunicorn_config" not in calls(drive(app.gunicorn_config(first)))[2]
+
+
+def test_deploy_steps_on_a_new_release():
+    release = Release(REPO / "templates" / "sample", "staticfiles")
+    h = host()
+    assert calls(drive(app.upload_release(h, release))) == [
+        "upload: release.tar.gz",
+        f"command: unpack_release {release.id} /tmp/stage/release.tar.gz staticfiles sample.wsgi "
+        f"'/srv/django/releases/\\.{release.id}\\.partial/staticfiles'",
+    ]
+    assert calls(drive(app.switch_release(h, release))) == [
+        f"command: switch_current /srv/django/releases/{release.id}",
+        "notify: RELOAD_APP",
+    ]
+    assert h.facts.current_release == release.id and h.facts.releases == [release.id, "bbb", "aaa"]
+    # what the steps after the switch see: a rollback to the release before really switches back
+    assert calls(drive(process.serve_release(h, "bbb")))[0] == "command: serve_release /srv/django/releases/bbb systemd"
+    there = host(with_facts(releases=f"{release.id} bbb", current=f"/srv/django/releases/{release.id}"))
+    assert calls(drive(app.upload_release(there, release))) == calls(drive(app.switch_release(there, release))) == []
+    assert calls(drive(app.project_requirements(h, release))) == []  # the sample has none
+
+
+def test_prune_keeps_the_newest_the_current_and_the_one_before():
+    many = host(with_facts(releases="g f e d c b a", current="/srv/django/releases/b"), keep_releases=2)
+    assert calls(drive(app.prune_releases(many))) == ["command: remove_releases e d c"]  # b's previous is a
+    assert calls(drive(app.prune_releases(host()))) == []
+
+
+def test_a_host_not_provisioned_blocks_the_deploy():
+    assert calls(drive(app.provisioned(host()))) == []
+    assert calls(drive(app.provisioned(host({})))) == [
+        "blocked: this host is not provisioned: run fab provision on it first"
+    ]
+
+
+# nginx -------------------------------------------------------------------------------------
+def test_nginx_site_is_applied_tested_and_reloaded_once():
+    h = host()
+    site = nginx.site_config(h)
+    done = with_facts(**file_facts(h.layout.nginx_site, site), **{f"link.{h.layout.nginx_link}": h.layout.nginx_site})
+    assert calls(drive(nginx.site(host(done)))) == []
+    default_enabled = {**done, f"link.{h.layout.NGINX_DEFAULT_LINK}": h.layout.NGINX_DEFAULT}
+    assert calls(drive(nginx.site(host(default_enabled)))) == [
+        "diff: /etc/nginx/sites-available/django.conf",
+        "upload: nginx-site.conf",
+        "command: apply_site /tmp/stage/nginx-site.conf /etc/nginx/sites-available/django.conf "
+        "/etc/nginx/sites-enabled/django.conf /etc/nginx/sites-enabled/default /etc/nginx/sites-enabled/django-lb.conf",
+        "notify: RELOAD_NGINX",
+    ]
+    assert calls(drive(nginx.running(host()))) == []
+    h.notify(Handler.RELOAD_NGINX)
+    assert calls(drive(nginx.running(h))) == ["command: nginx_running"] and h.notified == []
+    assert calls(drive(nginx.running(host(with_facts(nginx_pid=""))))) == ["command: nginx_running"]
+
+
+def test_nginx_control_tests_the_config_first_and_a_dry_run_only_tests():
+    (start,) = drive(nginx.control(host(), "start"))
+    assert start.shell.line == "nginx_control start" and start.rehearse.line == "nginx_test_for start"
+    (stop,) = drive(nginx.control(host(), "stop"))
+    assert stop.rehearse is None
+    assert calls(drive(nginx.control(host(), "configtest"))) == ["probe: nginx_control configtest"]
+
+
+# the process -------------------------------------------------------------------------------
+def test_gunicorn_running_acts_on_what_was_notified():
+    assert calls(drive(process.gunicorn_running(host()))) == []
+    assert calls(drive(process.gunicorn_running(host(with_facts(app_pid=""))))) == ["command: start_app systemd"]
+    for handler, call in ((Handler.RESTART_APP, "restart_app systemd"), (Handler.RELOAD_APP, "reload_app")):
+        h = host()
+        h.notify(handler)
+        assert calls(drive(process.gunicorn_running(h))) == [f"command: {call}"]
+    moved = host(with_facts(app_listen="127.0.0.1:8001"))  # a HUP does not always move the listener
+    assert calls(drive(process.gunicorn_running(moved))) == ["command: restart_app systemd"]
+    nohup = host(with_facts(pid1="sh", app_pid=""))
+    assert calls(drive(process.gunicorn_running(nohup))) == ["command: start_app nohup"]
+
+
+def test_process_manager_moves_the_app_and_removes_the_old_files():
+    h = host()
+    unit = drive(process.manager(h))  # no unit file yet
+    assert calls(unit)[-3:] == [
+        "command: install_file /tmp/stage/etc_systemd_system_gunicorn-django.service "
+        "/etc/systemd/system/gunicorn-django.service root root 644",
+        "command: systemd_unit_changed",
+        "notify: RESTART_APP",
+    ]
+    unit_file = "/etc/systemd/system/gunicorn-django.service"
+    to_supervisor = host(with_facts(**{f"sha.{unit_file}": "x", f"meta.{unit_file}": "root:root 644"}),
+                         process_manager="supervisor")  # fmt: skip
+    ops = calls(drive(process.manager(to_supervisor)))
+    assert ops[:3] == ["command: stop_app systemd", "command: remove_manager systemd", "command: start_supervisord"]
+    assert ops[-1] == "command: supervisor_update"
+    assert to_supervisor.facts.app_pid == "started by supervisor"
+
+
+def test_a_failed_release_is_rolled_back_or_stopped():
+    assert calls(drive(process.serve_release(host(), "aaa", "ccc"))) == [
+        "command: serve_release /srv/django/releases/aaa systemd",
+        "command: remove_releases ccc",
+    ]
+    assert calls(drive(process.serve_release(host(), "bbb"))) == []  # serving it already
+    assert calls(drive(process.stop_unverified(host()))) == ["command: stop_app systemd"]
+
+
+@pytest.mark.parametrize(
+    ("action", "running", "expected"),
+    [
+        ("start", True, []),
+        ("start", False, ["command: start_app systemd"]),
+        ("stop", True, ["command: stop_app systemd"]),
+        ("stop", False, []),
+        ("restart", True, ["command: restart_app systemd"]),
+        ("reload", True, ["command: reload_app"]),
+        ("reload", False, ["command: start_app systemd"]),
+    ],
+)
+def test_app_control(action, running, expected):
+    h = host(with_facts(app_pid="20" if running else ""))
+    assert calls(drive(process.control(h, action))) == expected
+
+
+def test_health_check_records_the_release_that_passed():
+    assert calls(drive(health.passes(host(), "bbb"))) == ["check: health_check 127.0.0.1:80"]
+    h = host()
+    assert calls(drive(health.passes(h, "ccc"))) == ["check: health_check 127.0.0.1:80", "command: record_passed ccc"]
+    assert h.facts.passed == "ccc"
+    behind = host(target="root@10.0.0.11", hosts=["root@10.0.0.11", {"host": "root@10.0.0.10", "roles": ["lb"]}])
+    assert calls(drive(health.answers(behind))) == ["check: health_check 127.0.0.1:8080"]
+
+
+# the shell a step sends --------------------------------------------------------------------
+def test_every_value_reaching_a_shell_is_quoted_once():
+    h = host(server_name="example.com")
+    shell = h.shell(["gunicorn.sh"], "switch_current", "/srv/a b; rm -rf /")
+    assert shell.line == "switch_current '/srv/a b; rm -rf /'"
+    assert shell.text.endswith("switch_current '/srv/a b; rm -rf /'\n")
+    assert "APP=django\n" in shell.text and "HEALTH_HOST=example.com\n" in shell.text
+    assert "\nswitch_current() {" in shell.text and "\nas_app() {" in shell.text  # common.sh comes too
