@@ -10,12 +10,11 @@ systemd and supervisor restart a crashed master and start it at boot; nohup does
 
 from __future__ import annotations
 
-from deploy.host import BAD_ANSWERS, HostContext
+from deploy.host import HostContext
 from deploy.ops import Command, Handler, Notify, Steps
 from deploy.render import environment, render
 from deploy.steps.files import ensure_file
 
-__all__ = ["BAD_ANSWERS", "wanted_manager", "running_manager", "manager", "gunicorn_running", "control"]
 ACTIVE = {"systemd": ("active", "activating", "reloading"), "supervisor": ("RUNNING", "STARTING", "BACKOFF")}
 GUNICORN = ["gunicorn.sh"]
 

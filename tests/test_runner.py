@@ -1,0 +1,96 @@
+"""The runner executes what steps yield, or in a dry run lists it: checked with a host
+whose commands are recorded instead of sent (the lab tests send them for real)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy import settings as s
+from deploy.console import Console
+from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Say, Upload
+from deploy.results import StepFailed
+from deploy.runner import HostRun, Session
+from deploy.scripts import plain
+
+
+class RecordingRun(HostRun):
+    """A HostRun whose commands are recorded; `fails` lists call lines that fail."""
+
+    def __init__(self, dry_run: bool, fails: tuple[str, ...] = (), json_mode: bool = False):
+        super().__init__(Session(Console(json_mode)), "root@203.0.113.5", None, s.validate({}), dry_run, False)
+        self.sent: list[str] = []
+        self.fails = fails
+
+    def run(self, shell, check=True, timeout=None):
+        self.sent.append(shell.line)
+        if shell.line in self.fails:
+            raise StepFailed(f"{shell.line} failed", shell.line)
+        return f"output of {shell.line}"
+
+    def _upload(self, name, content):
+        self.sent.append(f"upload {name}")
+        return f"/tmp/stage/{name}"
+
+
+def step(h):
+    staged = yield Upload("site.conf", b"new")
+    yield Diff("/etc/site.conf", "new\n", exists=True)
+    yield Command(plain(f"install {staged}"), rehearse=plain("nginx -t"))
+    out = yield Probe(plain("probe"))
+    yield Say(out)
+    yield Check(plain("health"))
+    yield Notify(Handler.RELOAD_NGINX)
+
+
+def test_a_real_run_executes_every_operation_in_order(capsys):
+    h = RecordingRun(dry_run=False)
+    assert h.step("site", step) is True
+    assert h.sent == ["upload site.conf", "install /tmp/stage/site.conf", "probe", "health"]
+    assert h.notified == [Handler.RELOAD_NGINX] and h.result.steps[0].status == "changed"
+    assert "output of probe" in capsys.readouterr().out
+    assert h.result.steps[0].diff == ""  # diffs are read only when wanted (dry run, --json)
+
+
+def test_a_dry_run_changes_nothing_and_shows_the_diff(capsys):
+    h = RecordingRun(dry_run=True)
+    assert h.step("site", step) is True  # what a real run would change
+    # no upload, no install, no health check; the config test and the probe read only
+    assert h.sent == ["cat /etc/site.conf", "nginx -t", "probe"]
+    assert "+new" in h.result.steps[0].diff and "+new" in capsys.readouterr().out
+
+
+def test_a_step_that_yields_no_change_is_ok():
+    def reads(h):
+        yield Probe(plain("read"))
+        yield Check(plain("health"))
+
+    h = RecordingRun(dry_run=False)
+    assert h.step("reads", reads) is False and h.result.steps[0].status == "ok"
+
+
+def test_a_failure_is_thrown_into_the_step_which_may_say_more():
+    def explains(h):
+        try:
+            yield Command(plain("apply"))
+        except StepFailed as exc:
+            raise StepFailed(f"refused: {exc}", exc.command) from None
+
+    h = RecordingRun(dry_run=False, fails=("apply",))
+    with pytest.raises(StepFailed, match="refused: apply failed"):
+        h.step("apply", explains)
+    assert h.result.steps[0].status == "failed" and h.result.steps[0].command == "apply"
+
+
+def test_blocked_fails_a_real_run_and_is_a_change_to_come_in_a_dry_run():
+    def blocked(h):
+        yield Blocked("not provisioned: run fab provision", "(after fab provision: the release)")
+
+    with pytest.raises(StepFailed, match="not provisioned"):
+        RecordingRun(dry_run=False).step("provisioned", blocked)
+    dry = RecordingRun(dry_run=True)
+    assert dry.step("provisioned", blocked) is True and "(after fab provision" in dry.result.steps[0].diff
+
+
+def test_a_step_must_be_a_generator():
+    with pytest.raises(TypeError, match="must yield operations"):
+        RecordingRun(dry_run=False).step("old style", lambda h: True)
