@@ -99,15 +99,21 @@ def status_table(console: Console, results: list[HostResult]) -> None:
 
 
 def releases(h: HostRun) -> None:
-    """Release ids, newest first, the current one marked."""
-    f = h.read_facts()
-    h.result.data = {"releases": f.releases, "current": f.current_release}
-    h.step("releases", _list_releases, report=False)
+    """Release ids, newest first, each with the commit it came from (`-dirty` when the
+    work tree had changes), the commit's time and subject; the current one marked."""
+    f = h.read_facts(also=("release.sh", ["read_release_records"]))
+    records = {}
+    for rid in f.releases:
+        commit, when, subject = (f.extra.get(f"record.{rid}", "").split("\t") + ["-", "-", "-"])[:3]
+        records[rid] = {"commit": commit or "-", "time": when or "-", "subject": subject or "-"}
+    h.result.data = {"releases": f.releases, "current": f.current_release, "records": records}
+    h.step("releases", _list_releases, records, report=False)
 
 
-def _list_releases(h: HostRun) -> Steps:
-    for rid in h.facts.releases:
-        yield Say(f"{rid}{'  (current)' if rid == h.facts.current_release else ''}")
+def _list_releases(h: HostRun, records: dict[str, dict[str, str]]) -> Steps:
+    for rid, record in records.items():
+        mark = "  (current)" if rid == h.facts.current_release else ""
+        yield Say(f"{rid}  {record['commit']}  {record['time']}  {record['subject']}{mark}")
 
 
 def log_files(layout: Layout, app_logs: bool, nginx_logs: bool) -> tuple[list[str], list[str]]:

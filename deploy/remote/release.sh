@@ -66,3 +66,13 @@ check_gunicorn_config() {
 remove_releases() {
     for id; do rm -rf "${RELEASES:?}/$id" || return; done
 }
+
+# read_release_records: `record.ID=COMMIT<tab>TIME<tab>SUBJECT` for each release that
+# has a record (releases made before fabstack kept one have none).
+read_release_records() {
+    for record in "$RELEASES"/*/.fabstack-release; do
+        [ -f "$record" ] || continue
+        id=${record%/.fabstack-release}
+        echo "record.${id##*/}=$(head -n 1 "$record")"
+    done
+}

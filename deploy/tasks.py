@@ -1,0 +1,132 @@
+"""The tasks of `fab` (in the checkout, through fabfile.py) and `fabstack` (installed):
+a thin map from the command line onto deploy/."""
+
+from invoke import Collection, task
+
+from deploy import checks, plans, reports
+from deploy.console import Console
+from deploy.invocation import execute, load_settings, run_manage
+from deploy.lab.tasks import lab
+from deploy.release import release_of
+from deploy.rollout import rolling
+
+brief = Console.brief
+
+HELP = {
+    "settings": "settings file (default: ./fabstack.yaml or $FABSTACK_SETTINGS)",
+    "dry_run": "report what would change, with diffs, and change nothing",
+    "verbose": "show every remote command as it runs",
+    "role": "with no -H: only the inventory's hosts with this role (app or lb)",
+    "limit": "with no -H: only these inventory hosts (comma-separated host strings or addresses)",
+    "json": "print one JSON document on stdout (schema: docs/json.md); progress goes to stderr",
+}
+COMMON = ("settings", "dry_run", "verbose", "role", "limit", "json")
+
+
+@task(
+    help={
+        **HELP,
+        "workers": "gunicorn workers, or auto (2 x cores + 1)",
+        "worker_class": "sync, gevent or gthread",
+        "server_name": "nginx server_name",
+    }
+)
+def provision(
+    c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False, workers=None, worker_class=None,
+    server_name=None,
+):  # fmt: skip
+    """Set up the server: nginx, python3, app user, virtualenv, gunicorn and nginx configs."""
+    s = load_settings(settings, workers=workers, worker_class=worker_class, server_name=server_name)
+    execute(c, "provision", plans.provision, s, dry_run, verbose, role, limit)
+
+
+@task(help={**HELP, "project": "Django project to deploy (default: the bundled sample)"})
+def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False, project=None):
+    """Upload the app as a release, migrate, collectstatic, start or reload gunicorn."""
+    s = load_settings(settings, project_path=project)
+    plan = plans.deploy(release_of(s))
+    if dry_run or role or limit or not rolling(c, "deploy", plan, s, verbose):
+        execute(c, "deploy", plan, s, dry_run, verbose, role, limit)
+
+
+def _host_task(name: str, doc: str, plan, report=None):
+    @task(name=name, help={k: HELP[k] for k in COMMON})
+    def host_task(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False):
+        s = load_settings(settings)
+        execute(c, name, plan, s, dry_run=dry_run, verbose=verbose, role=role, limit=limit, report=report)
+
+    host_task.__doc__ = doc
+    return host_task
+
+
+@task(
+    help={
+        "lines": "how many lines of each log (default 20)",
+        "app": "only gunicorn's logs",
+        "nginx": "only nginx's logs for the site",
+        "follow": "keep printing new lines as they come, until Ctrl-C",
+        **{k: HELP[k] for k in COMMON},
+    }
+)
+def logs(
+    c, lines=20, app=False, nginx=False, follow=False, settings=None, dry_run=False, verbose=False, role="", limit="",
+    json=False,
+):  # fmt: skip
+    """Show the last lines of gunicorn's and nginx's logs on each host, prefixed by host."""
+    both = not app and not nginx
+    plan = reports.logs(int(lines), app or both, nginx or both, follow)
+    execute(c, "logs", plan, load_settings(settings), verbose=verbose, role=role, limit=limit, report=brief)
+
+
+@task(help={"settings": HELP["settings"], "verbose": HELP["verbose"], "json": HELP["json"]})
+def manage(c, settings=None, verbose=False, json=False):
+    """Run manage.py with the arguments after -- (fab manage -- createsuperuser) on one app
+    host (the first, or -H), as the app user in the current release; its exit code is fab's."""
+    s = load_settings(settings)
+    run_manage(c, s, c.config.get("fabstack_remainder") or "", verbose)
+
+
+@task(help={"to": "release id to return to (default: the one before the current)", **{k: HELP[k] for k in COMMON}})
+def rollback(c, to="", settings=None, dry_run=False, verbose=False, role="", limit="", json=False):
+    """Return to the previous release (or --to ID): switch, reload gunicorn, health check.
+    Behind load balancers, host by host like deploy (batch_size), each out while it switches."""
+    s, plan = load_settings(settings), plans.rollback(to)
+    if dry_run or role or limit or not rolling(c, "rollback", plan, s, verbose):
+        execute(c, "rollback", plan, s, dry_run, verbose, role, limit)
+
+
+ns = Collection(
+    provision,
+    deploy,
+    manage,
+    logs,
+    rollback,
+    _host_task(
+        "releases", "List the releases on each host, newest first, the current one marked.", reports.releases, brief
+    ),
+    _host_task(
+        "status",
+        "A row per host: reachable, nginx and its config test, app, manager, pid, workers, release, health, uptime.",
+        reports.status,
+        reports.status_table,
+    ),
+    _host_task(
+        "start", "Start gunicorn if it is not running (through its process manager).", plans.app_control("start")
+    ),
+    _host_task(
+        "stop", "Stop gunicorn through its manager (never pkill) and confirm it is gone.", plans.app_control("stop")
+    ),
+    _host_task("restart", "Stop and start gunicorn (a new master).", plans.app_control("restart")),
+    _host_task("reload", "Graceful reload: HUP the master, every worker replaced.", plans.app_control("reload")),
+    _host_task("restart-nginx", "Restart nginx, refused when nginx -t fails.", plans.nginx_control("restart")),
+    _host_task("reload-nginx", "Reload nginx's config, refused when nginx -t fails.", plans.nginx_control("reload")),
+    _host_task(
+        "check",
+        "Security check per host: host key, app user, gunicorn bind, secret modes, check --deploy, nginx -t.",
+        checks.check,
+    ),
+    _host_task("start-nginx", "Start nginx, refused when nginx -t fails.", plans.nginx_control("start")),
+    _host_task("stop-nginx", "Stop nginx.", plans.nginx_control("stop")),
+    _host_task("nginx-configtest", "Test nginx's configuration (nginx -t).", plans.nginx_control("configtest")),
+    lab,
+)
