@@ -25,7 +25,8 @@ def allowed_hosts(settings: Settings, facts: HostFacts) -> list[str]:
 
 
 def app_env(settings: Settings, facts: HostFacts) -> dict[str, str]:
-    """The environment of every app process (gunicorn and manage.py); no secret values."""
+    """The environment of every app process (gunicorn, manage.py, fab manage): what
+    fabstack sets, then the env setting; no secret values, only their files' paths."""
     s, layout = settings, Layout.of(settings)
     return {
         "DJANGO_SETTINGS_MODULE": s.django_settings,
@@ -37,4 +38,5 @@ def app_env(settings: Settings, facts: HostFacts) -> dict[str, str]:
         "DJANGO_STATIC_URL": s.static_url,
         "FABSTACK_WORKER_CLASS": s.worker_class,
         **{f"DJANGO_{name}_FILE": layout.secret(name) for name in s.secrets},
+        **{name: str(value) for name, value in s.env.items()},
     }

@@ -31,6 +31,7 @@ VARIABLES = {
         "app_name", "upstream", "method_line", "servers", "keepalive", "listen_port", "server_name",
         "lb_idle_timeout", "app_idle_timeout",
     ),
+    "fabstack_settings.py.j2": ("project_settings", "static_dir"),
     "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log"),
     "supervisor-program.conf.j2": (
         "app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log",

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent  # the checkout (docs/); an instal
 # an installed wheel renders and deploys the sample without the checkout.
 TEMPLATES = Path(__file__).parent / "templates"
 SAMPLE_PROJECT = TEMPLATES / "sample"
+GENERATED_SETTINGS = "fabstack_settings"  # the module fabstack writes into each release
 WORKER_CLASSES = ("sync", "gevent", "gthread")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -117,6 +118,22 @@ def _requirement(value: str) -> str:
     return "" if re.fullmatch(r"[<>=!~,.\w* ]*", value) else "use a pip version specifier such as >=5.2,<6"
 
 
+# What fabstack itself gives the app: the env setting may not replace it.
+RESERVED_ENV = ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_PATH", "DJANGO_MEDIA_ROOT",
+                "DJANGO_MEDIA_URL", "DJANGO_STATIC_URL", "FABSTACK_WORKER_CLASS", "PATH", "HOME")  # fmt: skip
+
+
+def _env(value: dict) -> str:
+    for name, item in value.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            return f"env name {name!r}: use letters, digits and _"
+        if name in RESERVED_ENV or str(name).endswith("_FILE"):
+            return f"env.{name}: fabstack sets it; choose another name"
+        if not isinstance(item, str | int | float | bool) or "\n" in str(item) or "\0" in str(item):
+            return f"env.{name}: use one line of text (a number or word is fine)"
+    return ""
+
+
 def _secrets(value: dict) -> str:
     for name, source in value.items():
         if not re.fullmatch(r"[A-Z][A-Z0-9_]*", str(name)):
@@ -131,8 +148,36 @@ SCHEMA: tuple[Key, ...] = (
     Key(
         "project_path", str, "", "Local path of the Django project to deploy; empty deploys the bundled sample project."
     ),
-    Key("wsgi_module", str, "sample.wsgi:application", "The WSGI callable gunicorn serves.", _wsgi),
-    Key("settings_module", str, "", "DJANGO_SETTINGS_MODULE; empty means the wsgi module's package + .settings."),
+    Key(
+        "wsgi_module",
+        str,
+        "",
+        "The WSGI callable gunicorn serves; empty: found from manage.py (PACKAGE.settings gives PACKAGE.wsgi:application).",
+        _wsgi,
+    ),  # fmt: skip
+    Key("settings_module", str, "", "Your project's settings module; empty: the wsgi module's package + .settings."),
+    Key(
+        "production_settings",
+        bool,
+        True,
+        "Serve with the settings module fabstack generates in each release (your settings, then SECRET_KEY, DEBUG off, "
+        "ALLOWED_HOSTS, DATABASES, STATIC_ROOT, MEDIA_ROOT from the server); false: your settings module alone, "
+        "reading the DJANGO_* environment fabstack sets.",
+    ),  # fmt: skip
+    Key(
+        "env",
+        dict,
+        {},
+        "Plain environment variables for the app, manage.py and fab manage (NAME: value); a changed value reloads the "
+        "app. Secrets go in `secrets`.",
+        _env,
+    ),  # fmt: skip
+    Key(
+        "exclude",
+        list,
+        [],
+        "Paths never put in a release, in .gitignore syntax (besides what git or .gitignore files ignore).",
+    ),
     Key("server_name", str, "_", "nginx server_name: the site's domain names; _ answers any name.", _server_name),
     Key("listen_port", int, 80, "Port nginx listens on.", _port),
     Key("bind", str, "127.0.0.1:8000", "Where gunicorn listens; loopback or a unix socket only.", _bind),
@@ -254,6 +299,9 @@ class Settings:
     project_path: str
     wsgi_module: str
     settings_module: str
+    production_settings: bool
+    env: dict
+    exclude: list
     server_name: str
     listen_port: int
     bind: str
@@ -298,8 +346,14 @@ class Settings:
         return Path(self.project_path).expanduser() if self.project_path else SAMPLE_PROJECT
 
     @property
-    def django_settings(self) -> str:
+    def project_settings(self) -> str:
+        """The project's own settings module."""
         return self.settings_module or self.wsgi_module.split(":")[0].rsplit(".", 1)[0] + ".settings"
+
+    @property
+    def django_settings(self) -> str:
+        """DJANGO_SETTINGS_MODULE for every app process."""
+        return GENERATED_SETTINGS if self.production_settings else self.project_settings
 
     @property
     def app_root(self) -> str:
@@ -343,6 +397,8 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise SettingsError(f"unknown setting {name!r} in {source}{hint}; see docs/settings.md")
         values[name] = _coerce(key, value)
+    if not values["wsgi_module"]:
+        values["wsgi_module"] = _find_wsgi_module(values["project_path"])
     try:
         inventory = parse_inventory(values["hosts"], values["lb_method"])
     except InventoryError as exc:
@@ -405,6 +461,18 @@ def type_name(key: Key) -> str:
     return " or ".join(t.__name__ for t in types)
 
 
+def _find_wsgi_module(project_path: str) -> str:
+    """PACKAGE.wsgi:application, PACKAGE from manage.py's DJANGO_SETTINGS_MODULE default
+    (what `django-admin startproject` writes); '' when manage.py does not say."""
+    project = Path(project_path).expanduser() if project_path else SAMPLE_PROJECT
+    try:
+        manage = (project / "manage.py").read_text(errors="replace")
+    except OSError:
+        return ""  # _check_project names the problem
+    found = re.search(r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)\.settings['"]""", manage)
+    return f"{found[1]}.wsgi:application" if found else ""
+
+
 def _check_project(settings: Settings) -> None:
     project = settings.project
     if not project.is_dir():
@@ -413,6 +481,11 @@ def _check_project(settings: Settings) -> None:
         )
     if not (project / "manage.py").is_file():
         raise SettingsError(f"setting project_path={str(project)!r}: no manage.py there; point it at the project root")
+    if not settings.wsgi_module:
+        raise SettingsError(
+            f"setting wsgi_module is empty and {project}/manage.py names no DJANGO_SETTINGS_MODULE; "
+            "set wsgi_module to your project's module:callable, e.g. mysite.wsgi:application"
+        )
     module = settings.wsgi_module.split(":")[0]
     as_path = project / Path(*module.split("."))
     if not (as_path.with_suffix(".py").is_file() or (as_path / "__init__.py").is_file()):

@@ -71,8 +71,35 @@ def test_bad_setting_is_one_clear_line(raw, message):
 def test_defaults_are_valid_and_derive_values():
     settings = s.validate({})
     assert settings.worker_class == "gevent" and settings.workers == "auto"
-    assert settings.django_settings == "sample.settings"
+    assert settings.wsgi_module == "sample.wsgi:application"  # found from manage.py
+    assert settings.project_settings == "sample.settings" and settings.django_settings == "fabstack_settings"
+    assert s.validate({"production_settings": False}).django_settings == "sample.settings"
     assert settings.project == s.SAMPLE_PROJECT
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"bad-name": "x"}, "env name 'bad-name': use letters, digits and _"),
+        ({"DJANGO_SETTINGS_MODULE": "x"}, "env.DJANGO_SETTINGS_MODULE: fabstack sets it; choose another name"),
+        ({"DB_PASSWORD_FILE": "x"}, "env.DB_PASSWORD_FILE: fabstack sets it"),
+        ({"NOTE": "two\nlines"}, "env.NOTE: use one line of text"),
+    ],
+)
+def test_env_names_and_values_are_checked(env, message):
+    with pytest.raises(s.SettingsError, match=message):
+        s.validate({"env": env})
+
+
+def test_wsgi_module_is_found_from_manage_py_or_asked_for(tmp_path):
+    (tmp_path / "mysite").mkdir()
+    (tmp_path / "mysite" / "__init__.py").write_text("")
+    (tmp_path / "mysite" / "wsgi.py").write_text("")
+    (tmp_path / "manage.py").write_text("os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n")
+    assert s.validate({"project_path": str(tmp_path)}).wsgi_module == "mysite.wsgi:application"
+    (tmp_path / "manage.py").write_text("print('custom')\n")
+    with pytest.raises(s.SettingsError, match="set wsgi_module to your project's module:callable"):
+        s.validate({"project_path": str(tmp_path)})
 
 
 def test_flags_override_the_file(tmp_path):

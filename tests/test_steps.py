@@ -301,3 +301,15 @@ def test_every_value_reaching_a_shell_is_quoted_once():
     assert shell.text.endswith("switch_current '/srv/a b; rm -rf /'\n")
     assert "APP=django\n" in shell.text and "HEALTH_HOST=example.com\n" in shell.text
     assert "\nswitch_current() {" in shell.text and "\nas_app() {" in shell.text  # common.sh comes too
+
+
+def test_the_env_setting_reaches_the_app_and_a_changed_value_reloads_it():
+    old = host(env={"SHOP_CURRENCY": "EUR"})
+    conf = app.gunicorn_conf(old)
+    assert '"SHOP_CURRENCY=EUR"' in conf and '"DJANGO_SETTINGS_MODULE=fabstack_settings"' in conf
+    path = old.layout.gunicorn_conf
+    changed = host(with_facts(**file_facts(path, conf, "root:django 640")), env={"SHOP_CURRENCY": "USD"})
+    assert calls(drive(app.gunicorn_config(changed)))[-1] == "notify: RELOAD_APP"
+    same = host(with_facts(**file_facts(path, conf, "root:django 640")), env={"SHOP_CURRENCY": "EUR"})
+    assert calls(drive(app.gunicorn_config(same))) == []
+    assert "SHOP_CURRENCY=USD" in changed.values["APP_ENV"].split("\n")  # manage.py and fab manage see it too
