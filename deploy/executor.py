@@ -26,6 +26,7 @@ class HostsExecutor(Executor):
         if self.core and "hosts" in self.core[0].args:
             hosts = self.core[0].args.hosts.value or ""
         self.config["fabstack_hosts"] = hosts  # not load_overrides: that would drop --prompt-for-sudo-password's
+        self.config["fabstack_remainder"] = getattr(self.core, "remainder", "") or ""  # after --: fab manage's
         json_mode = any("json" in call.args and call.args.json.value for call in tasks)
         session = Session(Console(json_mode))
         self.config[SESSION] = session

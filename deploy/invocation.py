@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from invoke import Context, Exit
 
-from deploy import render
+from deploy import plans, render
 from deploy import settings as settings_mod
 from deploy.connection import check_host_string
 from deploy.console import Console
@@ -104,3 +104,21 @@ def execute(
     results = run_reported(c, task, hosts, plan, settings, dry_run, verbose, report=report)
     fail_if_any(results)
     return results
+
+
+def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False) -> None:
+    """fab manage -- ARGS on the first app host (or the one -H names); exit with its code."""
+    if not args.strip():
+        raise Exit("fabstack: give manage.py's arguments after --, e.g. fab manage -- createsuperuser", code=2)
+    hosts = hosts_of(c, settings, role="app")
+    if len(hosts) > 1 and c.config.get("fabstack_hosts"):
+        raise Exit(f"fabstack: fab manage runs on one host; -H gave {len(hosts)}", code=2)
+    session = session_of(c)
+    (result,) = session.run_task(hosts[:1], plans.manage(args, sys.stdin.isatty()), settings, c.config, verbose=verbose)
+    session.console.record("manage", [result], dry_run=False)
+    if result.failed:
+        session.console.brief([result])
+        fail_if_any([result])
+    code = result.data.get("exit_code", 1)
+    if code:
+        raise Exit(code=code)

@@ -14,3 +14,7 @@ program = Fab(name="fabstack", version="0.1.0", namespace=ns, executor_class=Hos
 
 def main() -> None:
     program.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -145,6 +145,18 @@ def app_control(action: str) -> Plan:
     return plan
 
 
+def manage(args: str, terminal: bool) -> Plan:
+    """fab manage -- ARGS: manage.py ARGS in the current release, as the app user with
+    the app's environment; its exit code lands in the result's data."""
+
+    def plan(h: HostRun) -> None:
+        h.read_facts()
+        h.step("current release", app.has_release)
+        h.result.data = {"exit_code": h.interact(app.manage_command(h, args), terminal)}
+
+    return plan
+
+
 def nginx_control(action: str) -> Plan:
     """fab start-nginx / stop-nginx / restart-nginx / reload-nginx / nginx-configtest."""
 

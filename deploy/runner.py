@@ -173,6 +173,17 @@ class HostRun(HostContext):
         prefixed by host. On a pty, so closing the connection (Ctrl-C) ends it on the host."""
         self._as_root(shell, pty=True, out_stream=LineWriter(self.console, self.host))
 
+    def interact(self, shell: Shell, terminal: bool) -> int:
+        """Run a command the user talks to (manage.py shell, createsuperuser): its output
+        straight to this terminal, this terminal's input to it, on a pty when this is a
+        terminal; returns its exit code."""
+        self.commands += 1
+        if self.verbose:
+            self.console.say(self.host, f"$ {shell.line}")
+        command = shell.text if self.conn.user == "root" else f"sh -c {shlex.quote(shell.text)}"
+        runner = self.conn.run if self.conn.user == "root" else self.conn.sudo
+        return runner(command, warn=True, pty=terminal, in_stream=None if terminal else False).exited
+
     def _as_root(self, shell: Shell, **options):
         """Run as root: directly when logged in as root, else the whole script in root's
         shell through sudo (so no `cd` or redirect depends on sudo's behaviour)."""

@@ -27,6 +27,12 @@ app_run() {
     )
 }
 
+# manage ARG...: manage.py ARG... in the current release, as the app user with the app's
+# environment (fab manage).
+manage() {
+    app_run "$CURRENT" "$VENV/bin/python" manage.py "$@"
+}
+
 # app_file FUNCTION ARG...: a function of app_files.sh (its text is $APP_FILES), run as
 # the app user, so nothing the app planted in its own directories is followed by root.
 app_file() {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 from deploy.appenv import app_env
 from deploy.host import HostContext
 from deploy.ops import Blocked, Command, Handler, Notify, Steps, Upload
 from deploy.release import Release
 from deploy.render import environment, render
+from deploy.scripts import Shell
 from deploy.steps.files import ensure_file
 
 RELEASE = ["release.sh"]
@@ -63,6 +65,18 @@ def provisioned(h: HostContext) -> Steps:
             "this host is not provisioned: run fab provision on it first",
             "(not provisioned yet: after fab provision, the release would be uploaded and started)",
         )
+
+
+def has_release(h: HostContext) -> Steps:
+    """The host has a current release to run commands in (else: deploy first)."""
+    if not h.facts.current:
+        yield Blocked("no release here yet: run fab deploy first", "(no release yet: fab deploy makes one)")
+
+
+def manage_command(h: HostContext, args: str) -> Shell:
+    """manage.py with args (as the user typed them, split as a shell would) in the
+    current release, as the app user with the app's environment."""
+    return h.shell([], "manage", *shlex.split(args))
 
 
 def project_requirements(h: HostContext, release: Release) -> Steps:

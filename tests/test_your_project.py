@@ -1,0 +1,198 @@
+"""Issue 15: a project as `django-admin startproject` makes it, plus an app with a model,
+in a git repo with git-ignored secrets, deployed without one edit for fabstack (lab
+hosts). Nothing of the project is committed to this repo: it is made at test time."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import secrets
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ColdRun, Remote, fab
+
+from deploy.lab import Lab
+
+pytestmark = pytest.mark.lab
+BIN = Path(sys.executable).parent
+ADMIN_PASSWORD = "correct-horse-" + secrets.token_hex(4)
+MODEL = "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.CharField(max_length=200)\n"
+VIEWS = """from django.http import HttpResponse
+
+from .models import Note
+
+
+def index(request):
+    if "add" in request.GET:
+        Note.objects.create(text=request.GET["add"])
+    return HttpResponse("notes: " + ",".join(n.text for n in Note.objects.order_by("id")))
+"""
+
+
+def git(project: Path, *args: str) -> str:
+    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
+    return subprocess.run(["git", *identity, *args], cwd=project, check=True, capture_output=True, text=True).stdout
+
+
+def stock_project(root: Path, env_secret: str) -> Path:
+    """startproject + startapp, the app wired in as any Django developer would, a git
+    repo whose .env and local_settings.py are ignored (and hold a secret)."""
+    root.mkdir()
+    subprocess.run([BIN / "django-admin", "startproject", "mysite", str(root)], check=True)
+    subprocess.run([BIN / "python", "manage.py", "startapp", "notes"], cwd=root, check=True)
+    (root / "notes" / "models.py").write_text(MODEL)
+    (root / "notes" / "views.py").write_text(VIEWS)
+    settings = root / "mysite" / "settings.py"
+    settings.write_text(re.sub(r"(['\"]django.contrib.staticfiles['\"],)", r"\1\n    'notes',", settings.read_text()))
+    urls = root / "mysite" / "urls.py"
+    urls.write_text(
+        urls.read_text()
+        .replace("from django.urls import path", "from django.urls import path\n\nfrom notes.views import index")
+        .replace("admin.site.urls),", "admin.site.urls),\n    path('notes/', index),")
+    )
+    subprocess.run([BIN / "python", "manage.py", "makemigrations", "notes", "-v", "0"], cwd=root, check=True)
+    (root / ".gitignore").write_text(".env\nlocal_settings.py\ndb.sqlite3\n__pycache__/\n")
+    (root / ".env").write_text(f"API_TOKEN={env_secret}\n")
+    (root / "local_settings.py").write_text(f"LOCAL_TOKEN = '{env_secret}'\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "A stock project with a notes app")
+    return root
+
+
+def get(url: str, opener=None) -> tuple[int, str]:
+    try:
+        with (opener or urllib.request.build_opener()).open(url, timeout=10) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def site(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path_factory):
+    """A host (from the deployed snapshot: provisioned, serving the sample) and the
+    stock project with its settings file."""
+    (host,) = lab.up(count=1, init="sshd", prefix="yp", snapshot=deployed_snapshot)
+    up = fab("-H", host.target, "provision", settings=cold.settings)  # back up after the snapshot: the sample runs
+    assert up.code == 0, up
+    root = tmp_path_factory.mktemp("yours")
+    env_secret = "dotenv-" + secrets.token_hex(12)
+    project = stock_project(root / "mysite", env_secret)
+    settings = root / "fabstack.yaml"
+    base = yaml.safe_load(cold.settings.read_text()) or {}
+    env = {"DJANGO_SUPERUSER_USERNAME": "admin", "DJANGO_SUPERUSER_EMAIL": "admin@example.com",
+           "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD}  # fmt: skip
+    settings.write_text(yaml.safe_dump({**base, "project_path": str(project), "env": env}))
+    return host, project, settings, env_secret
+
+
+def test_a_stock_project_deploys_unmodified(site):
+    host, project, settings, env_secret = site
+    run = fab("-H", host.target, "deploy", settings=settings)  # the sample's host moves to this project
+    assert run.code == 0, run
+    assert fab("-H", host.target, "provision", "deploy", settings=settings).changed() == 0
+    assert git(project, "status", "--porcelain") == ""  # nothing of the project was edited
+    base = f"http://{host.address}"
+    assert get(f"{base}/notes/") == (200, "notes: ")
+    code, login = get(f"{base}/admin/login/")
+    assert code == 200 and "csrfmiddlewaretoken" in login
+    css = re.search(r'href="(/static/admin/css/[^"]+\.css)"', login)[1]
+    assert get(base + css)[0] == 200  # collected into the release, served by nginx
+    code, missing = get(f"{base}/no-such-page/")
+    assert code == 404 and "Page not found" not in missing and "DEBUG" not in missing  # DEBUG is off
+    r = Remote(host)
+    try:
+        current = r.run("readlink /srv/django/current").strip()
+        assert r.run(f"ls -A {current}").split() == sorted(
+            [
+                ".fabstack-release",
+                ".gitignore",
+                "__pycache__",
+                "fabstack_settings.py",
+                "manage.py",
+                "mysite",
+                "notes",
+                "staticfiles",
+            ]  # fmt: skip
+        )
+        # the ignored .env and local_settings.py never reach the host, in any file
+        found = r.run(f"grep -rl {env_secret} /srv /tmp /etc /var/log /root || true").split()
+        assert found == [], found
+    finally:
+        r.conn.close()
+    listing = fab("-H", host.target, "releases", settings=settings)
+    commit = git(project, "rev-parse", "HEAD")[:12]
+    assert f"  {commit}  " in listing.out and "A stock project with a notes app  (current)" in listing.out, listing
+
+
+def test_a_row_survives_deploys_and_a_rollback(site):
+    host, project, settings, _ = site
+    base = f"http://{host.address}"
+    assert get(f"{base}/notes/?add=kept")[0] == 200
+    for n in range(3):
+        views = project / "notes" / "views.py"
+        views.write_text(views.read_text() + f"# change {n}\n")
+        git(project, "commit", "-q", "-am", f"change {n}")
+        run = fab("-H", host.target, "deploy", settings=settings)
+        assert run.code == 0 and "release uploaded: changed" in run.out, run
+        assert get(f"{base}/notes/") == (200, "notes: kept")
+    back = fab("-H", host.target, "rollback", settings=settings)
+    assert back.code == 0, back
+    assert get(f"{base}/notes/") == (200, "notes: kept")
+
+
+def test_manage_runs_createsuperuser_and_the_admin_login_works(site):
+    host, _, settings, _ = site
+    made = fab("-H", host.target, "manage", "--", "createsuperuser", "--noinput", settings=settings)
+    assert made.code == 0, made
+    again = fab("-H", host.target, "manage", "--", "createsuperuser", "--noinput", settings=settings)
+    assert again.code == 1 and "already taken" in again.out + again.err, again  # its exit code is fab's
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    base = f"http://{host.address}"
+    code, form = get(f"{base}/admin/login/", opener)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)[1]
+    data = urllib.parse.urlencode(
+        {"csrfmiddlewaretoken": token, "username": "admin", "password": ADMIN_PASSWORD, "next": "/admin/"}
+    ).encode()
+    with opener.open(urllib.request.Request(f"{base}/admin/login/?next=/admin/", data=data), timeout=10) as response:
+        page = response.read().decode()
+        assert response.status == 200 and response.url.endswith("/admin/"), response.url
+    assert "Site administration" in page and "Log out" in page
+
+
+def test_an_installed_wheel_deploys_from_the_project_directory(site, tmp_path):
+    """pip install of a wheel built from the checkout, in a fresh virtualenv outside
+    it; `fabstack` run from a directory holding only fabstack.yaml and the project."""
+    host, project, settings, _ = site
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run([BIN / "pip", "wheel", "-q", "--no-deps", str(repo), "-w", str(tmp_path / "wheel")], check=True)
+    (wheel,) = (tmp_path / "wheel").glob("fabstack-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["cp", "-a", str(project), str(work / "mysite")], check=True)
+    views = work / "mysite" / "notes" / "views.py"
+    views.write_text(views.read_text().replace('"notes: "', '"installed notes: "'))
+    git(work / "mysite", "commit", "-q", "-am", "Deployed by the installed fabstack")
+    config = yaml.safe_load(Path(settings).read_text())
+    (work / "fabstack.yaml").write_text(yaml.safe_dump({**config, "project_path": "mysite"}))
+    assert sorted(p.name for p in work.iterdir()) == ["fabstack.yaml", "mysite"]
+    env = {k: v for k, v in os.environ.items() if k != "FABSTACK_SETTINGS"}
+    run = subprocess.run(
+        [venv / "bin" / "fabstack", "-H", host.target, "provision", "deploy"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{host.target} ok=" in run.stdout and "release uploaded: changed" in run.stdout
+    assert get(f"http://{host.address}/notes/") == (200, "installed notes: kept")
