@@ -180,8 +180,13 @@ def test_deploy_steps_on_a_new_release():
     assert h.facts.current_release == release.id and h.facts.releases == [release.id, "bbb", "aaa"]
     # what the steps after the switch see: a rollback to the release before really switches back
     assert calls(drive(process.serve_release(h, "bbb")))[0] == "command: serve_release /srv/django/releases/bbb systemd"
-    there = host(with_facts(releases=f"{release.id} bbb", current=f"/srv/django/releases/{release.id}"))
+    there = host(
+        with_facts(releases=f"{release.id} bbb", current=f"/srv/django/releases/{release.id}", passed=release.id)
+    )
     assert calls(drive(app.upload_release(there, release))) == calls(drive(app.switch_release(there, release))) == []
+    # current but never checked (a run cut off after the switch): reloaded, so its check tests what it serves
+    cut = host(with_facts(releases=f"{release.id} bbb", current=f"/srv/django/releases/{release.id}"))
+    assert calls(drive(app.switch_release(cut, release))) == ["notify: RELOAD_APP"]
     assert calls(drive(app.project_requirements(h, release))) == []  # the sample has none
 
 

@@ -103,13 +103,17 @@ def upload_release(h: HostContext, release: Release) -> Steps:
 
 
 def switch_release(h: HostContext, release: Release) -> Steps:
-    """`current` points at the release: an atomic symlink swap."""
+    """`current` points at the release (an atomic symlink swap), and the app loads it.
+    A release that is current but never passed its check here (a run cut off between
+    switch and check) is reloaded too: its workers may still run the code before it, or
+    import parts of it lazily, and its check must test what it serves."""
     target = f"{h.layout.releases}/{release.id}"
-    if h.facts.current == target:
-        return
-    yield Command(h.shell(["gunicorn.sh"], "switch_current", target))
-    h.facts.current = target
-    yield Notify(Handler.RELOAD_APP)
+    if h.facts.current != target:
+        yield Command(h.shell(["gunicorn.sh"], "switch_current", target))
+        h.facts.current = target
+        yield Notify(Handler.RELOAD_APP)
+    elif h.facts.passed != release.id:
+        yield Notify(Handler.RELOAD_APP)
 
 
 def prune_releases(h: HostContext) -> Steps:
