@@ -67,7 +67,7 @@ CASES = [
     Case("template-variable", "{{ setings }} is not a variable fabstack passes", templates={"nginx-site.conf.j2": "# {{ setings.workers }}\n"}),
     Case("template-invalid-nginx", "nginx -t rejected the new site, previous config restored", templates={"nginx-site.conf.j2": "server { bogus_directive on; }\n"}, args=["provision"], code=1),
     # the app itself
-    Case("no-wsgi-module", "sample.wsgi not found in", args=["deploy"], project="no-wsgi"),
+    Case("no-wsgi-module", "names no DJANGO_SETTINGS_MODULE; set wsgi_module to your project's module:callable", args=["deploy"], project="no-wsgi"),
     Case("no-manage-py", "no manage.py there; point it at the project root", args=["deploy"], project="no-manage"),
     Case("app-import-error", "release uploaded: failed: ModuleNotFoundError: No module named 'no_such_module'", args=["deploy"], project="broken-import", code=1),
     Case("rollback-unknown", "no release 'nosuch' to roll back to", args=["rollback", "--to", "nosuch"], code=1),

@@ -183,7 +183,7 @@ def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     listing = fab("-H", host.target, "releases", settings=cold.settings)
     lines = [line.split("] ", 1)[1] for line in listing.out.splitlines() if line.startswith(f"[{host.target}] ")]
     assert lines[0].endswith("(current)") and not lines[1].endswith("(current)"), listing
-    b_id, a_id = lines[0].split()[0], lines[1]
+    b_id, a_id = lines[0].split()[0], lines[1].split()[0]  # each line: ID COMMIT TIME SUBJECT
     master, _ = gunicorn_pids(r)
     back = fab("-H", host.target, "rollback", settings=cold.settings)
     assert back.code == 0 and "rollback: changed" in back.out, back

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ColdRun, Remote, fab
+from conftest import ColdRun, Remote, fab, in_terminal
 
 from deploy.lab import Lab
 
@@ -167,6 +167,18 @@ def test_manage_runs_createsuperuser_and_the_admin_login_works(site):
         page = response.read().decode()
         assert response.status == 200 and response.url.endswith("/admin/"), response.url
     assert "Site administration" in page and "Log out" in page
+
+
+def test_manage_is_interactive_from_a_terminal(site):
+    """changepassword asks twice, with getpass: it needs a terminal, which fab manage
+    gives it when fab runs on one."""
+    host, _, settings, _ = site
+    new = "battery-staple-" + secrets.token_hex(4)
+    code, shown = in_terminal(
+        "-H", host.target, "manage", "--", "changepassword", "admin",
+        env={"FABSTACK_SETTINGS": str(settings)}, answers={"Password: ": new, "Password (again): ": new},
+    )  # fmt: skip
+    assert code == 0 and "Password changed successfully for user 'admin'" in shown, shown
 
 
 def test_an_installed_wheel_deploys_from_the_project_directory(site, tmp_path):
