@@ -38,5 +38,18 @@ def app_env(settings: Settings, facts: HostFacts) -> dict[str, str]:
         "DJANGO_STATIC_URL": s.static_url,
         "FABSTACK_WORKER_CLASS": s.worker_class,
         **{f"DJANGO_{name}_FILE": layout.secret(name) for name in s.secrets},
+        **(_postgresql(settings) if s.postgresql else {}),
         **{name: str(value) for name, value in s.env.items()},
+    }
+
+
+def _postgresql(settings: Settings) -> dict[str, str]:
+    """Where the app's PostgreSQL is (the password: DJANGO_DB_PASSWORD_FILE, a secret)."""
+    dbs = settings.inventory.with_role("db")
+    return {
+        "DJANGO_DB_ENGINE": "postgresql",
+        "DJANGO_DB_HOST": dbs[0].address if dbs else "127.0.0.1",
+        "DJANGO_DB_PORT": str(settings.db_port),
+        "DJANGO_DB_NAME": settings.database_name,
+        "DJANGO_DB_USER": settings.database_user,
     }

@@ -21,11 +21,13 @@ from deploy.runner import HostRun
 
 def read_command(h: HostContext) -> scripts.Shell:
     """One read of everything the checks need: nginx's on every host, the app's on app hosts."""
-    lines = ["read_nginx_checks"]
+    lines = ["read_nginx_checks"] if h.is_app or "lb" in h.roles else []
+    if "db" in h.roles:
+        lines.append("read_db_checks")
     if h.is_app:
         secrets = sorted(h.layout.secret(name) for name in {"SECRET_KEY", *h.settings.secrets})
         lines.append(scripts.line("read_app_checks", *secrets))
-    return scripts.calls(["check.sh"], lines, h.values)
+    return scripts.calls(["check.sh", "postgres.sh"], lines, h.values)
 
 
 def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
@@ -37,8 +39,12 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
         "nginx hides its version": "" if int(f.get("server_tokens") or 0) else "nginx runs without server_tokens off",
     }
     result = {"host key trusted": ""}  # connected: the key matched known_hosts (or accept-new recorded it)
-    if not h.is_app:
+    if "db" in h.roles:
+        result |= db_findings(h, found)
+    if not h.is_app and "lb" in h.roles:
         return result | nginx_checks
+    if not h.is_app:
+        return result
     owners = f.get("owners", "").split()
     listening = f.get("listen", "").split()
     public = [a for a in listening if not a.startswith(("127.", "[::1]", "localhost"))]
@@ -65,6 +71,22 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
         "django check --deploy": (
             "" if django in ("", "0") else f"manage.py check --deploy failed: {f.get('django_error') or django}"
         ),
+    }
+
+
+def db_findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
+    """PostgreSQL listens on loopback and this host's own address only, and its
+    pg_hba.conf lets in nothing but the app's role from the app hosts."""
+    listening = found.get("pg_listen", "").split()
+    allowed = {"127.0.0.1", "[::1]", *(m.address for m in h.settings.inventory.with_role("db"))}
+    wide = [a for a in listening if a.rsplit(":", 1)[0] not in allowed]
+    clients = set(found.get("pg_clients", "").split())
+    apps = {m.address for m in h.settings.inventory.with_role("app")} or {"127.0.0.1"}
+    strangers = sorted(c.split("/")[0] for c in clients if c.split("/")[0] not in apps)
+    return {
+        "postgresql running": "" if listening else "postgresql does not listen",
+        "postgresql listens privately": f"postgresql listens on {', '.join(wide)}" if wide else "",
+        "postgresql lets in the app hosts only": f"pg_hba.conf lets in {', '.join(strangers)}" if strangers else "",
     }
 
 

@@ -58,6 +58,7 @@ class HostFacts:
     links: dict[str, str] = field(default_factory=dict)  # path -> target
     current: str = ""  # where the `current` link points ('' when there is none)
     default_backup: bool = False
+    current_has_wsgi: bool = False  # the current release holds the wsgi module's package
     venv_version: str = ""
     venv_marker: str = ""
     requirements_marker: str = ""
@@ -66,6 +67,11 @@ class HostFacts:
     app_pid: str = ""
     app_listen: list[str] = field(default_factory=list)
     nginx_pid: str = ""
+    pg_version: str = ""  # a db host: PostgreSQL's first cluster, when installed
+    pg_port: int = 0
+    pg_online: bool = False
+    db_role_exists: bool = False  # the app's login role and database, when PostgreSQL runs
+    db_exists: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
 
     @property
@@ -118,6 +124,12 @@ class HostFacts:
                 facts.dirs[path] = value
             elif kind == "link" and path:
                 facts.links[path] = value
+            elif key == "pg":
+                version, port, status = (value.split() + ["", "", ""])[:3]
+                facts.pg_version, facts.pg_port, facts.pg_online = version, int(port or 0), status == "online"
+            elif key == "pg_objects":
+                roles, _, databases = value.partition(",")
+                facts.db_role_exists, facts.db_exists = roles == "1", databases == "1"
             elif key in _INTS:
                 setattr(facts, key, int(value or 0) if value.isdigit() else 0)
             elif key in _LISTS:
@@ -139,7 +151,11 @@ class HostFacts:
 
 _INTS = ("nproc", "now", "apt_stamp")
 _LISTS = ("addresses", "releases", "app_listen")
-_FLAGS = {"default_backup": "default_backup", "supervisord_pid": "supervisord_running"}
+_FLAGS = {
+    "default_backup": "default_backup",
+    "supervisord_pid": "supervisord_running",
+    "current_has_wsgi": "current_has_wsgi",
+}
 _TEXTS = {
     **{name: name for name in ("os", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")},
     **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},

@@ -24,7 +24,9 @@ class HostContext:
         self.settings = settings
         self.layout = Layout.of(settings)
         self.member: Member | None = settings.inventory.find(host)  # None: a host given with -H
-        self.roles = settings.inventory.roles_of(host)
+        roles = settings.inventory.roles_of(host)
+        # a single host with database: postgresql runs its own PostgreSQL
+        self.roles = roles + ("db",) if self.member is None and settings.database == "postgresql" else roles
         self.facts = facts or HostFacts()
         self.notified: list[Handler] = []
 
@@ -36,6 +38,12 @@ class HostContext:
     def behind_lbs(self) -> bool:
         """In the inventory: its site listens for the load balancers on app_port."""
         return self.member is not None
+
+    @property
+    def db_address(self) -> str:
+        """Where the app reaches PostgreSQL: the inventory's db host, or this host itself."""
+        dbs = self.settings.inventory.with_role("db")
+        return dbs[0].address if dbs else "127.0.0.1"
 
     @property
     def site_port(self) -> int:
@@ -73,4 +81,9 @@ class HostContext:
             "HEALTH_RETRIES": s.health_retries,
             "BAD_ANSWERS": BAD_ANSWERS,
             "APT_WAIT": APT_WAIT,
+            "WSGI_PACKAGE": s.wsgi_module.split(":")[0].split(".")[0],
+            "DB_ROLE": "yes" if "db" in self.roles else "no",
+            "DB_NAME": s.database_name,
+            "DB_USER": s.database_user,
+            "DB_PORT": s.db_port,
         }

@@ -1,9 +1,10 @@
 """The inventory: hosts and their roles from the settings file, and the upstream block
 the load balancers get from the app hosts.
 
-Roles: `app` (gunicorn + Django behind the host's own nginx) and `lb` (nginx with an
-upstream of the app hosts); a host may have both. Without an inventory, hosts given
-with -H are single hosts: both roles, one nginx site straight to gunicorn.
+Roles: `app` (gunicorn + Django behind the host's own nginx), `lb` (nginx with an
+upstream of the app hosts) and `db` (PostgreSQL for the app hosts); a host may have
+several. Without an inventory, hosts given with -H are single hosts: app and lb, one
+nginx site straight to gunicorn (and db too with `database: postgresql`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 
 from deploy.connection import check_host_string
 
-ROLES = ("app", "lb")
+ROLES = ("app", "lb", "db")
+SINGLE = ("app", "lb")  # a host the inventory does not list
 METHODS = ("round_robin", "least_conn", "ip_hash", "hash", "random")
 NO_BACKUP = ("ip_hash", "hash", "random")  # nginx refuses `backup` with these
 HOST_KEYS = ("host", "roles", "address", "weight", "backup", "down", "max_fails", "fail_timeout", "max_conns")
@@ -55,9 +57,9 @@ class Inventory:
         return next((m for m in self.members if m.host == target), None)
 
     def roles_of(self, target: str) -> tuple[str, ...]:
-        """A listed host has its roles; any other host is a single host: both."""
+        """A listed host has its roles; any other host is a single host: app and lb."""
         member = self.find(target)
-        return member.roles if member else ROLES
+        return member.roles if member else SINGLE
 
     def with_role(self, role: str) -> list[Member]:
         return [m for m in self.members if role in m.roles]
@@ -95,7 +97,7 @@ def _member(index: int, entry) -> Member:
     if isinstance(roles, str):
         roles = [roles]
     if not roles or not set(roles) <= set(ROLES):
-        raise InventoryError(f"{where} ({host}): roles={roles!r}; use a list of: app, lb")
+        raise InventoryError(f"{where} ({host}): roles={roles!r}; use a list of: app, lb, db")
     values = {key: entry[key] for key in HOST_KEYS[3:] if key in entry}
     _check_flags(where, host, values)
     if "fail_timeout" in values:
@@ -128,6 +130,13 @@ def _check_whole(members: list[Member], method: str) -> None:
     apps = [m for m in members if "app" in m.roles]
     if any("lb" in m.roles for m in members) and not apps:
         raise InventoryError("an lb host needs app hosts behind it: give at least one host roles: [app]")
+    dbs = [m.host for m in members if "db" in m.roles]
+    if len(dbs) > 1:
+        raise InventoryError(
+            f"two db hosts ({dbs[0]}, {dbs[1]}): fabstack runs one PostgreSQL; give one host roles: [db]"
+        )
+    if dbs and not apps:
+        raise InventoryError("a db host needs app hosts: give at least one host roles: [app]")
     if method in NO_BACKUP:
         backups = [m.host for m in apps if m.backup]
         if backups:

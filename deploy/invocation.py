@@ -4,6 +4,7 @@ an exit code that names the hosts that failed (exit 1)."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from deploy.console import Console
 from deploy.inventory import ROLES
 from deploy.results import HostResult
 from deploy.runner import Plan, Session
-from deploy.settings import Settings, SettingsError
+from deploy.settings import DB_PASSWORD, Settings, SettingsError
 
 Report = Callable[[Console, list[HostResult]], None]
 SESSION = "fabstack_session"  # the invoke config key the executor puts the run's Session under
@@ -58,7 +59,7 @@ def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") ->
             raise Exit(f"fabstack: {exc}", code=2) from None
     if not hosts:
         if role and role not in ROLES:
-            raise Exit(f"fabstack: --role {role!r} is not a role; use app or lb", code=2)
+            raise Exit(f"fabstack: --role {role!r} is not a role; use app, lb or db", code=2)
         hosts = [m.host for m in settings.inventory.members if not role or role in m.roles]
         wanted = {x.strip() for x in limit.split(",") if x.strip()}
         if wanted:
@@ -122,3 +123,31 @@ def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False)
     code = result.data.get("exit_code", 1)
     if code:
         raise Exit(code=code)
+
+
+def provision(
+    c: Context, settings: Settings, dry_run: bool = False, verbose: bool = False, role: str = "", limit: str = ""
+) -> None:
+    """fab provision. With a db host in the inventory, in two phases: the db host first
+    (PostgreSQL, the app's role, its password made there), then the others, given the
+    password read from the db host into memory (uploaded to each app host over SFTP)."""
+    hosts = hosts_of(c, settings, role, limit)
+    dbs = [m.host for m in settings.inventory.with_role("db")]
+    first, rest = [h for h in hosts if h in dbs], [h for h in hosts if h not in dbs]
+    if not dbs or not rest:
+        fail_if_any(run_reported(c, "provision", hosts, plans.provision, settings, dry_run, verbose))
+        return
+    if first:
+        fail_if_any(run_reported(c, "provision", first, plans.provision, settings, dry_run, verbose, phase="db"))
+    if not dry_run:  # a dry run may have no password to read yet; it changes nothing anyway
+        session = session_of(c)
+        (read,) = session.run_task(dbs, plans.db_password, settings, c.config, verbose=verbose, quiet=True)
+        password = session.secrets.pop(dbs[0], "")
+        if read.failed or not password:
+            raise Exit(
+                f"fabstack: could not read the database password on {dbs[0]} ({read.error or 'none there'}); "
+                "run fab provision on the db host first",
+                code=1,
+            )
+        settings = dataclasses.replace(settings, secret_values={**settings.secret_values, DB_PASSWORD: password})
+    fail_if_any(run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase="app"))

@@ -54,6 +54,18 @@ class Layout:
     NGINX_DEFAULT_BACKUP = "/etc/nginx/sites-available/default.bak"
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
 
+    # root's copy of the app's database password on the db host (root:postgres 640)
+    db_password_file = property(lambda self: f"/etc/fabstack/{self.app}/db_password")
+
+    @staticmethod
+    def pg_conf(version: str) -> str:
+        """fabstack's part of PostgreSQL's config (Debian's postgresql.conf includes conf.d)."""
+        return f"/etc/postgresql/{version}/main/conf.d/fabstack.conf"
+
+    @staticmethod
+    def pg_hba(version: str) -> str:
+        return f"/etc/postgresql/{version}/main/pg_hba.conf"
+
     def values(self) -> dict[str, str]:
         """The paths the remote scripts read (deploy/remote/*.sh), by the names they use."""
         return {
@@ -64,6 +76,7 @@ class Layout:
             "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
             "LB_SITE": self.nginx_lb_site, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
+            "DB_PASSWORD_FILE": self.db_password_file,
         }  # fmt: skip
 
     def secret(self, name: str) -> str:

@@ -80,9 +80,11 @@ class Say:
 
 class Handler(enum.Enum):
     """Notifications: a step notifies, the plan's last steps act once. Declared in the
-    order they run: nginx first (a new site for the app), then the app."""
+    order they run: nginx first (a new site for the app), PostgreSQL, then the app."""
 
     RELOAD_NGINX = "reload nginx"
+    RESTART_DB = "restart PostgreSQL"  # listen_addresses or port changed
+    RELOAD_DB = "reload PostgreSQL"  # pg_hba.conf changed
     RESTART_APP = "restart the app"  # a new master: new virtualenv, unit or bind
     RELOAD_APP = "reload the app"  # a HUP: new code, config or secret
 

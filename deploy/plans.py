@@ -13,7 +13,7 @@ from deploy.ops import Steps
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import HostRun, Plan
-from deploy.steps import app, health, nginx, process, server
+from deploy.steps import app, database, health, nginx, process, server
 
 
 def provision(h: HostRun) -> None:
@@ -21,6 +21,11 @@ def provision(h: HostRun) -> None:
     on a host that has a release, the app kept running under today's config."""
     h.read_facts()
     h.step("apt packages", server.apt_packages)
+    if "db" in h.roles:
+        h.step("postgresql config", database.config)
+        h.step("postgresql access", database.access)
+        h.step("postgresql running", database.running)
+        h.step("database", database.database)
     if h.is_app:
         h.step("app user", server.app_user)
         h.step("directories", server.directories)
@@ -28,11 +33,14 @@ def provision(h: HostRun) -> None:
         h.step("secret key", server.secret_key)
         if set(h.settings.secrets) - {"SECRET_KEY"}:
             h.step("secrets", server.secrets)
+        if "db" in h.roles:
+            h.step("database password", database.app_password)
         h.step("gunicorn config", app.gunicorn_config)
         h.step("nginx site", nginx.site)
     if "lb" in h.roles and h.behind_lbs:
         h.step("nginx load balancer", nginx.lb_site)
-    h.step("nginx running", nginx.running)
+    if h.is_app or "lb" in h.roles:
+        h.step("nginx running", nginx.running)
     current = h.facts.current_release
     if h.is_app and current:
         try:
@@ -42,6 +50,12 @@ def provision(h: HostRun) -> None:
             if not h.dry_run and h.facts.passed != current:
                 never_leave_failed(h, current)
             raise
+
+
+def db_password(h: HostRun) -> None:
+    """Read the app's database password on the db host, for the app hosts' provision:
+    into this run's memory only (never printed, recorded or put in --json)."""
+    h.secret = h.run(h.shell(["postgres.sh"], "read_db_password")).strip()
 
 
 def deploy(release: Release) -> Plan:

@@ -32,6 +32,8 @@ VARIABLES = {
         "lb_idle_timeout", "app_idle_timeout",
     ),
     "fabstack_settings.py.j2": ("project_settings", "static_dir"),
+    "postgresql.conf.j2": ("listen", "port"),
+    "pg_hba.conf.j2": ("db_name", "db_user", "clients"),
     "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log"),
     "supervisor-program.conf.j2": (
         "app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log",

@@ -16,7 +16,7 @@ from deploy.steps import process
 
 STATUS_COLUMNS = (
     "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream",
+    "upstream", "db",
 )  # fmt: skip
 
 
@@ -28,14 +28,15 @@ def done(h: HostRun) -> Steps:
 
 def status(h: HostRun) -> None:
     """One row per host; the step fails when something that should run does not."""
-    role = "app" if h.is_app else "lb"
+    role = "app" if h.is_app else "lb" if "lb" in h.roles else "db"
     port = h.site_port if h.is_app else h.settings.listen_port  # a load balancer: the site through it
     f = h.read_facts(also=("status.sh", [scripts.line("read_status", role, f"127.0.0.1:{port}")]))
     x = f.extra
+    web = h.is_app or "lb" in h.roles  # a db host alone runs no nginx
     row = {
         "reachable": "yes",
-        "nginx": "running" if f.nginx_pid else "stopped",
-        "config": "ok" if x.get("nginx_test") == "ok" else "invalid",
+        "nginx": ("running" if f.nginx_pid else "stopped") if web else "-",
+        "config": ("ok" if x.get("nginx_test") == "ok" else "invalid") if web else "-",
         "app": "-",
         "release": f.current_release or "-",
         "passed": f.passed or "-",
@@ -52,8 +53,11 @@ def status(h: HostRun) -> None:
             "class": x.get("worker_class", "-"),
             "uptime": x.get("uptime", "-"),
         }
+    if "db" in h.roles:
+        row["db"] = f"postgresql {f.pg_version} " + ("online" if f.pg_online else "down") if f.pg_version else "missing"
     h.result.data = row
     problems = [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
+    problems += [f"db {row['db']}"] if "db" in row and not f.pg_online else []
     if row["health"] not in ("ok", "-"):
         problems.append(f"health check: {row['health']}")
     # a host from before the passed record has none: only a record that names another

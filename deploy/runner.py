@@ -49,6 +49,7 @@ class Session:
         # Facts a task read and left true (it changed nothing), for the next task of the
         # run on that host: `fab provision deploy` on a converged host reads it once.
         self._kept_facts: dict[str, tuple[str, str]] = {}
+        self.secrets: dict[str, str] = {}  # host -> a secret a plan read there (never in results)
 
     def __copy__(self) -> Session:
         return self
@@ -127,6 +128,8 @@ class Session:
             run.keep_facts()
         run.result.seconds = time.monotonic() - started
         run.result.commands = run.commands
+        if run.secret:
+            self.secrets[host] = run.secret
         if verbose:
             self.console.say(
                 host, f"remote commands: {run.commands}, ssh connections opened so far: {self.opened.get(host, 0)}"
@@ -149,6 +152,7 @@ class HostRun(HostContext):
         self._stage = ""
         self._sftp = None
         self._facts_read: tuple[str, str] | None = None
+        self.secret = ""  # a secret a plan read for the task layer (the db password); never in results
 
     @property
     def wants_diffs(self) -> bool:

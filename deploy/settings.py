@@ -21,7 +21,10 @@ REPO = Path(__file__).resolve().parent.parent  # the checkout (docs/); an instal
 # an installed wheel renders and deploys the sample without the checkout.
 TEMPLATES = Path(__file__).parent / "templates"
 SAMPLE_PROJECT = TEMPLATES / "sample"
-GENERATED_SETTINGS = "fabstack_settings"  # the module fabstack writes into each release
+GENERATED_SETTINGS = "fabstack_settings"
+DB_PASSWORD = (
+    "DB_PASSWORD"  # the secret that holds the app's PostgreSQL password  # the module fabstack writes into each release
+)
 WORKER_CLASSES = ("sync", "gevent", "gthread")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -121,6 +124,12 @@ def _requirement(value: str) -> str:
 # What fabstack itself gives the app: the env setting may not replace it.
 RESERVED_ENV = ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_PATH", "DJANGO_MEDIA_ROOT",
                 "DJANGO_MEDIA_URL", "DJANGO_STATIC_URL", "FABSTACK_WORKER_CLASS", "PATH", "HOME")  # fmt: skip
+
+
+def _pg_name(value: str) -> str:
+    if value in ("postgres", "template0", "template1", "root"):
+        return f"{value} is PostgreSQL's own; leave it empty (the app_name) or choose another"
+    return "" if value == "" or re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value) else "use lowercase letters, digits and _"
 
 
 def _env(value: dict) -> str:
@@ -282,6 +291,17 @@ SCHEMA: tuple[Key, ...] = (
         "SECRET_KEY, when not listed, is generated on the host.",
         _secrets,
     ),  # fmt: skip
+    Key(
+        "database",
+        str,
+        "sqlite",
+        "The app's database: sqlite (a file in each app host's shared data directory) or postgresql (on the "
+        "inventory's db host, or on the host itself without an inventory); a db host in the inventory means postgresql.",
+        _one_of("sqlite", "postgresql"),
+    ),  # fmt: skip
+    Key("db_name", str, "", "PostgreSQL database name; empty: the app_name.", _pg_name),
+    Key("db_user", str, "", "PostgreSQL login role of the app; empty: the app_name.", _pg_name),
+    Key("db_port", int, 5432, "Port PostgreSQL listens on.", _port),
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
     Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
@@ -334,6 +354,10 @@ class Settings:
     known_hosts: list
     accept_new_host_keys: bool
     secrets: dict
+    database: str
+    db_name: str
+    db_user: str
+    db_port: int
     templates_dir: str
     parallel: int
     connect_timeout: int
@@ -354,6 +378,19 @@ class Settings:
     def django_settings(self) -> str:
         """DJANGO_SETTINGS_MODULE for every app process."""
         return GENERATED_SETTINGS if self.production_settings else self.project_settings
+
+    @property
+    def postgresql(self) -> bool:
+        """The app's database is PostgreSQL (the setting, or a db host in the inventory)."""
+        return self.database == "postgresql" or bool(self.inventory.with_role("db"))
+
+    @property
+    def database_name(self) -> str:
+        return self.db_name or self.app_name.replace("-", "_")
+
+    @property
+    def database_user(self) -> str:
+        return self.db_user or self.app_name.replace("-", "_")
 
     @property
     def app_root(self) -> str:
@@ -403,7 +440,13 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
         inventory = parse_inventory(values["hosts"], values["lb_method"])
     except InventoryError as exc:
         raise SettingsError(f"inventory: {exc}") from None
-    settings = Settings(**values, source=source, inventory=inventory, secret_values=read_secrets(values["secrets"]))
+    secret_values = read_secrets(values["secrets"])
+    if values["database"] == "postgresql" or inventory.with_role("db"):
+        if DB_PASSWORD in values["secrets"]:
+            raise SettingsError(f"secrets.{DB_PASSWORD}: fabstack makes the database password on the db host; drop it")
+        # its value is made on the db host and read from there by provision (never from here)
+        values["secrets"] = {**values["secrets"], DB_PASSWORD: "db:"}
+    settings = Settings(**values, source=source, inventory=inventory, secret_values=secret_values)
     _check_project(settings)
     return settings
 

@@ -6,6 +6,7 @@ from invoke import Collection, task
 from deploy import checks, plans, reports
 from deploy.console import Console
 from deploy.invocation import execute, load_settings, run_manage
+from deploy.invocation import provision as run_provision
 from deploy.lab.tasks import lab
 from deploy.release import release_of
 from deploy.rollout import rolling
@@ -37,7 +38,7 @@ def provision(
 ):  # fmt: skip
     """Set up the server: nginx, python3, app user, virtualenv, gunicorn and nginx configs."""
     s = load_settings(settings, workers=workers, worker_class=worker_class, server_name=server_name)
-    execute(c, "provision", plans.provision, s, dry_run, verbose, role, limit)
+    run_provision(c, s, dry_run, verbose, role, limit)
 
 
 @task(help={**HELP, "project": "Django project to deploy (default: the bundled sample)"})

@@ -16,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +114,60 @@ def sample_variant(tmp_path: Path, name: str, title: str = "", append: dict[str,
         path = project / relative
         path.write_text(path.read_text() + text)
     return str(project)
+
+
+# A project as a Django developer makes it (issue 15): made at test time, never committed.
+BIN = Path(sys.executable).parent
+MODEL = "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.CharField(max_length=200)\n"
+VIEWS = """from django.http import HttpResponse
+
+from .models import Note
+
+
+def index(request):
+    if "add" in request.GET:
+        Note.objects.create(text=request.GET["add"])
+    return HttpResponse("notes: " + ",".join(n.text for n in Note.objects.order_by("id")))
+"""
+
+
+def git(project: Path, *args: str) -> str:
+    identity = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
+    return subprocess.run(["git", *identity, *args], cwd=project, check=True, capture_output=True, text=True).stdout
+
+
+def stock_project(root: Path, env_secret: str) -> Path:
+    """startproject + startapp, the app wired in as any Django developer would, a git
+    repo whose .env and local_settings.py are ignored (and hold a secret)."""
+    root.mkdir()
+    subprocess.run([BIN / "django-admin", "startproject", "mysite", str(root)], check=True)
+    subprocess.run([BIN / "python", "manage.py", "startapp", "notes"], cwd=root, check=True)
+    (root / "notes" / "models.py").write_text(MODEL)
+    (root / "notes" / "views.py").write_text(VIEWS)
+    settings = root / "mysite" / "settings.py"
+    settings.write_text(re.sub(r"(['\"]django.contrib.staticfiles['\"],)", r"\1\n    'notes',", settings.read_text()))
+    urls = root / "mysite" / "urls.py"
+    urls.write_text(
+        urls.read_text()
+        .replace("from django.urls import path", "from django.urls import path\n\nfrom notes.views import index")
+        .replace("admin.site.urls),", "admin.site.urls),\n    path('notes/', index),")
+    )
+    subprocess.run([BIN / "python", "manage.py", "makemigrations", "notes", "-v", "0"], cwd=root, check=True)
+    (root / ".gitignore").write_text(".env\nlocal_settings.py\ndb.sqlite3\n__pycache__/\n")
+    (root / ".env").write_text(f"API_TOKEN={env_secret}\n")
+    (root / "local_settings.py").write_text(f"LOCAL_TOKEN = '{env_secret}'\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "A stock project with a notes app")
+    return root
+
+
+def get(url: str, opener=None) -> tuple[int, str]:
+    try:
+        with (opener or urllib.request.build_opener()).open(url, timeout=10) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
 
 
 class Remote:

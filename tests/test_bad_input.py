@@ -47,7 +47,7 @@ CASES = [
     Case("flag-workers-0", "setting workers=0 is invalid", args=["provision", "--workers", "0"]),
     Case("flag-worker-class", "worker_class='x' is invalid", args=["provision", "--worker-class", "x"]),
     Case("flag-server-name", "server_name='a b;' is invalid", args=["provision", "--server-name", "a b;"]),
-    Case("flag-role", "--role 'db' is not a role; use app or lb", INVENTORY, ["provision", "--role", "db"], False),
+    Case("flag-role", "--role 'web' is not a role; use app, lb or db", INVENTORY, ["provision", "--role", "web"], False),
     Case("flag-limit", "--limit '10.9.9.9' is not in the inventory", INVENTORY, ["status", "--limit", "10.9.9.9"], False),
     Case("flag-project", "project_path='/does/not/exist': no such directory", args=["deploy", "--project", "/does/not/exist"]),
     Case("flag-settings", "settings file /nonexistent.yaml does not exist", args=["provision", "--settings", "/nonexistent.yaml"]),
@@ -61,10 +61,11 @@ CASES = [
     Case("ip-hash-backup", "cannot be used with lb_method ip_hash", "lb_method: ip_hash\nhosts:\n  - host: HOST\n    backup: true\n", hosts=False),
     Case("duplicate-server", "duplicate server 'HOST'", "hosts: [HOST, HOST]\n", hosts=False),
     Case("weight-0", "weight=0; use a whole number >= 1", "hosts:\n  - host: HOST\n    weight: 0\n", hosts=False),
-    Case("role-db", "roles=['db']; use a list of: app, lb", "hosts:\n  - host: HOST\n    roles: [db]\n", hosts=False),
+    Case("role-cache", "roles=['cache']; use a list of: app, lb, db", "hosts:\n  - host: HOST\n    roles: [cache]\n", hosts=False),
     # templates
     Case("template-syntax", "nginx-site.conf.j2 line 1: Expected an expression, got 'end of print statement'; fix the template", templates={"nginx-site.conf.j2": "server {{ }}\n"}),
     Case("template-variable", "{{ setings }} is not a variable fabstack passes", templates={"nginx-site.conf.j2": "# {{ setings.workers }}\n"}),
+    Case("template-invalid-gunicorn", "gunicorn rejected the new config (wsgi_module sample.wsgi:application)", templates={"gunicorn.conf.py.j2": "workers = = 2\n"}, args=["provision"], code=1),
     Case("template-invalid-nginx", "nginx -t rejected the new site, previous config restored", templates={"nginx-site.conf.j2": "server { bogus_directive on; }\n"}, args=["provision"], code=1),
     # the app itself
     Case("no-wsgi-module", "names no DJANGO_SETTINGS_MODULE; set wsgi_module to your project's module:callable", args=["deploy"], project="no-wsgi"),

@@ -109,9 +109,10 @@ def test_a_provision_with_a_wrong_wsgi_module_keeps_the_site_serving(hosts, cold
     finally:
         stop.set()
         client.join(timeout=20)
-    assert run.code == 1, run
-    assert "gunicorn rejected the new config (wsgi_module sample.wsgi:application)" in run.out, run
-    assert "No module named 'sample'" in run.out, run
+    # the current release is another project: provision leaves gunicorn's config to the
+    # deploy that brings the project (which checks it against its release), and says so
+    assert run.code == 0, run
+    assert "the current release has no sample package (another project); fab deploy writes the config" in run.out
     assert r.run("sha256sum /srv/django/config/gunicorn.conf.py") == before  # the old config in place
     assert "fabstack-new" not in r.run("ls /srv/django/config/")
     print(f"provision with the wrong wsgi_module: {sent[0]} requests, {len(failures)} failed")

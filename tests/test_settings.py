@@ -50,7 +50,11 @@ BAD = [
         "cannot be used with lb_method ip_hash",
     ),
     ({"hosts": [{"host": "10.0.0.2", "backup": True}], "lb_method": "hash"}, "cannot be used with lb_method hash"),
-    ({"hosts": [{"host": "10.0.0.2", "roles": ["db"]}]}, "roles=['db']; use a list of: app, lb"),
+    ({"hosts": [{"host": "10.0.0.2", "roles": ["cache"]}]}, "roles=['cache']; use a list of: app, lb, db"),
+    (
+        {"hosts": ["10.0.0.2", {"host": "10.0.0.3", "roles": ["db"]}, {"host": "10.0.0.4", "roles": ["db"]}]},
+        "two db hosts (10.0.0.3, 10.0.0.4): fabstack runs one PostgreSQL",
+    ),  # fmt: skip
     ({"hosts": [{"host": "10.0.0.2", "colour": "red"}]}, "unknown key 'colour'"),
     ({"hosts": [{"host": "bad host"}]}, "host 'bad host' is not a valid host string"),
     ({"hosts": [{"host": "10.0.0.2", "fail_timeout": "soon"}]}, "fail_timeout='soon'; use seconds like 10 or 10s"),

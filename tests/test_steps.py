@@ -14,7 +14,7 @@ from deploy.facts import HostFacts
 from deploy.host import HostContext
 from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Say, Upload
 from deploy.release import Release
-from deploy.steps import app, health, nginx, process, server
+from deploy.steps import app, database, health, nginx, process, server
 
 HOST = "root@203.0.113.5"
 CONVERGED = {
@@ -154,7 +154,7 @@ def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_o
     conf = app.gunicorn_conf(h)
     same = host(with_facts(**file_facts(h.layout.gunicorn_conf, conf, "root:django 640")))
     assert calls(drive(app.gunicorn_config(same))) == []
-    assert calls(drive(app.gunicorn_config(h, "/srv/django/releases/ccc"))) == [
+    assert calls(drive(app.gunicorn_config(h, "/srv/django/releases/ccc"))) == [  # a deploy: checked with its release
         "diff: /srv/django/config/gunicorn.conf.py",
         "upload: srv_django_config_gunicorn.conf.py",
         "command: install_file /tmp/stage/srv_django_config_gunicorn.conf.py /srv/django/config/gunicorn.conf.py "
@@ -163,6 +163,16 @@ def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_o
     ]
     first = host(with_facts(current=""))  # nothing to load the app from yet: written as is
     assert "check_gunicorn_config" not in calls(drive(app.gunicorn_config(first)))[2]
+    # provision checks it with the current release; another project's release: left to the deploy
+    same_project = host(with_facts(current_has_wsgi="yes"))
+    assert calls(drive(app.gunicorn_config(same_project)))[-2].endswith(
+        "check_gunicorn_config /srv/django/releases/bbb sample.wsgi:application"
+    )
+    other = calls(drive(app.gunicorn_config(h)))  # the facts: the current release lacks the package
+    assert other == [
+        "say: gunicorn config: the current release has no sample package (another project); "
+        "fab deploy writes the config with the release it uploads"
+    ]
 
 
 def test_deploy_steps_on_a_new_release():
@@ -313,8 +323,82 @@ def test_the_env_setting_reaches_the_app_and_a_changed_value_reloads_it():
     conf = app.gunicorn_conf(old)
     assert '"SHOP_CURRENCY=EUR"' in conf and '"DJANGO_SETTINGS_MODULE=fabstack_settings"' in conf
     path = old.layout.gunicorn_conf
-    changed = host(with_facts(**file_facts(path, conf, "root:django 640")), env={"SHOP_CURRENCY": "USD"})
+    changed = host(
+        with_facts(current_has_wsgi="yes", **file_facts(path, conf, "root:django 640")), env={"SHOP_CURRENCY": "USD"}
+    )
     assert calls(drive(app.gunicorn_config(changed)))[-1] == "notify: RELOAD_APP"
     same = host(with_facts(**file_facts(path, conf, "root:django 640")), env={"SHOP_CURRENCY": "EUR"})
     assert calls(drive(app.gunicorn_config(same))) == []
     assert "SHOP_CURRENCY=USD" in changed.values["APP_ENV"].split("\n")  # manage.py and fab manage see it too
+
+
+# PostgreSQL (issue 16) ----------------------------------------------------------------------
+FARM = {
+    "hosts": [
+        {"host": "root@10.0.0.10", "roles": ["lb"]},
+        "root@10.0.0.11",
+        "root@10.0.0.12",
+        {"host": "root@10.0.0.13", "roles": ["db"]},
+    ]
+}
+
+
+def test_the_db_host_listens_for_the_app_hosts_and_lets_in_only_them():
+    db = host({"os": "debian 12"}, target="root@10.0.0.13", **FARM)
+    assert db.roles == ("db",) and db.settings.postgresql
+    ops = drive(database.config(db))
+    assert calls(ops)[-2:] == [
+        "command: install_file /tmp/stage/etc_postgresql_15_main_conf.d_fabstack.conf "
+        "/etc/postgresql/15/main/conf.d/fabstack.conf postgres postgres 644",
+        "notify: RESTART_DB",
+    ]
+    assert "listen_addresses = 'localhost,10.0.0.13'" in ops[0].content
+    hba = drive(database.access(db))[0].content
+    rules = [line.split() for line in hba.splitlines() if line.startswith("host")]
+    assert rules == [["host", "django", "django", f"10.0.0.{n}/32", "scram-sha-256"] for n in (11, 12)]
+    assert calls(drive(database.running(db))) == ["command: postgres_running none"]  # not running: started
+    assert calls(drive(database.database(db))) == ["command: ensure_database"]
+
+
+def test_a_converged_db_host_changes_nothing_and_restarts_only_when_it_must():
+    facts = {
+        "os": "debian 12",
+        "pg": "15 5432 online",
+        "pg_objects": "1,1",
+        "sha./etc/fabstack/django/db_password": "x",
+    }
+    db = host(facts, target="root@10.0.0.13", **FARM)
+    assert calls(drive(database.running(db))) == [] and calls(drive(database.database(db))) == []
+    db.notify(Handler.RELOAD_DB)
+    assert calls(drive(database.running(db))) == ["command: postgres_running reload"]
+    db.notify(Handler.RESTART_DB)
+    db.notify(Handler.RELOAD_DB)
+    assert calls(drive(database.running(db))) == ["command: postgres_running restart"] and db.notified == []
+
+
+def test_app_hosts_get_the_database_and_its_password_as_a_secret():
+    app_host = host(target="root@10.0.0.11", **FARM)
+    env = app_host.values["APP_ENV"].split("\n")
+    assert {"DJANGO_DB_ENGINE=postgresql", "DJANGO_DB_HOST=10.0.0.13", "DJANGO_DB_NAME=django",
+            "DJANGO_DB_PASSWORD_FILE=/srv/django/shared/data/db_password"} <= set(env)  # fmt: skip
+    assert "psycopg[binary]>=3.1" in server.requirements(app_host.settings)
+    single = host({"os": "debian 13"}, database="postgresql")  # a single host runs its own
+    assert "db" in single.roles and "listen_addresses = 'localhost'" in drive(database.config(single))[0].content
+    assert "127.0.0.1/32" in drive(database.access(single))[0].content
+    assert calls(drive(database.app_password(single))) == [
+        "command: app_db_password /srv/django/shared/data/db_password",
+        "notify: RELOAD_APP",
+    ]
+
+
+def test_fab_check_on_the_db_host_names_a_wide_listener_or_a_stranger_let_in():
+    from deploy.checks import findings
+
+    db = host({}, target="root@10.0.0.13", **FARM)
+    good = {"pg_listen": "127.0.0.1:5432 [::1]:5432 10.0.0.13:5432", "pg_clients": "10.0.0.11/32 10.0.0.12/32"}
+    assert set(findings(db, good).values()) == {""}
+    bad = {"pg_listen": "0.0.0.0:5432", "pg_clients": "10.0.0.11/32 0.0.0.0/0"}
+    found = findings(db, bad)
+    assert found["postgresql listens privately"] == "postgresql listens on 0.0.0.0:5432"
+    assert found["postgresql lets in the app hosts only"] == "pg_hba.conf lets in 0.0.0.0"
+    assert findings(db, {})["postgresql running"] == "postgresql does not listen"

@@ -5,7 +5,8 @@
 #
 # Set before use: the layout's values (APP, UNIT, UNIT_FILE, PROGRAM, PROGRAM_FILE,
 # APT_STAMP, VENV, VENV_MARKER, REQUIREMENTS_MARKER, PASSED, RELEASES, CURRENT,
-# NGINX_DEFAULT_BACKUP) and, space-separated, FACT_FILES (files root reads), APP_FACT_FILES
+# NGINX_DEFAULT_BACKUP), WSGI_PACKAGE (the wsgi module's top package), DB_ROLE (yes on a db host: postgres.sh's read_db_facts) and,
+# space-separated, FACT_FILES (files root reads), APP_FACT_FILES
 # (files read as the app user), FACT_DIRS, FACT_LINKS, FACT_PACKAGES.
 
 # FILE_FACTS: `sha.PATH=` and `meta.PATH=` lines for the regular files among "$@" (a
@@ -54,6 +55,9 @@ read_facts() {
     find "$CURRENT" $FACT_LINKS -maxdepth 0 -type l \( -path "$CURRENT" -printf 'current=%l\n' \
         -o -printf 'link.%p=%l\n' \) 2>/dev/null
     [ -e "$NGINX_DEFAULT_BACKUP" ] && echo "default_backup=yes"
+    if [ -e "$CURRENT/$WSGI_PACKAGE/__init__.py" ] || [ -e "$CURRENT/$WSGI_PACKAGE.py" ]; then
+        echo "current_has_wsgi=yes"
+    fi
     echo "venv_version=$(sed -n 's/^version *= *//p' "$VENV/pyvenv.cfg" 2>/dev/null)"
     m=
     read -r m 2>/dev/null < "$VENV_MARKER"
@@ -70,6 +74,7 @@ read_facts() {
         echo "app_pid=$pid"
         echo "app_listen=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," 'index($0, p) {printf "%s ", $4}')"
     fi
+    [ "$DB_ROLE" = yes ] && read_db_facts
     pid=
     read -r pid 2>/dev/null < /run/nginx.pid
     [ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "nginx_pid=$pid"

@@ -7,7 +7,7 @@ import shlex
 
 from deploy.appenv import app_env
 from deploy.host import HostContext
-from deploy.ops import Blocked, Command, Handler, Notify, Steps, Upload
+from deploy.ops import Blocked, Command, Handler, Notify, Say, Steps, Upload
 from deploy.release import Release
 from deploy.render import environment, render
 from deploy.scripts import Shell
@@ -49,10 +49,21 @@ def gunicorn_config(h: HostContext, release_dir: str = "") -> Steps:
     """gunicorn's config. It replaces the running one only after gunicorn itself accepted
     it and loaded the app with it (from release_dir, else the current release), as the
     app user with the app's environment: a wrong wsgi_module or setting leaves the app
-    running on the old one."""
+    running on the old one. When the current release is another project (it lacks the
+    wsgi module's package: `provision deploy` moving a host to a new project), provision
+    leaves the config to the deploy, which checks it against the release it uploads."""
+    conf, app = gunicorn_conf(h), h.layout.app
+    found = h.facts.file(h.layout.gunicorn_conf)
+    if found and found.holds(conf, "root", app, "640"):
+        return
+    if not release_dir and h.facts.current and not h.facts.current_has_wsgi:
+        package = h.settings.wsgi_module.split(":")[0].split(".")[0]
+        yield Say(f"gunicorn config: the current release has no {package} package (another project); "
+                  "fab deploy writes the config with the release it uploads")  # fmt: skip
+        return
     release_dir = release_dir or h.facts.current
     check = ("check_gunicorn_config", release_dir, h.settings.wsgi_module) if release_dir else ()
-    if (yield from ensure_file(h, h.layout.gunicorn_conf, gunicorn_conf(h), "root", h.layout.app, "640", check=check)):
+    if (yield from ensure_file(h, h.layout.gunicorn_conf, conf, "root", app, "640", check=check)):
         yield Notify(Handler.RELOAD_APP)
 
 

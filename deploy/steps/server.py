@@ -48,11 +48,13 @@ def directories(h: HostContext) -> Steps:
 
 
 def requirements(settings) -> list[str]:
-    """What the virtualenv holds: Django, gunicorn with its gevent extra, gevent."""
+    """What the virtualenv holds: Django, gunicorn with its gevent extra, gevent, and
+    PostgreSQL's driver when the app uses it."""
     return [
         f"Django{settings.django_version}",
         f"gunicorn[gevent]{settings.gunicorn_version}",
         f"gevent{settings.gevent_version}",
+        *(["psycopg[binary]>=3.1"] if settings.postgresql else []),
     ]
 
 

@@ -1,0 +1,70 @@
+# PostgreSQL on the db host: its cluster, the app's role and database, the password.
+#
+# Set before use: APP, DB_PASSWORD_FILE (root's copy: root:postgres 640), DB_PORT,
+# DB_NAME, DB_USER. read_db_facts runs inside the facts read (facts.sh's file_facts).
+
+# read_db_facts: `pg=VERSION PORT STATUS` of the first cluster, the checksums of its
+# config files fabstack writes, and whether the app's role and database exist
+# (`pg_objects=ROLES,DATABASES` counts) when it runs.
+# shellcheck disable=SC2046 # pg_lsclusters' columns, split on purpose
+read_db_facts() {
+    set -- $(pg_lsclusters -h 2>/dev/null | head -n 1)
+    [ $# -ge 4 ] || return 0
+    echo "pg=$1 $3 $4"
+    file_facts "/etc/postgresql/$1/main/conf.d/fabstack.conf" "/etc/postgresql/$1/main/pg_hba.conf" "$DB_PASSWORD_FILE"
+    [ "$4" = online ] || return 0
+    echo "pg_objects=$(runuser -u postgres -- psql -p "$3" -tAq -v u="$DB_USER" -v d="$DB_NAME" 2>/dev/null <<'SQL'
+SELECT (SELECT count(*) FROM pg_roles WHERE rolname = :'u') || ',' || (SELECT count(*) FROM pg_database WHERE datname = :'d');
+SQL
+)"
+}
+
+# ensure_database: the app's password (made on this host, once), its login role with
+# that password, and its database owned by it. The password reaches psql through
+# psql's own backquote (postgres reads the file): never a command line or a log.
+ensure_database() {
+    if [ ! -s "$DB_PASSWORD_FILE" ]; then
+        install -d -o root -g postgres -m 750 "$(dirname "$DB_PASSWORD_FILE")" || return 1
+        (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$DB_PASSWORD_FILE.new") &&
+            chown root:postgres "$DB_PASSWORD_FILE.new" && chmod 640 "$DB_PASSWORD_FILE.new" &&
+            mv -f "$DB_PASSWORD_FILE.new" "$DB_PASSWORD_FILE" || return 1
+    fi
+    runuser -u postgres -- psql -p "$DB_PORT" -q -v ON_ERROR_STOP=1 -v u="$DB_USER" -v d="$DB_NAME" \
+        -v pwfile="$DB_PASSWORD_FILE" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN', :'u') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'u')\gexec
+\set pw `cat :'pwfile'`
+ALTER ROLE :"u" WITH LOGIN PASSWORD :'pw';
+SELECT format('CREATE DATABASE %I OWNER %I', :'d', :'u') WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'d')\gexec
+SQL
+}
+
+# read_db_password: root's copy of the password, for the app hosts (read into memory by
+# fab, uploaded to each app host over SFTP; never printed).
+read_db_password() {
+    cat "$DB_PASSWORD_FILE"
+}
+
+# app_db_password PATH: the app's copy of the password on the db host itself (app and
+# db on one host): written by the app user from root's copy.
+app_db_password() {
+    put_app_file "$DB_PASSWORD_FILE" "$1" 600
+}
+
+# postgres_running ACTION: PostgreSQL running its config: started when down, else
+# ACTION (reload, restart or nothing).
+# shellcheck disable=SC2046 # pg_lsclusters' columns, split on purpose
+postgres_running() {
+    set -- "$1" $(pg_lsclusters -h 2>/dev/null | head -n 1)
+    if [ "$5" != online ]; then
+        pg_ctlcluster "$2" "$3" start
+    elif [ "$1" != none ]; then
+        pg_ctlcluster "$2" "$3" "$1"
+    fi
+}
+
+# read_db_checks: the addresses PostgreSQL listens on (`pg_listen=`) and the addresses
+# its pg_hba.conf lets in over TCP (`pg_clients=`), for fab check.
+read_db_checks() {
+    echo "pg_listen=$(ss -Hltn "( sport = :$DB_PORT )" 2>/dev/null | awk '{print $4}' | sort -u | tr '\n' ' ')"
+    echo "pg_clients=$(cat /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | awk '$1 ~ /^host/ {print $4}' | sort -u | tr '\n' ' ')"
+}

@@ -1,0 +1,69 @@
+"""PostgreSQL on the db host: its config, who may connect, the app's role and database,
+and the password (made on the db host, never on a command line or in a log)."""
+
+from __future__ import annotations
+
+from deploy.host import HostContext
+from deploy.ops import Command, Handler, Notify, Steps
+from deploy.render import environment, render
+from deploy.steps.files import ensure_file
+
+POSTGRES = ["postgres.sh"]
+# The distribution's PostgreSQL, for a host where it is not installed yet (a dry run of
+# the first provision): Debian 12 has 15, Debian 13 has 17, Ubuntu 22.04 14, 24.04 16.
+DISTRIBUTION_PG = {"debian 12": "15", "debian 13": "17", "ubuntu 22.04": "14", "ubuntu 24.04": "16"}
+
+
+def pg_version(h: HostContext) -> str:
+    return h.facts.pg_version or DISTRIBUTION_PG.get(h.facts.os, "15")
+
+
+def clients(h: HostContext) -> list[str]:
+    """The addresses the app connects from: each app host's, or loopback on a single host."""
+    apps = [m.address for m in h.settings.inventory.with_role("app")] or ["127.0.0.1"]
+    return [f"{a}/128" if ":" in a else f"{a}/32" for a in apps]
+
+
+def config(h: HostContext) -> Steps:
+    """Where PostgreSQL listens: loopback, and the db host's address for the app hosts."""
+    listen = "localhost" if h.member is None else f"localhost,{h.member.address}"
+    text = render(environment(h.settings.templates_dir), "postgresql.conf.j2", listen=listen, port=h.settings.db_port)
+    if (yield from ensure_file(h, h.layout.pg_conf(pg_version(h)), text, "postgres", "postgres", "644")):
+        yield Notify(Handler.RESTART_DB)
+
+
+def access(h: HostContext) -> Steps:
+    """pg_hba.conf: the app's role to its database from the app hosts, nothing else."""
+    s = h.settings
+    text = render(
+        environment(s.templates_dir), "pg_hba.conf.j2", db_name=s.database_name, db_user=s.database_user,
+        clients=clients(h),
+    )  # fmt: skip
+    if (yield from ensure_file(h, h.layout.pg_hba(pg_version(h)), text, "postgres", "postgres", "640")):
+        yield Notify(Handler.RELOAD_DB)
+
+
+def running(h: HostContext) -> Steps:
+    """The handler of PostgreSQL: started when down, restarted for a new listen address
+    or port, reloaded for new access rules; nothing otherwise."""
+    action = "restart" if Handler.RESTART_DB in h.notified else "reload" if Handler.RELOAD_DB in h.notified else "none"
+    if action != "none" or not h.facts.pg_online:
+        yield Command(h.shell(POSTGRES, "postgres_running", action))
+    h.settle(Handler.RESTART_DB, Handler.RELOAD_DB)
+
+
+def database(h: HostContext) -> Steps:
+    """The app's login role (its password made here, once) and its database."""
+    if h.facts.db_role_exists and h.facts.db_exists and h.facts.file(h.layout.db_password_file):
+        return
+    yield Command(h.shell(POSTGRES, "ensure_database"))
+
+
+def app_password(h: HostContext) -> Steps:
+    """The app's copy of the password where the app runs on the db host itself."""
+    root_copy, app_copy = h.facts.file(h.layout.db_password_file), h.facts.file(h.layout.secret("DB_PASSWORD"))
+    app = h.layout.app
+    if root_copy and app_copy and root_copy.sha256 == app_copy.sha256 and app_copy.has_mode(app, app, "600"):
+        return
+    yield Command(h.shell(POSTGRES, "app_db_password", h.layout.secret("DB_PASSWORD")))
+    yield Notify(Handler.RELOAD_APP)
