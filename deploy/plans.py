@@ -58,9 +58,10 @@ def db_password(h: HostRun) -> None:
     h.secret = h.run(h.shell(["postgres.sh"], "read_db_password")).strip()
 
 
-def deploy(release: Release) -> Plan:
+def deploy(release: Release, upload_only: bool = False) -> Plan:
     """Upload the release, check it, switch to it, serve it, check its health; a release
-    that fails never stays current."""
+    that fails never stays current. upload_only stops before the switch (the first phase
+    of a deploy with a shared database: every host has the release before it migrates)."""
 
     def plan(h: HostRun) -> None:
         if not h.is_app:
@@ -72,6 +73,8 @@ def deploy(release: Release) -> Plan:
         h.step("release uploaded", app.upload_release, release)
         # checked by gunicorn against the release it will serve, before either goes live
         h.step("gunicorn config", app.gunicorn_config, f"{h.layout.releases}/{release.id}")
+        if upload_only:
+            return
         previous = h.facts.current_release  # before the switch, which updates the facts
         switched = h.step("release current", app.switch_release, release)
         try:
@@ -83,6 +86,15 @@ def deploy(release: Release) -> Plan:
                 never_leave_failed(h, release.id, previous if switched else "")
             raise
         h.step("old releases pruned", app.prune_releases)
+
+    return plan
+
+
+def migrate(release: Release) -> Plan:
+    """The shared database migrated by the release (on one app host that has it)."""
+
+    def plan(h: HostRun) -> None:
+        h.step("database migrated", app.migrate, release)
 
     return plan
 

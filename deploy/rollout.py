@@ -8,6 +8,7 @@ from invoke import Context
 
 from deploy import plans
 from deploy.invocation import fail_if_any, run_reported, session_of
+from deploy.release import Release
 from deploy.runner import Plan
 from deploy.settings import Settings
 
@@ -50,3 +51,21 @@ def rolling(c: Context, task: str, plan: Plan, settings: Settings, verbose: bool
     fail_if_any(run(lbs, plans.lb_out(unhealthy), "upstream"))
     fail_if_any(health, "; the load balancers keep them out until they answer")
     return True
+
+
+def migrate_once(
+    c: Context, settings: Settings, release: Release, hosts: list[str], verbose: bool = False
+) -> None:  # fmt: skip
+    """A deploy with a shared database: the release uploaded to every app host first
+    (nothing switches), then the database migrated once, from the first of them, before
+    any host serves the release. A failing migration stops the deploy there: every host
+    stays on the release it serves."""
+    apps = [h for h in hosts if "app" in settings.inventory.roles_of(h)]
+    uploaded = run_reported(c, "deploy", apps, plans.deploy(release, upload_only=True), settings, verbose=verbose,
+                            phase="upload")  # fmt: skip
+    fail_if_any(uploaded)
+    if any(s.name == "release uploaded" and s.status == "changed" for r in uploaded for s in r.steps):
+        fail_if_any(
+            run_reported(c, "deploy", apps[:1], plans.migrate(release), settings, verbose=verbose, phase="migrate"),
+            "; the migration failed: no host switched, every host serves the release it served",
+        )

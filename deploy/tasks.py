@@ -5,11 +5,11 @@ from invoke import Collection, task
 
 from deploy import checks, plans, reports
 from deploy.console import Console
-from deploy.invocation import execute, load_settings, run_manage
+from deploy.invocation import execute, hosts_of, load_settings, run_manage
 from deploy.invocation import provision as run_provision
 from deploy.lab.tasks import lab
 from deploy.release import release_of
-from deploy.rollout import rolling
+from deploy.rollout import migrate_once, rolling
 
 brief = Console.brief
 
@@ -45,7 +45,10 @@ def provision(
 def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False, project=None):
     """Upload the app as a release, migrate, collectstatic, start or reload gunicorn."""
     s = load_settings(settings, project_path=project)
-    plan = plans.deploy(release_of(s))
+    release = release_of(s)
+    plan = plans.deploy(release)
+    if s.postgresql and not dry_run:  # one shared database: migrated once, before any host switches
+        migrate_once(c, s, release, hosts_of(c, s, role, limit), verbose)
     if dry_run or role or limit or not rolling(c, "deploy", plan, s, verbose):
         execute(c, "deploy", plan, s, dry_run, verbose, role, limit)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import secrets
 import shlex
+import subprocess
+import threading
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ColdRun, Remote, fab, get, stock_project
+from conftest import BIN, ColdRun, Remote, fab, get, git, stock_project
 
 from deploy.lab import Lab
 
@@ -106,3 +109,85 @@ def test_only_the_app_hosts_get_into_postgresql(farm):
     finally:
         d.conn.close()
     assert f"{db.address}:5432" in listening and "0.0.0.0:5432" not in listening, listening
+
+
+def test_a_rolling_deploy_migrates_the_shared_database_once_under_load(farm):
+    (lb, _, _, db), _, settings = farm
+    project = Path(yaml.safe_load(Path(settings).read_text())["project_path"])
+    models = project / "notes" / "models.py"
+    models.write_text(models.read_text() + "    stars = models.IntegerField(default=0)\n")
+    subprocess.run([BIN / "python", "manage.py", "makemigrations", "notes", "-v", "0"], cwd=project, check=True)
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "Notes get stars")
+    failures, sent, stop = [], [0], threading.Event()
+
+    def load() -> None:  # bounded: until the deploy ends, at most 5,000 requests
+        while not stop.is_set() and sent[0] < 5000:
+            sent[0] += 1
+            code, body = get(f"http://{lb.address}/notes/")
+            if code != 200 or not body.startswith("notes: "):
+                failures.append(code)
+
+    client = threading.Thread(target=load)
+    client.start()
+    try:
+        run = fab("deploy", settings=settings)
+    finally:
+        stop.set()
+        client.join(timeout=20)
+    assert run.code == 0, run.out[-3000:]
+    assert run.out.count("database migrated: changed") == 1, run.out  # once, from one host
+    print(f"rolling deploy with a migration: {sent[0]} requests, {len(failures)} failed")
+    assert sent[0] > 0 and failures == []
+    d = Remote(db)
+    try:
+        applied = d.run(
+            "runuser -u postgres -- psql -d django -tAc "
+            "\"select count(*) from django_migrations where app = 'notes' and name like '0002%'\""
+        )
+        columns = d.run(
+            "runuser -u postgres -- psql -d django -tAc "
+            "\"select column_name from information_schema.columns where table_name = 'notes_note' order by 1\""
+        )
+    finally:
+        d.conn.close()
+    assert applied.strip() == "1" and columns.split() == ["id", "stars", "text"]
+    assert get(f"http://{lb.address}/notes/") == (200, "notes: shared")
+
+
+def test_a_failing_migration_switches_no_host(farm):
+    (lb, app1, app2, _), _, settings = farm
+    project = Path(yaml.safe_load(Path(settings).read_text())["project_path"])
+    before = {h.name: current(h) for h in (app1, app2)}
+    (project / "notes" / "migrations" / "0003_fails.py").write_text(FAILING_MIGRATION)
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "A migration that fails")
+    run = fab("deploy", settings=settings)
+    assert run.code == 1 and "database migrated: failed" in run.out, run.out[-3000:]
+    assert "RuntimeError: this migration fails" in run.out  # the migration's own error
+    assert "no host switched" in run.err and "release current" not in run.out
+    assert {h.name: current(h) for h in (app1, app2)} == before
+    assert get(f"http://{lb.address}/notes/") == (200, "notes: shared")
+    git(project, "rm", "-q", "notes/migrations/0003_fails.py")
+    git(project, "commit", "-q", "-m", "Without it")
+
+
+FAILING_MIGRATION = """from django.db import migrations
+
+
+def fail(apps, schema_editor):
+    raise RuntimeError("this migration fails")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0002_note_stars")]
+    operations = [migrations.RunPython(fail)]
+"""
+
+
+def current(host) -> str:
+    r = Remote(host)
+    try:
+        return r.run("readlink /srv/django/current").strip()
+    finally:
+        r.conn.close()

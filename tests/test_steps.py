@@ -181,8 +181,11 @@ def test_deploy_steps_on_a_new_release():
     assert calls(drive(app.upload_release(h, release))) == [
         "upload: release.tar.gz",
         f"command: unpack_release {release.id} /tmp/stage/release.tar.gz staticfiles sample.wsgi "
-        f"'/srv/django/releases/\\.{release.id}\\.partial/staticfiles'",
+        f"'/srv/django/releases/\\.{release.id}\\.partial/staticfiles' yes",  # its own database: migrated here
     ]
+    shared = host(**FARM, target="root@10.0.0.11")  # a shared PostgreSQL: migrated once, by migrate
+    assert calls(drive(app.upload_release(shared, release)))[-1].endswith(" no")
+    assert calls(drive(app.migrate(shared, release))) == [f"command: migrate_release {release.id}"]
     assert calls(drive(app.switch_release(h, release))) == [
         f"command: switch_current /srv/django/releases/{release.id}",
         "notify: RELOAD_APP",

@@ -2,10 +2,11 @@
 #
 # Set before use: APP, VENV, RELEASES, APP_ENV (common.sh's app_run).
 
-# unpack_release ID ARCHIVE STATIC_DIR WSGI_MODULE STATIC_REGEX: releases/ID from the
-# archive: its wsgi module imported (a broken app stops here, before the live site is
-# touched), migrated, static files collected, modes set, then named by a rename. A
-# release that fails any check leaves nothing behind.
+# unpack_release ID ARCHIVE STATIC_DIR WSGI_MODULE STATIC_REGEX MIGRATE: releases/ID
+# from the archive: its wsgi module imported (a broken app stops here, before the live
+# site is touched), migrated (MIGRATE yes: a database of this host's own; a shared one
+# is migrated once per deploy, by migrate_release), static files collected, modes set,
+# then named by a rename. A release that fails any check leaves nothing behind.
 unpack_release() {
     partial="$RELEASES/.$1.partial"
     static="$partial/$3"
@@ -13,7 +14,7 @@ unpack_release() {
         rm -rf "$partial" && mkdir -p "$partial" && tar -xzf "$2" -C "$partial" --no-same-owner &&
             install -d -o "$APP" -g "$APP" -m 755 "$static" &&
             app_run "$partial" "$VENV/bin/python" -c "import $4" &&
-            app_run "$partial" "$VENV/bin/python" manage.py migrate --noinput -v 0 &&
+            { [ "$6" != yes ] || app_run "$partial" "$VENV/bin/python" manage.py migrate --noinput -v 0; } &&
             app_run "$partial" "$VENV/bin/python" manage.py collectstatic --noinput -v 0 &&
             { "$VENV/bin/python" -m compileall -q -x "$5" "$partial" > /dev/null || true; } &&
             release_modes "$partial" "$static" &&
@@ -24,6 +25,12 @@ unpack_release() {
         rm -rf "$partial"
         return "$status"
     }
+}
+
+# migrate_release ID: the shared database migrated by releases/ID (once per deploy,
+# before any host switches; what it applied goes to stdout).
+migrate_release() {
+    app_run "$RELEASES/$1" "$VENV/bin/python" manage.py migrate --noinput
 }
 
 # release_modes RELEASE STATIC: the code root:APP with no world bits (the app reads it,

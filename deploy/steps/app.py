@@ -101,7 +101,9 @@ def project_requirements(h: HostContext, release: Release) -> Steps:
 
 def upload_release(h: HostContext, release: Release) -> Steps:
     """The project as releases/ID: unpacked, its wsgi module imported (a broken app stops
-    here, before the live site is touched), migrated, static files collected, then named."""
+    here, before the live site is touched), migrated (a database of this host's own: a
+    shared PostgreSQL is migrated once per deploy, by `migrate`), static files
+    collected, then named."""
     if release.id in h.facts.releases:
         return
     archive = yield Upload("release.tar.gz", release.archive)
@@ -109,8 +111,15 @@ def upload_release(h: HostContext, release: Release) -> Steps:
     # root compiles the code only, never inside the static files the app wrote
     static_regex = re.escape(f"{h.layout.releases}/.{release.id}.partial/{static_dir}")
     wsgi = h.settings.wsgi_module.split(":")[0]
-    yield Command(h.shell(RELEASE, "unpack_release", release.id, archive, static_dir, wsgi, static_regex))
+    own_database = "no" if h.settings.postgresql else "yes"
+    yield Command(h.shell(RELEASE, "unpack_release", release.id, archive, static_dir, wsgi, static_regex, own_database))
     h.facts.releases = [release.id, *h.facts.releases]
+
+
+def migrate(h: HostContext, release: Release) -> Steps:
+    """The shared database migrated by the new release, from one host, before any host
+    switches to it (migrations that add must not break the release still serving)."""
+    yield Command(h.shell(RELEASE, "migrate_release", release.id))
 
 
 def switch_release(h: HostContext, release: Release) -> Steps:
