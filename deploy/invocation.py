@@ -5,9 +5,12 @@ an exit code that names the hosts that failed (exit 1)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from invoke import Context, Exit
 
@@ -151,3 +154,52 @@ def provision(
             )
         settings = dataclasses.replace(settings, secret_values={**settings.secret_values, DB_PASSWORD: password})
     fail_if_any(run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase="app"))
+
+
+def data_host(c: Context, settings: Settings) -> str:
+    """The host that holds the app's data: the db host, else the first app host (with
+    SQLite and several app hosts, each holds its own; this is the first one's)."""
+    dbs = settings.inventory.with_role("db")
+    return dbs[0].host if dbs else hosts_of(c, settings, role="app")[0]
+
+
+def backup(c: Context, settings: Settings, to: str, verbose: bool = False) -> Path:
+    """fab db.backup: a copy of the app's data on its host and in `to` here, checked."""
+    kind = "dump" if settings.postgresql else "sqlite3"
+    name = f"{settings.app_name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{kind}"
+    local = Path(to) / name
+    host = data_host(c, settings)
+    fail_if_any(run_reported(c, "db.backup", [host], plans.backup(name, str(local)), settings, verbose=verbose))
+    return local
+
+
+def restore(c: Context, settings: Settings, path: str, yes: bool, verbose: bool = False) -> None:
+    """fab db.restore FILE --yes: the app stopped on every app host, the data replaced,
+    the app started again (also when the restore fails)."""
+    if not Path(path).is_file():
+        raise Exit(f"fabstack: no backup file {path}; fab db.backups lists them", code=2)
+    if not yes:
+        raise Exit(f"fabstack: db.restore replaces the app's data with {path}; add --yes to do it", code=2)
+    apps = [h for h in hosts_of(c, settings, role="app")]
+    fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("stop"), settings, verbose=verbose, phase="stop"))
+    try:
+        restored = run_reported(
+            c, "db.restore", [data_host(c, settings)], plans.restore(path), settings, verbose=verbose, phase="restore"
+        )
+    finally:
+        fail_if_any(
+            run_reported(c, "db.restore", apps, plans.app_control("start"), settings, verbose=verbose, phase="start")
+        )
+    fail_if_any(restored)
+
+
+def list_backups(c: Context, settings: Settings, where: str) -> None:
+    """fab db.backups: the backups here, newest first, with size and sha256."""
+    found = sorted(Path(where).glob(f"{settings.app_name}-*"), key=lambda p: p.name, reverse=True)
+    console = session_of(c).console
+    for path in found:
+        if path.suffix in (".dump", ".sqlite3"):
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            console.write(f"{path}  {path.stat().st_size} bytes  sha256 {sha}")
+    if not found:
+        console.write(f"no backups of {settings.app_name} in {where}; fab db.backup makes one")

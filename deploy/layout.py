@@ -56,6 +56,7 @@ class Layout:
 
     # root's copy of the app's database password on the db host (root:postgres 640)
     db_password_file = property(lambda self: f"/etc/fabstack/{self.app}/db_password")
+    backups = property(lambda self: f"/var/backups/fabstack/{self.app}")  # root's copies of the app's data
 
     @staticmethod
     def pg_conf(version: str) -> str:
@@ -76,7 +77,7 @@ class Layout:
             "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
             "LB_SITE": self.nginx_lb_site, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
-            "DB_PASSWORD_FILE": self.db_password_file,
+            "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups,
         }  # fmt: skip
 
     def secret(self, name: str) -> str:

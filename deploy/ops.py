@@ -72,6 +72,15 @@ class Blocked:
 
 
 @dataclass(frozen=True)
+class Download:
+    """A file of the host copied here, to local; the runner sends back `sha256 size` of
+    the copy (in a dry run nothing is copied)."""
+
+    path: str
+    local: str
+
+
+@dataclass(frozen=True)
 class Say:
     """A line for the user now, prefixed by the host (apt is busy: waiting for it)."""
 
@@ -94,7 +103,7 @@ class Notify:
     handler: Handler
 
 
-Op = Command | Upload | Diff | Check | Probe | Blocked | Notify | Say
+Op = Command | Upload | Diff | Check | Probe | Blocked | Notify | Say | Download
 # What a step returns: a generator of operations; the runner sends back str (paths, output).
 Steps = Generator[Op, str | None, bool | None]
 Step = Callable[..., Steps]

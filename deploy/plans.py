@@ -99,6 +99,24 @@ def migrate(release: Release) -> Plan:
     return plan
 
 
+def backup(name: str, local: str) -> Plan:
+    """The app's data copied on the host that holds it, and to local here."""
+
+    def plan(h: HostRun) -> None:
+        h.step("backup", database.backup, name, local)
+
+    return plan
+
+
+def restore(local: str) -> Plan:
+    """The app's data replaced by the backup at local (the app stopped around it)."""
+
+    def plan(h: HostRun) -> None:
+        h.step("restore", database.restore, local)
+
+    return plan
+
+
 def never_leave_failed(h: HostRun, failed: str, previous: str = "") -> None:
     """A release that failed its health check never stays current: back to the release
     that last passed here (or, on a host without that record, the one serving before);

@@ -24,7 +24,7 @@ from deploy.settings import GENERATED_SETTINGS, Settings
 
 # Never in a release, whatever git says: bytecode, local databases and logs, virtualenvs.
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache"}
-SKIP_SUFFIXES = (".pyc", ".pyo", ".sqlite3", ".log")
+SKIP_SUFFIXES = (".pyc", ".pyo", ".sqlite3", ".log", ".dump")  # .dump: fab db.backup's copies
 RECORD = ".fabstack-release"  # in each release: its provenance, one tab-separated line
 
 

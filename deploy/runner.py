@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import shlex
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from inspect import isgenerator
+from pathlib import Path
 
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
@@ -26,7 +28,7 @@ from deploy.connection import ConnectError, connect
 from deploy.console import Console, LineWriter
 from deploy.facts import HostFacts
 from deploy.host import HostContext
-from deploy.ops import CHANGES, Blocked, Check, Command, Diff, Notify, Op, Probe, Say, Steps, Upload
+from deploy.ops import CHANGES, Blocked, Check, Command, Diff, Download, Notify, Op, Probe, Say, Steps, Upload
 from deploy.results import HostResult, StepFailed, StepResult
 from deploy.scripts import Shell
 from deploy.settings import Settings
@@ -294,6 +296,8 @@ class HostRun(HostContext):
         if isinstance(op, Notify):
             self.notify(op.handler)
             return None
+        if isinstance(op, Download):
+            return "" if self.dry_run else self._download(op.path, op.local)
         if isinstance(op, Say):
             self.console.say(self.host, op.text)
             return None
@@ -339,6 +343,18 @@ class HostRun(HostContext):
                 "is the host's disk full? (df -h /tmp)"
             )
         return path
+
+    def _download(self, path: str, local: str) -> str:
+        """Copy path from the host to local over SFTP; return `sha256 size` of the copy."""
+        if self._sftp is None:
+            self._sftp = self.conn.sftp()
+        target = Path(local)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        self._sftp.get(path, str(partial))
+        partial.chmod(0o600)
+        partial.rename(target)
+        return f"{hashlib.sha256(target.read_bytes()).hexdigest()} {target.stat().st_size}"
 
     def cleanup(self) -> None:
         if self._stage:

@@ -3,7 +3,7 @@ a thin map from the command line onto deploy/."""
 
 from invoke import Collection, task
 
-from deploy import checks, plans, reports
+from deploy import checks, invocation, plans, reports
 from deploy.console import Console
 from deploy.invocation import execute, hosts_of, load_settings, run_manage
 from deploy.invocation import provision as run_provision
@@ -99,6 +99,35 @@ def rollback(c, to="", settings=None, dry_run=False, verbose=False, role="", lim
         execute(c, "rollback", plan, s, dry_run, verbose, role, limit)
 
 
+@task(
+    name="backup",
+    help={
+        "to": "directory for the copy here (default: backups)",
+        **{k: HELP[k] for k in ("settings", "verbose", "json")},
+    },
+)
+def db_backup(c, to="backups", settings=None, verbose=False, json=False):
+    """A copy of the app's data (pg_dump from the db host, or SQLite's online backup) on
+    its host and here in backups/APP-TIME.dump, checked by size and sha256 on both ends."""
+    invocation.backup(c, load_settings(settings), to, verbose)
+
+
+@task(name="restore", help={"file": "the backup to restore", "yes": "really replace the app's data",
+                            **{k: HELP[k] for k in ("settings", "verbose", "json")}})  # fmt: skip
+def db_restore(c, file, yes=False, settings=None, verbose=False, json=False):
+    """Replace the app's data with a backup: the app stopped on every app host for the
+    duration and started after."""
+    invocation.restore(c, load_settings(settings), file, yes, verbose)
+
+
+@task(name="backups", help={"where": "directory of the copies (default: backups)", "settings": HELP["settings"]})
+def db_backups(c, where="backups", settings=None):
+    """The app's backups here, newest first, with size and sha256."""
+    invocation.list_backups(c, load_settings(settings), where)
+
+
+db = Collection("db", db_backup, db_restore, db_backups)
+
 ns = Collection(
     provision,
     deploy,
@@ -133,4 +162,5 @@ ns = Collection(
     _host_task("stop-nginx", "Stop nginx.", plans.nginx_control("stop")),
     _host_task("nginx-configtest", "Test nginx's configuration (nginx -t).", plans.nginx_control("configtest")),
     lab,
+    db,
 )

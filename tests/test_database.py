@@ -3,6 +3,7 @@ project (made at test time) sharing one database; only the app hosts get in."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import shlex
 import subprocess
@@ -191,3 +192,25 @@ def current(host) -> str:
         return r.run("readlink /srv/django/current").strip()
     finally:
         r.conn.close()
+
+
+def test_backup_drop_restore(farm, tmp_path):
+    (lb, _, _, db), _, settings = farm
+    run = fab("db.backup", "--to", str(tmp_path), settings=settings)
+    assert run.code == 0, run.out[-3000:]
+    (copy,) = tmp_path.glob("django-*.dump")
+    d = Remote(db)
+    try:
+        on_host = d.run(f"sha256sum /var/backups/fabstack/django/{copy.name}").split()[0]
+        assert on_host == hashlib.sha256(copy.read_bytes()).hexdigest() and f"sha256 {on_host}" in run.out
+        d.run("runuser -u postgres -- psql -d django -c 'DROP TABLE notes_note'")
+        assert get(f"http://{lb.address}/notes/")[0] == 500  # the table is gone
+        refused = fab("db.restore", str(copy), settings=settings)
+        assert refused.code == 2 and "add --yes" in refused.err, refused
+        restored = fab("db.restore", str(copy), "--yes", settings=settings)
+        assert restored.code == 0, restored.out[-3000:]
+        assert get(f"http://{lb.address}/notes/") == (200, "notes: shared")  # the rows are back
+        listing = fab("db.backups", "--where", str(tmp_path), settings=settings)
+        assert f"{copy}  {copy.stat().st_size} bytes  sha256 {on_host}" in listing.out, listing
+    finally:
+        d.conn.close()

@@ -68,3 +68,38 @@ read_db_checks() {
     echo "pg_listen=$(ss -Hltn "( sport = :$DB_PORT )" 2>/dev/null | awk '{print $4}' | sort -u | tr '\n' ' ')"
     echo "pg_clients=$(cat /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | awk '$1 ~ /^host/ {print $4}' | sort -u | tr '\n' ' ')"
 }
+
+# SQLITE_COPY: the app user's shell copies SQLite database $0 to $1 with SQLite's online
+# backup (consistent while the app writes).
+SQLITE_COPY='python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))"'
+# shellcheck disable=SC2016 # expanded by the app user's shell
+SQLITE_OUT='t=$(mktemp) && '"$SQLITE_COPY"' "$0" "$t" && cat "$t"; s=$?; rm -f "$t"; exit $s'
+# shellcheck disable=SC2016 # expanded by the app user's shell
+SQLITE_IN='t=$(mktemp) && cat > "$t" && '"$SQLITE_COPY"' "$t" "$0"; s=$?; rm -f "$t"; exit $s'
+
+# backup_database KIND NAME: a consistent copy of the app's data, kept on the host as
+# $BACKUPS/NAME (root's, 600): KIND postgresql, pg_dump's custom format from the db
+# host; KIND sqlite, SQLite's online backup, made and streamed by the app user (root
+# never opens the app's files). Prints `sha256 size` of the copy.
+backup_database() {
+    umask 077
+    mkdir -p "$BACKUPS" || return 1
+    set -- "$1" "$BACKUPS/$2"
+    case $1 in
+        postgresql) runuser -u postgres -- pg_dump -p "$DB_PORT" -Fc -d "$DB_NAME" > "$2" || return 1 ;;
+        sqlite) as_app / sh -c "$SQLITE_OUT" "$DB_PATH" > "$2" || return 1 ;;
+    esac
+    echo "$(sha256sum < "$2" | cut -d' ' -f1) $(stat -c %s "$2")"
+}
+
+# restore_database KIND FILE: the app's data replaced by the backup FILE (fab
+# db.restore stops the app around it).
+restore_database() {
+    case $1 in
+        postgresql)
+            runuser -u postgres -- pg_restore -p "$DB_PORT" --clean --if-exists --no-owner --role="$DB_USER" \
+                -d "$DB_NAME" < "$2"
+            ;;
+        sqlite) as_app / sh -c "$SQLITE_IN" "$DB_PATH" < "$2" ;;
+    esac
+}

@@ -3,9 +3,12 @@ and the password (made on the db host, never on a command line or in a log)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from deploy.host import HostContext
-from deploy.ops import Command, Handler, Notify, Steps
+from deploy.ops import Command, Download, Handler, Notify, Probe, Say, Steps, Upload
 from deploy.render import environment, render
+from deploy.results import StepFailed
 from deploy.steps.files import ensure_file
 
 POSTGRES = ["postgres.sh"]
@@ -67,3 +70,24 @@ def app_password(h: HostContext) -> Steps:
         return
     yield Command(h.shell(POSTGRES, "app_db_password", h.layout.secret("DB_PASSWORD")))
     yield Notify(Handler.RELOAD_APP)
+
+
+def kind(h: HostContext) -> str:
+    return "postgresql" if h.settings.postgresql else "sqlite"
+
+
+def backup(h: HostContext, name: str, local: str) -> Steps:
+    """The app's data copied on the host (kept there too) and here; the copy here is
+    checked against the host's by size and sha256."""
+    made = (yield Probe(h.shell(POSTGRES, "backup_database", kind(h), name))) or ""
+    copied = yield Download(f"{h.layout.backups}/{name}", local)
+    if copied and copied.split() != made.split():
+        raise StepFailed(f"the copy of {name} differs from the host's ({copied} here, {made.strip()} there); run again")
+    sha, _, size = made.strip().partition(" ")
+    yield Say(f"backup: {local} ({size} bytes, sha256 {sha}), equal on the host ({h.layout.backups}/{name}) and here")
+
+
+def restore(h: HostContext, local: str) -> Steps:
+    """The app's data replaced by the backup at local (uploaded first, its size checked)."""
+    staged = yield Upload(Path(local).name, Path(local).read_bytes())
+    yield Command(h.shell(POSTGRES, "restore_database", kind(h), staged))
