@@ -168,6 +168,8 @@ def get(url: str, opener=None) -> tuple[int, str]:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:  # no answer (refused, timed out): code 0
+        return 0, str(exc)
 
 
 class Remote:

@@ -8,6 +8,7 @@ import secrets
 import shlex
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,20 @@ def test_backup_drop_restore(farm, tmp_path):
         assert f"{copy}  {copy.stat().st_size} bytes  sha256 {on_host}" in listing.out, listing
     finally:
         d.conn.close()
+
+
+def test_the_site_comes_back_by_itself_after_the_db_host_reboots(farm, lab: Lab):
+    (lb, _, _, db), _, settings = farm
+    lab.power_cycle(db.name)  # processes killed, disk kept, booted again
+    back = time.monotonic()
+    answer = None
+    while time.monotonic() - back < 30:
+        answer = get(f"http://{lb.address}/notes/")
+        if answer == (200, "notes: shared"):
+            break
+        time.sleep(0.5)
+    took = time.monotonic() - back
+    print(f"db host rebooted: the site answered {took:.1f}s after the host was back")
+    assert answer == (200, "notes: shared"), answer
+    again = fab("provision", "deploy", settings=settings)
+    assert again.code == 0 and again.changed() == 0, again.out[-3000:]
