@@ -57,6 +57,7 @@ class Layout:
     # root's copy of the app's database password on the db host (root:postgres 640)
     db_password_file = property(lambda self: f"/etc/fabstack/{self.app}/db_password")
     backups = property(lambda self: f"/var/backups/fabstack/{self.app}")  # root's copies of the app's data
+    backup_unit = property(lambda self: f"fabstack-backup-{self.app}")  # its .service and .timer
 
     @staticmethod
     def pg_conf(version: str) -> str:
@@ -77,7 +78,7 @@ class Layout:
             "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
             "LB_SITE": self.nginx_lb_site, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
-            "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups,
+            "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
         }  # fmt: skip
 
     def secret(self, name: str) -> str:

@@ -26,6 +26,7 @@ def provision(h: HostRun) -> None:
         h.step("postgresql access", database.access)
         h.step("postgresql running", database.running)
         h.step("database", database.database)
+        h.step("daily backups", database.backup_timer)
     if h.is_app:
         h.step("app user", server.app_user)
         h.step("directories", server.directories)

@@ -34,6 +34,8 @@ VARIABLES = {
     "fabstack_settings.py.j2": ("project_settings", "static_dir"),
     "postgresql.conf.j2": ("listen", "port"),
     "pg_hba.conf.j2": ("db_name", "db_user", "clients"),
+    "db-backup.service.j2": ("app_name", "backups", "keep", "port", "db_name"),
+    "db-backup.timer.j2": ("app_name", "unit"),
     "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log"),
     "supervisor-program.conf.j2": (
         "app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log",

@@ -302,6 +302,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("db_name", str, "", "PostgreSQL database name; empty: the app_name.", _pg_name),
     Key("db_user", str, "", "PostgreSQL login role of the app; empty: the app_name.", _pg_name),
     Key("db_port", int, 5432, "Port PostgreSQL listens on.", _port),
+    Key(
+        "db_backup_keep", int, 7, "Daily on-host backups of the PostgreSQL database kept on the db host.", _at_least(1)
+    ),
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
     Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
@@ -358,6 +361,7 @@ class Settings:
     db_name: str
     db_user: str
     db_port: int
+    db_backup_keep: int
     templates_dir: str
     parallel: int
     connect_timeout: int

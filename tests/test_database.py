@@ -54,7 +54,8 @@ def farm(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path_factory):
     inventory = [{"host": lb.target, "roles": ["lb"]}, {"host": app1.target}, {"host": app2.target},
                  {"host": db.target, "roles": ["db"]}]  # fmt: skip
     settings = root / "farm.yaml"
-    settings.write_text(yaml.safe_dump({**base, "project_path": str(project), "hosts": inventory}))
+    config = {**base, "project_path": str(project), "hosts": inventory, "db_backup_keep": 2}
+    settings.write_text(yaml.safe_dump(config))
     run = fab("provision", "deploy", settings=settings)
     assert run.code == 0, run.out[-4000:] + run.err[-2000:]
     return hosts, other, settings
@@ -215,6 +216,22 @@ def test_backup_drop_restore(farm, tmp_path):
         assert f"{copy}  {copy.stat().st_size} bytes  sha256 {on_host}" in listing.out, listing
     finally:
         d.conn.close()
+
+
+def test_a_daily_timer_backs_up_on_the_db_host_and_keeps_the_newest(farm):
+    (_, _, _, db), _, _ = farm
+    d = Remote(db)
+    try:
+        assert d.run("systemctl is-active fabstack-backup-django.timer").strip() == "active"
+        for _ in range(3):  # what the timer starts each day, started now
+            d.run("systemctl start fabstack-backup-django.service")
+        kept = d.run("ls /var/backups/fabstack/django").split()
+        newest = d.run("ls -t /var/backups/fabstack/django | head -n 1").strip()
+        size = int(d.run(f"stat -c %s /var/backups/fabstack/django/{newest}"))
+    finally:
+        d.conn.close()
+    assert len(kept) == 2 and all(name.endswith(".dump") for name in kept), kept  # db_backup_keep: 2
+    assert size > 1000
 
 
 def test_the_site_comes_back_by_itself_after_the_db_host_reboots(farm, lab: Lab):

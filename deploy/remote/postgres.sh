@@ -1,7 +1,7 @@
 # PostgreSQL on the db host: its cluster, the app's role and database, the password.
 #
 # Set before use: APP, DB_PASSWORD_FILE (root's copy: root:postgres 640), DB_PORT,
-# DB_NAME, DB_USER. read_db_facts runs inside the facts read (facts.sh's file_facts).
+# DB_NAME, DB_USER, BACKUPS, BACKUP_UNIT. read_db_facts runs inside the facts read (facts.sh's file_facts).
 
 # read_db_facts: `pg=VERSION PORT STATUS` of the first cluster, the checksums of its
 # config files fabstack writes, and whether the app's role and database exist
@@ -11,7 +11,10 @@ read_db_facts() {
     set -- $(pg_lsclusters -h 2>/dev/null | head -n 1)
     [ $# -ge 4 ] || return 0
     echo "pg=$1 $3 $4"
-    file_facts "/etc/postgresql/$1/main/conf.d/fabstack.conf" "/etc/postgresql/$1/main/pg_hba.conf" "$DB_PASSWORD_FILE"
+    file_facts "/etc/postgresql/$1/main/conf.d/fabstack.conf" "/etc/postgresql/$1/main/pg_hba.conf" "$DB_PASSWORD_FILE" \
+        "/etc/systemd/system/$BACKUP_UNIT.service" "/etc/systemd/system/$BACKUP_UNIT.timer"
+    [ -f "/etc/systemd/system/$BACKUP_UNIT.timer" ] &&
+        echo "backup_timer=$(systemctl is-active "$BACKUP_UNIT.timer" 2>/dev/null)"
     [ "$4" = online ] || return 0
     echo "pg_objects=$(runuser -u postgres -- psql -p "$3" -tAq -v u="$DB_USER" -v d="$DB_NAME" 2>/dev/null <<'SQL'
 SELECT (SELECT count(*) FROM pg_roles WHERE rolname = :'u') || ',' || (SELECT count(*) FROM pg_database WHERE datname = :'d');
@@ -102,4 +105,9 @@ restore_database() {
             ;;
         sqlite) as_app / sh -c "$SQLITE_IN" "$DB_PATH" < "$2" ;;
     esac
+}
+
+# enable_backup_timer: systemd reads the backup units; the daily timer runs.
+enable_backup_timer() {
+    systemctl daemon-reload && systemctl enable -q --now "$BACKUP_UNIT.timer"
 }

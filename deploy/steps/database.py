@@ -72,6 +72,23 @@ def app_password(h: HostContext) -> Steps:
     yield Notify(Handler.RELOAD_APP)
 
 
+def backup_timer(h: HostContext) -> Steps:
+    """A daily pg_dump on the db host (a systemd timer), keeping the newest db_backup_keep;
+    a host without systemd is told to schedule fab db.backup instead."""
+    if h.facts.pid1 != "systemd":
+        yield Say("daily backups: this host runs no systemd; schedule fab db.backup (cron on your machine)")
+        return
+    s, layout, unit = h.settings, h.layout, h.layout.backup_unit
+    jinja = environment(s.templates_dir)
+    service = render(jinja, "db-backup.service.j2", app_name=s.app_name, backups=layout.backups,
+                     keep=s.db_backup_keep, port=s.db_port, db_name=s.database_name)  # fmt: skip
+    timer = render(jinja, "db-backup.timer.j2", app_name=s.app_name, unit=f"{unit}.service")
+    changed = yield from ensure_file(h, f"/etc/systemd/system/{unit}.service", service)
+    changed = (yield from ensure_file(h, f"/etc/systemd/system/{unit}.timer", timer)) or changed
+    if changed or h.facts.extra.get("backup_timer") != "active":
+        yield Command(h.shell(POSTGRES, "enable_backup_timer"))
+
+
 def kind(h: HostContext) -> str:
     return "postgresql" if h.settings.postgresql else "sqlite"
 
