@@ -24,10 +24,14 @@ def read_command(h: HostContext) -> scripts.Shell:
     lines = ["read_nginx_checks"] if h.is_app or "lb" in h.roles else []
     if "db" in h.roles:
         lines.append("read_db_checks")
+    dbs = h.settings.inventory.with_role("db")
+    if dbs and not h.is_app and "db" not in h.roles:  # a load balancer: PostgreSQL must turn it away
+        s = h.settings
+        lines.append(scripts.line("read_db_reach", dbs[0].address, s.db_port, s.database_user, s.database_name))
     if h.is_app:
         secrets = sorted(h.layout.secret(name) for name in {"SECRET_KEY", *h.settings.secrets})
         lines.append(scripts.line("read_app_checks", *secrets))
-    return scripts.calls(["check.sh", "postgres.sh"], lines, h.values)
+    return scripts.calls(["check.sh", "postgres.sh"], lines, {**h.values, "PG_PROBE_PY": scripts.text("pg_probe.py")})
 
 
 def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
@@ -41,6 +45,9 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
     result = {"host key trusted": ""}  # connected: the key matched known_hosts (or accept-new recorded it)
     if "db" in h.roles:
         result |= db_findings(h, found)
+    if "db_reach" in found:
+        reach = found["db_reach"]
+        result["database closed to this host"] = "" if reach in ("rejected", "refused") else f"PostgreSQL {reach}"
     if not h.is_app and "lb" in h.roles:
         return result | nginx_checks
     if not h.is_app:

@@ -80,10 +80,11 @@ def test_one_database_for_every_app_host(farm):
     check = fab("check", settings=settings)
     assert check.code == 0, check.out[-3000:]
     assert f"[{db.target}] postgresql lets in the app hosts only: ok" in check.out, check
+    assert f"[{lb.target}] database closed to this host: ok" in check.out, check  # proven from the lb
 
 
 def test_only_the_app_hosts_get_into_postgresql(farm):
-    (lb, app1, _, db), other, _ = farm
+    (lb, app1, _, db), other, settings = farm
     for outsider in (lb, other):
         r = Remote(outsider)
         try:
@@ -105,6 +106,9 @@ def test_only_the_app_hosts_get_into_postgresql(farm):
     assert right.startswith("connected "), right
     assert wrong.startswith("failed") and "password authentication failed" in wrong, wrong
     assert modes == "django:django 600"
+    # the password is in no command line, log, --verbose or --json output
+    loud = fab("provision", "--verbose", "--json", settings=settings)
+    assert loud.code == 0 and password not in loud.out + loud.err, "the database password was printed"
     d = Remote(db)
     try:
         assert d.run("stat -c '%U:%G %a' /etc/fabstack/django/db_password").strip() == "root:postgres 640"
@@ -246,6 +250,15 @@ def test_the_site_comes_back_by_itself_after_the_db_host_reboots(farm, lab: Lab)
         time.sleep(0.5)
     took = time.monotonic() - back
     print(f"db host rebooted: the site answered {took:.1f}s after the host was back")
+    if answer != (200, "notes: shared"):  # what the db host says, for the log
+        d = Remote(db)
+        print(
+            d.run(
+                "pg_lsclusters; ss -Hltn; tail -n 30 /var/log/postgresql/postgresql-15-main.log; "
+                "journalctl -b --no-pager -n 30 -u postgresql@15-main; uptime",
+                check=False,
+            )
+        )
     assert answer == (200, "notes: shared"), answer
     again = fab("provision", "deploy", settings=settings)
     assert again.code == 0 and again.changed() == 0, again.out[-3000:]

@@ -81,6 +81,13 @@ def test_defaults_are_valid_and_derive_values():
     assert settings.project == s.SAMPLE_PROJECT
 
 
+def test_postgresql_names_of_its_own_are_refused():
+    with pytest.raises(s.SettingsError, match="db_user='postgres' is invalid: postgres is PostgreSQL's own"):
+        s.validate({"database": "postgresql", "db_user": "postgres"})
+    with pytest.raises(s.SettingsError, match="secrets.DB_PASSWORD: fabstack makes the database password"):
+        s.validate({"database": "postgresql", "secrets": {"DB_PASSWORD": "env:HOME"}})
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -405,3 +405,18 @@ def test_fab_check_on_the_db_host_names_a_wide_listener_or_a_stranger_let_in():
     assert found["postgresql listens privately"] == "postgresql listens on 0.0.0.0:5432"
     assert found["postgresql lets in the app hosts only"] == "pg_hba.conf lets in 0.0.0.0"
     assert findings(db, {})["postgresql running"] == "postgresql does not listen"
+
+
+def test_the_lb_checks_that_postgresql_turns_it_away():
+    from deploy.checks import findings, read_command
+
+    lb = host({}, target="root@10.0.0.10", **FARM)
+    assert "read_db_reach 10.0.0.13 5432 django django" in read_command(lb).line
+    assert (
+        findings(lb, {"db_reach": "rejected", "nginx_test": "ok", "server_tokens": "1"})["database closed to this host"]
+        == ""
+    )
+    assert (
+        findings(lb, {"db_reach": "asks for a password"})["database closed to this host"]
+        == "PostgreSQL asks for a password"
+    )

@@ -29,3 +29,9 @@ read_app_checks() {
     fi
     true
 }
+
+# read_db_reach ADDRESS PORT USER DATABASE: `db_reach=` what PostgreSQL at ADDRESS does
+# when this host knocks (deploy/remote/pg_probe.py, in $PG_PROBE_PY).
+read_db_reach() {
+    echo "db_reach=$(python3 -c "$PG_PROBE_PY" "$1" "$2" "$3" "$4" 2>/dev/null)"
+}
