@@ -20,6 +20,8 @@ def provision(h: HostRun) -> None:
     """The server: packages, app user, directories, virtualenv, secrets, configs, nginx;
     on a host that has a release, the app kept running under today's config."""
     h.read_facts()
+    if "db" in h.roles:
+        h.step("postgresql port free", database.port_free)
     h.step("apt packages", server.apt_packages)
     if "db" in h.roles:
         h.step("postgresql config", database.config)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ColdRun, Remote, fab, get, git, stock_project
+from conftest import BIN, ColdRun, Remote, fab, get, git, sample_variant, stock_project
 
 from deploy.lab import Lab
 
@@ -262,3 +262,33 @@ def test_the_site_comes_back_by_itself_after_the_db_host_reboots(farm, lab: Lab)
     assert answer == (200, "notes: shared"), answer
     again = fab("provision", "deploy", settings=settings)
     assert again.code == 0 and again.changed() == 0, again.out[-3000:]
+
+
+def test_a_single_host_runs_its_own_postgresql(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path):
+    (host,) = lab.up(count=1, init="sshd", prefix="pgone", snapshot=deployed_snapshot)
+    assert fab("-H", host.target, "provision", settings=cold.settings).code == 0  # nginx up again after the snapshot
+    base = yaml.safe_load(cold.settings.read_text()) or {}
+    taken = tmp_path / "taken.yaml"
+    taken.write_text(yaml.safe_dump({**base, "database": "postgresql", "db_port": 80}))  # nginx's port
+    refused = fab("-H", host.target, "provision", settings=taken)
+    assert refused.code == 1 and "db_port 80 is in use by nginx on this host" in refused.out, refused.out[-2000:]
+    r = Remote(host)
+    try:
+        assert r.run("dpkg-query -W -f='${db:Status-Status}' postgresql", check=False) != "installed"  # refused first
+        settings = tmp_path / "one.yaml"
+        settings.write_text(yaml.safe_dump({**base, "database": "postgresql"}))
+        project = sample_variant(tmp_path, "on-postgresql", title="On PostgreSQL")  # a new release: migrated
+        settings.write_text(yaml.safe_dump({**base, "database": "postgresql", "project_path": project}))
+        run = fab("-H", host.target, "provision", "deploy", settings=settings)
+        assert run.code == 0, run.out[-3000:]
+        assert "database migrated: changed" in run.out
+        assert "this host runs no systemd; schedule fab db.backup" in run.out
+        applied = r.run("runuser -u postgres -- psql -d django -tAc 'select count(*) from django_migrations'")
+        assert int(applied) > 0
+        listening = r.run("ss -Hltn '( sport = :5432 )'")
+        assert "127.0.0.1:5432" in listening and host.address not in listening  # loopback only
+    finally:
+        r.conn.close()
+    code, page = get(f"http://{host.address}/")
+    assert code == 200 and "On PostgreSQL" in page
+    assert fab("-H", host.target, "provision", "deploy", settings=settings).changed() == 0

@@ -420,3 +420,12 @@ def test_the_lb_checks_that_postgresql_turns_it_away():
         findings(lb, {"db_reach": "asks for a password"})["database closed to this host"]
         == "PostgreSQL asks for a password"
     )
+
+
+def test_a_db_port_in_use_is_refused_before_anything_is_installed():
+    from deploy.results import StepFailed
+
+    db = host({"db_port_taken_by": "nginx"}, target="root@10.0.0.13", **FARM)
+    with pytest.raises(StepFailed, match="db_port 5432 is in use by nginx on this host; stop it or set db_port"):
+        drive(database.port_free(db))
+    assert calls(drive(database.port_free(host({}, target="root@10.0.0.13", **FARM)))) == []

@@ -8,6 +8,8 @@
 # (`pg_objects=ROLES,DATABASES` counts) when it runs.
 # shellcheck disable=SC2046 # pg_lsclusters' columns, split on purpose
 read_db_facts() {
+    taken=$(ss -Hltnp "( sport = :$DB_PORT )" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)".*/\1/p' | grep -vx postgres | head -n 1)
+    [ -n "$taken" ] && echo "db_port_taken_by=$taken"
     set -- $(pg_lsclusters -h 2>/dev/null | head -n 1)
     [ $# -ge 4 ] || return 0
     echo "pg=$1 $3 $4"

@@ -27,6 +27,17 @@ def clients(h: HostContext) -> list[str]:
     return [f"{a}/128" if ":" in a else f"{a}/32" for a in apps]
 
 
+def port_free(h: HostContext) -> Steps:
+    """db_port is PostgreSQL's or free on this host: checked before anything is installed."""
+    taken = h.facts.extra.get("db_port_taken_by", "")
+    if taken:
+        raise StepFailed(
+            f"db_port {h.settings.db_port} is in use by {taken} on this host; stop it or set db_port to a free port"
+        )
+    return
+    yield
+
+
 def config(h: HostContext) -> Steps:
     """Where PostgreSQL listens: loopback, and the db host's address for the app hosts."""
     listen = "localhost" if h.member is None else f"localhost,{h.member.address}"
