@@ -87,6 +87,7 @@ def test_status_table_has_a_row_per_host(cold):
         "PASSED",
         "HEALTH",
         "UPSTREAM",
+        "DB",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}
