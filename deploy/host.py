@@ -40,12 +40,6 @@ class HostContext:
         return self.member is not None
 
     @property
-    def db_address(self) -> str:
-        """Where the app reaches PostgreSQL: the inventory's db host, or this host itself."""
-        dbs = self.settings.inventory.with_role("db")
-        return dbs[0].address if dbs else "127.0.0.1"
-
-    @property
     def site_port(self) -> int:
         """Where this host's app site listens: listen_port alone, app_port behind load balancers."""
         return self.settings.app_port if self.behind_lbs else self.settings.listen_port

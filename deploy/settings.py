@@ -396,10 +396,6 @@ class Settings:
     def database_user(self) -> str:
         return self.db_user or self.app_name.replace("-", "_")
 
-    @property
-    def app_root(self) -> str:
-        return f"/srv/{self.app_name}"
-
 
 def load(path: str | None = None, overrides: dict | None = None) -> Settings:
     """Read the settings file (if any), apply task-flag overrides, validate everything."""
