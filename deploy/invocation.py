@@ -180,7 +180,7 @@ def restore(c: Context, settings: Settings, path: str, yes: bool, verbose: bool 
         raise Exit(f"fabstack: no backup file {path}; fab db.backups lists them", code=2)
     if not yes:
         raise Exit(f"fabstack: db.restore replaces the app's data with {path}; add --yes to do it", code=2)
-    apps = [h for h in hosts_of(c, settings, role="app")]
+    apps = hosts_of(c, settings, role="app")
     fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("stop"), settings, verbose=verbose, phase="stop"))
     try:
         restored = run_reported(

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ColdRun, Remote, fab, get, git, in_terminal, stock_project
+from conftest import BIN, ColdRun, Remote, fab, get, git, in_terminal, stock_project
 
 from deploy.lab import Lab
 
 pytestmark = pytest.mark.lab
-BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "correct-horse-" + secrets.token_hex(4)
 
 
