@@ -5,7 +5,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv shellcheck
+LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv shellcheck curl openssl pebble
 
 .PHONY: demo test lint lab-deps settings-doc clean
 

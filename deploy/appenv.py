@@ -39,6 +39,7 @@ def app_env(settings: Settings, facts: HostFacts) -> dict[str, str]:
         "FABSTACK_WORKER_CLASS": s.worker_class,
         **{f"DJANGO_{name}_FILE": layout.secret(name) for name in s.secrets},
         **(_postgresql(settings) if s.postgresql else {}),
+        **({"DJANGO_HTTPS": "1", "DJANGO_HSTS_SECONDS": str(s.site_tls.hsts)} if s.site_tls else {}),
         **{name: str(value) for name, value in s.env.items()},
     }
 

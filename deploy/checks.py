@@ -9,9 +9,11 @@ HTTP (the guide's setup) always has the HTTPS ones. Its errors fail the check.
 from __future__ import annotations
 
 import contextlib
+import time
 
 from deploy import scripts
-from deploy.facts import HostFacts
+from deploy.certificates import WARN_DAYS, covers
+from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
 from deploy.plans import refuse
 from deploy.reports import done
@@ -31,7 +33,11 @@ def read_command(h: HostContext) -> scripts.Shell:
     if h.is_app:
         secrets = sorted(h.layout.secret(name) for name in {"SECRET_KEY", *h.settings.secrets})
         lines.append(scripts.line("read_app_checks", *secrets))
-    return scripts.calls(["check.sh", "postgres.sh"], lines, {**h.values, "PG_PROBE_PY": scripts.text("pg_probe.py")})
+    if h.ends_tls:
+        lines.append("read_tls")
+    return scripts.calls(
+        ["check.sh", "postgres.sh", "tls.sh"], lines, {**h.values, "PG_PROBE_PY": scripts.text("pg_probe.py")}
+    )
 
 
 def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
@@ -81,6 +87,28 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
     }
 
 
+def tls_findings(h: HostContext, cert: CertificateFact | None, now: float) -> dict[str, str]:
+    """The certificate nginx serves here: present, its key's, naming every domain, and
+    more than WARN_DAYS from its end (certbot renews at 30; 14 means renewal failed)."""
+    tls = h.settings.site_tls
+    if tls is None:
+        return {}
+    path = h.tls_paths[0]
+    if cert is None or not cert.expires:
+        return {"certificate": f"no readable certificate at {path}"}
+    missing = [d for d in tls.domains if not covers(cert.names, d)]
+    left = cert.days_left(int(now))
+    return {
+        "certificate matches its key": "" if cert.key_matches else f"{path} does not match its key {h.tls_paths[1]}",
+        "certificate covers server_name": f"{path} does not cover {', '.join(missing)}" if missing else "",
+        f"certificate valid {WARN_DAYS}+ days": (
+            ""
+            if left >= WARN_DAYS
+            else f"{path} expires in {left:.1f} days; fab tls.renew (ACME) or a new tls.certificate"
+        ),
+    }
+
+
 def db_findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
     """PostgreSQL listens on loopback and this host's own address only, and its
     pg_hba.conf lets in nothing but the app's role from the app hosts."""
@@ -98,9 +126,12 @@ def db_findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
 
 
 def check(h: HostRun) -> None:
-    found = HostFacts.parse(h.run(read_command(h))).extra
+    read = HostFacts.parse(h.run(read_command(h)))
+    found = read.extra
     warnings = found.get("django_warnings", "").strip()
     problems = findings(h, found)
+    if h.ends_tls:
+        problems |= tls_findings(h, read.certificate, time.time())
     h.result.data = {name: problem or "ok" for name, problem in problems.items()} | {
         "django warnings": warnings or "none"
     }

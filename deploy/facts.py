@@ -34,6 +34,20 @@ class FileFact:
         return (self.owner, self.group, self.mode) == (owner, group, mode)
 
 
+@dataclass(frozen=True)
+class CertificateFact:
+    """The certificate nginx serves on a host that ends TLS."""
+
+    expires: int  # epoch seconds (0: unreadable)
+    key_matches: bool
+    ocsp: bool  # it names an OCSP responder (so nginx can staple)
+    sha256: str = ""
+    names: tuple[str, ...] = ()
+
+    def days_left(self, now: int) -> float:
+        return (self.expires - now) / 86400
+
+
 @dataclass
 class HostFacts:
     """One host as its facts read saw it. Steps update a field after they change what it
@@ -72,6 +86,7 @@ class HostFacts:
     pg_online: bool = False
     db_role_exists: bool = False  # the app's login role and database, when PostgreSQL runs
     db_exists: bool = False
+    certificate: CertificateFact | None = None  # a host that ends TLS: the one it serves, if any
     extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
 
     @property
@@ -127,6 +142,14 @@ class HostFacts:
             elif key == "pg":
                 version, port, status = (value.split() + ["", "", ""])[:3]
                 facts.pg_version, facts.pg_port, facts.pg_online = version, int(port or 0), status == "online"
+            elif key == "tls":
+                expires, match, ocsp, sha = (value.split() + ["", "", "", ""])[:4]
+                names = tuple(raw.get("tls_names", "").split())
+                facts.certificate = CertificateFact(
+                    int(expires) if expires.isdigit() else 0, match == "yes", ocsp == "yes", sha, names
+                )
+            elif key == "tls_names":
+                pass  # read with tls
             elif key == "pg_objects":
                 roles, _, databases = value.partition(",")
                 facts.db_role_exists, facts.db_exists = roles == "1", databases == "1"
@@ -171,6 +194,7 @@ def read_command(
     files (read as the app user), directories, links, packages, processes; with also
     (a remote file and its call lines), what a read-only task reads besides."""
     files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
+    files += [layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.acme_hook, layout.certbot_dropin]
     lists = {
         "FACT_FILES": files,
         "APP_FACT_FILES": secret_files,

@@ -40,6 +40,33 @@ class HostContext:
         return self.member is not None
 
     @property
+    def ends_tls(self) -> bool:
+        """This host faces the clients (a load balancer, or the single host) and HTTPS is on."""
+        return self.settings.site_tls is not None and "lb" in self.roles
+
+    @property
+    def gets_certificate(self) -> bool:
+        """This host asks the ACME CA (the first lb, or the single host); the others get copies."""
+        tls, member = self.settings.site_tls, self.member
+        if not (self.ends_tls and tls and tls.acme):
+            return False
+        lbs = self.settings.inventory.with_role("lb")
+        return member is None or bool(lbs) and lbs[0].host == member.host
+
+    @property
+    def tls_mode(self) -> str:
+        """How this host comes by its certificate: acme (certbot here), files (uploaded), or ''."""
+        return "acme" if self.gets_certificate else "files" if self.ends_tls else ""
+
+    @property
+    def tls_paths(self) -> tuple[str, str]:
+        """The certificate chain and key nginx reads here ('' when this host ends no TLS)."""
+        layout = self.layout
+        if self.gets_certificate:
+            return layout.acme_certificate, layout.acme_key
+        return (layout.tls_certificate, layout.tls_key) if self.ends_tls else ("", "")
+
+    @property
     def site_port(self) -> int:
         """Where this host's app site listens: listen_port alone, app_port behind load balancers."""
         return self.settings.app_port if self.behind_lbs else self.settings.listen_port
@@ -80,4 +107,6 @@ class HostContext:
             "DB_NAME": s.database_name,
             "DB_USER": s.database_user,
             "DB_PORT": s.db_port,
+            "TLS_CERT": self.tls_paths[0],
+            "TLS_KEY": self.tls_paths[1],
         }

@@ -131,29 +131,90 @@ def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False)
 def provision(
     c: Context, settings: Settings, dry_run: bool = False, verbose: bool = False, role: str = "", limit: str = ""
 ) -> None:
-    """fab provision. With a db host in the inventory, in two phases: the db host first
-    (PostgreSQL, the app's role, its password made there), then the others, given the
-    password read from the db host into memory (uploaded to each app host over SFTP)."""
+    """fab provision, in phases where one host makes what others need: a db host first
+    (PostgreSQL, the app's role, its password made there; the password is then read into
+    memory and uploaded to each app host over SFTP); with an ACME certificate and several
+    lbs, the first lb next (certbot there), its certificate then copied to the others."""
     hosts = hosts_of(c, settings, role, limit)
     dbs = [m.host for m in settings.inventory.with_role("db")]
-    first, rest = [h for h in hosts if h in dbs], [h for h in hosts if h not in dbs]
-    if not dbs or not rest:
-        fail_if_any(run_reported(c, "provision", hosts, plans.provision, settings, dry_run, verbose))
-        return
+    first = [h for h in hosts if h in dbs] if any(h not in dbs for h in hosts) else []
     if first:
         fail_if_any(run_reported(c, "provision", first, plans.provision, settings, dry_run, verbose, phase="db"))
-    if not dry_run:  # a dry run may have no password to read yet; it changes nothing anyway
-        session = session_of(c)
-        (read,) = session.run_task(dbs, plans.db_password, settings, c.config, verbose=verbose, quiet=True)
-        password = session.secrets.pop(dbs[0], "")
-        if read.failed or not password:
-            raise Exit(
-                f"fabstack: could not read the database password on {dbs[0]} ({read.error or 'none there'}); "
-                "run fab provision on the db host first",
-                code=1,
-            )
+    rest = [h for h in hosts if h not in first]
+    if (
+        any(h not in dbs for h in rest) and dbs and not dry_run
+    ):  # a dry run may have no password to read yet; it changes nothing anyway
+        password = _read_secret(c, settings, dbs[0], plans.db_password, "the database password", verbose)
         settings = dataclasses.replace(settings, secret_values={**settings.secret_values, DB_PASSWORD: password})
-    fail_if_any(run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase="app"))
+    phase = "app" if first else ""
+    issuer, copies = acme_lbs(settings)
+    here = [h for h in copies if h in rest]
+    if here:
+        # the other lbs first, so the CA may knock on any of them (they pass the challenge
+        # on to the first lb), then the first lb, then copies where they differ from its
+        lbs = [*here, *([issuer] if issuer in rest else [])]
+        done = run_reported(c, "provision", here, plans.provision, settings, dry_run, verbose, phase="lb")
+        fail_if_any(done)
+        if issuer in rest:
+            done += run_reported(c, "provision", [issuer], plans.provision, settings, dry_run, verbose, phase="tls")
+            fail_if_any(done)
+        served = {r.host: r.data.get("certificate_sha256", "") for r in done}
+        stale = [h for h in here if not served.get(issuer) or served[h] != served[issuer]]
+        if stale and not dry_run:
+            copied = with_certificate_copy(c, settings, issuer, verbose)
+            fail_if_any(
+                run_reported(c, "provision", stale, plans.certificate_copy, copied, verbose=verbose, phase="copy")
+            )
+        rest, phase = [h for h in rest if h not in lbs], "app"
+    if rest:
+        fail_if_any(run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase=phase))
+
+
+def acme_lbs(settings: Settings) -> tuple[str, list[str]]:
+    """With an ACME certificate and several lbs: the lb that asks certbot, and the others."""
+    lbs = [m.host for m in settings.inventory.with_role("lb")]
+    if not (settings.site_tls and settings.site_tls.acme and len(lbs) > 1):
+        return "", []
+    return lbs[0], lbs[1:]
+
+
+def with_certificate_copy(c: Context, settings: Settings, issuer: str, verbose: bool) -> Settings:
+    """settings holding the ACME host's certificate and key (read into memory only)."""
+    pair = _read_secret(c, settings, issuer, plans.certificate_pair, "the certificate", verbose)
+    chain, _, key = pair.partition("--- key ---\n")
+    if "BEGIN" not in chain or "BEGIN" not in key or settings.site_tls is None:
+        raise Exit(f"fabstack: {issuer} has no certificate to copy yet; run fab provision on it first", code=1)
+    copy = dataclasses.replace(settings.site_tls, certificate=chain, key=key)
+    return dataclasses.replace(settings, site_tls=copy)
+
+
+def _read_secret(c: Context, settings: Settings, host: str, plan: Plan, what: str, verbose: bool) -> str:
+    """What plan reads on host into this run's memory; exit 1 naming host when it cannot."""
+    session = session_of(c)
+    (read,) = session.run_task([host], plan, settings, c.config, verbose=verbose, quiet=True)
+    value = session.secrets.pop(host, "")
+    if read.failed or not value.strip():
+        raise Exit(
+            f"fabstack: could not read {what} on {host} ({read.error or 'none there'}); run fab provision on it first",
+            code=1,
+        )
+    return value
+
+
+def tls_renew(c: Context, settings: Settings, force: bool, dry_run: bool = False, verbose: bool = False) -> None:
+    """fab tls.renew: certbot renews on the ACME host when due (--force: now); the other
+    lbs get the new certificate."""
+    tls = settings.site_tls
+    if tls is None or not tls.acme:
+        raise Exit("fabstack: tls.renew renews ACME certificates; set tls.email (docs/https.md)", code=2)
+    issuer, copies = acme_lbs(settings)
+    hosts = [issuer] if issuer else hosts_of(c, settings, role="lb")
+    fail_if_any(run_reported(c, "tls.renew", hosts, plans.tls_renew(force), settings, dry_run, verbose))
+    if copies and not dry_run:
+        settings = with_certificate_copy(c, settings, issuer, verbose)
+        fail_if_any(
+            run_reported(c, "tls.renew", copies, plans.certificate_copy, settings, verbose=verbose, phase="copy")
+        )
 
 
 def data_host(c: Context, settings: Settings) -> str:

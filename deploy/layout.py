@@ -59,6 +59,17 @@ class Layout:
     backups = property(lambda self: f"/var/backups/fabstack/{self.app}")  # root's copies of the app's data
     backup_unit = property(lambda self: f"fabstack-backup-{self.app}")  # its .service and .timer
 
+    # HTTPS: a certificate of your own (or a copy of the first lb's) in root's own directory;
+    # one from ACME where certbot keeps it (its renewals replace the files behind live/)
+    tls_certificate = property(lambda self: f"/etc/fabstack/{self.app}/tls/fullchain.pem")
+    tls_key = property(lambda self: f"/etc/fabstack/{self.app}/tls/privkey.pem")
+    acme_certificate = property(lambda self: f"/etc/letsencrypt/live/{self.app}/fullchain.pem")
+    acme_key = property(lambda self: f"/etc/letsencrypt/live/{self.app}/privkey.pem")
+    acme_ca = property(lambda self: f"/etc/fabstack/{self.app}/acme-ca.pem")  # trust for a private ACME server
+    acme_hook = property(lambda self: f"/etc/letsencrypt/renewal-hooks/deploy/fabstack-{self.app}")
+    certbot_dropin = property(lambda self: f"/etc/systemd/system/certbot.service.d/fabstack-{self.app}.conf")
+    ACME_WEBROOT = "/var/www/fabstack-acme"  # nginx serves /.well-known/acme-challenge/ from here
+
     @staticmethod
     def pg_conf(version: str) -> str:
         """fabstack's part of PostgreSQL's config (Debian's postgresql.conf includes conf.d)."""
@@ -79,6 +90,7 @@ class Layout:
             "LB_SITE": self.nginx_lb_site, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
             "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
+            "ACME_WEBROOT": self.ACME_WEBROOT,
         }  # fmt: skip
 
     def secret(self, name: str) -> str:

@@ -13,7 +13,7 @@ from deploy.ops import Steps
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import HostRun, Plan
-from deploy.steps import app, database, health, nginx, process, server
+from deploy.steps import app, database, health, nginx, process, server, tls
 
 
 def provision(h: HostRun) -> None:
@@ -39,6 +39,9 @@ def provision(h: HostRun) -> None:
         if "db" in h.roles:
             h.step("database password", database.app_password)
         h.step("gunicorn config", app.gunicorn_config)
+    if h.ends_tls:
+        h.step("certificate files", tls.certificate_files)
+    if h.is_app:
         h.step("nginx site", nginx.site)
     if "lb" in h.roles and h.behind_lbs:
         h.step("nginx load balancer", nginx.lb_site)
@@ -53,12 +56,44 @@ def provision(h: HostRun) -> None:
             if not h.dry_run and h.facts.passed != current:
                 never_leave_failed(h, current)
             raise
+    if h.tls_mode == "acme":  # last: an ACME CA that fails leaves everything else done
+        h.step("certbot renewal hook", tls.acme_files)
+        if h.step("certificate", tls.acme_certificate):  # now the site can serve HTTPS
+            h.step("nginx https", nginx.lb_site if h.behind_lbs else nginx.site)
+            h.step("nginx running", nginx.running)
+    if h.ends_tls and h.facts.certificate:  # the other lbs compare their copy with it
+        h.result.data["certificate_sha256"] = h.facts.certificate.sha256
 
 
 def db_password(h: HostRun) -> None:
     """Read the app's database password on the db host, for the app hosts' provision:
     into this run's memory only (never printed, recorded or put in --json)."""
     h.secret = h.run(h.shell(["postgres.sh"], "read_db_password")).strip()
+
+
+def tls_renew(force: bool) -> Plan:
+    """certbot renews the ACME host's certificate when due (force: now)."""
+
+    def plan(h: HostRun) -> None:
+        h.read_facts()
+        h.step("certificate renewed", tls.renew, force)
+        h.step("nginx running", nginx.running)
+
+    return plan
+
+
+def certificate_pair(h: HostRun) -> None:
+    """Read the ACME host's certificate and key, for the other lbs' copies: into this
+    run's memory only (never printed, recorded or put in --json)."""
+    h.secret = h.run(h.shell(["tls.sh"], "read_certificate_pair"))
+
+
+def certificate_copy(h: HostRun) -> None:
+    """An lb that is not the ACME host: the first lb's certificate put here, nginx reloaded."""
+    h.read_facts()
+    h.step("certificate files", tls.certificate_files)
+    h.step("nginx https", nginx.lb_site)
+    h.step("nginx running", nginx.running)
 
 
 def deploy(release: Release, upload_only: bool = False) -> Plan:

@@ -25,12 +25,18 @@ VARIABLES = {
     ),
     "nginx-site.conf.j2": (
         "app_name", "upstream", "servers", "listens", "allow", "server_name", "static_url", "static_root",
-        "media_url", "media_root", "lb_idle_timeout", "app_idle_timeout",
+        "media_url", "media_root", "lb_idle_timeout", "app_idle_timeout", "tls", "acme",
     ),
     "nginx-lb.conf.j2": (
         "app_name", "upstream", "method_line", "servers", "keepalive", "listen_port", "server_name",
-        "lb_idle_timeout", "app_idle_timeout",
+        "lb_idle_timeout", "app_idle_timeout", "tls", "acme",
     ),
+    # included by the two sites above (given their variables)
+    "nginx-tls.conf.j2": ("tls",),
+    "nginx-acme.conf.j2": ("acme",),
+    "nginx-redirect.conf.j2": ("server_name", "acme", "tls"),
+    "certbot-deploy-hook.sh.j2": ("app_name", "lineage"),
+    "certbot-service.conf.j2": ("app_name", "ca_bundle"),
     "fabstack_settings.py.j2": ("project_settings", "static_dir"),
     "postgresql.conf.j2": ("listen", "port"),
     "pg_hba.conf.j2": ("db_name", "db_user", "clients"),

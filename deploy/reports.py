@@ -5,8 +5,12 @@ one remote command; what they find goes into the host's result data (and so into
 
 from __future__ import annotations
 
+import time
+
 from deploy import scripts
+from deploy.certificates import WARN_DAYS
 from deploy.console import Console
+from deploy.facts import CertificateFact
 from deploy.layout import Layout
 from deploy.ops import Say, Steps
 from deploy.plans import refuse
@@ -16,7 +20,7 @@ from deploy.steps import process
 
 STATUS_COLUMNS = (
     "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream", "db",
+    "upstream", "db", "certificate",
 )  # fmt: skip
 
 
@@ -55,8 +59,13 @@ def status(h: HostRun) -> None:
         }
     if "db" in h.roles:
         row["db"] = f"postgresql {f.pg_version} " + ("online" if f.pg_online else "down") if f.pg_version else "missing"
+    if h.ends_tls:
+        row["certificate"] = certificate_state(h, f.certificate)
     h.result.data = row
-    problems = [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
+    problems = (
+        [f"certificate {row['certificate']}"] if row.get("certificate", "").startswith(("missing", "expire")) else []
+    )
+    problems += [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     problems += [f"db {row['db']}"] if "db" in row and not f.pg_online else []
     if row["health"] not in ("ok", "-"):
         problems.append(f"health check: {row['health']}")
@@ -66,6 +75,18 @@ def status(h: HostRun) -> None:
     if h.is_app and row["passed"] != "-" and row["release"] not in ("-", row["passed"]):
         problems.append(f"release {row['release']} has not passed its health check")
     h.step("status", refuse if problems else done, *(["; ".join(problems)] if problems else []), report=False)
+
+
+def certificate_state(h: HostRun, cert: CertificateFact | None) -> str:
+    """`until 2027-02-25`, or `expires in N days` within WARN_DAYS, `expired`, `missing`."""
+    if cert is None or not cert.expires:
+        return "missing"
+    left = cert.days_left(h.facts.now)
+    if left <= 0:
+        return "expired"
+    if left < WARN_DAYS:
+        return f"expires in {left:.0f} days"
+    return "until " + time.strftime("%Y-%m-%d", time.gmtime(cert.expires))
 
 
 def upstream_states(servers: str) -> dict[str, str]:

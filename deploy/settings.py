@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy import certificates
+from deploy.certificates import Tls, TlsError
 from deploy.inventory import METHODS, Inventory, InventoryError
 from deploy.inventory import parse as parse_inventory
 
@@ -22,9 +24,7 @@ REPO = Path(__file__).resolve().parent.parent  # the checkout (docs/); an instal
 TEMPLATES = Path(__file__).parent / "templates"
 SAMPLE_PROJECT = TEMPLATES / "sample"
 GENERATED_SETTINGS = "fabstack_settings"
-DB_PASSWORD = (
-    "DB_PASSWORD"  # the secret that holds the app's PostgreSQL password  # the module fabstack writes into each release
-)
+DB_PASSWORD = "DB_PASSWORD"  # the secret that holds the app's PostgreSQL password
 WORKER_CLASSES = ("sync", "gevent", "gthread")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -123,7 +123,8 @@ def _requirement(value: str) -> str:
 
 # What fabstack itself gives the app: the env setting may not replace it.
 RESERVED_ENV = ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_PATH", "DJANGO_MEDIA_ROOT",
-                "DJANGO_MEDIA_URL", "DJANGO_STATIC_URL", "FABSTACK_WORKER_CLASS", "PATH", "HOME")  # fmt: skip
+                "DJANGO_MEDIA_URL", "DJANGO_STATIC_URL", "DJANGO_HTTPS", "DJANGO_HSTS_SECONDS", "FABSTACK_WORKER_CLASS",
+                "PATH", "HOME")  # fmt: skip
 
 
 def _pg_name(value: str) -> str:
@@ -305,6 +306,15 @@ SCHEMA: tuple[Key, ...] = (
     Key(
         "db_backup_keep", int, 7, "Daily on-host backups of the PostgreSQL database kept on the db host.", _at_least(1)
     ),
+    Key(
+        "tls",
+        dict,
+        {},
+        "HTTPS: `email` (a certificate from ACME: `directory`, default Let's Encrypt; `directory_ca: file:PATH` to "
+        "trust a private ACME server) or `certificate: file:PATH` and `key: file:PATH` (your own); `domains` "
+        "(default: server_name), `hsts` (max-age seconds, default 0: off), `port` (443). Ends at the lb hosts, or "
+        "the single host. See docs/https.md.",
+    ),  # fmt: skip
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
     Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
@@ -362,12 +372,14 @@ class Settings:
     db_user: str
     db_port: int
     db_backup_keep: int
+    tls: dict
     templates_dir: str
     parallel: int
     connect_timeout: int
     source: str = "defaults"
     inventory: Inventory = field(default_factory=Inventory)
     secret_values: dict[str, str] = field(default_factory=dict, repr=False)  # never printed
+    site_tls: Tls | None = None  # the tls setting parsed (None: plain HTTP)
 
     @property
     def project(self) -> Path:
@@ -441,12 +453,16 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
     except InventoryError as exc:
         raise SettingsError(f"inventory: {exc}") from None
     secret_values = read_secrets(values["secrets"])
+    try:
+        site_tls = certificates.parse(values["tls"], values["server_name"])
+    except TlsError as exc:
+        raise SettingsError(str(exc)) from None
     if values["database"] == "postgresql" or inventory.with_role("db"):
         if DB_PASSWORD in values["secrets"]:
             raise SettingsError(f"secrets.{DB_PASSWORD}: fabstack makes the database password on the db host; drop it")
         # its value is made on the db host and read from there by provision (never from here)
         values["secrets"] = {**values["secrets"], DB_PASSWORD: "db:"}
-    settings = Settings(**values, source=source, inventory=inventory, secret_values=secret_values)
+    settings = Settings(**values, source=source, inventory=inventory, secret_values=secret_values, site_tls=site_tls)
     _check_project(settings)
     return settings
 

@@ -53,6 +53,13 @@ def deploy(c, settings=None, dry_run=False, verbose=False, role="", limit="", js
         execute(c, "deploy", plan, s, dry_run, verbose, role, limit)
 
 
+@task(name="renew", help={**{k: HELP[k] for k in ("settings", "dry_run", "verbose", "json")},
+                          "force": "renew now, even when the certificate is not due"})  # fmt: skip
+def tls_renew(c, settings=None, dry_run=False, verbose=False, json=False, force=False):
+    """Renew the site's ACME certificate when due (--force: now); the other lbs get copies."""
+    invocation.tls_renew(c, load_settings(settings), force, dry_run, verbose)
+
+
 def _host_task(name: str, doc: str, plan, report=None):
     @task(name=name, help={k: HELP[k] for k in COMMON})
     def host_task(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False):
@@ -127,6 +134,7 @@ def db_backups(c, where="backups", settings=None):
 
 
 db = Collection("db", db_backup, db_restore, db_backups)
+tls = Collection("tls", tls_renew)
 
 ns = Collection(
     provision,
@@ -163,4 +171,5 @@ ns = Collection(
     _host_task("nginx-configtest", "Test nginx's configuration (nginx -t).", plans.nginx_control("configtest")),
     lab,
     db,
+    tls,
 )

@@ -162,6 +162,26 @@ def stock_project(root: Path, env_secret: str) -> Path:
     return root
 
 
+def openssl_certificate(where: Path, names: list[str], days: int = 90, ca: Path | None = None) -> dict[str, Path]:
+    """A CA (or ca, reused) and a certificate for names signed by it, made by openssl:
+    {"ca": root PEM, "chain": leaf PEM, "key": leaf key (mode 600)}."""
+    where.mkdir(parents=True, exist_ok=True)
+    ca = ca or where / "ca.pem"
+    ca_key = ca.with_suffix(".key")
+    run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    if not ca.exists():
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30",
+            "-subj", "/CN=fabstack test CA", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    key, csr, chain = where / "site.key", where / "site.csr", where / "site.pem"
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={names[0]}",
+        "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    (where / "site.ext").write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", str(days),
+        "-extfile", str(where / "site.ext"), "-out", str(chain))  # fmt: skip
+    key.chmod(0o600)
+    return {"ca": ca, "chain": chain, "key": key}
+
+
 def get(url: str, opener=None) -> tuple[int, str]:
     try:
         with (opener or urllib.request.build_opener()).open(url, timeout=10) as response:

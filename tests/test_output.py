@@ -88,6 +88,7 @@ def test_status_table_has_a_row_per_host(cold):
         "HEALTH",
         "UPSTREAM",
         "DB",
+        "CERTIFICATE",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deploy.connection import lab_home
 from deploy.lab import image
+from deploy.lab.acme import AcmeServer
 from deploy.lab.network import Network
 from deploy.lab.system import LabError, mounts_under, pid_alive, preflight, remove_tree, sh
 
@@ -214,9 +215,24 @@ class Lab:
         tmp.rename(self.known_hosts)
 
     # down ----------------------------------------------------------------------------
+    @property
+    def acme(self) -> AcmeServer:
+        """The lab's ACME server (pebble) on the bridge address: HTTPS rehearsed end to end."""
+        return AcmeServer(self.network.gateway, self.home / "acme")
+
+    def start_acme(self, names: dict[str, str]) -> AcmeServer:
+        """The ACME server running, each name resolving to its address for it."""
+        self.network.ensure_bridge()
+        server = self.acme
+        server.start()
+        for name, address in names.items():
+            server.add_name(name, address)
+        return server
+
     def down(self, purge: bool = False) -> int:
         """Stop every host and remove all the lab made; with purge, the image cache too."""
         preflight()
+        self.acme.stop()
         hosts = self.hosts()
         for host in hosts:
             self._destroy(host)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import urllib.parse
 from pathlib import Path
 
 from deploy.lab.system import LabError, remove_tree, sh
@@ -124,5 +125,7 @@ def set_proxy(root: Path, proxy_url: str) -> None:
     )
     (root / "etc/pip.conf").write_text(f"[global]\nproxy = {proxy_url}\n")
     env = "".join(f"{k}={proxy_url}\n" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"))
-    env += "no_proxy=localhost,127.0.0.1\nNO_PROXY=localhost,127.0.0.1\n"
+    # the controller's own lab services (the ACME server) are reached directly
+    direct = f"localhost,127.0.0.1,{urllib.parse.urlsplit(proxy_url).hostname}"
+    env += f"no_proxy={direct}\nNO_PROXY={direct}\n"
     (root / "etc/environment").write_text(env)

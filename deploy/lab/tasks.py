@@ -82,4 +82,20 @@ def reboot(c, name):
     print(f"lab: {host.name} booted again in {time.monotonic() - started:.1f}s")
 
 
-lab = Collection("lab", up, down, status, snapshot, reboot)
+@task(help={"name": "NAME=ADDRESS: the ACME server resolves NAME to a lab host (repeatable)"}, iterable=["name"])
+def acme(c, name=None):
+    """Start a real ACME server (pebble) for the lab; prints the tls settings that use it."""
+    names = dict(item.partition("=")[::2] for item in name or [])
+    server = _run(lambda: default_lab().start_acme(names))
+    roots = server.home / "roots.pem"
+    roots.write_text(server.roots())
+    settings = {
+        "email": "you@example.com",
+        "directory": server.directory,
+        "directory_ca": f"file:{server.directory_ca}",
+    }
+    print("tls:", *(f"  {key}: {value}" for key, value in settings.items()), sep="\n")
+    print(f"lab: verify the sites with curl --cacert {roots}; pebble's log: {server.log}")
+
+
+lab = Collection("lab", up, down, status, snapshot, reboot, acme)

@@ -46,6 +46,8 @@ app_file() {
 install_file() {
     install_new="$2.fabstack-new"
     install_path=$2
+    # a directory of root's own that a package creates only on first use (certbot's hooks)
+    [ -d "${2%/*}" ] || install -d -m 755 "${2%/*}" || return 1
     install -o "$3" -g "$4" -m "$5" "$1" "$install_new" || return 1
     shift 5
     if [ $# -gt 0 ]; then

@@ -75,6 +75,7 @@ read_facts() {
         echo "app_listen=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," 'index($0, p) {printf "%s ", $4}')"
     fi
     [ "$DB_ROLE" = yes ] && read_db_facts
+    read_tls
     pid=
     read -r pid 2>/dev/null < /run/nginx.pid
     [ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "nginx_pid=$pid"

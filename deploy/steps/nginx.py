@@ -7,6 +7,7 @@ and on failure the previous files are put back before anything reloads
 
 from __future__ import annotations
 
+from deploy.certificates import has_ocsp
 from deploy.host import HostContext
 from deploy.ops import Command, Diff, Handler, Notify, Probe, Steps, Upload
 from deploy.render import environment, render
@@ -16,6 +17,45 @@ NGINX = ["nginx.sh"]
 # server (the app host's nginx) waits longer than the client (the lb), so an idle
 # connection is always closed by the side that would send the next request on it.
 IDLE_TIMEOUTS = {"lb_idle_timeout": 10, "app_idle_timeout": 15}
+
+
+def http2_directive(os_release: str) -> bool:
+    """nginx 1.25.1 brought `http2 on;` and deprecated `listen ... http2` (a warning at
+    every nginx -t): Debian 13 and Ubuntu 24.10 ship a newer nginx, Debian 12 1.22."""
+    name, _, version = os_release.partition(" ")
+    parts = version.split(".")
+    if not all(p.isdigit() for p in parts):
+        return False
+    number = tuple(int(p) for p in parts)
+    return (name == "debian" and number >= (13,)) or (name == "ubuntu" and number >= (24, 10))
+
+
+def tls_context(h: HostContext) -> tuple[dict | None, dict | None]:
+    """What the site's templates get for HTTPS: (tls, acme). tls is None until this host
+    has a certificate (an ACME host serves plain HTTP and the challenge until certbot got
+    one); acme says where the challenge is answered (None with a certificate of your own)."""
+    tls = h.settings.site_tls
+    if tls is None or not h.ends_tls:
+        return None, None
+    acme = None
+    if tls.acme:
+        lbs = h.settings.inventory.with_role("lb")
+        first = f"http://{lbs[0].address}:{h.settings.listen_port}" if lbs else ""
+        acme = {"root": h.layout.ACME_WEBROOT, "proxy": ""} if h.gets_certificate else {"root": "", "proxy": first}
+    cert = h.facts.certificate
+    uploaded = h.tls_mode == "files" and bool(tls.certificate)
+    if not uploaded and not (cert and cert.key_matches):
+        return None, acme
+    certificate, key = h.tls_paths
+    return {
+        "port": tls.port,
+        "http_listen": f"{h.settings.listen_port} default_server",
+        "certificate": certificate,
+        "key": key,
+        "hsts": tls.hsts,
+        "stapling": has_ocsp(tls.certificate) if uploaded else bool(cert and cert.ocsp),
+        "http2_directive": http2_directive(h.facts.os),
+    }, acme
 
 
 def site_config(h: HostContext) -> str:
@@ -39,6 +79,7 @@ def site_config(h: HostContext) -> str:
         media_url=s.media_url,
         media_root=layout.media,
         **IDLE_TIMEOUTS,
+        **(dict(zip(("tls", "acme"), tls_context(h), strict=True)) if not m else {"tls": None, "acme": None}),
     )
 
 
@@ -68,6 +109,7 @@ def lb_config(h: HostContext, out: frozenset[str] = frozenset()) -> str:
         listen_port=s.listen_port,
         server_name=s.server_name,
         **IDLE_TIMEOUTS,
+        **dict(zip(("tls", "acme"), tls_context(h), strict=True)),
     )
 
 
