@@ -33,7 +33,7 @@ lint: lab-deps $(BIN)/fab
 	shellcheck -s sh deploy/remote/*.sh
 
 test: lab-deps lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 settings-doc: $(BIN)/fab
 	$(BIN)/python -m deploy.docs
