@@ -12,11 +12,25 @@ alone would give the flag only to the task it follows).
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 from invoke import Executor, Exit
 
 from deploy.console import Console
 from deploy.invocation import SESSION, ignore_broken_pipe
 from deploy.runner import Session
+
+
+def remainder(joined: str) -> str:
+    """What follows `--` on the command line, quoted so a shell-style split gives back
+    each argument (invoke joins them with spaces: `shell -c "a b"` would come back as
+    three words)."""
+    if "--" in sys.argv:
+        words = sys.argv[sys.argv.index("--") + 1 :]
+        if " ".join(words) == joined:
+            return shlex.join(words)
+    return joined
 
 
 class HostsExecutor(Executor):
@@ -26,7 +40,7 @@ class HostsExecutor(Executor):
         if self.core and "hosts" in self.core[0].args:
             hosts = self.core[0].args.hosts.value or ""
         self.config["fabstack_hosts"] = hosts  # not load_overrides: that would drop --prompt-for-sudo-password's
-        self.config["fabstack_remainder"] = getattr(self.core, "remainder", "") or ""  # after --: fab manage's
+        self.config["fabstack_remainder"] = remainder(getattr(self.core, "remainder", "") or "")  # fab manage's
         json_mode = any("json" in call.args and call.args.json.value for call in tasks)
         session = Session(Console(json_mode))
         self.config[SESSION] = session

@@ -86,7 +86,10 @@ class HostFacts:
     pg_online: bool = False
     db_role_exists: bool = False  # the app's login role and database, when PostgreSQL runs
     db_exists: bool = False
+    redis: str = ""  # a Redis host: online or down ('' when not installed)
+    redis_included: bool = False  # redis.conf includes fabstack's files
     certificate: CertificateFact | None = None  # a host that ends TLS: the one it serves, if any
+    background: dict[str, tuple[str, int]] = field(default_factory=dict)  # process -> (manager, instances running)
     extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
 
     @property
@@ -137,6 +140,9 @@ class HostFacts:
                 metas[path] = value
             elif kind == "dir" and path:
                 facts.dirs[path] = value
+            elif kind == "bg" and path:
+                manager, _, running = value.partition(" ")
+                facts.background[path] = (manager, int(running) if running.isdigit() else 0)
             elif kind == "link" and path:
                 facts.links[path] = value
             elif key == "pg":
@@ -178,23 +184,26 @@ _FLAGS = {
     "default_backup": "default_backup",
     "supervisord_pid": "supervisord_running",
     "current_has_wsgi": "current_has_wsgi",
+    "redis_included": "redis_included",
 }
 _TEXTS = {
     **{name: name for name in ("os", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")},
     **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},
-    **{name: name for name in ("app_pid", "nginx_pid")},
+    **{name: name for name in ("app_pid", "nginx_pid", "redis")},
     "user": "app_uid",
 }
 
 
 def read_command(
-    layout: Layout, secret_files: list[str], values: dict[str, object], also: tuple[str, list[str]] = ("", [])
-) -> Shell:
+    layout: Layout, secret_files: list[str], values: dict[str, object], also: tuple[str, list[str]] = ("", []),
+    files_of_settings: list[str] | None = None,
+) -> Shell:  # fmt: skip
     """The one command that reads a host: the managed files root owns, the app's secret
     files (read as the app user), directories, links, packages, processes; with also
     (a remote file and its call lines), what a read-only task reads besides."""
     files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
     files += [layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.acme_hook, layout.certbot_dropin]
+    files += files_of_settings or []  # the background processes' units or programs
     lists = {
         "FACT_FILES": files,
         "APP_FACT_FILES": secret_files,

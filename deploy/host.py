@@ -7,6 +7,7 @@ runner's HostRun extends it with one. A unit test builds one from settings and f
 from __future__ import annotations
 
 from deploy import appenv, scripts
+from deploy.background import Process
 from deploy.facts import HostFacts
 from deploy.inventory import Member
 from deploy.layout import Layout
@@ -15,6 +16,7 @@ from deploy.scripts import Shell
 from deploy.settings import Settings
 
 BAD_ANSWERS = 3  # answers that say no (a 500, a 404 at health_path) before a start counts as failed
+REDIS_PORT = 6379
 APT_WAIT = 300  # seconds apt may wait for another apt (unattended-upgrades) to finish
 
 
@@ -67,6 +69,30 @@ class HostContext:
         return (layout.tls_certificate, layout.tls_key) if self.ends_tls else ("", "")
 
     @property
+    def runs_redis(self) -> bool:
+        """Redis lives here: the db host, or the single host (redis: true)."""
+        return self.settings.redis and ("db" in self.roles or self.member is None)
+
+    @property
+    def background_here(self) -> list[Process]:
+        """The background processes this host runs: those on every app host, and those on
+        one host when this is the first app host (or the single host)."""
+        if not self.is_app:
+            return []
+        apps = self.settings.inventory.with_role("app")
+        first = self.member is None or (bool(apps) and apps[0].host == self.member.host)
+        return [p for p in self.settings.background if p.hosts == "all" or first]
+
+    @property
+    def managed_files(self) -> list[str]:
+        """Files the settings add to what the facts read (the background processes')."""
+        if not self.settings.background:
+            return []
+        layout = self.layout
+        names = [p.name for p in self.background_here]
+        return [layout.app_env_file, *map(layout.bg_unit_file, names), *map(layout.bg_program_file, names)]
+
+    @property
     def site_port(self) -> int:
         """Where this host's app site listens: listen_port alone, app_port behind load balancers."""
         return self.settings.app_port if self.behind_lbs else self.settings.listen_port
@@ -109,4 +135,7 @@ class HostContext:
             "DB_PORT": s.db_port,
             "TLS_CERT": self.tls_paths[0],
             "TLS_KEY": self.tls_paths[1],
+            "BACKGROUND": "yes" if self.is_app else "",
+            "REDIS_ROLE": "yes" if self.runs_redis else "",
+            "REDIS_PORT": REDIS_PORT,
         }

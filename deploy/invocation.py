@@ -21,7 +21,7 @@ from deploy.console import Console
 from deploy.inventory import ROLES
 from deploy.results import HostResult
 from deploy.runner import Plan, Session
-from deploy.settings import DB_PASSWORD, Settings, SettingsError
+from deploy.settings import REDIS_URL, Settings, SettingsError
 
 Report = Callable[[Console, list[HostResult]], None]
 SESSION = "fabstack_session"  # the invoke config key the executor puts the run's Session under
@@ -141,11 +141,8 @@ def provision(
     if first:
         fail_if_any(run_reported(c, "provision", first, plans.provision, settings, dry_run, verbose, phase="db"))
     rest = [h for h in hosts if h not in first]
-    if (
-        any(h not in dbs for h in rest) and dbs and not dry_run
-    ):  # a dry run may have no password to read yet; it changes nothing anyway
-        password = _read_secret(c, settings, dbs[0], plans.db_password, "the database password", verbose)
-        settings = dataclasses.replace(settings, secret_values={**settings.secret_values, DB_PASSWORD: password})
+    if dbs and not dry_run and any(h not in dbs for h in rest):  # a dry run may have nothing to read yet
+        settings = with_shared_secrets(c, settings, dbs[0], verbose)
     phase = "app" if first else ""
     issuer, copies = acme_lbs(settings)
     here = [h for h in copies if h in rest]
@@ -168,6 +165,19 @@ def provision(
         rest, phase = [h for h in rest if h not in lbs], "app"
     if rest:
         fail_if_any(run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase=phase))
+
+
+def with_shared_secrets(c: Context, settings: Settings, db: str, verbose: bool) -> Settings:
+    """settings holding what the db host made for the app hosts: the database password,
+    Redis's URL (its address made the db host's private one)."""
+    read = _read_secret(c, settings, db, plans.shared_secrets, "the database password and Redis URL", verbose)
+    values = dict(line.split("=", 1) for line in read.splitlines() if "=" in line)
+    if REDIS_URL in values:
+        address = settings.inventory.with_role("db")[0].address
+        values[REDIS_URL] = values[REDIS_URL].replace("@127.0.0.1:", f"@{address}:", 1)
+    if any(not value for value in values.values()):
+        raise Exit(f"fabstack: {db} has no database password or Redis URL yet; run fab provision on it first", code=1)
+    return dataclasses.replace(settings, secret_values={**settings.secret_values, **values})
 
 
 def acme_lbs(settings: Settings) -> tuple[str, list[str]]:

@@ -59,6 +59,29 @@ class Layout:
     backups = property(lambda self: f"/var/backups/fabstack/{self.app}")  # root's copies of the app's data
     backup_unit = property(lambda self: f"fabstack-backup-{self.app}")  # its .service and .timer
 
+    # background processes (the processes setting): their environment, root's file the
+    # app can read; per process a systemd template unit or a supervisor program, named
+    # with a dot (no app name, which may hold '-', can make another app's names match)
+    app_env_file = property(lambda self: f"{self.root}/config/app.env")
+
+    def bg_unit(self, name: str) -> str:
+        return f"fabstack-{self.app}.{name}@"
+
+    def bg_unit_file(self, name: str) -> str:
+        return f"/etc/systemd/system/fabstack-{self.app}.{name}@.service"
+
+    def bg_program(self, name: str) -> str:
+        return f"fabstack-{self.app}.{name}"
+
+    def bg_program_file(self, name: str) -> str:
+        return f"/etc/supervisor/conf.d/fabstack-{self.app}.{name}.conf"
+
+    # Redis (redis: true) on the db host: fabstack's two files redis.conf includes, and
+    # root's copy of the URL the app gets
+    redis_conf = property(lambda self: f"/etc/redis/fabstack-{self.app}.conf")
+    redis_auth = property(lambda self: f"/etc/redis/fabstack-{self.app}-auth.conf")
+    redis_url_file = property(lambda self: f"/etc/fabstack/{self.app}/redis_url")
+
     # HTTPS: a certificate of your own (or a copy of the first lb's) in root's own directory;
     # one from ACME where certbot keeps it (its renewals replace the files behind live/)
     tls_certificate = property(lambda self: f"/etc/fabstack/{self.app}/tls/fullchain.pem")
@@ -90,7 +113,8 @@ class Layout:
             "LB_SITE": self.nginx_lb_site, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
             "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
-            "ACME_WEBROOT": self.ACME_WEBROOT,
+            "ACME_WEBROOT": self.ACME_WEBROOT, "REDIS_CONF": self.redis_conf, "REDIS_AUTH": self.redis_auth,
+            "REDIS_URL_FILE": self.redis_url_file,
         }  # fmt: skip
 
     def secret(self, name: str) -> str:

@@ -6,13 +6,16 @@ from __future__ import annotations
 LB = ("nginx", "python3")  # python3: the health check a load balancer runs
 APP = ("nginx", "python3", "python3-venv")
 DB = ("postgresql",)
+REDIS = ("redis-server",)
 TLS = ("openssl",)  # a host that ends TLS: its certificate read and checked
 ACME = ("certbot",)  # the host that gets the certificate from an ACME CA
 BY_MANAGER = {"supervisor": ("supervisor",)}  # what a process manager brings
-KNOWN = tuple(dict.fromkeys([*APP, *LB, *DB, *TLS, *ACME, *(p for extra in BY_MANAGER.values() for p in extra)]))
+KNOWN = tuple(
+    dict.fromkeys([*APP, *LB, *DB, *REDIS, *TLS, *ACME, *(p for extra in BY_MANAGER.values() for p in extra)])
+)
 
 
-def wanted(roles: frozenset[str] | set[str], manager: str, tls: str = "") -> tuple[str, ...]:
+def wanted(roles: frozenset[str] | set[str], manager: str, tls: str = "", redis: bool = False) -> tuple[str, ...]:
     """The packages a host with these roles needs, its app kept running by manager;
     tls: "acme" on the host that gets the certificate, "files" where one is put."""
     wanted: tuple[str, ...] = ()
@@ -22,6 +25,8 @@ def wanted(roles: frozenset[str] | set[str], manager: str, tls: str = "") -> tup
         wanted += LB
     if "db" in roles:
         wanted += DB
+    if redis:
+        wanted += REDIS
     if tls:
         wanted += TLS + (ACME if tls == "acme" else ())
     return tuple(dict.fromkeys(wanted))

@@ -13,7 +13,7 @@ from deploy.ops import Steps
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import HostRun, Plan
-from deploy.steps import app, database, health, nginx, process, server, tls
+from deploy.steps import app, background, database, health, nginx, process, redis, server, tls
 
 
 def provision(h: HostRun) -> None:
@@ -29,6 +29,8 @@ def provision(h: HostRun) -> None:
         h.step("postgresql running", database.running)
         h.step("database", database.database)
         h.step("daily backups", database.backup_timer)
+    if h.runs_redis:
+        h.step("redis", redis.config)
     if h.is_app:
         h.step("app user", server.app_user)
         h.step("directories", server.directories)
@@ -36,8 +38,10 @@ def provision(h: HostRun) -> None:
         h.step("secret key", server.secret_key)
         if set(h.settings.secrets) - {"SECRET_KEY"}:
             h.step("secrets", server.secrets)
-        if "db" in h.roles:
+        if "db" in h.roles and h.settings.postgresql:
             h.step("database password", database.app_password)
+        if h.runs_redis:
+            h.step("redis url", redis.app_url)
         h.step("gunicorn config", app.gunicorn_config)
     if h.ends_tls:
         h.step("certificate files", tls.certificate_files)
@@ -56,6 +60,7 @@ def provision(h: HostRun) -> None:
             if not h.dry_run and h.facts.passed != current:
                 never_leave_failed(h, current)
             raise
+        h.step("background processes", background.processes, False, False)
     if h.tls_mode == "acme":  # last: an ACME CA that fails leaves everything else done
         h.step("certbot renewal hook", tls.acme_files)
         if h.step("certificate", tls.acme_certificate):  # now the site can serve HTTPS
@@ -65,10 +70,16 @@ def provision(h: HostRun) -> None:
         h.result.data["certificate_sha256"] = h.facts.certificate.sha256
 
 
-def db_password(h: HostRun) -> None:
-    """Read the app's database password on the db host, for the app hosts' provision:
-    into this run's memory only (never printed, recorded or put in --json)."""
-    h.secret = h.run(h.shell(["postgres.sh"], "read_db_password")).strip()
+def shared_secrets(h: HostRun) -> None:
+    """Read what the db host made for the app hosts (the database password, Redis's URL)
+    as NAME=VALUE lines: into this run's memory only (never printed, recorded or put in
+    --json)."""
+    lines = []
+    if h.settings.postgresql:
+        lines.append("DB_PASSWORD=" + h.run(h.shell(["postgres.sh"], "read_db_password")).strip())
+    if h.settings.redis:
+        lines.append("REDIS_URL=" + h.run(h.shell(["redis.sh"], "read_redis_url")).strip())
+    h.secret = "\n".join(lines)
 
 
 def tls_renew(force: bool) -> Plan:
@@ -109,6 +120,8 @@ def deploy(release: Release, upload_only: bool = False) -> Plan:
             return  # a dry run on a host not provisioned yet: nothing more to compare
         h.step("project requirements", app.project_requirements, release)
         h.step("release uploaded", app.upload_release, release)
+        if h.background_here:  # checked before the switch: a process whose program is not there never starts
+            h.step("background programs", background.programs_present, release)
         # checked by gunicorn against the release it will serve, before either goes live
         h.step("gunicorn config", app.gunicorn_config, f"{h.layout.releases}/{release.id}")
         if upload_only:
@@ -123,6 +136,8 @@ def deploy(release: Release, upload_only: bool = False) -> Plan:
             if not h.dry_run:
                 never_leave_failed(h, release.id, previous if switched else "")
             raise
+        # after the new release passed: every background process restarts on it
+        h.step("background processes", background.processes, switched)
         h.step("old releases pruned", app.prune_releases)
 
     return plan
@@ -204,6 +219,7 @@ def rollback(to: str) -> Plan:
         try:
             if h.step("rollback", process.serve_release, target):
                 h.step("health check", health.passes, target)
+                h.step("background processes", background.processes, True)
         except StepFailed:  # that release does not run (any more): back to where we were
             h.step("back to the release before", process.serve_release, current)
             raise
@@ -217,11 +233,15 @@ def refuse(h: HostRun, message: str) -> Steps:
     yield  # a generator, like every step
 
 
-def app_control(action: str) -> Plan:
-    """fab start / stop / restart / reload."""
+def app_control(action: str, name: str = "") -> Plan:
+    """fab start / stop / restart / reload; with name, that background process."""
 
     def plan(h: HostRun) -> None:
         h.read_facts()
+        if name:
+            if h.is_app:
+                h.step(f"{name} {action}", background.control, name, action)
+            return
         h.step(f"gunicorn {action}", process.control, action)
 
     return plan

@@ -20,7 +20,7 @@ from deploy.steps import process
 
 STATUS_COLUMNS = (
     "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream", "db", "certificate",
+    "upstream", "db", "certificate", "background",
 )  # fmt: skip
 
 
@@ -61,12 +61,20 @@ def status(h: HostRun) -> None:
         row["db"] = f"postgresql {f.pg_version} " + ("online" if f.pg_online else "down") if f.pg_version else "missing"
     if h.ends_tls:
         row["certificate"] = certificate_state(h, f.certificate)
+    wanted = {p.name: p.count for p in h.background_here}
+    if wanted or f.background:
+        row["background"] = " ".join(
+            f"{name} {f.background.get(name, ('', 0))[1]}/{wanted.get(name, 0)}"
+            for name in sorted({*wanted, *f.background})
+        )
     h.result.data = row
     problems = (
         [f"certificate {row['certificate']}"] if row.get("certificate", "").startswith(("missing", "expire")) else []
     )
     problems += [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     problems += [f"db {row['db']}"] if "db" in row and not f.pg_online else []
+    short = [name for name, count in wanted.items() if f.background.get(name, ("", 0))[1] < count]
+    problems += [f"background process {name} not running" for name in short]
     if row["health"] not in ("ok", "-"):
         problems.append(f"health check: {row['health']}")
     # a host from before the passed record has none: only a record that names another
@@ -153,11 +161,20 @@ def log_files(layout: Layout, app_logs: bool, nginx_logs: bool) -> tuple[list[st
     return app_files, root_files
 
 
-def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False) -> Plan:
+def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False, process: str = "") -> Plan:
     """The last lines of gunicorn's and/or nginx's logs, prefixed by host; with follow,
-    then every new line until Ctrl-C."""
+    then every new line until Ctrl-C. With process, that background process's instead."""
 
     def show(h: HostRun) -> None:
+        if process:
+            h.read_facts()
+            manager = h.facts.background.get(process, ("", 0))[0]
+            if not manager:
+                h.step("logs", refuse, f"no background process {process} here; fab status lists them", report=False)
+            out = h.run(h.shell(["background.sh"], "bg_tail", process, manager, lines))
+            h.result.data = {"logs": out}
+            h.step("logs", _show, out, report=False)
+            return
         app_files, root_files = (" ".join(files) for files in log_files(h.layout, app_logs, nginx_logs))
         if follow:
             h.stream(h.shell(["logs.sh"], "follow_logs", lines, app_files, root_files))

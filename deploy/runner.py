@@ -222,7 +222,7 @@ class HostRun(HostContext):
         read-only task's own reads in the same command."""
         layout = self.layout
         secrets = [layout.secret_key, *(layout.secret(n) for n in self.settings.secrets if n != "SECRET_KEY")]
-        return self.gather(host_facts.read_command(layout, secrets, self.values, also))
+        return self.gather(host_facts.read_command(layout, secrets, self.values, also, self.managed_files))
 
     # steps ---------------------------------------------------------------------------------
     def step(self, name: str, action: Callable[..., Steps], *args, report: bool = True, **kwargs) -> bool:

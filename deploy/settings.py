@@ -6,6 +6,7 @@ is generated from it (a test fails when they differ), so the reference cannot dr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy import certificates
+from deploy import background, certificates
+from deploy.background import BackgroundError, Process
 from deploy.certificates import Tls, TlsError
 from deploy.inventory import METHODS, Inventory, InventoryError
 from deploy.inventory import parse as parse_inventory
@@ -25,6 +27,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 SAMPLE_PROJECT = TEMPLATES / "sample"
 GENERATED_SETTINGS = "fabstack_settings"
 DB_PASSWORD = "DB_PASSWORD"  # the secret that holds the app's PostgreSQL password
+REDIS_URL = "REDIS_URL"  # the secret that holds the app's Redis URL (redis: true)
 WORKER_CLASSES = ("sync", "gevent", "gthread")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -300,6 +303,14 @@ SCHEMA: tuple[Key, ...] = (
         "inventory's db host, or on the host itself without an inventory); a db host in the inventory means postgresql.",
         _one_of("sqlite", "postgresql"),
     ),  # fmt: skip
+    Key(
+        "redis",
+        bool,
+        False,
+        "Redis from the distribution on the db host (or the single host), for Celery or a cache: bound to the "
+        "private address, with a password made there; the app gets its URL as the secret REDIS_URL "
+        "(DJANGO_REDIS_URL_FILE; the generated settings set REDIS_URL and CELERY_BROKER_URL).",
+    ),  # fmt: skip
     Key("db_name", str, "", "PostgreSQL database name; empty: the app_name.", _pg_name),
     Key("db_user", str, "", "PostgreSQL login role of the app; empty: the app_name.", _pg_name),
     Key("db_port", int, 5432, "Port PostgreSQL listens on.", _port),
@@ -314,6 +325,14 @@ SCHEMA: tuple[Key, ...] = (
         "trust a private ACME server) or `certificate: file:PATH` and `key: file:PATH` (your own); `domains` "
         "(default: server_name), `hsts` (max-age seconds, default 0: off), `port` (443). Ends at the lb hosts, or "
         "the single host. See docs/https.md.",
+    ),  # fmt: skip
+    Key(
+        "processes",
+        dict,
+        {},
+        "Background processes run from the current release as the app user (NAME: command line, or NAME: "
+        "{command, count, hosts: all|one, stop_timeout}); kept running by the process manager and restarted "
+        "after each new release. See docs/processes.md.",
     ),  # fmt: skip
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
@@ -368,11 +387,13 @@ class Settings:
     accept_new_host_keys: bool
     secrets: dict
     database: str
+    redis: bool
     db_name: str
     db_user: str
     db_port: int
     db_backup_keep: int
     tls: dict
+    processes: dict
     templates_dir: str
     parallel: int
     connect_timeout: int
@@ -380,6 +401,7 @@ class Settings:
     inventory: Inventory = field(default_factory=Inventory)
     secret_values: dict[str, str] = field(default_factory=dict, repr=False)  # never printed
     site_tls: Tls | None = None  # the tls setting parsed (None: plain HTTP)
+    background: tuple[Process, ...] = ()  # the processes setting parsed
 
     @property
     def project(self) -> Path:
@@ -462,9 +484,20 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
             raise SettingsError(f"secrets.{DB_PASSWORD}: fabstack makes the database password on the db host; drop it")
         # its value is made on the db host and read from there by provision (never from here)
         values["secrets"] = {**values["secrets"], DB_PASSWORD: "db:"}
+    if values["redis"]:
+        if REDIS_URL in values["secrets"]:
+            raise SettingsError(
+                f"secrets.{REDIS_URL}: fabstack makes Redis's URL on the db host with redis: true; drop it"
+            )
+        if inventory.members and not inventory.with_role("db"):
+            raise SettingsError("setting redis=true: Redis runs on the inventory's db host; give a host the db role")
+        values["secrets"] = {**values["secrets"], REDIS_URL: "redis:"}
     settings = Settings(**values, source=source, inventory=inventory, secret_values=secret_values, site_tls=site_tls)
     _check_project(settings)
-    return settings
+    try:
+        return dataclasses.replace(settings, background=background.parse(values["processes"], settings.project))
+    except BackgroundError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def read_secrets(spec: dict[str, str]) -> dict[str, str]:

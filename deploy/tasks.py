@@ -70,9 +70,20 @@ def _host_task(name: str, doc: str, plan, report=None):
     return host_task
 
 
+def _control_task(name: str, doc: str):
+    @task(name=name, help={**{k: HELP[k] for k in COMMON}, "process": "a background process of the settings"})
+    def control_task(c, settings=None, dry_run=False, verbose=False, role="", limit="", json=False, process=""):
+        s = load_settings(settings)
+        execute(c, name, plans.app_control(name, process), s, dry_run=dry_run, verbose=verbose, role=role, limit=limit)
+
+    control_task.__doc__ = doc
+    return control_task
+
+
 @task(
     help={
         "lines": "how many lines of each log (default 20)",
+        "process": "a background process's output instead",
         "app": "only gunicorn's logs",
         "nginx": "only nginx's logs for the site",
         "follow": "keep printing new lines as they come, until Ctrl-C",
@@ -81,11 +92,12 @@ def _host_task(name: str, doc: str, plan, report=None):
 )
 def logs(
     c, lines=20, app=False, nginx=False, follow=False, settings=None, dry_run=False, verbose=False, role="", limit="",
-    json=False,
+    json=False, process="",
 ):  # fmt: skip
     """Show the last lines of gunicorn's and nginx's logs on each host, prefixed by host."""
     both = not app and not nginx
-    plan = reports.logs(int(lines), app or both, nginx or both, follow)
+    plan = reports.logs(int(lines), app or both, nginx or both, follow, process)
+    role = role or ("app" if process else "")
     execute(c, "logs", plan, load_settings(settings), verbose=verbose, role=role, limit=limit, report=brief)
 
 
@@ -151,13 +163,9 @@ ns = Collection(
         reports.status,
         reports.status_table,
     ),
-    _host_task(
-        "start", "Start gunicorn if it is not running (through its process manager).", plans.app_control("start")
-    ),
-    _host_task(
-        "stop", "Stop gunicorn through its manager (never pkill) and confirm it is gone.", plans.app_control("stop")
-    ),
-    _host_task("restart", "Stop and start gunicorn (a new master).", plans.app_control("restart")),
+    _control_task("start", "Start gunicorn (or --process NAME) if it is not running, through its process manager."),
+    _control_task("stop", "Stop gunicorn (or --process NAME) through its manager (never pkill); confirm it is gone."),
+    _control_task("restart", "Stop and start gunicorn (a new master), or every instance of --process NAME."),
     _host_task("reload", "Graceful reload: HUP the master, every worker replaced.", plans.app_control("reload")),
     _host_task("restart-nginx", "Restart nginx, refused when nginx -t fails.", plans.nginx_control("restart")),
     _host_task("reload-nginx", "Reload nginx's config, refused when nginx -t fails.", plans.nginx_control("reload")),

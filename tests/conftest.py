@@ -162,6 +162,57 @@ def stock_project(root: Path, env_secret: str) -> Path:
     return root
 
 
+CELERY_APP = """import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+app = Celery("mysite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+"""
+TASKS = """import time
+
+from celery import shared_task
+
+from .models import Note
+
+
+@shared_task
+def add_note(text, seconds=0.0):
+    time.sleep(seconds)
+    Note.objects.create(text=text)
+"""
+LATER = """
+
+def later(request):
+    from .tasks import add_note
+
+    add_note.delay(request.GET["add"], float(request.GET.get("sleep", 0)))
+    return HttpResponse("queued")
+"""
+
+
+def with_celery(project: Path) -> None:
+    """Celery wired in as its docs say (mysite/celery.py, a shared task): /notes/later/
+    enqueues a note that a worker writes, after `sleep` seconds; committed."""
+    (project / "mysite" / "celery.py").write_text(CELERY_APP)
+    init = project / "mysite" / "__init__.py"
+    init.write_text(init.read_text() + "from .celery import app as celery_app\n\n__all__ = ('celery_app',)\n")
+    (project / "notes" / "tasks.py").write_text(TASKS)
+    views = project / "notes" / "views.py"
+    views.write_text(views.read_text() + LATER)
+    urls = project / "mysite" / "urls.py"
+    urls.write_text(
+        urls.read_text()
+        .replace("from notes.views import index", "from notes.views import index, later")
+        .replace("path('notes/', index),", "path('notes/', index),\n    path('notes/later/', later),")
+    )
+    (project / "requirements.txt").write_text("celery[redis]>=5.4\n")
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "Celery: notes written by a worker")
+
+
 def openssl_certificate(where: Path, names: list[str], days: int = 90, ca: Path | None = None) -> dict[str, Path]:
     """A CA (or ca, reused) and a certificate for names signed by it, made by openssl:
     {"ca": root PEM, "chain": leaf PEM, "key": leaf key (mode 600)}."""

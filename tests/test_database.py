@@ -9,15 +9,17 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ColdRun, Remote, fab, get, git, sample_variant, stock_project
+from conftest import BIN, ColdRun, FabRun, Remote, fab, get, git, sample_variant, stock_project, with_celery
 
 from deploy.lab import Lab
 
 pytestmark = pytest.mark.lab
+WORKER = "celery -A mysite worker -l info --concurrency 2"
 # A PostgreSQL StartupMessage (protocol 3.0), sent raw: the first byte back is 'R' when the
 # server asks for a password (the client got in), 'E' when it refuses it outright.
 STARTUP = """
@@ -49,12 +51,14 @@ def farm(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path_factory):
     (other,) = lab.up(count=1, init="sshd", prefix="pgx")  # an unrelated host on the same network
     root = tmp_path_factory.mktemp("pg")
     project = stock_project(root / "mysite", "dotenv-" + secrets.token_hex(8))
+    with_celery(project)  # issue 18: a Celery worker on every app host, Redis on the db host
     lb, app1, app2, db = hosts
     base = yaml.safe_load(cold.settings.read_text()) or {}
     inventory = [{"host": lb.target, "roles": ["lb"]}, {"host": app1.target}, {"host": app2.target},
                  {"host": db.target, "roles": ["db"]}]  # fmt: skip
     settings = root / "farm.yaml"
-    config = {**base, "project_path": str(project), "hosts": inventory, "db_backup_keep": 2}
+    config = {**base, "project_path": str(project), "hosts": inventory, "db_backup_keep": 2, "redis": True,
+              "processes": {"worker": {"command": WORKER, "stop_timeout": 60}}}  # fmt: skip
     settings.write_text(yaml.safe_dump(config))
     run = fab("provision", "deploy", settings=settings)
     assert run.code == 0, run.out[-4000:] + run.err[-2000:]
@@ -118,6 +122,114 @@ def test_only_the_app_hosts_get_into_postgresql(farm):
     assert f"{db.address}:5432" in listening and "0.0.0.0:5432" not in listening, listening
 
 
+def deploy_while(client: Callable[[threading.Event], None], settings: Path) -> FabRun:
+    """fab deploy while client(stop) runs in a thread of its own; stopped and joined after."""
+    stop = threading.Event()
+    thread = threading.Thread(target=client, args=(stop,))
+    thread.start()
+    try:
+        return fab("deploy", settings=settings)
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+
+
+def wait_for_note(lb, text: str, seconds: float = 60) -> str:
+    """The notes page once it lists text (a worker wrote it), or the last answer."""
+    deadline = time.monotonic() + seconds
+    body = ""
+    while time.monotonic() < deadline:
+        code, body = get(f"http://{lb.address}/notes/")
+        if code == 200 and text in body.removeprefix("notes: ").split(","):
+            return body
+        time.sleep(0.2)
+    return body
+
+
+def worker_masters(remote: Remote) -> list[tuple[str, str, str]]:
+    """(pid, user, cwd) of each Celery worker's main process (its parent is not celery)."""
+    rows = [line.split(None, 3) for line in remote.run("ps -eo pid=,ppid=,user=,args=").splitlines()]
+    celery = {pid: (ppid, user) for pid, ppid, user, args in rows if "bin/celery" in args}
+    return [(pid, user, remote.run(f"readlink /proc/{pid}/cwd").strip())
+            for pid, (ppid, user) in celery.items() if ppid not in celery]  # fmt: skip
+
+
+def test_a_celery_worker_runs_the_site_s_tasks_with_redis_on_the_db_host(farm):
+    (lb, app1, app2, db), other, settings = farm
+    assert get(f"http://{lb.address}/notes/later/?add=from-a-worker") == (200, "queued")
+    assert "from-a-worker" in wait_for_note(lb, "from-a-worker")
+    for host in (app1, app2):
+        r = Remote(host)
+        try:
+            masters = worker_masters(r)
+            assert [(user, cwd.rsplit("/", 2)[-2]) for _, user, cwd in masters] == [("django", "releases")], masters
+            assert r.run("systemctl is-active fabstack-django.worker@1.service").strip() == "active"
+        finally:
+            r.conn.close()
+    d = Remote(db)
+    try:  # Redis listens on the private address, and asks for the password
+        assert f"{db.address}:6379" in d.run("ss -Hltn '( sport = :6379 )'")
+        assert "NOAUTH" in d.run(f"redis-cli -h {db.address} ping 2>&1")
+        assert d.run("stat -c '%U:%G %a' /etc/redis/fabstack-django-auth.conf").strip() == "root:redis 640"
+    finally:
+        d.conn.close()
+    status = fab("status", settings=settings)
+    assert status.code == 0, status
+
+
+def test_a_deploy_lets_a_running_task_finish_and_loses_none(farm, tmp_path):
+    (lb, app1, app2, _), _, settings = farm
+    project = Path(yaml.safe_load(Path(settings).read_text())["project_path"])
+    before = {}
+    for host in (app1, app2):
+        r = Remote(host)
+        before[host.name] = worker_masters(r)
+        r.conn.close()
+    assert get(f"http://{lb.address}/notes/later/?add=slow&sleep=20") == (200, "queued")
+    deadline = time.monotonic() + 20  # the task is running on one of the workers
+    running = False
+    while not running and time.monotonic() < deadline:
+        for host in (app1, app2):
+            r = Remote(host)
+            running = running or "add_note" in r.run(
+                "journalctl -q --no-pager -u 'fabstack-django.worker@*' | tail -n 20"
+            )
+            r.conn.close()
+        time.sleep(0.2)
+    assert running
+    views = project / "notes" / "views.py"
+    views.write_text(views.read_text() + "\n# release 2\n")
+    git(project, "commit", "-qam", "A new release while a task runs")
+    queued: list[tuple[int, str]] = []
+
+    def enqueue(done: threading.Event) -> None:  # tasks enqueued all through the deploy
+        while not done.wait(0.5):
+            queued.append(get(f"http://{lb.address}/notes/later/?add=during-{len(queued) + 1}"))
+
+    run = deploy_while(enqueue, settings)
+    assert run.code == 0, run
+    body = wait_for_note(lb, "slow")
+    assert "slow" in body.split(","), body  # the running task finished
+    assert queued and all(answer == (200, "queued") for answer in queued), queued
+    last = f"during-{len(queued)}"
+    body = wait_for_note(lb, last)
+    written = body.removeprefix("notes: ").split(",")
+    assert all(f"during-{n}" in written for n in range(1, len(queued) + 1)), body  # none lost
+    for host in (app1, app2):
+        r = Remote(host)
+        try:
+            after = worker_masters(r)
+            current = r.run("readlink -f /srv/django/current").strip()
+        finally:
+            r.conn.close()
+        assert len(after) == 1 and after[0][0] not in {pid for pid, _, _ in before[host.name]}
+        assert after[0][2] == current  # the new generation runs the new release
+    # the notes the workers wrote go: the tests after these expect the one shared note
+    clean = "from notes.models import Note; Note.objects.exclude(text='shared').delete()"
+    assert fab("manage", "--", "shell", "-c", clean, settings=settings).code == 0
+    assert get(f"http://{lb.address}/notes/") == (200, "notes: shared")
+
+
 def test_a_rolling_deploy_migrates_the_shared_database_once_under_load(farm):
     (lb, _, _, db), _, settings = farm
     project = Path(yaml.safe_load(Path(settings).read_text())["project_path"])
@@ -126,22 +238,16 @@ def test_a_rolling_deploy_migrates_the_shared_database_once_under_load(farm):
     subprocess.run([BIN / "python", "manage.py", "makemigrations", "notes", "-v", "0"], cwd=project, check=True)
     git(project, "add", ".")
     git(project, "commit", "-q", "-m", "Notes get stars")
-    failures, sent, stop = [], [0], threading.Event()
+    failures, sent = [], [0]
 
-    def load() -> None:  # bounded: until the deploy ends, at most 5,000 requests
+    def load(stop: threading.Event) -> None:  # bounded: until the deploy ends, at most 5,000 requests
         while not stop.is_set() and sent[0] < 5000:
             sent[0] += 1
             code, body = get(f"http://{lb.address}/notes/")
             if code != 200 or not body.startswith("notes: "):
                 failures.append(code)
 
-    client = threading.Thread(target=load)
-    client.start()
-    try:
-        run = fab("deploy", settings=settings)
-    finally:
-        stop.set()
-        client.join(timeout=20)
+    run = deploy_while(load, settings)
     assert run.code == 0, run.out[-3000:]
     assert run.out.count("database migrated: changed") == 1, run.out  # once, from one host
     print(f"rolling deploy with a migration: {sent[0]} requests, {len(failures)} failed")
@@ -292,3 +398,21 @@ def test_a_single_host_runs_its_own_postgresql(lab: Lab, cold: ColdRun, deployed
     code, page = get(f"http://{host.address}/")
     assert code == 200 and "On PostgreSQL" in page
     assert fab("-H", host.target, "provision", "deploy", settings=settings).changed() == 0
+
+
+def test_a_process_removed_from_the_settings_is_stopped_and_its_unit_removed(farm):
+    (_, app1, app2, _), _, settings = farm
+    config = yaml.safe_load(Path(settings).read_text())
+    config.pop("processes")
+    Path(settings).write_text(yaml.safe_dump(config))
+    run = fab("provision", settings=settings)
+    assert run.code == 0, run
+    for host in (app1, app2):
+        r = Remote(host)
+        try:
+            assert worker_masters(r) == []
+            assert r.run("ls /etc/systemd/system/ | grep -c fabstack-django.worker || true").strip() == "0"
+        finally:
+            r.conn.close()
+    again = fab("provision", settings=settings)
+    assert again.code == 0 and again.changed() == 0, again

@@ -89,6 +89,7 @@ def test_status_table_has_a_row_per_host(cold):
         "UPSTREAM",
         "DB",
         "CERTIFICATE",
+        "BACKGROUND",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}

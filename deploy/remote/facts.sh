@@ -76,6 +76,8 @@ read_facts() {
     fi
     [ "$DB_ROLE" = yes ] && read_db_facts
     read_tls
+    [ -n "$REDIS_ROLE" ] && read_redis_facts
+    [ -n "$BACKGROUND" ] && read_background
     pid=
     read -r pid 2>/dev/null < /run/nginx.pid
     [ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "nginx_pid=$pid"

@@ -9,7 +9,7 @@ from deploy.host import HostContext
 from deploy.ops import Command, Download, Handler, Notify, Probe, Say, Steps, Upload
 from deploy.render import environment, render
 from deploy.results import StepFailed
-from deploy.steps.files import ensure_file
+from deploy.steps.files import app_copy, ensure_file
 
 POSTGRES = ["postgres.sh"]
 # The distribution's PostgreSQL, for a host where it is not installed yet (a dry run of
@@ -75,12 +75,7 @@ def database(h: HostContext) -> Steps:
 
 def app_password(h: HostContext) -> Steps:
     """The app's copy of the password where the app runs on the db host itself."""
-    root_copy, app_copy = h.facts.file(h.layout.db_password_file), h.facts.file(h.layout.secret("DB_PASSWORD"))
-    app = h.layout.app
-    if root_copy and app_copy and root_copy.sha256 == app_copy.sha256 and app_copy.has_mode(app, app, "600"):
-        return
-    yield Command(h.shell(POSTGRES, "app_db_password", h.layout.secret("DB_PASSWORD")))
-    yield Notify(Handler.RELOAD_APP)
+    yield from app_copy(h, h.layout.db_password_file, "DB_PASSWORD", "postgres.sh", "app_db_password")
 
 
 def backup_timer(h: HostContext) -> Steps:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deploy.host import HostContext
-from deploy.ops import Command, Diff, Steps, Upload
+from deploy.ops import Command, Diff, Handler, Notify, Steps, Upload
 
 
 def ensure_file(
@@ -27,3 +27,14 @@ def ensure_file(
             h.shell(["release.sh"] if check else [], "install_file", staged, path, owner, group, mode, *check)
         )
     return True
+
+
+def app_copy(h: HostContext, root_copy: str, secret: str, script: str, function: str) -> Steps:
+    """The app's copy of a file root keeps (the database password, Redis's URL) where the
+    app runs on the host that made it: written by the app user, the app reloaded."""
+    original, copy = h.facts.file(root_copy), h.facts.file(h.layout.secret(secret))
+    app = h.layout.app
+    if original and copy and original.sha256 == copy.sha256 and copy.has_mode(app, app, "600"):
+        return
+    yield Command(h.shell([script], function, h.layout.secret(secret)))
+    yield Notify(Handler.RELOAD_APP)

@@ -1,0 +1,210 @@
+# Background processes (the processes setting): each NAME runs COUNT instances of a
+# command from the current release, as the app user with the app's environment, under
+# systemd (template unit fabstack-$APP.NAME@.service, instances 1..COUNT), supervisor
+# (program fabstack-$APP.NAME, numprocs COUNT) or nohup (root's records
+# $STATE/bg-NAME.I.pid). A stop is graceful: TERM to each instance's main process (a
+# Celery worker finishes its running tasks), KILL after its stop timeout. A restart
+# stops every instance before it starts any: never two releases' workers at once.
+#
+# Set before use: APP, APP_ENV, CURRENT, STATE, LOGS; live (gunicorn.sh), as_app (common.sh).
+
+# read_background: `bg.NAME=MANAGER RUNNING` for every process this app has on the host.
+read_background() {
+    for f in /etc/systemd/system/"fabstack-$APP".*@.service; do
+        [ -f "$f" ] || continue
+        n=${f##*/"fabstack-$APP".}
+        n=${n%@.service}
+        echo "bg.$n=systemd $(bg_pids "$n" systemd | wc -l)"
+    done
+    for f in /etc/supervisor/conf.d/"fabstack-$APP".*.conf; do
+        [ -f "$f" ] || continue
+        n=${f##*/"fabstack-$APP".}
+        n=${n%.conf}
+        echo "bg.$n=supervisor $(bg_pids "$n" supervisor | wc -l)"
+    done
+    seen=
+    for f in "$STATE"/bg-*.pid; do
+        [ -f "$f" ] || continue
+        n=${f##*/bg-}
+        n=${n%.*.pid}
+        case " $seen " in *" $n "*) continue ;; esac
+        seen="$seen $n"
+        echo "bg.$n=nohup $(bg_pids "$n" nohup | wc -l)"
+    done
+}
+
+# bg_ours PID: a live process of the app user.
+bg_ours() {
+    live "$1" && [ "$(stat -c %U "/proc/$1" 2>/dev/null)" = "$APP" ]
+}
+
+# bg_pids NAME MANAGER: the main pids of NAME's running instances, one per line.
+bg_pids() {
+    case $2 in
+        systemd)
+            systemctl list-units --plain --no-legend --state=active "fabstack-$APP.$1@*.service" 2>/dev/null |
+                while read -r unit _; do systemctl show -p MainPID --value "$unit"; done | grep -v '^0$'
+            ;;
+        supervisor)
+            supervisorctl status "fabstack-$APP.$1:*" 2>/dev/null | awk '$2 == "RUNNING" { sub(",", "", $4); print $4 }'
+            ;;
+        nohup)
+            for f in "$STATE/bg-$1".*.pid; do
+                p=
+                read -r p 2>/dev/null < "$f"
+                bg_ours "$p" && echo "$p"
+            done
+            ;;
+    esac
+    true
+}
+
+# bg_start NAME MANAGER COUNT ARGV...: instances 1..COUNT running (those that run are
+# kept), any beyond COUNT stopped.
+bg_start() {
+    name=$1 manager=$2 count=$3
+    shift 3
+    case $manager in
+        systemd)
+            for unit in $(systemctl list-units --plain --no-legend --all "fabstack-$APP.$name@*.service" | awk '{print $1}'); do
+                i=${unit##*@}
+                i=${i%.service}
+                [ "$i" -gt "$count" ] 2>/dev/null && systemctl disable -q --now "$unit"
+            done
+            units=
+            for i in $(seq 1 "$count"); do units="$units fabstack-$APP.$name@$i.service"; done
+            # shellcheck disable=SC2086 # unit names have no spaces
+            systemctl enable -q $units && systemctl start $units
+            ;;
+        supervisor)
+            supervisorctl pid > /dev/null 2>&1 || service supervisor start > /dev/null
+            supervisorctl reread > /dev/null && supervisorctl update "fabstack-$APP.$name" > /dev/null
+            supervisorctl start "fabstack-$APP.$name:*" > /dev/null
+            ;;
+        nohup)
+            mkdir -p "$STATE"
+            for f in "$STATE/bg-$name".*.pid; do
+                [ -f "$f" ] || continue
+                i=${f%.pid}
+                i=${i##*.}
+                [ "$i" -gt "$count" ] && bg_stop_pid "$f" 10
+            done
+            for i in $(seq 1 "$count"); do
+                record="$STATE/bg-$name.$i.pid"
+                p=
+                read -r p 2>/dev/null < "$record"
+                bg_ours "$p" && continue
+                bg_spawn "$LOGS/$name.$i.out" "$@"
+                echo "$spawned" > "$record.new" && mv -f "$record.new" "$record"
+            done
+            ;;
+    esac
+    bg_settle "$name" "$manager" "$count"
+}
+
+# bg_spawn LOG ARGV...: ARGV in its own session (its pid is its process group) as the
+# app user in the current release, with the app's environment; sets $spawned to its pid
+# (setsid, setpriv, env, sh and nohup all exec). The log is opened by the app user's
+# shell, never by root.
+bg_spawn() {
+    set -f
+    bg_ifs=$IFS
+    IFS='
+'
+    # shellcheck disable=SC2086,SC2016 # APP_ENV splits on newlines; expanded by the app's shell
+    setsid setpriv --reuid="$APP" --regid="$APP" --init-groups --reset-env env -C "$CURRENT" $APP_ENV \
+        sh -c 'log=$1; shift; exec nohup "$@" >> "$log" 2>&1' - "$@" < /dev/null > /dev/null 2>&1 &
+    spawned=$!
+    IFS=$bg_ifs
+    set +f
+}
+
+# bg_settle NAME MANAGER COUNT: wait (up to 10 s) until COUNT instances run, and fail
+# naming the process when they do not (a command that exits at once).
+bg_settle() {
+    for _ in $(seq 1 50); do
+        [ "$(bg_pids "$1" "$2" | wc -l)" -ge "$3" ] && sleep 1 && [ "$(bg_pids "$1" "$2" | wc -l)" -ge "$3" ] && return 0
+        sleep 0.2
+    done
+    echo "process $1: $(bg_pids "$1" "$2" | wc -l) of $3 instance(s) running under $2" >&2
+    bg_tail "$1" "$2" >&2
+    return 1
+}
+
+# bg_tail NAME MANAGER: the last lines NAME wrote.
+bg_tail() {
+    case $2 in
+        systemd) journalctl -q -n 10 --no-pager -u "fabstack-$APP.$1@*" 2>/dev/null ;;
+        supervisor) tail -q -n 10 /var/log/supervisor/"fabstack-$APP.$1"_*.out 2>/dev/null ;;
+        nohup) as_app / sh -c 'tail -q -n 10 "$@" 2>/dev/null' - "$LOGS/$1".*.out ;;
+    esac
+    true
+}
+
+# bg_stop_pid RECORD TIMEOUT: TERM to the recorded process, KILL its group after TIMEOUT s.
+bg_stop_pid() {
+    p=
+    read -r p 2>/dev/null < "$1"
+    if bg_ours "$p"; then
+        kill -TERM "$p"
+        for _ in $(seq 1 $(($2 * 5))); do
+            bg_ours "$p" || break
+            sleep 0.2
+        done
+        bg_ours "$p" && kill -KILL -- "-$p"
+    fi
+    rm -f "$1"
+}
+
+# bg_stop NAME MANAGER TIMEOUT: every instance stopped and confirmed gone.
+bg_stop() {
+    case $2 in
+        systemd) systemctl stop "fabstack-$APP.$1@*.service" ;;
+        supervisor) supervisorctl stop "fabstack-$APP.$1:*" > /dev/null 2>&1 ;;
+        nohup)
+            for f in "$STATE/bg-$1".*.pid; do
+                [ -f "$f" ] && bg_stop_pid "$f" "$3" &
+            done
+            wait
+            ;;
+    esac
+    true
+}
+
+# bg_restart NAME MANAGER COUNT TIMEOUT ARGV...: all stopped, then all started.
+bg_restart() {
+    name=$1 manager=$2 count=$3 timeout=$4
+    shift 4
+    bg_stop "$name" "$manager" "$timeout" && bg_start "$name" "$manager" "$count" "$@"
+}
+
+# bg_remove NAME MANAGER: stopped, and its unit or program gone.
+bg_remove() {
+    bg_stop "$1" "$2" 60
+    case $2 in
+        systemd)
+            systemctl disable -q "fabstack-$APP.$1@*.service" 2>/dev/null
+            rm -f /etc/systemd/system/"fabstack-$APP.$1"@.service && systemctl daemon-reload
+            ;;
+        supervisor)
+            rm -f /etc/supervisor/conf.d/"fabstack-$APP.$1".conf
+            supervisorctl update > /dev/null 2>&1
+            ;;
+    esac
+    true
+}
+
+# bg_programs RELEASE NAME=PROGRAM...: each program exists (a relative one inside RELEASE)
+# and is executable; the first that is not is named.
+bg_programs() {
+    release=$1
+    shift
+    for spec; do
+        program=${spec#*=}
+        case $program in /*) path=$program ;; *) path=$release/$program ;; esac
+        if [ ! -x "$path" ] && [ ! -f "$path" ]; then
+            echo "process ${spec%%=*}: $program is not in the release or its virtualenv; add it to the project's requirements" >&2
+            return 1
+        fi
+    done
+}

@@ -1,0 +1,60 @@
+# Redis for the app (redis: true) on the db host or the single host: the distribution's
+# redis-server, with fabstack's settings in two files its redis.conf includes (the
+# listen addresses; the password, made on this host once). Root keeps the URL the app
+# uses in its own directory, for the app hosts (read into fab's memory) and for the app
+# on this host.
+#
+# Set before use: APP, REDIS_CONF, REDIS_AUTH, REDIS_URL_FILE, REDIS_PORT.
+
+# read_redis_facts: whether redis.conf includes fabstack's files, whether Redis answers,
+# and the checksums of root's files.
+read_redis_facts() {
+    [ -f /etc/redis/redis.conf ] || return 0
+    grep -qxF "include $REDIS_AUTH" /etc/redis/redis.conf && echo "redis_included=yes"
+    if redis-cli -p "$REDIS_PORT" ping 2>&1 | grep -qE 'PONG|NOAUTH'; then echo "redis=online"; else echo "redis=down"; fi
+    file_facts "$REDIS_CONF" "$REDIS_AUTH" "$REDIS_URL_FILE"
+}
+
+# redis_setup: the password (made once, never on a command line) in REDIS_AUTH
+# (root:redis 640), root's copy of the app's URL, and redis.conf including both files.
+redis_setup() {
+    if [ ! -s "$REDIS_URL_FILE" ] || [ ! -s "$REDIS_AUTH" ]; then
+        install -d -o root -g root -m 750 "${REDIS_URL_FILE%/*}" || return 1
+        password=$(python3 -c 'import secrets; print(secrets.token_hex(24))') || return 1
+        (umask 077 && echo "requirepass $password" > "$REDIS_AUTH.new" &&
+            echo "redis://:$password@127.0.0.1:$REDIS_PORT/0" > "$REDIS_URL_FILE.new") || return 1
+        chown root:redis "$REDIS_AUTH.new" && chmod 640 "$REDIS_AUTH.new" &&
+            mv -f "$REDIS_AUTH.new" "$REDIS_AUTH" && mv -f "$REDIS_URL_FILE.new" "$REDIS_URL_FILE" || return 1
+    fi
+    for f in "$REDIS_CONF" "$REDIS_AUTH"; do
+        grep -qxF "include $f" /etc/redis/redis.conf || echo "include $f" >> /etc/redis/redis.conf || return 1
+    done
+}
+
+# redis_running ACTION: Redis running its config: started when down, else ACTION
+# (restart, or nothing); waits until it answers.
+redis_running() {
+    if [ -d /run/systemd/system ]; then
+        if [ "$1" = restart ]; then systemctl restart redis-server; else systemctl start redis-server; fi
+    elif [ "$1" = restart ] || ! redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1; then
+        service redis-server stop > /dev/null 2>&1
+        service redis-server start > /dev/null
+    fi
+    for _ in $(seq 1 50); do
+        redis-cli -p "$REDIS_PORT" ping 2>&1 | grep -qE 'PONG|NOAUTH' && return 0
+        sleep 0.2
+    done
+    echo "redis-server does not answer on port $REDIS_PORT; see /var/log/redis/redis-server.log" >&2
+    return 1
+}
+
+# read_redis_url: root's copy of the app's URL, for the app hosts (never printed).
+read_redis_url() {
+    cat "$REDIS_URL_FILE"
+}
+
+# app_redis_url PATH: the app's copy of the URL where the app runs on this host, written
+# by the app user from root's copy.
+app_redis_url() {
+    put_app_file "$REDIS_URL_FILE" "$1" 600
+}

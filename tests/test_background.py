@@ -1,0 +1,101 @@
+"""Background processes and Redis without a host: the settings' errors (one line, the
+key named, before any host is touched), and the steps from facts to operations. The
+lab tests (test_database.py) run a Celery worker with Redis on a real farm."""
+
+from __future__ import annotations
+
+import pytest
+from test_steps import calls, drive, file_facts, host, with_facts
+
+from deploy import settings as s
+from deploy.steps import background, redis
+
+WORKER = "celery -A sample worker -l info"
+FARM = [
+    {"host": "root@10.0.0.2", "roles": ["lb"]},
+    {"host": "root@10.0.0.11", "roles": ["app"]},
+    {"host": "root@10.0.0.12", "roles": ["app"]},
+    {"host": "root@10.0.0.20", "roles": ["db"]},
+]
+
+
+def refused(**raw) -> str:
+    with pytest.raises(s.SettingsError) as caught:
+        s.validate(raw)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_bad_processes_are_named_with_their_fix():
+    assert "processes.Worker: use a name" in refused(processes={"Worker": WORKER})
+    assert "processes.worker.count=0: use 1 or more" in refused(processes={"worker": {"command": WORKER, "count": 0}})
+    assert "processes.worker.command is empty" in refused(processes={"worker": ""})
+    assert "bin/missing.sh is not in the project" in refused(processes={"worker": "bin/missing.sh"})
+    assert "is outside the release" in refused(processes={"worker": "/usr/bin/yes"})
+    assert "processes.worker.hosts='some'" in refused(processes={"worker": {"command": WORKER, "hosts": "some"}})
+    assert "processes.worker.every is not a process setting" in refused(
+        processes={"worker": {"command": WORKER, "every": 1}}
+    )
+    assert "needs a DNS" not in refused(processes={"worker": "celery 'unclosed"})
+    assert "redis runs on the inventory's db host" in refused(
+        redis=True, hosts=FARM[:3]
+    ).lower() or "db role" in refused(redis=True, hosts=FARM[:3])
+
+
+def test_a_worker_gets_a_systemd_unit_and_starts_once_a_release_is_there():
+    h = host(processes={"worker": {"command": WORKER, "count": 2, "stop_timeout": 30}})
+    unit = background._unit(h, h.settings.background[0])
+    assert "ExecStart=/srv/django/venv/bin/celery -A sample worker -l info" in unit
+    assert "WorkingDirectory=/srv/django/current" in unit and "KillMode=mixed" in unit and "TimeoutStopSec=30" in unit
+    assert calls(drive(background.processes(h))) == [
+        "diff: /srv/django/config/app.env",
+        "upload: srv_django_config_app.env",
+        "command: install_file /tmp/stage/srv_django_config_app.env /srv/django/config/app.env root django 640",
+        "diff: /etc/systemd/system/fabstack-django.worker@.service",
+        "upload: etc_systemd_system_fabstack-django.worker@.service",
+        "command: install_file /tmp/stage/etc_systemd_system_fabstack-django.worker@.service "
+        "/etc/systemd/system/fabstack-django.worker@.service root root 644",
+        "command: systemd_unit_changed",
+        "command: bg_restart worker systemd 2 30 /srv/django/venv/bin/celery -A sample worker -l info",
+    ]
+    none_yet = host(with_facts(current="", releases=""), processes={"worker": WORKER})
+    assert drive(background.processes(none_yet)) == []
+
+
+def test_converged_workers_change_nothing_a_new_release_restarts_them_and_a_removed_one_goes():
+    h = host(processes={"worker": WORKER})
+    env, unit = background.env_text(h), background._unit(h, h.settings.background[0])
+    facts = with_facts(**file_facts("/srv/django/config/app.env", env, "root:django 640"),
+                       **file_facts("/etc/systemd/system/fabstack-django.worker@.service", unit), **{"bg.worker": "systemd 1"})  # fmt: skip
+    converged = host(facts, processes={"worker": WORKER})
+    assert drive(background.processes(converged)) == []
+    assert calls(drive(background.processes(converged, True))) == [
+        "command: bg_restart worker systemd 1 60 /srv/django/venv/bin/celery -A sample worker -l info"
+    ]
+    crashed = host({**facts, "bg.worker": "systemd 0"}, processes={"worker": WORKER})
+    assert calls(drive(background.processes(crashed))) == [
+        "command: bg_start worker systemd 1 /srv/django/venv/bin/celery -A sample worker -l info"
+    ]
+    removed = host(facts)
+    assert calls(drive(background.processes(removed))) == ["command: bg_remove worker systemd"]
+
+
+def test_a_process_on_one_host_runs_on_the_first_app_host_only():
+    raw = {"hosts": FARM, "processes": {"beat": {"command": "celery -A sample beat", "hosts": "one"}, "worker": WORKER}}
+    first, second = host(target="root@10.0.0.11", **raw), host(target="root@10.0.0.12", **raw)
+    assert [p.name for p in first.background_here] == ["beat", "worker"]
+    assert [p.name for p in second.background_here] == ["worker"]
+
+
+def test_redis_on_the_db_host_is_set_up_once_and_the_app_hosts_get_its_url_as_a_secret():
+    db = host(target="root@10.0.0.20", hosts=FARM, redis=True)
+    assert db.runs_redis and "REDIS_URL" in db.settings.secrets
+    conf = "bind 127.0.0.1 -::1 10.0.0.20"
+    ops = calls(drive(redis.config(db)))
+    assert ops[-2:] == ["command: redis_setup", "command: redis_running restart"]
+    app = host(target="root@10.0.0.11", hosts=FARM, redis=True)
+    assert not app.runs_redis
+    assert app.values["APP_ENV"].count("DJANGO_REDIS_URL_FILE=/srv/django/shared/data/redis_url") == 1
+    assert conf in redis.render(
+        redis.environment(""), "redis.conf.j2", app_name="django", address="10.0.0.20", port=6379
+    )
