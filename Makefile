@@ -30,10 +30,10 @@ demo: lab-deps $(BIN)/fab
 lint: lab-deps $(BIN)/fab
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	shellcheck -s sh deploy/remote/*.sh
+	shellcheck -s sh deploy/remote/*.sh tests/run.sh
 
 test: lab-deps lint
-	$(BIN)/pytest -q --durations=30
+	tests/run.sh
 
 settings-doc: $(BIN)/fab
 	$(BIN)/python -m deploy.docs

@@ -8,6 +8,7 @@ layers it was started from, so saving a provisioned host costs only what it chan
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -51,10 +52,19 @@ def base_image(cache: Path, suite: str, log) -> Path:
     root = cache / suite
     if (root / COMPLETE).exists():
         return root
-    partial = cache / f"{suite}.partial"
+    cache.mkdir(parents=True, exist_ok=True)
+    # labs share the cache (yours, the suite's two): one builds, the others wait for it
+    with open(cache / f"{suite}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / COMPLETE).exists():
+            return root
+        return _build(cache, suite, log)
+
+
+def _build(cache: Path, suite: str, log) -> Path:
+    root, partial = cache / suite, cache / f"{suite}.partial"
     remove_tree(root)
     remove_tree(partial)
-    cache.mkdir(parents=True, exist_ok=True)
     log(f"building the {suite} base image once (about a minute); it is cached in {cache}")
     proc = sh(
         "debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(partial), debian_mirror(), check=False
