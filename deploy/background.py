@@ -47,11 +47,11 @@ class Process:
         return [f"{venv}/bin/{first}", *rest]
 
 
-def parse(raw: dict, project: Path) -> tuple[Process, ...]:
-    """The `processes` mapping, checked."""
+def parse(raw: dict, project: Path, section: str = "processes") -> tuple[Process, ...]:
+    """The `processes` mapping (or a schedule's commands), checked."""
     found = []
     for name, spec in raw.items():
-        where = f"processes.{name}"
+        where = f"{section}.{name}"
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", str(name)):
             raise BackgroundError(f"{where}: use a name of lowercase letters, digits and - (it names units and logs)")
         if isinstance(spec, str):
@@ -83,3 +83,88 @@ def parse(raw: dict, project: Path) -> tuple[Process, ...]:
             raise BackgroundError(f"{where}.stop_timeout={timeout!r}: use seconds >= 1")
         found.append(Process(str(name), argv, count, place, timeout))
     return tuple(found)
+
+
+# Schedules (the `schedule` setting) ------------------------------------------------------
+EVERY = {  # shorthand -> (cron, systemd OnCalendar)
+    "minute": ("* * * * *", "*-*-* *:*:00"),
+    "hourly": ("0 * * * *", "*-*-* *:00:00"),
+    "daily": ("0 0 * * *", "*-*-* 00:00:00"),
+    "weekly": ("0 0 * * 1", "Mon *-*-* 00:00:00"),
+    "monthly": ("0 0 1 * *", "*-*-01 00:00:00"),
+}
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command run on a schedule, on one host (the first app host), never two at once."""
+
+    name: str
+    argv: tuple[str, ...]
+    cron: str  # five cron fields
+    calendar: str  # the same time as systemd's OnCalendar
+
+    def command_line(self, venv: str) -> list[str]:
+        return Process(self.name, self.argv).command_line(venv)
+
+
+def parse_schedule(raw: dict, project: Path) -> tuple[Job, ...]:
+    """The `schedule` mapping, checked: NAME: {command, every}."""
+    jobs = []
+    for name, spec in raw.items():
+        where = f"schedule.{name}"
+        if not isinstance(spec, dict) or set(map(str, spec)) - {"command", "every"} or "every" not in spec:
+            raise BackgroundError(
+                f"{where}: use a mapping with command and every (minute, hourly, daily, or cron fields)"
+            )
+        (process,) = parse({name: {"command": spec.get("command")}}, project, "schedule")
+        every = str(spec["every"]).strip()
+        cron = EVERY[every][0] if every in EVERY else every
+        jobs.append(Job(process.name, process.argv, cron, calendar(cron, f"{where}.every")))
+    return tuple(jobs)
+
+
+def calendar(cron: str, where: str) -> str:
+    """systemd's OnCalendar for five cron fields (numbers, *, lists, ranges, steps)."""
+    fields = cron.split()
+    if len(fields) != 5:
+        raise BackgroundError(f"{where}={cron!r}: use minute, hourly, daily, weekly, monthly or five cron fields")
+    parts = []
+    for text, (what, low, high) in zip(fields, CRON_FIELDS, strict=True):
+        parts.append(_field(text, what, low, high, where, cron))
+    minute, hour, day, month, weekday = parts
+    days = "" if weekday == "*" else ",".join(_weekdays(weekday)) + " "
+    return f"{days}*-{month}-{day} {hour}:{minute}:00"
+
+
+def _field(text: str, what: str, low: int, high: int, where: str, cron: str) -> str:
+    """One cron field in systemd's words: `*/15` -> `00/15`, `1-5` -> `1..5`."""
+    out = []
+    for item in text.split(","):
+        found = re.fullmatch(r"(\*|\d+)(?:-(\d+))?(?:/(\d+))?", item)
+        if not found or (found[2] and found[1] == "*"):
+            raise BackgroundError(f"{where}={cron!r}: {what} {item!r} does not parse; use N, N-M, */N or *")
+        start, end, step = found[1], found[2], found[3]
+        numbers = [int(n) for n in (start, end) if n and n != "*"]
+        if any(not low <= n <= high for n in numbers) or (step and int(step) == 0):
+            raise BackgroundError(f"{where}={cron!r}: {what} {item!r} is out of range {low}-{high}")
+        if start == "*":
+            out.append(f"{low}/{step}" if step else "*")
+        elif end:
+            out.append(f"{start}..{end}" + (f"/{step}" if step else ""))
+        else:
+            out.append(start + (f"/{step}" if step else ""))
+    return ",".join(out)
+
+
+def _weekdays(field: str) -> list[str]:
+    """systemd's day names for a converted day-of-week field (0 and 7 are Sunday)."""
+    names = []
+    for item in field.split(","):
+        first, _, last = item.partition("..")
+        if "/" in item or (first == "0" and last):
+            raise BackgroundError("schedule: a day-of-week step or a range from 0 is not supported; list the days")
+        names.append(f"{DAYS[int(first)]}..{DAYS[int(last)]}" if last else DAYS[int(first)])
+    return names

@@ -90,6 +90,9 @@ class HostFacts:
     redis_included: bool = False  # redis.conf includes fabstack's files
     certificate: CertificateFact | None = None  # a host that ends TLS: the one it serves, if any
     background: dict[str, tuple[str, int]] = field(default_factory=dict)  # process -> (manager, instances running)
+    jobs: dict[str, str] = field(default_factory=dict)  # scheduled job -> systemd or cron
+    job_last: dict[str, str] = field(default_factory=dict)  # scheduled job -> when its timer last ran
+    cron_running: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
 
     @property
@@ -140,6 +143,9 @@ class HostFacts:
                 metas[path] = value
             elif kind == "dir" and path:
                 facts.dirs[path] = value
+            elif kind == "job" and path:
+                facts.jobs[path], _, last = value.partition(" ")
+                facts.job_last[path] = last
             elif kind == "bg" and path:
                 manager, _, running = value.partition(" ")
                 facts.background[path] = (manager, int(running) if running.isdigit() else 0)
@@ -185,6 +191,7 @@ _FLAGS = {
     "supervisord_pid": "supervisord_running",
     "current_has_wsgi": "current_has_wsgi",
     "redis_included": "redis_included",
+    "cron_running": "cron_running",
 }
 _TEXTS = {
     **{name: name for name in ("os", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")},

@@ -7,7 +7,7 @@ runner's HostRun extends it with one. A unit test builds one from settings and f
 from __future__ import annotations
 
 from deploy import appenv, scripts
-from deploy.background import Process
+from deploy.background import Job, Process
 from deploy.facts import HostFacts
 from deploy.inventory import Member
 from deploy.layout import Layout
@@ -79,18 +79,35 @@ class HostContext:
         one host when this is the first app host (or the single host)."""
         if not self.is_app:
             return []
+        return [p for p in self.settings.background if p.hosts == "all" or self.first_app_host]
+
+    @property
+    def first_app_host(self) -> bool:
+        """The first app host of the inventory, or the single host."""
         apps = self.settings.inventory.with_role("app")
-        first = self.member is None or (bool(apps) and apps[0].host == self.member.host)
-        return [p for p in self.settings.background if p.hosts == "all" or first]
+        return self.is_app and (self.member is None or (bool(apps) and apps[0].host == self.member.host))
+
+    @property
+    def jobs_here(self) -> list[Job]:
+        """The scheduled jobs: on the first app host only."""
+        return list(self.settings.jobs) if self.first_app_host else []
+
+    @property
+    def jobs_by_cron(self) -> bool:
+        """The jobs run from cron here (a host without systemd), not from systemd timers."""
+        return bool(self.jobs_here) and self.facts.pid1 != "systemd"
 
     @property
     def managed_files(self) -> list[str]:
-        """Files the settings add to what the facts read (the background processes')."""
-        if not self.settings.background:
+        """Files the settings add to what the facts read (background processes', jobs')."""
+        if not (self.settings.background or self.settings.jobs):
             return []
         layout = self.layout
         names = [p.name for p in self.background_here]
-        return [layout.app_env_file, *map(layout.bg_unit_file, names), *map(layout.bg_program_file, names)]
+        files = [layout.app_env_file, *map(layout.bg_unit_file, names), *map(layout.bg_program_file, names)]
+        for job in self.jobs_here:
+            files += layout.job_files(job.name)
+        return files + ([layout.cron_file, layout.job_runner] if self.jobs_here else [])
 
     @property
     def site_port(self) -> int:

@@ -76,6 +76,17 @@ class Layout:
     def bg_program_file(self, name: str) -> str:
         return f"/etc/supervisor/conf.d/fabstack-{self.app}.{name}.conf"
 
+    # scheduled jobs (the schedule setting): systemd timers, or one cron file
+    def job_unit(self, name: str) -> str:
+        return f"fabstack-{self.app}.job-{name}"
+
+    def job_files(self, name: str) -> tuple[str, str]:
+        unit = f"/etc/systemd/system/{self.job_unit(name)}"
+        return f"{unit}.service", f"{unit}.timer"
+
+    cron_file = property(lambda self: f"/etc/cron.d/fabstack-{self.app}")
+    job_runner = property(lambda self: f"{self.root}/config/run-job")  # cron's: one run at a time
+
     # Redis (redis: true) on the db host: fabstack's two files redis.conf includes, and
     # root's copy of the URL the app gets
     redis_conf = property(lambda self: f"/etc/redis/fabstack-{self.app}.conf")

@@ -9,13 +9,16 @@ DB = ("postgresql",)
 REDIS = ("redis-server",)
 TLS = ("openssl",)  # a host that ends TLS: its certificate read and checked
 ACME = ("certbot",)  # the host that gets the certificate from an ACME CA
+CRON = ("cron",)  # scheduled jobs on a host without systemd
 BY_MANAGER = {"supervisor": ("supervisor",)}  # what a process manager brings
 KNOWN = tuple(
-    dict.fromkeys([*APP, *LB, *DB, *REDIS, *TLS, *ACME, *(p for extra in BY_MANAGER.values() for p in extra)])
+    dict.fromkeys([*APP, *LB, *DB, *REDIS, *TLS, *ACME, *CRON, *(p for extra in BY_MANAGER.values() for p in extra)])
 )
 
 
-def wanted(roles: frozenset[str] | set[str], manager: str, tls: str = "", redis: bool = False) -> tuple[str, ...]:
+def wanted(
+    roles: frozenset[str] | set[str], manager: str, tls: str = "", redis: bool = False, cron: bool = False
+) -> tuple[str, ...]:
     """The packages a host with these roles needs, its app kept running by manager;
     tls: "acme" on the host that gets the certificate, "files" where one is put."""
     wanted: tuple[str, ...] = ()
@@ -27,6 +30,8 @@ def wanted(roles: frozenset[str] | set[str], manager: str, tls: str = "", redis:
         wanted += DB
     if redis:
         wanted += REDIS
+    if cron:
+        wanted += CRON
     if tls:
         wanted += TLS + (ACME if tls == "acme" else ())
     return tuple(dict.fromkeys(wanted))

@@ -61,6 +61,7 @@ def provision(h: HostRun) -> None:
                 never_leave_failed(h, current)
             raise
         h.step("background processes", background.processes, False, False)
+        h.step("scheduled jobs", background.jobs)
     if h.tls_mode == "acme":  # last: an ACME CA that fails leaves everything else done
         h.step("certbot renewal hook", tls.acme_files)
         if h.step("certificate", tls.acme_certificate):  # now the site can serve HTTPS
@@ -138,6 +139,7 @@ def deploy(release: Release, upload_only: bool = False) -> Plan:
             raise
         # after the new release passed: every background process restarts on it
         h.step("background processes", background.processes, switched)
+        h.step("scheduled jobs", background.jobs)
         h.step("old releases pruned", app.prune_releases)
 
     return plan

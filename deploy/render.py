@@ -37,6 +37,10 @@ VARIABLES = {
     "nginx-redirect.conf.j2": ("server_name", "acme", "tls"),
     "certbot-deploy-hook.sh.j2": ("app_name", "lineage"),
     "background.service.j2": ("app_name", "process", "current", "env_file", "exec_start", "stop_timeout", "unit"),
+    "job.service.j2": ("app_name", "job", "current", "env_file", "exec_start", "unit"),
+    "job.timer.j2": ("app_name", "job", "cron", "calendar", "unit"),
+    "cron.j2": ("app_name", "runner", "jobs", "log_dir"),
+    "run-job.sh.j2": ("app_name", "run_dir", "current", "env_file"),
     "background-program.conf.j2": (
         "app_name", "process", "program", "command", "current", "count", "environment", "stop_timeout",
     ),

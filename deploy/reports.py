@@ -62,11 +62,10 @@ def status(h: HostRun) -> None:
     if h.ends_tls:
         row["certificate"] = certificate_state(h, f.certificate)
     wanted = {p.name: p.count for p in h.background_here}
-    if wanted or f.background:
-        row["background"] = " ".join(
-            f"{name} {f.background.get(name, ('', 0))[1]}/{wanted.get(name, 0)}"
-            for name in sorted({*wanted, *f.background})
-        )
+    shown = [f"{n} {f.background.get(n, ('', 0))[1]}/{wanted.get(n, 0)}" for n in sorted({*wanted, *f.background})]
+    shown += [f"{name} last {_clock(f.job_last.get(name, ''))}" for name in sorted(f.jobs)]
+    if shown:
+        row["background"] = ", ".join(shown)
     h.result.data = row
     problems = (
         [f"certificate {row['certificate']}"] if row.get("certificate", "").startswith(("missing", "expire")) else []
@@ -83,6 +82,14 @@ def status(h: HostRun) -> None:
     if h.is_app and row["passed"] != "-" and row["release"] not in ("-", row["passed"]):
         problems.append(f"release {row['release']} has not passed its health check")
     h.step("status", refuse if problems else done, *(["; ".join(problems)] if problems else []), report=False)
+
+
+def _clock(systemd_time: str) -> str:
+    """`20:41:00` from systemd's `Fri 2026-11-27 20:41:00 UTC`; `never` when empty."""
+    parts = systemd_time.split()
+    if len(parts) >= 3:
+        return parts[2]
+    return "never" if systemd_time in ("", "n/a") else systemd_time
 
 
 def certificate_state(h: HostRun, cert: CertificateFact | None) -> str:

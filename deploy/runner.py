@@ -51,6 +51,7 @@ class Session:
         # Facts a task read and left true (it changed nothing), for the next task of the
         # run on that host: `fab provision deploy` on a converged host reads it once.
         self._kept_facts: dict[str, tuple[str, str]] = {}
+        self._interrupted = False
         self.secrets: dict[str, str] = {}  # host -> a secret a plan read there (never in results)
 
     def __copy__(self) -> Session:
@@ -63,11 +64,28 @@ class Session:
         with self._lock:
             conn = self._connections.get(host)
         if conn is None or not conn.is_connected:
+            if self._interrupted:
+                raise ConnectError(f"{host}: interrupted")
             conn = connect(host, config, settings.known_hosts, settings.connect_timeout, settings.accept_new_host_keys)
             with self._lock:
                 self._connections[host] = conn
                 self.opened[host] = self.opened.get(host, 0) + 1
+                late = self._interrupted  # Ctrl-C came while this one was being opened
+            if late:
+                self.interrupt()
+                raise ConnectError(f"{host}: interrupted")
         return conn
+
+    def interrupt(self) -> None:
+        """Ctrl-C: close every connection, and let none open again (Fabric reopens a
+        closed connection on its next command: a `tail -F` started a moment after the
+        close would then run on, and fab with it)."""
+        self._interrupted = True
+        with self._lock:
+            conns = list(self._connections.values())
+        for conn in conns:
+            conn.open = _refuse_to_open
+        self.close_all()
 
     def take_facts(self, host: str, script: str) -> str | None:
         """The output of script on host, when an earlier task read it and changed nothing."""
@@ -98,7 +116,7 @@ class Session:
         try:
             return list(pool.map(lambda h: self._run_host(h, plan, settings, config, dry_run, verbose, quiet), hosts))
         except KeyboardInterrupt:  # Ctrl-C (logs --follow): end every host's command, then stop
-            self.close_all()
+            self.interrupt()
             raise
         finally:
             pool.shutdown(wait=True)
@@ -364,3 +382,7 @@ class HostRun(HostContext):
 
 
 Plan = Callable[[HostRun], None]
+
+
+def _refuse_to_open() -> None:
+    raise ConnectionError("interrupted (Ctrl-C): no new connection")

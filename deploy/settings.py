@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import background, certificates
-from deploy.background import BackgroundError, Process
+from deploy.background import BackgroundError, Job, Process
 from deploy.certificates import Tls, TlsError
 from deploy.inventory import METHODS, Inventory, InventoryError
 from deploy.inventory import parse as parse_inventory
@@ -334,6 +334,14 @@ SCHEMA: tuple[Key, ...] = (
         "{command, count, hosts: all|one, stop_timeout}); kept running by the process manager and restarted "
         "after each new release. See docs/processes.md.",
     ),  # fmt: skip
+    Key(
+        "schedule",
+        dict,
+        {},
+        "Jobs run on a schedule on the first app host (NAME: {command, every: minute|hourly|daily|weekly|monthly "
+        "or five cron fields}): systemd timers where systemd runs, else cron; never two runs of a job at once. "
+        "See docs/processes.md.",
+    ),  # fmt: skip
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
     Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
@@ -394,6 +402,7 @@ class Settings:
     db_backup_keep: int
     tls: dict
     processes: dict
+    schedule: dict
     templates_dir: str
     parallel: int
     connect_timeout: int
@@ -402,6 +411,7 @@ class Settings:
     secret_values: dict[str, str] = field(default_factory=dict, repr=False)  # never printed
     site_tls: Tls | None = None  # the tls setting parsed (None: plain HTTP)
     background: tuple[Process, ...] = ()  # the processes setting parsed
+    jobs: tuple[Job, ...] = ()  # the schedule setting parsed
 
     @property
     def project(self) -> Path:
@@ -495,7 +505,11 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
     settings = Settings(**values, source=source, inventory=inventory, secret_values=secret_values, site_tls=site_tls)
     _check_project(settings)
     try:
-        return dataclasses.replace(settings, background=background.parse(values["processes"], settings.project))
+        return dataclasses.replace(
+            settings,
+            background=background.parse(values["processes"], settings.project),
+            jobs=background.parse_schedule(values["schedule"], settings.project),
+        )
     except BackgroundError as exc:
         raise SettingsError(str(exc)) from None
 

@@ -6,7 +6,7 @@
 # among them), and the unit tests. Arguments go to both pytest runs.
 set -u
 cd "$(dirname "$0")/.." || exit 2
-SECOND="tests/test_database.py tests/test_https.py tests/test_your_project.py tests/test_process_managers.py
+SECOND="tests/test_database.py tests/test_https.py tests/test_your_project.py
 tests/test_faults.py tests/test_sudo.py tests/test_trixie_dry_run.py"
 ignore=
 for module in $SECOND; do ignore="$ignore --ignore=$module"; done

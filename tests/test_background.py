@@ -99,3 +99,35 @@ def test_redis_on_the_db_host_is_set_up_once_and_the_app_hosts_get_its_url_as_a_
     assert conf in redis.render(
         redis.environment(""), "redis.conf.j2", app_name="django", address="10.0.0.20", port=6379
     )
+
+
+def test_bad_schedules_are_refused_with_the_fix():
+    assert "use minute, hourly, daily" in refused(schedule={"tick": {"command": "manage.py check", "every": "often"}})
+    assert "minute '61' is out of range 0-59" in refused(
+        schedule={"tick": {"command": "manage.py check", "every": "61 * * * *"}}
+    )
+    assert "use a mapping with command and every" in refused(schedule={"tick": "manage.py check"})
+    assert "schedule.tick.command is empty" in refused(schedule={"tick": {"command": "", "every": "daily"}})
+
+
+def test_cron_fields_become_systemd_calendars():
+    from deploy.background import calendar
+
+    assert calendar("*/15 * * * *", "x") == "*-*-* *:0/15:00"
+    assert calendar("0 9-17 * * 1-5", "x") == "Mon..Fri *-*-* 9..17:0:00"
+    assert calendar("30 3 1 * *", "x") == "*-*-1 3:30:00"
+
+
+def test_jobs_are_timers_on_the_first_app_host_and_cron_where_systemd_does_not_run():
+    raw = {"hosts": FARM, "schedule": {"tick": {"command": "manage.py clearsessions", "every": "minute"}}}
+    first, second = host(target="root@10.0.0.11", **raw), host(target="root@10.0.0.12", **raw)
+    ops = calls(drive(background.jobs(first)))
+    assert ops[-1] == "command: jobs_enable fabstack-django.job-tick"
+    assert "diff: /etc/systemd/system/fabstack-django.job-tick.timer" in ops
+    assert drive(background.jobs(second)) == []
+    moved = host(with_facts(**{"job.tick": "systemd Fri 2026-11-27 20:41:00 UTC"}), target="root@10.0.0.12", **raw)
+    assert calls(drive(background.jobs(moved))) == ["command: job_remove tick systemd"]
+    no_systemd = host(with_facts(pid1="sshd", systemd=""), **{k: v for k, v in raw.items() if k != "hosts"})
+    ops = calls(drive(background.jobs(no_systemd)))
+    assert "diff: /etc/cron.d/fabstack-django" in ops and ops[-1] == "command: cron_running"
+    assert no_systemd.jobs_by_cron

@@ -20,6 +20,7 @@ from deploy.lab import Lab
 
 pytestmark = pytest.mark.lab
 WORKER = "celery -A mysite worker -l info --concurrency 2"
+TICK = "manage.py shell -c \"print('tick', flush=True)\""  # a job every minute, on the first app host
 # A PostgreSQL StartupMessage (protocol 3.0), sent raw: the first byte back is 'R' when the
 # server asks for a password (the client got in), 'E' when it refuses it outright.
 STARTUP = """
@@ -58,7 +59,8 @@ def farm(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path_factory):
                  {"host": db.target, "roles": ["db"]}]  # fmt: skip
     settings = root / "farm.yaml"
     config = {**base, "project_path": str(project), "hosts": inventory, "db_backup_keep": 2, "redis": True,
-              "processes": {"worker": {"command": WORKER, "stop_timeout": 60}}}  # fmt: skip
+              "processes": {"worker": {"command": WORKER, "stop_timeout": 60}},
+              "schedule": {"tick": {"command": TICK, "every": "minute"}}}  # fmt: skip
     settings.write_text(yaml.safe_dump(config))
     run = fab("provision", "deploy", settings=settings)
     assert run.code == 0, run.out[-4000:] + run.err[-2000:]
@@ -416,3 +418,30 @@ def test_a_process_removed_from_the_settings_is_stopped_and_its_unit_removed(far
             r.conn.close()
     again = fab("provision", settings=settings)
     assert again.code == 0 and again.changed() == 0, again
+
+
+def ticks(host) -> list[str]:
+    """The minutes (UTC, YYYY-MM-DDTHH:MM) in which the tick job printed on host."""
+    r = Remote(host)
+    try:
+        out = r.run(
+            "journalctl -q --no-pager -o short-iso -u fabstack-django.job-tick.service | grep ': tick$' || true"
+        )
+    finally:
+        r.conn.close()
+    return [line[:16] for line in out.splitlines()]
+
+
+def test_a_job_every_minute_ran_once_a_minute_on_one_host_through_the_deploys(farm):
+    (_, app1, app2, _), _, settings = farm
+    deadline = time.monotonic() + 150  # the module's deploys took minutes; five runs at most 2.5 more away
+    while len(ticks(app1)) < 5 and time.monotonic() < deadline:
+        time.sleep(2)
+    minutes = ticks(app1)
+    assert len(minutes) >= 5, minutes
+    assert len(set(minutes)) == len(minutes), minutes  # never twice in a minute
+    first, last = (time.strptime(m, "%Y-%m-%dT%H:%M") for m in (minutes[0], minutes[-1]))
+    assert (time.mktime(last) - time.mktime(first)) / 60 == len(minutes) - 1, minutes  # none skipped
+    assert ticks(app2) == []  # exactly one host
+    status = fab("status", settings=settings)
+    assert "tick last " in status.out, status

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -122,14 +123,27 @@ def test_logs_follow_prints_new_lines_until_ctrl_c(cold, remote):
         text=True,
         env={**os.environ, "FABSTACK_SETTINGS": str(cold.settings)},
     )
-    time.sleep(3)  # connected and tailing
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def shown(text: str, seconds: float = 20) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(text in line for line in list(lines)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    assert shown("==> /var/log/nginx/django.access.log <=="), lines  # connected, and tail has started
     marker = f"/follow-{time.time_ns()}"
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://{host.address}{marker}", timeout=10)
-    time.sleep(1.5)
+    assert shown(marker, 10), lines
     interrupted = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    proc.wait(timeout=20)
+    reader.join(5)
     assert time.monotonic() - interrupted < 5
-    assert any(line.startswith(f"[{host.target}] ") and marker in line for line in out.splitlines()), out
+    assert any(line.startswith(f"[{host.target}] ") and marker in line for line in lines), lines
     assert "tail" not in remote(host).run("ps -eo comm=").split()  # closing the connection ended it

@@ -158,6 +158,7 @@ def test_every_setting_read_in_deploy_is_one_the_schema_declares():
         "secret_values",
         "site_tls",
         "background",
+        "jobs",
     }
     unknown = []
     for module, path in MODULES.items():

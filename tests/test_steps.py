@@ -168,7 +168,7 @@ def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_o
     assert calls(drive(app.gunicorn_config(same_project)))[-2].endswith(
         "check_gunicorn_config /srv/django/releases/bbb sample.wsgi:application"
     )
-    other = calls(drive(app.gunicorn_config(h)))  # the facts: the current release lacks the package
+    other = calls(drive(app.gunicorn_config(host())))  # the facts: the current release lacks the package
     assert other == [
         "say: gunicorn config: the current release has no sample package (another project); "
         "fab deploy writes the config with the release it uploads"

@@ -33,6 +33,47 @@ read_background() {
     done
 }
 
+# read_jobs: `job.NAME=systemd` for each timer of this app, `job.NAME=cron` for each job
+# in its cron file, and whether cron runs.
+read_jobs() {
+    for f in /etc/systemd/system/"fabstack-$APP".job-*.timer; do
+        [ -f "$f" ] || continue
+        n=${f##*/"fabstack-$APP".job-}
+        n=${n%.timer}
+        echo "job.$n=systemd $(systemctl show -p LastTriggerUSec --value "fabstack-$APP.job-$n.timer" 2> /dev/null)"
+    done
+    if [ -f "/etc/cron.d/fabstack-$APP" ]; then
+        sed -n 's/^# job \([a-z0-9-]*\)$/job.\1=cron/p' "/etc/cron.d/fabstack-$APP"
+        pgrep -x cron > /dev/null && echo "cron_running=yes"
+    fi
+    true
+}
+
+# jobs_enable UNIT...: systemd reads the job units; their timers run (and start at boot).
+jobs_enable() {
+    systemctl daemon-reload || return 1
+    for unit; do systemctl enable -q --now "$unit.timer" || return 1; done
+}
+
+# job_remove NAME KIND: the job's timer stopped and its units removed (a run under way
+# finishes), or its lines gone from the cron file.
+job_remove() {
+    case $2 in
+        systemd)
+            systemctl disable -q --now "fabstack-$APP.job-$1.timer" 2> /dev/null
+            rm -f /etc/systemd/system/"fabstack-$APP.job-$1".timer /etc/systemd/system/"fabstack-$APP.job-$1".service
+            systemctl daemon-reload
+            ;;
+        cron) [ -f "/etc/cron.d/fabstack-$APP" ] && sed -i "/^# job $1\$/,+1d" "/etc/cron.d/fabstack-$APP" ;;
+    esac
+    true
+}
+
+# cron_running: cron runs (a host without systemd: Debian's init script starts it).
+cron_running() {
+    pgrep -x cron > /dev/null || service cron start > /dev/null
+}
+
 # bg_ours PID: a live process of the app user.
 bg_ours() {
     live "$1" && [ "$(stat -c %U "/proc/$1" 2>/dev/null)" = "$APP" ]

@@ -77,7 +77,7 @@ read_facts() {
     [ "$DB_ROLE" = yes ] && read_db_facts
     read_tls
     [ -n "$REDIS_ROLE" ] && read_redis_facts
-    [ -n "$BACKGROUND" ] && read_background
+    [ -n "$BACKGROUND" ] && read_background && read_jobs
     pid=
     read -r pid 2>/dev/null < /run/nginx.pid
     [ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "nginx_pid=$pid"

@@ -17,6 +17,7 @@ from deploy.host import HostContext
 from deploy.ops import Check, Command, Steps
 from deploy.render import environment, render
 from deploy.results import StepFailed
+from deploy.scripts import quote
 from deploy.steps.files import ensure_file
 from deploy.steps.process import wanted_manager
 
@@ -130,3 +131,51 @@ def programs_present(h: HostContext, release) -> Steps:
     target = f"{h.layout.releases}/{release.id}"
     checks = [f"{p.name}={p.command_line(h.layout.venv)[0]}" for p in h.background_here]
     yield Check(h.shell(BACKGROUND, "bg_programs", target, *checks))
+
+
+def jobs(h: HostContext) -> Steps:
+    """The scheduled jobs on the first app host: systemd timers (a oneshot service each:
+    never two runs at once), or one cron file and a runner that takes a lock where systemd
+    does not run; a job removed from the settings, or on a host that is no longer the
+    first, is removed."""
+    if not h.facts.current_release and h.jobs_here:
+        return  # nothing to run them in yet: the first deploy sets them up
+    layout, app = h.layout, h.layout.app
+    kind = "cron" if h.jobs_by_cron else "systemd"
+    wanted = {job.name: job for job in h.jobs_here}
+    for name, existing in sorted(h.facts.jobs.items()):
+        if name not in wanted or existing != kind:
+            yield Command(h.shell(BACKGROUND, "job_remove", name, existing))
+    if not wanted:
+        return
+    yield from ensure_file(h, layout.app_env_file, env_text(h), "root", app, "640")
+    s, jinja = h.settings, environment(h.settings.templates_dir)
+    if kind == "systemd":
+        changed = []
+        for name, job in wanted.items():
+            unit = layout.job_unit(name)
+            service_file, timer_file = layout.job_files(name)
+            argv = " ".join(map(systemd_quote, job.command_line(layout.venv)))
+            service = render(jinja, "job.service.j2", app_name=s.app_name, job=name, current=layout.current,
+                             env_file=layout.app_env_file, exec_start=argv, unit=unit)  # fmt: skip
+            timer = render(jinja, "job.timer.j2", app_name=s.app_name, job=name, cron=job.cron,
+                           calendar=job.calendar, unit=unit)  # fmt: skip
+            service_changed = yield from ensure_file(h, service_file, service)
+            timer_changed = yield from ensure_file(h, timer_file, timer)
+            if service_changed or timer_changed or h.facts.jobs.get(name) != "systemd":
+                changed.append(unit)
+        if changed:
+            yield Command(h.shell(BACKGROUND, "jobs_enable", *changed))
+        return
+    runner = render(jinja, "run-job.sh.j2", app_name=s.app_name, run_dir=layout.run, current=layout.current,
+                    env_file=layout.app_env_file)  # fmt: skip
+    yield from ensure_file(h, layout.job_runner, runner, "root", app, "750")
+    lines = [
+        {"name": name, "cron": job.cron,
+         "command": " ".join(quote(a) for a in job.command_line(layout.venv)).replace("%", "\\%")}
+        for name, job in wanted.items()
+    ]  # fmt: skip
+    table = render(jinja, "cron.j2", app_name=s.app_name, runner=layout.job_runner, jobs=lines, log_dir=layout.logs)
+    yield from ensure_file(h, layout.cron_file, table)
+    if not h.facts.cron_running:
+        yield Command(h.shell(BACKGROUND, "cron_running"))

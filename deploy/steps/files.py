@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+from deploy.facts import FileFact
 from deploy.host import HostContext
 from deploy.ops import Command, Diff, Handler, Notify, Steps, Upload
 
@@ -26,6 +29,7 @@ def ensure_file(
         yield Command(
             h.shell(["release.sh"] if check else [], "install_file", staged, path, owner, group, mode, *check)
         )
+    h.facts.files[path] = FileFact(hashlib.sha256(content.encode()).hexdigest(), owner, group, mode)
     return True
 
 

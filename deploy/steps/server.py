@@ -16,7 +16,9 @@ def apt_packages(h: HostContext) -> Steps:
     """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
     call; the package lists updated first only when they are stale."""
     missing = [
-        p for p in packages.wanted(h.roles, wanted_manager(h), h.tls_mode, h.runs_redis) if not h.facts.installed(p)
+        p
+        for p in packages.wanted(h.roles, wanted_manager(h), h.tls_mode, h.runs_redis, h.jobs_by_cron)
+        if not h.facts.installed(p)
     ]
     if not missing:
         return
