@@ -1,15 +1,21 @@
 #!/bin/sh
-# `make test`'s suite, on two labs at once: the machine mostly waits on its lab hosts
-# (apt, pip, boots, health checks), so two labs on their own subnets finish in a little
-# more than half the time of one. The second lab takes the modules listed below; the
-# first takes every other module (those that name the first lab's 10.78.0.0/24 addresses
-# among them), and the unit tests. Arguments go to both pytest runs.
+# `make test`'s suite. One lab by default. With FABSTACK_TEST_LABS=2, two labs at once
+# (the machine mostly waits on its hosts: 17 instead of 23 minutes), the second on its
+# own subnet taking the modules listed below, the first every other module (those that
+# name the first lab's 10.78.0.0/24 addresses among them) and the unit tests. Not the
+# default yet: both two-lab runs so far had a failure that one lab never showed (fab
+# logs --follow still running 20 s after Ctrl-C; a provision that failed in 1.3 s), each
+# a bug to find under load before two labs become the default (docs/lab.md).
+# Arguments go to pytest.
 set -u
 cd "$(dirname "$0")/.." || exit 2
-SECOND="tests/test_database.py tests/test_https.py tests/test_your_project.py
+SECOND="tests/test_database.py tests/test_https.py tests/test_your_project.py tests/test_background_sshd.py
 tests/test_faults.py tests/test_sudo.py tests/test_trixie_dry_run.py"
 ignore=
 for module in $SECOND; do ignore="$ignore --ignore=$module"; done
+if [ "${FABSTACK_TEST_LABS:-1}" != 2 ]; then
+    exec .venv/bin/pytest -q --durations=30 "$@"
+fi
 logs=$(mktemp -d)
 # shellcheck disable=SC2086 # lists of paths without spaces
 .venv/bin/pytest -q --durations=30 $ignore "$@" > "$logs/first.log" 2>&1 &
