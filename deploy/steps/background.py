@@ -25,31 +25,29 @@ BACKGROUND = ["background.sh"]
 PLAIN = re.compile(r"[\w./:=@+,-]+")
 
 
+def _word(text: str, escaped: str) -> str:
+    """escaped as is when text is plain, else in double quotes with \\ and \" escaped
+    (what systemd and supervisor both read as one word)."""
+    if PLAIN.fullmatch(text):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def systemd_quote(arg: str) -> str:
     """One ExecStart word: systemd splits on spaces, honours double quotes, expands
     %-specifiers and $VARIABLES: both doubled."""
-    escaped = arg.replace("%", "%%").replace("$", "$$")
-    if PLAIN.fullmatch(arg):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _word(arg, arg.replace("%", "%%").replace("$", "$$"))
 
 
 def supervisor_quote(arg: str) -> str:
     """One word of a supervisor command or environment value (shlex, %-expansions)."""
-    escaped = arg.replace("%", "%%")
-    if PLAIN.fullmatch(arg):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _word(arg, arg.replace("%", "%%"))
 
 
 def env_text(h: HostContext) -> str:
     """The app's environment as systemd's EnvironmentFile reads it (no secret values)."""
     env = appenv.app_env(h.settings, h.facts)
-    return "".join(f"{name}={systemd_env_value(value)}\n" for name, value in env.items())
-
-
-def systemd_env_value(value: str) -> str:
-    return value if PLAIN.fullmatch(value) else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "".join(f"{name}={_word(value, value)}\n" for name, value in env.items())
 
 
 def _unit(h: HostContext, process: Process) -> str:
