@@ -7,6 +7,7 @@ fail (never skip) when hosts cannot start.
 
 from __future__ import annotations
 
+import difflib
 import os
 import pty
 import re
@@ -30,6 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 FAB = str(Path(sys.executable).parent / "fab")
 TEST_HOME = Path(os.environ.get("FABSTACK_TEST_LAB_DIR", "/var/lib/fabstack-lab-test"))
 TEST_SUBNET = os.environ.get("FABSTACK_TEST_LAB_SUBNET", "10.78.0.0/24")
+
+
+def unused_address(last: int) -> str:
+    """An address on the test lab's bridge where no host lives (traffic to it stays here)."""
+    return TEST_SUBNET.rsplit(".", 1)[0] + f".{last}"
+
+
 SUMMARY = re.compile(r"^(\S+) ok=(\d+) changed=(\d+) failed=(\d+)$", re.M)
 
 os.environ["FABSTACK_LAB_DIR"] = str(TEST_HOME)
@@ -276,6 +284,14 @@ class Remote:
             "-o -path /var/log/journal -o -path /var/log/wtmp -o -path /var/log/btmp -o -path /var/log/lastlog "
             "\\) -prune -o -type d -printf '%p/ %m %u:%g\\n' -o -printf '%p %s %T@ %m %u:%g %l\\n' | sort"
         )
+
+
+def changed_paths(before: str, after: str, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The paths whose line differs between two `Remote.tree()` listings, minus those under
+    `ignore`: a failing comparison names what changed instead of printing two whole trees."""
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+    paths = {line[1:].split(" ", 1)[0] for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---")}
+    return sorted(p for p in paths if not p.startswith(ignore))
 
 
 LOGS_KEPT = Path(os.environ.get("FABSTACK_TEST_LOGS", "/tmp/fabstack-test-logs"))

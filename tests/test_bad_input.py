@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import Remote, fab, sample_variant
+from conftest import Remote, changed_paths, fab, sample_variant
 
 from deploy.lab import Lab
 
@@ -128,8 +128,9 @@ def test_bad_input_has_a_one_line_error_and_leaves_the_host_unchanged(host, befo
             failures.append(f"{case.id}: exit {run.code}, want {case.code} and {expect!r} in:\n{run.out}{run.err}")
         elif case.code == 2 and len(run.err.strip().splitlines()) != 1:
             failures.append(f"{case.id}: want one line on stderr, got:\n{run.err}")
-        if r.tree() != before[0]:
-            failures.append(f"{case.id}: the host's file tree changed")
+        changed = changed_paths(before[0], r.tree())
+        if changed:
+            failures.append(f"{case.id}: the host's file tree changed: {changed}")
             break
     assert not failures, "\n".join(failures)
     assert r.run(CONFIGS) == before[1]

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ColdRun, Remote, fab
+from conftest import TEST_SUBNET, ColdRun, Remote, fab
 from fabric import Config
 
 from deploy.connection import ConnectError, connect
@@ -144,7 +144,7 @@ def test_down_leaves_nothing_behind():
 def test_lab_tasks_from_fab(lab: Lab):
     up = fab("lab.up", "--count", "1", "--init", "sshd", "--prefix", "cli")
     assert up.code == 0, up
-    assert "cli1 root@10.78.0." in up.out
+    assert f"cli1 root@{TEST_SUBNET.rsplit('.', 1)[0]}." in up.out
     status = fab("lab.status")
     assert "cli1" in status.out and "running" in status.out
     bad = fab("lab.up", "--init", "docker")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ColdRun, Remote, fab, sample_variant
+from conftest import ColdRun, Remote, fab, sample_variant, unused_address
 
 from deploy.lab import Lab
 
@@ -122,15 +122,16 @@ def test_stopped_app_is_passed_over(farm, cold, tmp_path):
 def test_unreachable_host_does_not_stop_the_others(farm, cold, tmp_path):
     settings = write_settings(tmp_path, farm, cold)
     data = yaml.safe_load(Path(settings).read_text())
-    data["hosts"].append({"host": "root@10.78.0.250", "roles": ["app"]})  # nothing lives there
+    nowhere = unused_address(250)
+    data["hosts"].append({"host": f"root@{nowhere}", "roles": ["app"]})  # nothing lives there
     Path(settings).write_text(yaml.safe_dump(data))
     run = fab("provision", settings=settings)
     assert run.code == 1, run
     totals = run.totals()
-    assert totals["root@10.78.0.250"][2] == 1
+    assert totals[f"root@{nowhere}"][2] == 1
     assert all(totals[h.target][2] == 0 for h in farm), run
-    assert "10.78.0.250:22 unreachable" in run.out
-    assert "failed on 1 of 5 host(s): root@10.78.0.250" in run.err
+    assert f"{nowhere}:22 unreachable" in run.out
+    assert f"failed on 1 of 5 host(s): root@{nowhere}" in run.err
 
 
 class Load:

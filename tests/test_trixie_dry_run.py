@@ -3,11 +3,10 @@ changes nothing, then the real provision + deploy serves, and a rerun changes no
 
 from __future__ import annotations
 
-import difflib
 import urllib.request
 
 import pytest
-from conftest import ColdRun, Remote, fab
+from conftest import ColdRun, Remote, changed_paths, fab
 
 from deploy.lab import Lab
 
@@ -15,12 +14,6 @@ pytestmark = pytest.mark.lab
 
 # What may change on a host just by logging in over SSH and reading it.
 VOLATILE = ("/var/log/", "/var/lib/systemd/", "/var/cache/", "/root/.cache/")
-
-
-def changed_paths(before: str, after: str) -> list[str]:
-    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
-    paths = {line[1:].split(" ", 1)[0] for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---")}
-    return sorted(p for p in paths if not p.startswith(VOLATILE))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def test_dry_run_of_provision_deploy_changes_nothing_on_a_fresh_host(trixie, col
     before = r.tree()
     run = fab("-H", trixie.target, "provision", "deploy", "--dry-run", settings=cold.settings)
     assert run.code == 0, run
-    assert changed_paths(before, r.tree()) == [], run
+    assert changed_paths(before, r.tree(), ignore=VOLATILE) == [], run
     summaries = [i for i, line in enumerate(run.out.splitlines()) if line.startswith("dry run: no host was changed")]
     assert len(summaries) == 2, run  # each task of the line was dry, and says so first
     assert "apt packages: changed (dry run)" in run.out and "provisioned: changed (dry run)" in run.out
