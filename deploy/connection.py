@@ -51,12 +51,21 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
+def new_connection(target: str, config: Config | None, timeout: int) -> Connection:
+    """A Connection (not open) with a config of its own. Fabric's Connection writes an
+    attribute into its config as it is made (inline_ssh_env), and invoke rebuilds a
+    config's whole dict on every write: with one config shared by the threads of a farm,
+    a host whose connection is being made empties the dict under another host's command,
+    which then fails with "No attribute or config key found"."""
+    return Connection(target, config=(config or Config()).clone(), connect_timeout=timeout)
+
+
 def connect(
     target: str, config: Config | None, known_hosts: list[str], timeout: int, accept_new: bool = False
 ) -> Connection:
     """Open an SSH connection that only accepts host keys listed in known_hosts (and,
     with accept_new, keys of hosts never seen before, which it records)."""
-    conn = Connection(target, config=config or Config(), connect_timeout=timeout)
+    conn = new_connection(target, config, timeout)
     conn.client.set_missing_host_key_policy(AcceptNewPolicy() if accept_new else paramiko.RejectPolicy())
     keys = conn.client.get_host_keys()
     for path in known_hosts_files(known_hosts):

@@ -18,7 +18,7 @@ import sys
 from invoke import Executor, Exit
 
 from deploy.console import Console
-from deploy.invocation import SESSION, ignore_broken_pipe
+from deploy.invocation import SESSION, set_signals
 from deploy.runner import Session
 
 
@@ -35,7 +35,7 @@ def remainder(joined: str) -> str:
 
 class HostsExecutor(Executor):
     def execute(self, *tasks):
-        ignore_broken_pipe()
+        set_signals()
         hosts = ""
         if self.core and "hosts" in self.core[0].args:
             hosts = self.core[0].args.hosts.value or ""

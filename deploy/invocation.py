@@ -5,6 +5,7 @@ an exit code that names the hosts that failed (exit 1)."""
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import hashlib
 import signal
 import sys
@@ -27,9 +28,12 @@ Report = Callable[[Console, list[HostResult]], None]
 SESSION = "fabstack_session"  # the invoke config key the executor puts the run's Session under
 
 
-def ignore_broken_pipe() -> None:
-    """`fab status | head` should end quietly, like any Unix tool, not with a traceback."""
+def set_signals() -> None:
+    """`fab status | head` ends quietly, like any Unix tool, not with a traceback; and
+    `kill -USR1 PID` prints every thread's stack to stderr, fab running on: how a run
+    that hangs (a host that stopped answering) is found without stopping it."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
 
 
 def session_of(c: Context) -> Session:

@@ -94,3 +94,19 @@ def test_blocked_fails_a_real_run_and_is_a_change_to_come_in_a_dry_run():
 def test_a_step_must_be_a_generator():
     with pytest.raises(TypeError, match="must yield operations"):
         RecordingRun(dry_run=False).step("old style", lambda h: True)
+
+
+def test_a_new_connection_never_writes_into_the_shared_config():
+    """Each host's connection gets a clone: making one (Fabric writes inline_ssh_env into
+    its config, and invoke rebuilds the dict on a write) left the farm's other threads
+    reading an emptied dict in a two-lab CI run (an AttributeError after 1.3 s)."""
+    from fabric import Config
+
+    from deploy.connection import new_connection
+
+    shared = Config(overrides={"sudo": {"password": "typed-once"}})
+    before = dict(shared._modifications)
+    conns = [new_connection(f"root@10.0.0.{n}", shared, 5) for n in (1, 2)]
+    assert shared._modifications == before  # nothing written into the shared one
+    assert conns[0].config is not shared and conns[0].config is not conns[1].config
+    assert conns[1].config.sudo.password == "typed-once"  # what the user gave is in each
