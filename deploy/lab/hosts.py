@@ -169,6 +169,7 @@ class Lab:
             argv = [
                 "systemd-nspawn", "-q", "-b", "-D", str(root), f"--network-namespace-path=/run/netns/{host.netns}",
                 "-M", host.name, "--register=no", "--keep-unit",
+                "--capability=CAP_NET_ADMIN",  # its own network namespace: a firewall of its own, as a server has
             ]  # fmt: skip
         else:
             script = (

@@ -60,7 +60,10 @@ class Network:
     def add_host(self, netns: str, veth: str, address: str) -> None:
         self.remove_host(netns, veth)
         sh("ip", "netns", "add", netns)
-        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        # a host keeps its MAC across power cycles, as a server's NIC does: with a new one its
+        # neighbours kept sending to the old MAC until their ARP entries aged (up to ~45 s)
+        mac = "02:fa:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "address", mac, "netns", netns)
         sh("ip", "link", "set", veth, "master", self.bridge, "up")
         sh("ip", "-n", netns, "addr", "add", f"{address}/{self.net.prefixlen}", "dev", "eth0")
         sh("ip", "-n", netns, "link", "set", "eth0", "up")
