@@ -55,6 +55,11 @@ def covers(names: list[str] | tuple[str, ...], domain: str) -> bool:
     return any(name == domain or (name.startswith("*.") and domain.partition(".")[2] == name[2:]) for name in names)
 
 
+def uncovered(names: list[str] | tuple[str, ...], domains: list[str] | tuple[str, ...]) -> list[str]:
+    """The domains a certificate for names is not valid for."""
+    return [d for d in domains if not covers(names, d)]
+
+
 def parse(raw: dict, server_name: str) -> Tls | None:
     """The `tls` mapping, checked: None when it is empty (plain HTTP)."""
     if not raw:
@@ -158,7 +163,7 @@ def check_pair(certificate: str, key: str, domains: tuple[str, ...], where: str 
         dns = names.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         dns = []
-    missing = [d for d in domains if not covers(dns, d)]
+    missing = uncovered(dns, domains)
     if missing:
         raise TlsError(
             f"tls.certificate: {where} does not cover {missing[0]} (it names {', '.join(dns) or 'no DNS name'}); "

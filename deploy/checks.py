@@ -12,7 +12,7 @@ import contextlib
 import time
 
 from deploy import scripts
-from deploy.certificates import WARN_DAYS, covers
+from deploy.certificates import WARN_DAYS, uncovered
 from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
 from deploy.plans import refuse
@@ -96,7 +96,7 @@ def tls_findings(h: HostContext, cert: CertificateFact | None, now: float) -> di
     path = h.tls_paths[0]
     if cert is None or not cert.expires:
         return {"certificate": f"no readable certificate at {path}"}
-    missing = [d for d in tls.domains if not covers(cert.names, d)]
+    missing = uncovered(cert.names, tls.domains)
     left = cert.days_left(int(now))
     return {
         "certificate matches its key": "" if cert.key_matches else f"{path} does not match its key {h.tls_paths[1]}",

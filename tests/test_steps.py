@@ -67,6 +67,16 @@ def calls(ops: list) -> list[str]:
     return shown
 
 
+def written(path: str, owner: str = "root", group: str = "root", mode: str = "644") -> list[str]:
+    """The operations (as calls() shows them) that write a file root owns: diff, upload, install."""
+    staged = path.strip("/").replace("/", "_")
+    return [
+        f"diff: {path}",
+        f"upload: {staged}",
+        f"command: install_file /tmp/stage/{staged} {path} {owner} {group} {mode}",
+    ]
+
+
 def file_facts(path: str, content: str, meta: str = "root:root 644") -> dict:
     return {f"sha.{path}": hashlib.sha256(content.encode()).hexdigest(), f"meta.{path}": meta}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import openssl_certificate
-from test_steps import CONVERGED, calls, drive, file_facts, host, with_facts
+from test_steps import CONVERGED, calls, drive, file_facts, host, with_facts, written
 
 from deploy import settings as s
 from deploy.ops import Diff, Notify, Say
@@ -76,12 +76,8 @@ def test_own_certificate_is_uploaded_root_only_and_the_site_serves_https(own):
     ops = drive(tls.certificate_files(h))
     assert calls(ops) == [
         "command: install -d -o root -g root -m 700 /etc/fabstack/django/tls",
-        "diff: /etc/fabstack/django/tls/privkey.pem",
-        "upload: etc_fabstack_django_tls_privkey.pem",
-        "command: install_file /tmp/stage/etc_fabstack_django_tls_privkey.pem /etc/fabstack/django/tls/privkey.pem root root 600",
-        "diff: /etc/fabstack/django/tls/fullchain.pem",
-        "upload: etc_fabstack_django_tls_fullchain.pem",
-        "command: install_file /tmp/stage/etc_fabstack_django_tls_fullchain.pem /etc/fabstack/django/tls/fullchain.pem root root 644",
+        *written("/etc/fabstack/django/tls/privkey.pem", mode="600"),
+        *written("/etc/fabstack/django/tls/fullchain.pem"),
         "notify: RELOAD_NGINX",
     ]
     assert all(op.content is None for op in ops if isinstance(op, Diff))  # never in a diff

@@ -87,3 +87,38 @@ install_dirs() {
         install -d -o "${spec##*:}" -g "$d_group" -m "$d_mode" "${spec%:*}" || return 1
     done
 }
+
+# live PID: PID is a running process (not a zombie).
+live() {
+    [ -n "$1" ] && [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# gone_within PID SECONDS: wait until PID has exited; false if it still runs after SECONDS.
+gone_within() {
+    for _ in $(seq 1 $(($2 * 5))); do
+        live "$1" || return 0
+        sleep 0.2
+    done
+    ! live "$1"
+}
+
+# spawn_as_app DIR LOG ARGV...: ARGV under nohup in its own session (its pid is its
+# process group) as the app user in DIR, with SPAWN_ENV (NAME=VALUE lines, may be empty)
+# as its whole environment; sets $spawned to its pid (setsid, setpriv, env, sh and nohup
+# all exec: a crash at start is seen at once). LOG is opened by the app user's shell,
+# never by root's.
+spawn_as_app() {
+    spawn_dir=$1
+    shift
+    set -f
+    spawn_ifs=$IFS
+    IFS='
+'
+    # shellcheck disable=SC2086,SC2016 # SPAWN_ENV splits on newlines; expanded by the app's shell
+    setsid setpriv --reuid="$APP" --regid="$APP" --init-groups --reset-env env -C "$spawn_dir" ${SPAWN_ENV:-} \
+        sh -c 'log=$1; shift; exec nohup "$@" >> "$log" 2>&1' - "$@" < /dev/null > /dev/null 2>&1 &
+    # shellcheck disable=SC2034 # read by the caller
+    spawned=$!
+    IFS=$spawn_ifs
+    set +f
+}

@@ -10,11 +10,6 @@
 # PROGRAM_FILE (supervisor), SUPERVISOR_LOG, BIND, HEALTH_PY (deploy/remote/health.py),
 # HEALTH_PATH, HEALTH_HOST, HEALTH_TIMEOUT, HEALTH_STRICT, HEALTH_RETRIES, BAD_ANSWERS.
 
-# live PID: the process exists and is not a zombie.
-live() {
-    [ -n "$1" ] && [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
-}
-
 # is_master PID: PID is a gunicorn running as the app user.
 is_master() {
     case $1 in '' | 0 | *[!0-9]*) return 1 ;; esac
@@ -114,14 +109,10 @@ start_app() {
     master=
     case $1 in
         nohup)
-            # setsid, setpriv, env, sh -c's exec and nohup all exec: $! is the gunicorn
-            # master itself, so a crash at start is seen at once, and root records it in
-            # its own directory. The log is opened by the app user's shell, never root's.
-            # shellcheck disable=SC2016 # expanded by the app user's shell
-            setsid setpriv --reuid="$APP" --regid="$APP" --init-groups --reset-env env -C / \
-                sh -c 'exec nohup "$0" --config "$1" >> "$2/gunicorn.out" 2>&1' "$VENV/bin/gunicorn" "$CONFIG" "$LOGS" \
-                < /dev/null > /dev/null 2>&1 &
-            master=$!
+            # the master itself is $spawned; root records it in its own directory
+            SPAWN_ENV='' spawn_as_app / "$LOGS/gunicorn.out" "$VENV/bin/gunicorn" --config "$CONFIG"
+            # shellcheck disable=SC2154 # set by spawn_as_app (common.sh)
+            master=$spawned
             mkdir -p "$STATE" && echo "$master" > "$RECORD.new" && mv -f "$RECORD.new" "$RECORD"
             ;;
         systemd)
@@ -148,14 +139,7 @@ stop_app() {
         systemd) systemctl stop "$UNIT" ;;
         supervisor) supervisorctl stop "$PROGRAM" > /dev/null ;;
     esac
-    for _ in $(seq 1 150); do
-        live "$pid" || {
-            rm -f "$RECORD"
-            return 0
-        }
-        sleep 0.2
-    done
-    kill -KILL "$pid"
+    gone_within "$pid" 30 || kill -KILL "$pid"
     rm -f "$RECORD"
 }
 

@@ -9,7 +9,7 @@ running nginx (deploy/steps/nginx.py puts the location in the site first).
 
 from __future__ import annotations
 
-from deploy.certificates import RENEW_DAYS, covers
+from deploy.certificates import RENEW_DAYS, uncovered
 from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
 from deploy.ops import Command, Handler, Notify, Probe, Say, Steps
@@ -62,7 +62,7 @@ def wanted_issue(h: HostContext) -> str:
         return "no certificate yet"
     if not cert.key_matches:
         return "the certificate does not match its key"
-    missing = [d for d in tls.domains if not covers(cert.names, d)]
+    missing = uncovered(cert.names, tls.domains)
     if missing:
         return f"the certificate lacks {', '.join(missing)}"
     if cert.days_left(h.facts.now) < RENEW_DAYS:
