@@ -35,6 +35,26 @@ class FileFact:
 
 
 @dataclass(frozen=True)
+class BackgroundFact:
+    """A background process on the host: its manager, how many instances run, their pids
+    (unknown, empty, after a step started them)."""
+
+    manager: str
+    running: int = 0
+    pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobFact:
+    """A scheduled job on the host: run by systemd (a timer) or cron; the timer's state (or
+    cron's), and when the job last started ('' for never)."""
+
+    kind: str
+    state: str = ""
+    last: str = ""
+
+
+@dataclass(frozen=True)
 class CertificateFact:
     """The certificate nginx serves on a host that ends TLS."""
 
@@ -88,10 +108,10 @@ class HostFacts:
     db_exists: bool = False
     redis: str = ""  # a Redis host: online or down ('' when not installed)
     redis_included: bool = False  # redis.conf includes fabstack's files
+    firewall: str = ""  # a farm's Redis host: loaded when fabstack's nftables table is there
     certificate: CertificateFact | None = None  # a host that ends TLS: the one it serves, if any
-    background: dict[str, tuple[str, int]] = field(default_factory=dict)  # process -> (manager, instances running)
-    jobs: dict[str, str] = field(default_factory=dict)  # scheduled job -> systemd or cron
-    job_last: dict[str, str] = field(default_factory=dict)  # scheduled job -> when its timer last ran
+    background: dict[str, BackgroundFact] = field(default_factory=dict)  # process -> manager, pids
+    jobs: dict[str, JobFact] = field(default_factory=dict)  # scheduled job -> how it runs, when it last ran
     cron_running: bool = False
     extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
 
@@ -144,11 +164,12 @@ class HostFacts:
             elif kind == "dir" and path:
                 facts.dirs[path] = value
             elif kind == "job" and path:
-                facts.jobs[path], _, last = value.partition(" ")
-                facts.job_last[path] = last
+                kind, state, last = (value.split(" ", 2) + ["", ""])[:3]
+                facts.jobs[path] = JobFact(kind, state, last.strip())
             elif kind == "bg" and path:
-                manager, _, running = value.partition(" ")
-                facts.background[path] = (manager, int(running) if running.isdigit() else 0)
+                manager, *pids = value.split()
+                known = tuple(int(p) for p in pids if p.isdigit())
+                facts.background[path] = BackgroundFact(manager, len(known), known)
             elif kind == "link" and path:
                 facts.links[path] = value
             elif key == "pg":
@@ -196,7 +217,7 @@ _FLAGS = {
 _TEXTS = {
     **{name: name for name in ("os", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")},
     **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},
-    **{name: name for name in ("app_pid", "nginx_pid", "redis")},
+    **{name: name for name in ("app_pid", "nginx_pid", "redis", "firewall")},
     "user": "app_uid",
 }
 

@@ -74,6 +74,12 @@ class HostContext:
         return self.settings.redis and ("db" in self.roles or self.member is None)
 
     @property
+    def guards_redis(self) -> bool:
+        """Redis here listens on the private address too (a farm's db host): a firewall
+        table lets the app hosts in, nobody else."""
+        return self.runs_redis and self.member is not None
+
+    @property
     def background_here(self) -> list[Process]:
         """The background processes this host runs: those on every app host, and those on
         one host when this is the first app host (or the single host)."""

@@ -7,17 +7,25 @@ LB = ("nginx", "python3")  # python3: the health check a load balancer runs
 APP = ("nginx", "python3", "python3-venv")
 DB = ("postgresql",)
 REDIS = ("redis-server",)
+FIREWALL = ("nftables",)  # Redis on a farm's db host: reachable by the app hosts only
 TLS = ("openssl",)  # a host that ends TLS: its certificate read and checked
 ACME = ("certbot",)  # the host that gets the certificate from an ACME CA
 CRON = ("cron",)  # scheduled jobs on a host without systemd
 BY_MANAGER = {"supervisor": ("supervisor",)}  # what a process manager brings
 KNOWN = tuple(
-    dict.fromkeys([*APP, *LB, *DB, *REDIS, *TLS, *ACME, *CRON, *(p for extra in BY_MANAGER.values() for p in extra)])
+    dict.fromkeys(
+        [*APP, *LB, *DB, *REDIS, *FIREWALL, *TLS, *ACME, *CRON, *(p for extra in BY_MANAGER.values() for p in extra)]
+    )
 )
 
 
 def wanted(
-    roles: frozenset[str] | set[str], manager: str, tls: str = "", redis: bool = False, cron: bool = False
+    roles: frozenset[str] | set[str],
+    manager: str,
+    tls: str = "",
+    redis: bool = False,
+    cron: bool = False,
+    firewall: bool = False,
 ) -> tuple[str, ...]:
     """The packages a host with these roles needs, its app kept running by manager;
     tls: "acme" on the host that gets the certificate, "files" where one is put."""
@@ -30,6 +38,8 @@ def wanted(
         wanted += DB
     if redis:
         wanted += REDIS
+    if firewall:
+        wanted += FIREWALL
     if cron:
         wanted += CRON
     if tls:

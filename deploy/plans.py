@@ -29,6 +29,8 @@ def provision(h: HostRun) -> None:
         h.step("postgresql running", database.running)
         h.step("database", database.database)
         h.step("daily backups", database.backup_timer)
+    if h.guards_redis:
+        h.step("redis firewall", redis.firewall)
     if h.runs_redis:
         h.step("redis", redis.config)
     if h.is_app:

@@ -49,6 +49,8 @@ VARIABLES = {
     "postgresql.conf.j2": ("listen", "port"),
     "pg_hba.conf.j2": ("db_name", "db_user", "clients"),
     "redis.conf.j2": ("app_name", "address", "port"),
+    "firewall.nft.j2": ("app_name", "unit", "table", "services"),
+    "firewall.service.j2": ("app_name", "file", "table", "before"),
     "db-backup.service.j2": ("app_name", "backups", "keep", "port", "db_name"),
     "db-backup.timer.j2": ("app_name", "unit"),
     "gunicorn.service.j2": ("app_name", "venv", "config", "log_dir", "stop_timeout", "unit", "program", "stdout_log"),

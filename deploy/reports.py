@@ -10,7 +10,7 @@ import time
 from deploy import scripts
 from deploy.certificates import WARN_DAYS
 from deploy.console import Console
-from deploy.facts import CertificateFact
+from deploy.facts import BackgroundFact, CertificateFact, HostFacts, JobFact
 from deploy.layout import Layout
 from deploy.ops import Say, Steps
 from deploy.plans import refuse
@@ -62,8 +62,8 @@ def status(h: HostRun) -> None:
     if h.ends_tls:
         row["certificate"] = certificate_state(h, f.certificate)
     wanted = {p.name: p.count for p in h.background_here}
-    shown = [f"{n} {f.background.get(n, ('', 0))[1]}/{wanted.get(n, 0)}" for n in sorted({*wanted, *f.background})]
-    shown += [f"{name} last {_clock(f.job_last.get(name, ''))}" for name in sorted(f.jobs)]
+    shown = [_process(n, f.background.get(n), wanted.get(n, 0)) for n in sorted({*wanted, *f.background})]
+    shown += [_job(name, job) for name, job in sorted(f.jobs.items())]
     if shown:
         row["background"] = ", ".join(shown)
     h.result.data = row
@@ -72,8 +72,12 @@ def status(h: HostRun) -> None:
     )
     problems += [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     problems += [f"db {row['db']}"] if "db" in row and not f.pg_online else []
-    short = [name for name, count in wanted.items() if f.background.get(name, ("", 0))[1] < count]
+    short = [name for name, count in wanted.items() if name not in f.background or f.background[name].running < count]
+    stopped = [name for name, job in f.jobs.items() if job.state != "active"]
     problems += [f"background process {name} not running" for name in short]
+    problems += [
+        f"job {name}: its {'timer' if f.jobs[name].kind == 'systemd' else 'cron'} is not active" for name in stopped
+    ]
     if row["health"] not in ("ok", "-"):
         problems.append(f"health check: {row['health']}")
     # a host from before the passed record has none: only a record that names another
@@ -84,12 +88,36 @@ def status(h: HostRun) -> None:
     h.step("status", refuse if problems else done, *(["; ".join(problems)] if problems else []), report=False)
 
 
-def _clock(systemd_time: str) -> str:
-    """`20:41:00` from systemd's `Fri 2026-11-27 20:41:00 UTC`; `never` when empty."""
-    parts = systemd_time.split()
+def _log_kind(facts: HostFacts, name: str) -> str:
+    """Where a background process's or job's output is: its manager's (systemd, supervisor,
+    nohup), its timer's journal (timer) or its cron log (cron); '' when the host has none."""
+    if name in facts.background:
+        return facts.background[name].manager
+    job = facts.jobs.get(name)
+    return ("timer" if job.kind == "systemd" else job.kind) if job else ""
+
+
+def _process(name: str, found: BackgroundFact | None, wanted: int) -> str:
+    """`worker 2/2 pid 812 813`: instances running / wanted, and their pids."""
+    running, pids = (found.running, found.pids) if found else (0, ())
+    return f"{name} {running}/{wanted}" + (" pid " + " ".join(map(str, pids)) if pids else "")
+
+
+def _job(name: str, job: JobFact) -> str:
+    """`tick timer active, last 20:41:00` (or `cron active`, `never`)."""
+    how = "timer" if job.kind == "systemd" else job.kind
+    return f"{name} {how} {job.state or 'unknown'}, last {_clock(job.last)}"
+
+
+def _clock(when: str) -> str:
+    """`20:41:00` from systemd's `Fri 2026-11-27 20:41:00 UTC` or the cron log's
+    `2026-11-27T20:41:00Z`; `never` when empty."""
+    parts = when.split()
     if len(parts) >= 3:
         return parts[2]
-    return "never" if systemd_time in ("", "n/a") else systemd_time
+    if "T" in when:
+        return when.split("T", 1)[1].rstrip("Z")
+    return "never" if when in ("", "n/a") else when
 
 
 def certificate_state(h: HostRun, cert: CertificateFact | None) -> str:
@@ -175,9 +203,13 @@ def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False, pro
     def show(h: HostRun) -> None:
         if process:
             h.read_facts()
-            manager = h.facts.background.get(process, ("", 0))[0]
+            manager = _log_kind(h.facts, process)
+            if not manager and any(job.name == process for job in h.settings.jobs) and not h.first_app_host:
+                h.result.data = {"logs": ""}  # a job runs on the first app host alone: nothing to show here
+                return
             if not manager:
-                h.step("logs", refuse, f"no background process {process} here; fab status lists them", report=False)
+                h.step("logs", refuse, f"no background process or job {process} here; fab status lists them",
+                       report=False)  # fmt: skip
             out = h.run(h.shell(["background.sh"], "bg_tail", process, manager, lines))
             h.result.data = {"logs": out}
             h.step("logs", _show, out, report=False)

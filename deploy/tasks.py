@@ -83,7 +83,7 @@ def _control_task(name: str, doc: str):
 @task(
     help={
         "lines": "how many lines of each log (default 20)",
-        "process": "a background process's output instead",
+        "process": "a background process's or scheduled job's output instead",
         "app": "only gunicorn's logs",
         "nginx": "only nginx's logs for the site",
         "follow": "keep printing new lines as they come, until Ctrl-C",

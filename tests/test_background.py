@@ -5,8 +5,9 @@ lab tests (test_database.py) run a Celery worker with Redis on a real farm."""
 from __future__ import annotations
 
 import pytest
-from test_steps import calls, drive, file_facts, host, with_facts
+from test_steps import calls, drive, file_facts, host, with_facts, written
 
+from deploy import packages
 from deploy import settings as s
 from deploy.steps import background, redis
 
@@ -66,13 +67,13 @@ def test_converged_workers_change_nothing_a_new_release_restarts_them_and_a_remo
     h = host(processes={"worker": WORKER})
     env, unit = background.env_text(h), background._unit(h, h.settings.background[0])
     facts = with_facts(**file_facts("/srv/django/config/app.env", env, "root:django 640"),
-                       **file_facts("/etc/systemd/system/fabstack-django.worker@.service", unit), **{"bg.worker": "systemd 1"})  # fmt: skip
+                       **file_facts("/etc/systemd/system/fabstack-django.worker@.service", unit), **{"bg.worker": "systemd 812"})  # fmt: skip
     converged = host(facts, processes={"worker": WORKER})
     assert drive(background.processes(converged)) == []
     assert calls(drive(background.processes(converged, True))) == [
         "command: bg_restart worker systemd 1 60 /srv/django/venv/bin/celery -A sample worker -l info"
     ]
-    crashed = host({**facts, "bg.worker": "systemd 0"}, processes={"worker": WORKER})
+    crashed = host({**facts, "bg.worker": "systemd"}, processes={"worker": WORKER})
     assert calls(drive(background.processes(crashed))) == [
         "command: bg_start worker systemd 1 /srv/django/venv/bin/celery -A sample worker -l info"
     ]
@@ -125,9 +126,53 @@ def test_jobs_are_timers_on_the_first_app_host_and_cron_where_systemd_does_not_r
     assert ops[-1] == "command: jobs_enable fabstack-django.job-tick"
     assert "diff: /etc/systemd/system/fabstack-django.job-tick.timer" in ops
     assert drive(background.jobs(second)) == []
-    moved = host(with_facts(**{"job.tick": "systemd Fri 2026-11-27 20:41:00 UTC"}), target="root@10.0.0.12", **raw)
+    moved = host(
+        with_facts(**{"job.tick": "systemd active Fri 2026-11-27 20:41:00 UTC"}), target="root@10.0.0.12", **raw
+    )
     assert calls(drive(background.jobs(moved))) == ["command: job_remove tick systemd"]
     no_systemd = host(with_facts(pid1="sshd", systemd=""), **{k: v for k, v in raw.items() if k != "hosts"})
     ops = calls(drive(background.jobs(no_systemd)))
     assert "diff: /etc/cron.d/fabstack-django" in ops and ops[-1] == "command: cron_running"
     assert no_systemd.jobs_by_cron
+
+
+def test_redis_on_a_farm_is_behind_a_firewall_table_that_lets_in_the_app_hosts_alone():
+    db = host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=with_facts(pid1="systemd"))
+    assert db.guards_redis and not host(redis=True, database="postgresql").guards_redis  # a single host: loopback
+    ops = drive(redis.firewall(db))
+    assert calls(ops) == [
+        *written("/etc/fabstack/django/firewall.nft", mode="600"),
+        *written("/etc/systemd/system/fabstack-django-firewall.service"),
+        "command: firewall_load",
+    ]
+    rules, unit = ops[0].content, ops[3].content
+    assert "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 6379 accept" in rules
+    assert rules.index("dport 6379 accept") < rules.index("tcp dport 6379 drop") and "10.0.0.2," not in rules
+    assert "Before=network-pre.target shutdown.target redis-server.service" in unit
+    facts = with_facts(pid1="systemd", firewall="loaded")
+    facts |= file_facts("/etc/fabstack/django/firewall.nft", rules, "root:root 600")
+    facts |= file_facts("/etc/systemd/system/fabstack-django-firewall.service", unit)
+    assert drive(redis.firewall(host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=facts))) == []
+    flushed = {**facts, "firewall": ""}  # nftables.service flushed the ruleset: loaded again
+    assert calls(drive(redis.firewall(host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=flushed)))) == [
+        "command: firewall_load"
+    ]
+    assert "nftables" in packages.wanted({"db"}, "systemd", redis=True, firewall=db.guards_redis)
+
+
+def test_status_shows_each_process_s_pids_and_each_job_s_state_and_last_run():
+    from deploy import reports
+    from deploy.facts import HostFacts
+
+    facts = HostFacts.parse(
+        "bg.worker=systemd 812 813 \nbg.beat=nohup\njob.tick=systemd active Fri 2026-11-27 20:41:00 UTC\n"
+        "job.nightly=cron inactive 2026-11-27T03:00:01Z\njob.new=systemd active n/a\n"
+    )
+    assert facts.background["worker"].pids == (812, 813) and facts.background["beat"].running == 0
+    assert reports._process("worker", facts.background["worker"], 2) == "worker 2/2 pid 812 813"
+    assert reports._process("beat", facts.background["beat"], 1) == "beat 0/1"
+    assert reports._job("tick", facts.jobs["tick"]) == "tick timer active, last 20:41:00"
+    assert reports._job("nightly", facts.jobs["nightly"]) == "nightly cron inactive, last 03:00:01"
+    assert reports._job("new", facts.jobs["new"]) == "new timer active, last never"
+    kinds = [reports._log_kind(facts, n) for n in ("worker", "beat", "tick", "nightly", "other")]
+    assert kinds == ["systemd", "nohup", "timer", "cron", ""]

@@ -5,6 +5,7 @@ test time with Celery wired in."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
@@ -63,5 +64,10 @@ def test_a_worker_and_a_cron_job_on_a_host_without_systemd(lab: Lab, deployed_sn
         assert log.splitlines().count("tick") >= 2 and len(minutes) >= 2, log  # ran, and printed, twice
         assert len(set(minutes)) == len(minutes), log  # once a minute
         assert r.run("stat -c %U /var/log/django/job-tick.log").strip() == "django"
+        status = fab("-H", host.target, "status", settings=settings)  # each process's pids, the job's last run
+        assert f"worker 1/1 pid {second[0]}" in status.out, status
+        assert re.search(r"tick cron active, last \d\d:\d\d:\d\d", status.out), status
+        logs = fab("-H", host.target, "logs", "--process", "tick", "--lines", "3", settings=settings)
+        assert logs.code == 0 and logs.out.count("tick") >= 1 and len(logs.out.splitlines()) <= 4, logs
     finally:
         r.conn.close()

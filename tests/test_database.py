@@ -4,6 +4,7 @@ project (made at test time) sharing one database; only the app hosts get in."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import shlex
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from conftest import BIN, ColdRun, FabRun, Remote, fab, get, git, sample_variant, stock_project, with_celery
 
-from deploy.lab import Lab
+from deploy.lab import Host, Lab
 
 pytestmark = pytest.mark.lab
 WORKER = "celery -A mysite worker -l info --concurrency 2"
@@ -34,6 +35,16 @@ except OSError as exc:
 s.sendall(struct.pack("!i", len(body) + 4) + body)
 answer = s.recv(4096)
 print({"R": "asks for a password", "E": "rejected"}.get(answer[:1].decode(errors="replace"), answer[:1]), answer[5:200])
+"""
+# A raw PING to Redis: its answer (-NOAUTH: the client got in), or what stopped it.
+REDIS_PING = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], 6379), timeout=3)
+    s.sendall(b"PING\\r\\n")
+    print(s.recv(100).decode().strip())
+except OSError as exc:
+    print("no answer:", exc)
 """
 CONNECT = """
 import sys, psycopg
@@ -159,6 +170,7 @@ def worker_masters(remote: Remote) -> list[tuple[str, str, str]]:
 def test_a_celery_worker_runs_the_site_s_tasks_with_redis_on_the_db_host(farm):
     (lb, app1, app2, db), other, settings = farm
     assert get(f"http://{lb.address}/notes/later/?add=from-a-worker") == (200, "queued")
+    assert redis_answers(db, lb, other, app2) == {lb.name: "no answer", other.name: "no answer", app2.name: "-NOAUTH"}
     assert "from-a-worker" in wait_for_note(lb, "from-a-worker")
     for host in (app1, app2):
         r = Remote(host)
@@ -176,7 +188,21 @@ def test_a_celery_worker_runs_the_site_s_tasks_with_redis_on_the_db_host(farm):
     finally:
         d.conn.close()
     status = fab("status", settings=settings)
-    assert status.code == 0, status
+    assert status.code == 0 and len(re.findall(r"worker 1/1 pid \d+", status.out)) == 2, status
+
+
+def redis_answers(db: Host, *clients: Host) -> dict[str, str]:
+    """What each client gets from Redis on the db host: the app hosts its password prompt,
+    any other host nothing (fabstack's firewall drops it)."""
+    answers = {}
+    for client in clients:
+        r = Remote(client)
+        try:
+            answer = r.run(f"python3 -c {shlex.quote(REDIS_PING)} {db.address}")
+            answers[client.name] = answer.split()[0] if answer.startswith("-") else answer.split(":")[0]
+        finally:
+            r.conn.close()
+    return answers
 
 
 def test_a_deploy_lets_a_running_task_finish_and_loses_none(farm, tmp_path):
@@ -347,7 +373,7 @@ def test_a_daily_timer_backs_up_on_the_db_host_and_keeps_the_newest(farm):
 
 
 def test_the_site_comes_back_by_itself_after_the_db_host_reboots(farm, lab: Lab):
-    (lb, _, _, db), _, settings = farm
+    (lb, app1, _, db), _, settings = farm
     lab.power_cycle(db.name)  # processes killed, disk kept, booted again
     back = time.monotonic()
     answer = None
@@ -358,16 +384,26 @@ def test_the_site_comes_back_by_itself_after_the_db_host_reboots(farm, lab: Lab)
         time.sleep(0.5)
     took = time.monotonic() - back
     print(f"db host rebooted: the site answered {took:.1f}s after the host was back")
-    if answer != (200, "notes: shared"):  # what the db host says, for the log
+    if answer != (200, "notes: shared"):  # what the db host and an app host say, for the log
         d = Remote(db)
         print(
             d.run(
-                "pg_lsclusters; ss -Hltn; tail -n 30 /var/log/postgresql/postgresql-15-main.log; "
+                "pg_lsclusters; ss -Hltn; ss -Htn; nft list ruleset; ip -s link; "
+                "tail -n 30 /var/log/postgresql/postgresql-15-main.log; "
                 "journalctl -b --no-pager -n 30 -u postgresql@15-main; uptime",
                 check=False,
             )
         )
+        a = Remote(app1)
+        print(
+            a.run(
+                f"ip neigh; ss -Htn; python3 -c {shlex.quote(STARTUP)} {db.address} 5432 django django; "
+                f"python3 -c {shlex.quote(REDIS_PING)} {db.address}",
+                check=False,
+            )
+        )
     assert answer == (200, "notes: shared"), answer
+    assert redis_answers(db, lb, app1) == {lb.name: "no answer", app1.name: "-NOAUTH"}  # the firewall is back
     again = fab("provision", "deploy", settings=settings)
     assert again.code == 0 and again.changed() == 0, again.out[-3000:]
 
@@ -444,4 +480,6 @@ def test_a_job_every_minute_ran_once_a_minute_on_one_host_through_the_deploys(fa
     assert (time.mktime(last) - time.mktime(first)) / 60 == len(minutes) - 1, minutes  # none skipped
     assert ticks(app2) == []  # exactly one host
     status = fab("status", settings=settings)
-    assert "tick last " in status.out, status
+    assert re.search(r"tick timer active, last \d\d:\d\d:\d\d", status.out), status  # the job's last start
+    logs = fab("-H", app1.target, "logs", "--process", "tick", "--lines", "4", settings=settings)
+    assert logs.code == 0 and logs.out.count("tick") >= 2, logs  # the job's journal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 
@@ -154,3 +155,38 @@ def test_new_gunicorn_version_is_a_full_restart(hosts, cold, tmp_path):
     assert r.run("/srv/django/venv/bin/gunicorn --version").split()[-1].startswith(("25.", "26."))
     assert masters(r) != [master] and len(masters(r)) == 1
     assert answers(host)
+
+
+def test_background_processes_under_supervisor(hosts, cold, tmp_path):
+    """Issue 18's processes as supervisor programs (numprocs): as the app user, their pids
+    in status, a graceful restart to new pids, stop and start, removed with the setting."""
+    host = hosts[1]
+    r = Remote(host)
+    sleeper = "manage.py shell -c 'import time; time.sleep(10**6)'"
+    settings = tmp_path / "sleeper.yaml"
+    base = cold.settings.read_text() + "process_manager: supervisor\n"
+    settings.write_text(base + f'processes:\n  sleeper: {{command: "{sleeper}", count: 2, stop_timeout: 5}}\n')
+    run = fab("-H", host.target, "provision", "deploy", settings=settings)
+    assert run.code == 0, run
+
+    def sleepers() -> list[str]:
+        rows = r.run("supervisorctl status 'fabstack-django.sleeper:*' || true").splitlines()
+        return sorted(row.split()[3].rstrip(",") for row in rows if " RUNNING " in row)
+
+    first = sleepers()
+    assert len(first) == 2 and {r.run(f"ps -o user= -p {p}").strip() for p in first} == {"django"}, first
+    shown = re.search(r"sleeper 2/2 pid (\d+) (\d+)", fab("-H", host.target, "status", settings=settings).out)
+    assert shown and sorted(shown.groups()) == first, (shown, first)
+    assert fab("-H", host.target, "restart", "--process", "sleeper", settings=settings).code == 0
+    second = sleepers()
+    assert len(second) == 2 and not set(second) & set(first), (first, second)
+    assert fab("-H", host.target, "stop", "--process", "sleeper", settings=settings).code == 0
+    assert sleepers() == []
+    assert fab("-H", host.target, "start", "--process", "sleeper", settings=settings).code == 0
+    assert len(sleepers()) == 2
+    settings.write_text(base)  # the process removed from the settings: stopped, its program gone
+    gone = fab("-H", host.target, "provision", "deploy", settings=settings)
+    assert gone.code == 0 and sleepers() == [], gone
+    assert r.run("ls /etc/supervisor/conf.d/").split() == ["gunicorn-django.conf"]
+    again = fab("-H", host.target, "provision", "deploy", settings=settings)
+    assert again.code == 0 and again.changed() == 0, again

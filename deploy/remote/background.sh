@@ -6,21 +6,21 @@
 # Celery worker finishes its running tasks), KILL after its stop timeout. A restart
 # stops every instance before it starts any: never two releases' workers at once.
 #
-# Set before use: APP, APP_ENV, CURRENT, STATE, LOGS; live (gunicorn.sh), as_app (common.sh).
+# Set before use: APP, APP_ENV, CURRENT, STATE, LOGS; live, as_app, spawn_as_app (common.sh).
 
-# read_background: `bg.NAME=MANAGER RUNNING` for every process this app has on the host.
+# read_background: `bg.NAME=MANAGER PID...` for every process this app has on the host.
 read_background() {
     for f in /etc/systemd/system/"fabstack-$APP".*@.service; do
         [ -f "$f" ] || continue
         n=${f##*/"fabstack-$APP".}
         n=${n%@.service}
-        echo "bg.$n=systemd $(bg_pids "$n" systemd | wc -l)"
+        echo "bg.$n=systemd $(bg_pids "$n" systemd | tr '\n' ' ')"
     done
     for f in /etc/supervisor/conf.d/"fabstack-$APP".*.conf; do
         [ -f "$f" ] || continue
         n=${f##*/"fabstack-$APP".}
         n=${n%.conf}
-        echo "bg.$n=supervisor $(bg_pids "$n" supervisor | wc -l)"
+        echo "bg.$n=supervisor $(bg_pids "$n" supervisor | tr '\n' ' ')"
     done
     seen=
     for f in "$STATE"/bg-*.pid; do
@@ -29,22 +29,27 @@ read_background() {
         n=${n%.*.pid}
         case " $seen " in *" $n "*) continue ;; esac
         seen="$seen $n"
-        echo "bg.$n=nohup $(bg_pids "$n" nohup | wc -l)"
+        echo "bg.$n=nohup $(bg_pids "$n" nohup | tr '\n' ' ')"
     done
 }
 
-# read_jobs: `job.NAME=systemd` for each timer of this app, `job.NAME=cron` for each job
-# in its cron file, and whether cron runs.
+# read_jobs: `job.NAME=systemd STATE LAST` for each timer of this app (STATE: the timer's,
+# LAST: when it last started the job), `job.NAME=cron STATE LAST` for each job in its cron
+# file (STATE: cron's, LAST: the last start its log records), and whether cron runs.
 read_jobs() {
     for f in /etc/systemd/system/"fabstack-$APP".job-*.timer; do
         [ -f "$f" ] || continue
         n=${f##*/"fabstack-$APP".job-}
         n=${n%.timer}
-        echo "job.$n=systemd $(systemctl show -p LastTriggerUSec --value "fabstack-$APP.job-$n.timer" 2> /dev/null)"
+        echo "job.$n=systemd $(systemctl is-active "fabstack-$APP.job-$n.timer" 2> /dev/null)" \
+            "$(systemctl show -p LastTriggerUSec --value "fabstack-$APP.job-$n.timer" 2> /dev/null)"
     done
     if [ -f "/etc/cron.d/fabstack-$APP" ]; then
-        sed -n 's/^# job \([a-z0-9-]*\)$/job.\1=cron/p' "/etc/cron.d/fabstack-$APP"
-        pgrep -x cron > /dev/null && echo "cron_running=yes"
+        cron_state=inactive
+        pgrep -x cron > /dev/null && echo "cron_running=yes" && cron_state=active
+        sed -n 's/^# job \([a-z0-9-]*\)$/\1/p' "/etc/cron.d/fabstack-$APP" | while read -r n; do
+            echo "job.$n=cron $cron_state $(sed -n "s/^job $n: \(.*\): started\$/\1/p" "$LOGS/job-$n.log" 2> /dev/null | tail -n 1)"
+        done
     fi
     true
 }
@@ -135,29 +140,13 @@ bg_start() {
                 p=
                 read -r p 2>/dev/null < "$record"
                 bg_ours "$p" && continue
-                bg_spawn "$LOGS/$name.$i.out" "$@"
+                SPAWN_ENV=$APP_ENV spawn_as_app "$CURRENT" "$LOGS/$name.$i.out" "$@"
+                # shellcheck disable=SC2154 # set by spawn_as_app (common.sh)
                 echo "$spawned" > "$record.new" && mv -f "$record.new" "$record"
             done
             ;;
     esac
     bg_settle "$name" "$manager" "$count"
-}
-
-# bg_spawn LOG ARGV...: ARGV in its own session (its pid is its process group) as the
-# app user in the current release, with the app's environment; sets $spawned to its pid
-# (setsid, setpriv, env, sh and nohup all exec). The log is opened by the app user's
-# shell, never by root.
-bg_spawn() {
-    set -f
-    bg_ifs=$IFS
-    IFS='
-'
-    # shellcheck disable=SC2086,SC2016 # APP_ENV splits on newlines; expanded by the app's shell
-    setsid setpriv --reuid="$APP" --regid="$APP" --init-groups --reset-env env -C "$CURRENT" $APP_ENV \
-        sh -c 'log=$1; shift; exec nohup "$@" >> "$log" 2>&1' - "$@" < /dev/null > /dev/null 2>&1 &
-    spawned=$!
-    IFS=$bg_ifs
-    set +f
 }
 
 # bg_settle NAME MANAGER COUNT: wait (up to 10 s) until COUNT instances run, and fail
@@ -172,12 +161,15 @@ bg_settle() {
     return 1
 }
 
-# bg_tail NAME MANAGER: the last lines NAME wrote.
+# bg_tail NAME KIND LINES: the last LINES a background process (KIND: its manager) or a
+# scheduled job (KIND: timer or cron) wrote.
 bg_tail() {
     case $2 in
-        systemd) journalctl -q -n 10 --no-pager -u "fabstack-$APP.$1@*" 2>/dev/null ;;
-        supervisor) tail -q -n 10 /var/log/supervisor/"fabstack-$APP.$1"_*.out 2>/dev/null ;;
-        nohup) as_app / sh -c 'tail -q -n 10 "$@" 2>/dev/null' - "$LOGS/$1".*.out ;;
+        systemd) journalctl -q -n "$3" --no-pager -u "fabstack-$APP.$1@*" 2>/dev/null ;;
+        supervisor) tail -q -n "$3" /var/log/supervisor/"fabstack-$APP.$1"_*.out 2>/dev/null ;;
+        nohup) as_app / tail -q -n "$3" "$LOGS/$1".*.out 2>/dev/null ;;
+        timer) journalctl -q -n "$3" --no-pager -u "fabstack-$APP.job-$1.service" 2>/dev/null ;;
+        cron) tail -n "$3" "$LOGS/job-$1.log" 2>/dev/null ;;
     esac
     true
 }
@@ -188,11 +180,7 @@ bg_stop_pid() {
     read -r p 2>/dev/null < "$1"
     if bg_ours "$p"; then
         kill -TERM "$p"
-        for _ in $(seq 1 $(($2 * 5))); do
-            bg_ours "$p" || break
-            sleep 0.2
-        done
-        bg_ours "$p" && kill -KILL -- "-$p"
+        gone_within "$p" "$2" || kill -KILL -- "-$p"
     fi
     rm -f "$1"
 }

@@ -13,6 +13,7 @@ import re
 
 from deploy import appenv
 from deploy.background import Process
+from deploy.facts import BackgroundFact, JobFact
 from deploy.host import HostContext
 from deploy.ops import Check, Command, Steps
 from deploy.render import environment, render
@@ -80,9 +81,9 @@ def processes(h: HostContext, restart: bool = False, new: bool = True) -> Steps:
         return  # nothing to run them from yet: the first deploy starts them
     layout, manager, app = h.layout, wanted_manager(h), h.layout.app
     wanted = {p.name: p for p in h.background_here if new or p.name in h.facts.background}
-    for name, (running_under, _) in sorted(h.facts.background.items()):
-        if name not in wanted or running_under != manager:
-            yield Command(h.shell(BACKGROUND, "bg_remove", name, running_under))
+    for name, found in sorted(h.facts.background.items()):
+        if name not in wanted or found.manager != manager:
+            yield Command(h.shell(BACKGROUND, "bg_remove", name, found.manager))
             h.facts.background.pop(name)
     if not wanted:
         return
@@ -96,13 +97,13 @@ def processes(h: HostContext, restart: bool = False, new: bool = True) -> Steps:
             changed = yield from ensure_file(h, layout.bg_program_file(name), _program(h, process))
         else:
             changed = False
-        _, running = h.facts.background.get(name, (manager, 0))
+        running = h.facts.background.get(name, BackgroundFact(manager)).running
         argv = process.command_line(layout.venv)
         if restart or changed or env_changed:
             yield Command(h.shell(BACKGROUND, "bg_restart", name, manager, process.count, process.stop_timeout, *argv))
         elif running != process.count:
             yield Command(h.shell(BACKGROUND, "bg_start", name, manager, process.count, *argv))
-        h.facts.background[name] = (manager, process.count)
+        h.facts.background[name] = BackgroundFact(manager, process.count)
 
 
 def control(h: HostContext, name: str, action: str) -> Steps:
@@ -142,8 +143,8 @@ def jobs(h: HostContext) -> Steps:
     kind = "cron" if h.jobs_by_cron else "systemd"
     wanted = {job.name: job for job in h.jobs_here}
     for name, existing in sorted(h.facts.jobs.items()):
-        if name not in wanted or existing != kind:
-            yield Command(h.shell(BACKGROUND, "job_remove", name, existing))
+        if name not in wanted or existing.kind != kind:
+            yield Command(h.shell(BACKGROUND, "job_remove", name, existing.kind))
     if not wanted:
         return
     yield from ensure_file(h, layout.app_env_file, env_text(h), "root", app, "640")
@@ -160,7 +161,8 @@ def jobs(h: HostContext) -> Steps:
                            calendar=job.calendar, unit=unit)  # fmt: skip
             service_changed = yield from ensure_file(h, service_file, service)
             timer_changed = yield from ensure_file(h, timer_file, timer)
-            if service_changed or timer_changed or h.facts.jobs.get(name) != "systemd":
+            found = h.facts.jobs.get(name, JobFact(""))
+            if service_changed or timer_changed or (found.kind, found.state) != ("systemd", "active"):
                 changed.append(unit)
         if changed:
             yield Command(h.shell(BACKGROUND, "jobs_enable", *changed))

@@ -17,7 +17,7 @@ def apt_packages(h: HostContext) -> Steps:
     call; the package lists updated first only when they are stale."""
     missing = [
         p
-        for p in packages.wanted(h.roles, wanted_manager(h), h.tls_mode, h.runs_redis, h.jobs_by_cron)
+        for p in packages.wanted(h.roles, wanted_manager(h), h.tls_mode, h.runs_redis, h.jobs_by_cron, h.guards_redis)
         if not h.facts.installed(p)
     ]
     if not missing:
