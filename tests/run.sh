@@ -17,6 +17,7 @@ if [ "${FABSTACK_TEST_LABS:-2}" = 1 ]; then
     exec .venv/bin/pytest -q --durations=30 "$@"
 fi
 logs=$(mktemp -d)
+: > "$logs/first.log" # there before tail follows it
 # shellcheck disable=SC2086 # lists of paths without spaces
 .venv/bin/pytest -q --durations=30 $ignore "$@" > "$logs/first.log" 2>&1 &
 first=$!
