@@ -3,9 +3,10 @@
 # hosts: about 17 instead of 28 minutes on 2 cores): the second on its own subnet takes
 # the modules listed below, the first every other module (those that name the first
 # lab's 10.78.0.0/24 addresses among them) and the unit tests. FABSTACK_TEST_LABS=1 runs
-# everything on one lab. The two bugs the first two-lab runs showed were the product's
-# (a shared Fabric config rebuilt under another thread) and the lab's (a MAC changed by
-# a reboot); see docs/lab.md.
+# everything on one lab. The bugs the first two-lab runs showed were the product's (a
+# shared Fabric config rebuilt under another thread), the lab's (a MAC changed by a
+# reboot) and the Ctrl-C test's (a command sh puts in the background ignores SIGINT, and
+# so did the fab it started); see docs/lab.md.
 # Arguments go to pytest.
 set -u
 cd "$(dirname "$0")/.." || exit 2
