@@ -23,7 +23,7 @@ from deploy.runner import HostRun
 
 def read_command(h: HostContext) -> scripts.Shell:
     """One read of everything the checks need: nginx's on every host, the app's on app hosts."""
-    lines = ["read_nginx_checks"] if h.is_app or "lb" in h.roles else []
+    lines = ["read_resources", "read_ssh_checks", *(["read_nginx_checks"] if h.is_app or "lb" in h.roles else [])]
     if "db" in h.roles:
         lines.append("read_db_checks")
     dbs = h.settings.inventory.with_role("db")
@@ -49,6 +49,7 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
         "nginx hides its version": "" if int(f.get("server_tokens") or 0) else "nginx runs without server_tokens off",
     }
     result = {"host key trusted": ""}  # connected: the key matched known_hosts (or accept-new recorded it)
+    result |= ssh_findings(found)
     if "db" in h.roles:
         result |= db_findings(h, found)
     if "db_reach" in found:
@@ -83,6 +84,53 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
         **nginx_checks,
         "django check --deploy": (
             "" if django in ("", "0") else f"manage.py check --deploy failed: {f.get('django_error') or django}"
+        ),
+    }
+
+
+def resource_findings(h: HostContext, read: HostFacts) -> dict[str, str]:
+    """Free disk where the app lives and available memory, above the settings' floors."""
+    s = h.settings
+    if not read.disk_free:
+        return {}
+    disk_mb, memory_mb = read.disk_free // 1024, read.mem_available // 1024
+    return {
+        f"disk {s.min_free_disk_mb}+ MB free": (
+            f"only {disk_mb} MB free on {read.disk_mount or '/'} (min_free_disk_mb {s.min_free_disk_mb}): remove "
+            "what fills it (old releases, logs, backups) or grow the disk"
+            if disk_mb < s.min_free_disk_mb
+            else ""
+        ),
+        f"memory {s.min_free_memory_mb}+ MB available": (
+            f"only {memory_mb} MB of memory available (min_free_memory_mb {s.min_free_memory_mb}): fewer workers "
+            "or more memory"
+            if memory_mb < s.min_free_memory_mb
+            else ""
+        ),
+    }
+
+
+KEY_ONLY_ROOT = ("no", "prohibit-password", "without-password", "forced-commands-only")
+
+
+def ssh_findings(found: dict[str, str]) -> dict[str, str]:
+    """sshd takes keys only, and root logs in by key or not at all (a password that can
+    be guessed is the way in that stays open for months)."""
+    if "ssh_passwords" not in found:
+        return {}
+    passwords, root = found["ssh_passwords"], found.get("ssh_root", "")
+    return {
+        "ssh password login off": (
+            ""
+            if passwords == "no"
+            else "sshd accepts passwords: set PasswordAuthentication no in /etc/ssh/sshd_config.d/ (after checking "
+            "your key logs in) and reload ssh"
+        ),
+        "ssh root login by key only": (
+            ""
+            if root in KEY_ONLY_ROOT
+            else f"sshd lets root log in with a password (PermitRootLogin {root or 'yes'}): set PermitRootLogin "
+            "prohibit-password (or no) and reload ssh"
         ),
     }
 
@@ -129,7 +177,7 @@ def check(h: HostRun) -> None:
     read = HostFacts.parse(h.run(read_command(h)))
     found = read.extra
     warnings = found.get("django_warnings", "").strip()
-    problems = findings(h, found)
+    problems = findings(h, found) | resource_findings(h, read)
     if h.ends_tls:
         problems |= tls_findings(h, read.certificate, time.time())
     h.result.data = {name: problem or "ok" for name, problem in problems.items()} | {

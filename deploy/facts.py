@@ -108,11 +108,14 @@ class HostFacts:
     db_exists: bool = False
     redis: str = ""  # a Redis host: online or down ('' when not installed)
     redis_included: bool = False  # redis.conf includes fabstack's files
-    firewall: str = ""  # a farm's Redis host: loaded when fabstack's nftables table is there
+    firewall: str = ""  # loaded when fabstack's nftables table is there
     certificate: CertificateFact | None = None  # a host that ends TLS: the one it serves, if any
     background: dict[str, BackgroundFact] = field(default_factory=dict)  # process -> manager, pids
     jobs: dict[str, JobFact] = field(default_factory=dict)  # scheduled job -> how it runs, when it last ran
     cron_running: bool = False
+    disk_free: int = 0  # KB free on the filesystem that holds the app (0: not read)
+    disk_mount: str = ""  # where that filesystem is mounted
+    mem_available: int = 0  # KB of memory available
     extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
 
     @property
@@ -205,7 +208,7 @@ class HostFacts:
         return facts
 
 
-_INTS = ("nproc", "now", "apt_stamp")
+_INTS = ("nproc", "now", "apt_stamp", "disk_free", "mem_available")
 _LISTS = ("addresses", "releases", "app_listen")
 _FLAGS = {
     "default_backup": "default_backup",
@@ -217,7 +220,7 @@ _FLAGS = {
 _TEXTS = {
     **{name: name for name in ("os", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")},
     **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},
-    **{name: name for name in ("app_pid", "nginx_pid", "redis", "firewall")},
+    **{name: name for name in ("app_pid", "nginx_pid", "redis", "firewall", "disk_mount")},
     "user": "app_uid",
 }
 
@@ -231,6 +234,8 @@ def read_command(
     (a remote file and its call lines), what a read-only task reads besides."""
     files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
     files += [layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.acme_hook, layout.certbot_dropin]
+    files += [layout.logrotate_conf, *layout.logrotate_files(), layout.logrotate_cron]
+    files += [layout.AUTO_UPGRADES, layout.UNATTENDED_UPGRADES]
     files += files_of_settings or []  # the background processes' units or programs
     lists = {
         "FACT_FILES": files,

@@ -74,10 +74,10 @@ class HostContext:
         return self.settings.redis and ("db" in self.roles or self.member is None)
 
     @property
-    def guards_redis(self) -> bool:
-        """Redis here listens on the private address too (a farm's db host): a firewall
-        table lets the app hosts in, nobody else."""
-        return self.runs_redis and self.member is not None
+    def firewall_here(self) -> bool:
+        """fabstack's firewall table lives here: every host with `firewall: true`, and a
+        farm's Redis host (Redis has no access rules of its own)."""
+        return self.settings.firewall or (self.runs_redis and self.member is not None)
 
     @property
     def background_here(self) -> list[Process]:
@@ -102,6 +102,12 @@ class HostContext:
     def jobs_by_cron(self) -> bool:
         """The jobs run from cron here (a host without systemd), not from systemd timers."""
         return bool(self.jobs_here) and self.facts.pid1 != "systemd"
+
+    @property
+    def uses_cron(self) -> bool:
+        """cron runs something here: the jobs, or the hourly log rotation of a web host,
+        where systemd does not run."""
+        return self.jobs_by_cron or (self.facts.pid1 != "systemd" and (self.is_app or "lb" in self.roles))
 
     @property
     def managed_files(self) -> list[str]:
@@ -160,5 +166,6 @@ class HostContext:
             "TLS_KEY": self.tls_paths[1],
             "BACKGROUND": "yes" if self.is_app else "",
             "REDIS_ROLE": "yes" if self.runs_redis else "",
+            "FIREWALL_ROLE": "yes" if self.firewall_here else "",
             "REDIS_PORT": REDIS_PORT,
         }

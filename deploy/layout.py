@@ -36,6 +36,14 @@ class Layout:
     database = property(lambda self: f"{self.root}/shared/data/db.sqlite3")
     run = property(lambda self: f"{self.root}/run")
     logs = property(lambda self: f"/var/log/{self.app}")
+    # nginx's logs of the app's sites, in a directory of their own: rotated by fabstack's
+    # rule (the distribution's rotates /var/log/nginx/*.log, never these)
+    nginx_logs = property(lambda self: f"/var/log/nginx/{self.app}")
+    # fabstack's log rotation: its own config and state, run hourly by a timer (or cron)
+    logrotate_conf = property(lambda self: f"/etc/fabstack/{self.app}/logrotate.conf")
+    logrotate_state = property(lambda self: f"/var/lib/logrotate/fabstack-{self.app}.status")
+    logrotate_unit = property(lambda self: f"fabstack-{self.app}-logrotate")
+    logrotate_cron = property(lambda self: f"/etc/cron.d/fabstack-{self.app}-logrotate")
     venv_marker = property(lambda self: f"{self.root}/venv/.fabstack-packages")
     requirements_marker = property(lambda self: f"{self.root}/venv/.fabstack-project-requirements")
     unit = property(lambda self: f"gunicorn-{self.app}.service")
@@ -53,6 +61,9 @@ class Layout:
     NGINX_DEFAULT_LINK = "/etc/nginx/sites-enabled/default"
     NGINX_DEFAULT_BACKUP = "/etc/nginx/sites-available/default.bak"
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+    # unattended security updates: apt's periodic switch, and fabstack's choice of updates
+    AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
+    UNATTENDED_UPGRADES = "/etc/apt/apt.conf.d/52fabstack-unattended-upgrades"
 
     # root's copy of the app's database password on the db host (root:postgres 640)
     db_password_file = property(lambda self: f"/etc/fabstack/{self.app}/db_password")
@@ -79,6 +90,10 @@ class Layout:
     # scheduled jobs (the schedule setting): systemd timers, or one cron file
     def job_unit(self, name: str) -> str:
         return f"fabstack-{self.app}.job-{name}"
+
+    def logrotate_files(self) -> tuple[str, str]:
+        unit = f"/etc/systemd/system/{self.logrotate_unit}"
+        return f"{unit}.service", f"{unit}.timer"
 
     def job_files(self, name: str) -> tuple[str, str]:
         unit = f"/etc/systemd/system/{self.job_unit(name)}"
@@ -132,7 +147,9 @@ class Layout:
             "ACME_WEBROOT": self.ACME_WEBROOT, "REDIS_CONF": self.redis_conf, "REDIS_AUTH": self.redis_auth,
             "REDIS_URL_FILE": self.redis_url_file, "FIREWALL_FILE": self.firewall_file,
             "FIREWALL_TABLE": self.firewall_table, "FIREWALL_UNIT": self.firewall_unit,
-            "FIREWALL_UNIT_FILE": self.firewall_unit_file,
+            "FIREWALL_UNIT_FILE": self.firewall_unit_file, "NGINX_LOGS": self.nginx_logs,
+            "LOGROTATE_CONF": self.logrotate_conf, "LOGROTATE_STATE": self.logrotate_state,
+            "LOGROTATE_UNIT": self.logrotate_unit,
         }  # fmt: skip
 
     def secret(self, name: str) -> str:

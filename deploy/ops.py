@@ -63,6 +63,18 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Reach:
+    """Shell run over a new SSH connection, not the run's: does the host still let fab
+    in? The runner sends back its output, or UNREACHABLE and the reason when no new
+    connection can be made; in a dry run, nothing is run and '' comes back."""
+
+    shell: Shell
+
+
+UNREACHABLE = "unreachable: "
+
+
+@dataclass(frozen=True)
 class Blocked:
     """The step cannot go on here yet (a deploy to a host not provisioned): a real run
     fails with `reason`; a dry run shows `preview` as a change to come."""
@@ -103,7 +115,7 @@ class Notify:
     handler: Handler
 
 
-Op = Command | Upload | Diff | Check | Probe | Blocked | Notify | Say | Download
+Op = Command | Upload | Diff | Check | Probe | Reach | Blocked | Notify | Say | Download
 # What a step returns: a generator of operations; the runner sends back str (paths, output).
 Steps = Generator[Op, str | None, bool | None]
 Step = Callable[..., Steps]

@@ -3,18 +3,30 @@ the apt step."""
 
 from __future__ import annotations
 
-LB = ("nginx", "python3")  # python3: the health check a load balancer runs
-APP = ("nginx", "python3", "python3-venv")
+LB = ("nginx", "python3", "logrotate")  # python3: the health check a load balancer runs
+APP = ("nginx", "python3", "python3-venv", "logrotate")
 DB = ("postgresql",)
 REDIS = ("redis-server",)
 FIREWALL = ("nftables",)  # Redis on a farm's db host: reachable by the app hosts only
 TLS = ("openssl",)  # a host that ends TLS: its certificate read and checked
 ACME = ("certbot",)  # the host that gets the certificate from an ACME CA
-CRON = ("cron",)  # scheduled jobs on a host without systemd
+UPDATES = ("unattended-upgrades",)  # security updates by themselves (unattended_upgrades)
+CRON = ("cron",)  # scheduled jobs and log rotation on a host without systemd
 BY_MANAGER = {"supervisor": ("supervisor",)}  # what a process manager brings
 KNOWN = tuple(
     dict.fromkeys(
-        [*APP, *LB, *DB, *REDIS, *FIREWALL, *TLS, *ACME, *CRON, *(p for extra in BY_MANAGER.values() for p in extra)]
+        [
+            *APP,
+            *LB,
+            *DB,
+            *REDIS,
+            *FIREWALL,
+            *UPDATES,
+            *TLS,
+            *ACME,
+            *CRON,
+            *(p for extra in BY_MANAGER.values() for p in extra),
+        ]
     )
 )
 
@@ -26,6 +38,7 @@ def wanted(
     redis: bool = False,
     cron: bool = False,
     firewall: bool = False,
+    updates: bool = False,
 ) -> tuple[str, ...]:
     """The packages a host with these roles needs, its app kept running by manager;
     tls: "acme" on the host that gets the certificate, "files" where one is put."""
@@ -40,6 +53,8 @@ def wanted(
         wanted += REDIS
     if firewall:
         wanted += FIREWALL
+    if updates:
+        wanted += UPDATES
     if cron:
         wanted += CRON
     if tls:

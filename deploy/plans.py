@@ -13,7 +13,7 @@ from deploy.ops import Steps
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import HostRun, Plan
-from deploy.steps import app, background, database, health, nginx, process, redis, server, tls
+from deploy.steps import app, background, database, firewall, health, nginx, process, redis, rotation, server, tls
 
 
 def provision(h: HostRun) -> None:
@@ -23,14 +23,15 @@ def provision(h: HostRun) -> None:
     if "db" in h.roles:
         h.step("postgresql port free", database.port_free)
     h.step("apt packages", server.apt_packages)
+    h.step("security updates", server.security_updates)
+    if h.firewall_here:  # before any service listens on a private address
+        h.step("firewall", firewall.rules)
     if "db" in h.roles:
         h.step("postgresql config", database.config)
         h.step("postgresql access", database.access)
         h.step("postgresql running", database.running)
         h.step("database", database.database)
         h.step("daily backups", database.backup_timer)
-    if h.guards_redis:
-        h.step("redis firewall", redis.firewall)
     if h.runs_redis:
         h.step("redis", redis.config)
     if h.is_app:
@@ -53,6 +54,7 @@ def provision(h: HostRun) -> None:
         h.step("nginx load balancer", nginx.lb_site)
     if h.is_app or "lb" in h.roles:
         h.step("nginx running", nginx.running)
+        h.step("log rotation", rotation.logs_rotated)
     current = h.facts.current_release
     if h.is_app and current:
         try:
@@ -121,6 +123,7 @@ def deploy(release: Release, upload_only: bool = False) -> Plan:
         h.read_facts()
         if h.step("provisioned", app.provisioned):
             return  # a dry run on a host not provisioned yet: nothing more to compare
+        h.step("room for the release", app.room_for_release, release)
         h.step("project requirements", app.project_requirements, release)
         h.step("release uploaded", app.upload_release, release)
         if h.background_here:  # checked before the switch: a process whose program is not there never starts

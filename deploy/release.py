@@ -77,9 +77,18 @@ class Release:
         return gzip.compress(self._tar(with_record=True), mtime=0)
 
     @cached_property
+    def _content(self) -> bytes:
+        return self._tar(with_record=False)
+
+    @cached_property
     def id(self) -> str:
         """Named by content only: the same code from another commit is the same release."""
-        return hashlib.sha256(self._tar(with_record=False)).hexdigest()[:12]
+        return hashlib.sha256(self._content).hexdigest()[:12]
+
+    @property
+    def unpacked_bytes(self) -> int:
+        """About what the release takes on a host once unpacked (its tar's size)."""
+        return len(self._content)
 
     @cached_property
     def requirements(self) -> str:

@@ -20,7 +20,7 @@ from deploy.steps import process
 
 STATUS_COLUMNS = (
     "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream", "db", "certificate", "background",
+    "upstream", "db", "certificate", "background", "disk", "memory", "updates",
 )  # fmt: skip
 
 
@@ -45,6 +45,9 @@ def status(h: HostRun) -> None:
         "release": f.current_release or "-",
         "passed": f.passed or "-",
         "health": x.get("health", "-"),
+        "disk": f"{_size_kb(f.disk_free)} free" if f.disk_free else "-",
+        "memory": f"{_size_kb(f.mem_available)} free" if f.mem_available else "-",
+        "updates": _updates(x.get("updates", ""), x.get("reboot_required") == "yes"),
     }
     if "lb" in h.roles and h.behind_lbs:
         row["upstream"] = upstream_states(x.get("upstream", ""))
@@ -86,6 +89,21 @@ def status(h: HostRun) -> None:
     if h.is_app and row["passed"] != "-" and row["release"] not in ("-", row["passed"]):
         problems.append(f"release {row['release']} has not passed its health check")
     h.step("status", refuse if problems else done, *(["; ".join(problems)] if problems else []), report=False)
+
+
+def _updates(counts: str, reboot: bool) -> str:
+    """`3 pending (1 security)`, `none`, with `, reboot required` when one is."""
+    total, security = (counts.split() + ["0", "0"])[:2] if counts else ("", "")
+    shown = "-" if not total else "none" if total == "0" else f"{total} pending ({security} security)"
+    return shown + (", reboot required" if reboot else "")
+
+
+def _size_kb(kb: int) -> str:
+    """`75.9G`, `812M`, `640K` from a size in KB."""
+    for unit, size in (("G", 2**20), ("M", 2**10)):
+        if kb >= size:
+            return f"{kb / size:.1f}{unit}" if unit == "G" else f"{kb // size}{unit}"
+    return f"{kb}K"
 
 
 def _log_kind(facts: HostFacts, name: str) -> str:
@@ -192,7 +210,7 @@ def log_files(layout: Layout, app_logs: bool, nginx_logs: bool) -> tuple[list[st
         app_files += [f"{layout.logs}/error.log", f"{layout.logs}/gunicorn.out"]
         root_files += [layout.supervisor_log]
     if nginx_logs:
-        root_files += [f"/var/log/nginx/{layout.app}.error.log", f"/var/log/nginx/{layout.app}.access.log"]
+        root_files += [f"{layout.nginx_logs}/error.log", f"{layout.nginx_logs}/access.log"]
     return app_files, root_files
 
 

@@ -28,7 +28,22 @@ from deploy.connection import ConnectError, connect
 from deploy.console import Console, LineWriter
 from deploy.facts import HostFacts
 from deploy.host import HostContext
-from deploy.ops import CHANGES, Blocked, Check, Command, Diff, Download, Notify, Op, Probe, Say, Steps, Upload
+from deploy.ops import (
+    CHANGES,
+    UNREACHABLE,
+    Blocked,
+    Check,
+    Command,
+    Diff,
+    Download,
+    Notify,
+    Op,
+    Probe,
+    Reach,
+    Say,
+    Steps,
+    Upload,
+)
 from deploy.results import HostResult, StepFailed, StepResult
 from deploy.scripts import Shell
 from deploy.settings import Settings
@@ -311,6 +326,8 @@ class HostRun(HostContext):
             return None
         if isinstance(op, Probe):
             return self.run(op.shell)
+        if isinstance(op, Reach):
+            return "" if self.dry_run else self._reach(op.shell)
         if isinstance(op, Notify):
             self.notify(op.handler)
             return None
@@ -325,6 +342,20 @@ class HostRun(HostContext):
             diffs.append(op.preview + "\n")
             return None
         raise TypeError(f"unknown operation {op!r}")
+
+    def _reach(self, shell: Shell) -> str:
+        """shell over a connection of its own, opened now and closed after."""
+        s = self.settings
+        try:
+            conn = connect(
+                self.host, self.conn.config, s.known_hosts, min(s.connect_timeout, 15), s.accept_new_host_keys
+            )
+        except ConnectError as exc:
+            return f"{UNREACHABLE}{exc}"
+        try:
+            return conn.run(shell.text, hide=True, warn=True, in_stream=False).stdout
+        finally:
+            conn.close()
 
     def _diff(self, op: Diff) -> str:
         """A unified diff of the host's file (read only now) against the new text."""

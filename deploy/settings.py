@@ -7,6 +7,7 @@ is generated from it (a test fails when they differ), so the reference cannot dr
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -59,8 +60,29 @@ def _workers(value: int | str) -> str:
     return "use a number >= 1, or auto (2 x the host's cores + 1)"
 
 
+def _clock(value: str) -> str:
+    if value and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+        return f"{value!r} is not a time; use HH:MM (24 hours, the host's clock), e.g. 03:30"
+    return ""
+
+
+def _size(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*[kMG]?", value):
+        return f"{value!r} is not a size; use a number of bytes with k, M or G, e.g. 100M"
+    return ""
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     return lambda value: "" if value in choices else f"use one of: {', '.join(choices)}"
+
+
+def _networks(value: list) -> str:
+    for item in value:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return f"{item!r} is not an address or network; use e.g. 203.0.113.7 or 203.0.113.0/24"
+    return ""
 
 
 def _unix_name(value: str) -> str:
@@ -342,6 +364,57 @@ SCHEMA: tuple[Key, ...] = (
         "or five cron fields}): systemd timers where systemd runs, else cron; never two runs of a job at once. "
         "See docs/processes.md.",
     ),  # fmt: skip
+    Key(
+        "log_keep",
+        int,
+        14,
+        "Days of rotated logs kept (gunicorn's, nginx's of the app, workers' and jobs').",
+        _at_least(1),
+    ),  # fmt: skip
+    Key(
+        "log_max_size",
+        str,
+        "100M",
+        "A log is rotated daily, and within the hour once it grows past this (k, M or G). See docs/operations.md.",
+        _size,
+    ),  # fmt: skip
+    Key(
+        "firewall",
+        bool,
+        False,
+        "An nftables firewall by role on every host: SSH, the public ports on the hosts that serve the public, "
+        "app_port from the lbs only, the database and Redis from the app hosts only, nothing else; tried first "
+        "and rolled back by itself if fab cannot log in through it. See docs/operations.md.",
+    ),  # fmt: skip
+    Key(
+        "ssh_from",
+        list,
+        [],
+        "With firewall: the addresses or networks SSH is open to (empty: anywhere). Include your own.",
+        _networks,
+    ),  # fmt: skip
+    Key(
+        "unattended_upgrades",
+        bool,
+        True,
+        "The distribution's unattended-upgrades installs security updates (only those) by itself on every host.",
+    ),  # fmt: skip
+    Key(
+        "unattended_reboot",
+        str,
+        "",
+        "HH:MM: reboot at that time when a security update needs it; empty: never (fab status shows it).",
+        _clock,
+    ),  # fmt: skip
+    Key(
+        "min_free_disk_mb",
+        int,
+        1024,
+        "fab check fails when the filesystem that holds the app has less free (MB); deploy refuses a release "
+        "that would not fit, before it changes anything.",
+        _at_least(0),
+    ),  # fmt: skip
+    Key("min_free_memory_mb", int, 64, "fab check fails when a host has less memory available (MB).", _at_least(0)),
     Key("templates_dir", str, "", "A directory whose templates override fabstack's own (same file names)."),
     Key("parallel", int, 10, "How many hosts a run works on at once.", _at_least(1)),
     Key("connect_timeout", int, 10, "Seconds to wait for a host's SSH connection.", _at_least(1)),
@@ -403,6 +476,14 @@ class Settings:
     tls: dict
     processes: dict
     schedule: dict
+    log_keep: int
+    log_max_size: str
+    firewall: bool
+    ssh_from: list
+    unattended_upgrades: bool
+    unattended_reboot: str
+    min_free_disk_mb: int
+    min_free_memory_mb: int
     templates_dir: str
     parallel: int
     connect_timeout: int

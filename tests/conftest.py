@@ -310,7 +310,7 @@ def keep_host_logs(lab: Lab) -> list[Path]:
                 target = LOGS_KEPT / host.name / relative
                 shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
                 kept += [
-                    p for p in target.iterdir() if p.name.endswith("error.log") and p.is_file() and p.stat().st_size
+                    p for p in target.rglob("*error.log") if p.is_file() and not p.is_symlink() and p.stat().st_size
                 ]
     return kept
 

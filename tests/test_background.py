@@ -9,7 +9,7 @@ from test_steps import calls, drive, file_facts, host, with_facts, written
 
 from deploy import packages
 from deploy import settings as s
-from deploy.steps import background, redis
+from deploy.steps import background, firewall, redis
 
 WORKER = "celery -A sample worker -l info"
 FARM = [
@@ -123,7 +123,7 @@ def test_jobs_are_timers_on_the_first_app_host_and_cron_where_systemd_does_not_r
     raw = {"hosts": FARM, "schedule": {"tick": {"command": "manage.py clearsessions", "every": "minute"}}}
     first, second = host(target="root@10.0.0.11", **raw), host(target="root@10.0.0.12", **raw)
     ops = calls(drive(background.jobs(first)))
-    assert ops[-1] == "command: jobs_enable fabstack-django.job-tick"
+    assert ops[-1] == "command: timers_enabled fabstack-django.job-tick.timer"
     assert "diff: /etc/systemd/system/fabstack-django.job-tick.timer" in ops
     assert drive(background.jobs(second)) == []
     moved = host(
@@ -132,32 +132,35 @@ def test_jobs_are_timers_on_the_first_app_host_and_cron_where_systemd_does_not_r
     assert calls(drive(background.jobs(moved))) == ["command: job_remove tick systemd"]
     no_systemd = host(with_facts(pid1="sshd", systemd=""), **{k: v for k, v in raw.items() if k != "hosts"})
     ops = calls(drive(background.jobs(no_systemd)))
-    assert "diff: /etc/cron.d/fabstack-django" in ops and ops[-1] == "command: cron_running"
+    assert "diff: /etc/cron.d/fabstack-django" in ops and ops[-1] == "command: cron_started"
     assert no_systemd.jobs_by_cron
 
 
 def test_redis_on_a_farm_is_behind_a_firewall_table_that_lets_in_the_app_hosts_alone():
     db = host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=with_facts(pid1="systemd"))
-    assert db.guards_redis and not host(redis=True, database="postgresql").guards_redis  # a single host: loopback
-    ops = drive(redis.firewall(db))
+    assert db.firewall_here and not host(redis=True, database="postgresql").firewall_here  # a single host: loopback
+    ops = drive(firewall.rules(db))
     assert calls(ops) == [
-        *written("/etc/fabstack/django/firewall.nft", mode="600"),
         *written("/etc/systemd/system/fabstack-django-firewall.service"),
-        "command: firewall_load",
+        "diff: /etc/fabstack/django/firewall.nft",
+        "upload: firewall.nft",
+        "command: firewall_try /tmp/stage/firewall.nft 60",
+        "reach: echo in",
+        "command: firewall_keep /tmp/stage/firewall.nft",
     ]
-    rules, unit = ops[0].content, ops[3].content
-    assert "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 6379 accept" in rules
+    unit, rules = ops[0].content, ops[3].content
+    assert "policy accept;" in rules and "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 6379 accept" in rules
     assert rules.index("dport 6379 accept") < rules.index("tcp dport 6379 drop") and "10.0.0.2," not in rules
     assert "Before=network-pre.target shutdown.target redis-server.service" in unit
     facts = with_facts(pid1="systemd", firewall="loaded")
     facts |= file_facts("/etc/fabstack/django/firewall.nft", rules, "root:root 600")
     facts |= file_facts("/etc/systemd/system/fabstack-django-firewall.service", unit)
-    assert drive(redis.firewall(host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=facts))) == []
+    assert drive(firewall.rules(host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=facts))) == []
     flushed = {**facts, "firewall": ""}  # nftables.service flushed the ruleset: loaded again
-    assert calls(drive(redis.firewall(host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=flushed)))) == [
-        "command: firewall_load"
-    ]
-    assert "nftables" in packages.wanted({"db"}, "systemd", redis=True, firewall=db.guards_redis)
+    assert "command: firewall_try /tmp/stage/firewall.nft 60" in calls(
+        drive(firewall.rules(host(target="root@10.0.0.20", hosts=FARM, redis=True, facts=flushed)))
+    )
+    assert "nftables" in packages.wanted({"db"}, "systemd", redis=True, firewall=db.firewall_here)
 
 
 def test_status_shows_each_process_s_pids_and_each_job_s_state_and_last_run():

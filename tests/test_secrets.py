@@ -87,7 +87,7 @@ def test_missing_or_exposed_secret_stops_before_any_host(host, cold, tmp_path):
 
 def test_check_reports_what_is_unsafe_and_provision_repairs_it(host, cold, tmp_path):
     run = fab("-H", host.target, "check", settings=cold.settings)
-    assert run.code == 0 and run.summary() == {host.target: (8, 0, 0)}, run
+    assert run.code == 0 and run.summary() == {host.target: (12, 0, 0)}, run
     assert "django check --deploy warnings: W" in run.out  # plain HTTP: Django's HTTPS advice is listed
     r = Remote(host)
     r.run(  # what a hand edit could do: gunicorn on every address, the key readable by all

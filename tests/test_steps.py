@@ -12,7 +12,7 @@ from deploy import packages
 from deploy import settings as s
 from deploy.facts import HostFacts
 from deploy.host import HostContext
-from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Say, Upload
+from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Reach, Say, Upload
 from deploy.release import Release
 from deploy.steps import app, database, health, nginx, process, server
 
@@ -22,7 +22,7 @@ CONVERGED = {
     "user": "999", "nginx_pid": "10", "app_pid": "20", "app_listen": "127.0.0.1:8000", "unit_state": "active",
     "unit_enabled": "enabled", "venv_version": "3.11.2", "current": "/srv/django/releases/bbb",
     "releases": "bbb aaa", "passed": "bbb", "venv_marker": "m",
-    **{f"pkg.{p}": "installed" for p in packages.APP},
+    **{f"pkg.{p}": "installed" for p in (*packages.APP, *packages.UPDATES)},
 }  # fmt: skip
 
 
@@ -52,7 +52,7 @@ def calls(ops: list) -> list[str]:
     """The operations as one line each: call lines for shell, names for the rest."""
     shown = []
     for op in ops:
-        if isinstance(op, Command | Check | Probe):
+        if isinstance(op, Command | Check | Probe | Reach):
             shown.append(f"{type(op).__name__.lower()}: {op.shell.line}")
         elif isinstance(op, Upload):
             shown.append(f"upload: {op.name}")
@@ -115,7 +115,10 @@ def test_a_load_balancer_gets_no_virtualenv_package():
     lb = host(
         {"now": "1"}, target="root@10.0.0.10", hosts=[{"host": "root@10.0.0.10", "roles": ["lb"]}, "root@10.0.0.11"]
     )
-    assert calls(drive(server.apt_packages(lb)))[-1] == "command: apt_install no nginx python3"
+    assert (
+        calls(drive(server.apt_packages(lb)))[-1]
+        == "command: apt_install no nginx python3 logrotate unattended-upgrades cron"
+    )
 
 
 def test_app_user_and_directories():

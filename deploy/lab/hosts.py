@@ -156,6 +156,11 @@ class Lab:
         for key in (root / "etc/ssh").glob("ssh_host_*"):
             key.unlink()
         sh("chroot", str(root), "ssh-keygen", "-A")
+        # as a cloud image ships it: keys only, root by key
+        (root / "etc/ssh/sshd_config.d").mkdir(exist_ok=True)
+        (root / "etc/ssh/sshd_config.d/50-lab.conf").write_text(
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        )
         auth = root / "root/.ssh/authorized_keys"
         auth.parent.mkdir(mode=0o700, exist_ok=True)
         auth.write_text(controller_public_key())

@@ -35,7 +35,7 @@ read_background() {
 
 # read_jobs: `job.NAME=systemd STATE LAST` for each timer of this app (STATE: the timer's,
 # LAST: when it last started the job), `job.NAME=cron STATE LAST` for each job in its cron
-# file (STATE: cron's, LAST: the last start its log records), and whether cron runs.
+# file (STATE: cron's, LAST: the last start its log records).
 read_jobs() {
     for f in /etc/systemd/system/"fabstack-$APP".job-*.timer; do
         [ -f "$f" ] || continue
@@ -46,18 +46,12 @@ read_jobs() {
     done
     if [ -f "/etc/cron.d/fabstack-$APP" ]; then
         cron_state=inactive
-        pgrep -x cron > /dev/null && echo "cron_running=yes" && cron_state=active
+        pgrep -x cron > /dev/null && cron_state=active
         sed -n 's/^# job \([a-z0-9-]*\)$/\1/p' "/etc/cron.d/fabstack-$APP" | while read -r n; do
             echo "job.$n=cron $cron_state $(sed -n "s/^job $n: \(.*\): started\$/\1/p" "$LOGS/job-$n.log" 2> /dev/null | tail -n 1)"
         done
     fi
     true
-}
-
-# jobs_enable UNIT...: systemd reads the job units; their timers run (and start at boot).
-jobs_enable() {
-    systemctl daemon-reload || return 1
-    for unit; do systemctl enable -q --now "$unit.timer" || return 1; done
 }
 
 # job_remove NAME KIND: the job's timer stopped and its units removed (a run under way
@@ -72,11 +66,6 @@ job_remove() {
         cron) [ -f "/etc/cron.d/fabstack-$APP" ] && sed -i "/^# job $1\$/,+1d" "/etc/cron.d/fabstack-$APP" ;;
     esac
     true
-}
-
-# cron_running: cron runs (a host without systemd: Debian's init script starts it).
-cron_running() {
-    pgrep -x cron > /dev/null || service cron start > /dev/null
 }
 
 # bg_ours PID: a live process of the app user.

@@ -4,6 +4,13 @@
 #
 # Set before use: APP, CONFIG, CURRENT, DATA, VENV, APP_ENV.
 
+# read_ssh_checks: whether sshd takes passwords, and how root may log in (sshd -T: the
+# settings in force, drop-ins included).
+read_ssh_checks() {
+    sshd -T 2> /dev/null | awk '$1 == "passwordauthentication" { print "ssh_passwords=" $2 }
+        $1 == "permitrootlogin" { print "ssh_root=" $2 }'
+}
+
 # read_nginx_checks: nginx's config test and whether it hides its version.
 read_nginx_checks() {
     if out=$(nginx -t 2>&1); then echo nginx_test=ok; else echo "nginx_test=$(echo "$out" | grep -m1 emerg)"; fi

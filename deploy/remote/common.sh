@@ -122,3 +122,24 @@ spawn_as_app() {
     IFS=$spawn_ifs
     set +f
 }
+
+# timers_enabled TIMER...: systemd reads its units again; each timer runs, and starts at boot.
+timers_enabled() {
+    systemctl daemon-reload || return 1
+    for timer; do systemctl enable -q --now "$timer" || return 1; done
+}
+
+# cron_started: the distribution's cron runs (a host without systemd: fabstack's jobs and
+# its hourly log rotation).
+cron_started() {
+    pgrep -x cron > /dev/null || service cron start > /dev/null
+}
+
+# read_resources: free space (KB) on the filesystem that holds the app (or /) and where it
+# is mounted, and the memory available (KB).
+read_resources() {
+    resources_on=/
+    [ -d "$ROOT" ] && resources_on=$ROOT
+    df -Pk "$resources_on" 2> /dev/null | awk 'NR == 2 { print "disk_free=" $4; print "disk_mount=" $6 }'
+    awk '/^MemAvailable:/ { print "mem_available=" $2 }' /proc/meminfo
+}

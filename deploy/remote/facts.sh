@@ -34,7 +34,10 @@ read_facts() {
     echo "python=${v#Python }"
     read -r pid1 < /proc/1/comm
     echo "pid1=$pid1"
-    [ "$pid1" = systemd ] && echo "systemd=$(systemctl is-system-running 2>/dev/null)"
+    [ "$pid1" = systemd ] && echo "systemd=$(systemctl is-system-running 2>/dev/null)" &&
+        echo "logrotate_timer=$(systemctl is-active "$LOGROTATE_UNIT.timer" 2>/dev/null)"
+    pgrep -x cron > /dev/null && echo "cron_running=yes"
+    read_resources
     [ -f "$UNIT_FILE" ] && echo "unit_state=$(systemctl is-active "$UNIT" 2>/dev/null)" &&
         echo "unit_enabled=$(systemctl is-enabled "$UNIT" 2>/dev/null)"
     [ -f "$PROGRAM_FILE" ] && echo "supervisor_state=$(supervisorctl status "$PROGRAM" 2>/dev/null | awk '{print $2}')"
@@ -77,6 +80,7 @@ read_facts() {
     [ "$DB_ROLE" = yes ] && read_db_facts
     read_tls
     [ -n "$REDIS_ROLE" ] && read_redis_facts
+    [ -n "$FIREWALL_ROLE" ] && read_firewall
     [ -n "$BACKGROUND" ] && read_background && read_jobs
     pid=
     read -r pid 2>/dev/null < /run/nginx.pid

@@ -14,6 +14,7 @@ apply_site() {
     fi
     rm -f "$site.fabstack-prev"
     if [ -e "$site" ]; then cp -p "$site" "$site.fabstack-prev" || return 1; fi
+    install -d -o root -g adm -m 755 "$NGINX_LOGS" || return 1 # as /var/log/nginx: workers reopen in it
     had_link=$(readlink "$link" || true)
     install -o root -g root -m 644 "$1" "$site" || return 1
     shift 3

@@ -4,14 +4,11 @@
 # uses in its own directory, for the app hosts (read into fab's memory) and for the app
 # on this host.
 #
-# Set before use: APP, REDIS_CONF, REDIS_AUTH, REDIS_URL_FILE, REDIS_PORT, FIREWALL_FILE,
-# FIREWALL_TABLE, FIREWALL_UNIT, FIREWALL_UNIT_FILE.
+# Set before use: APP, REDIS_CONF, REDIS_AUTH, REDIS_URL_FILE, REDIS_PORT.
 
-# read_redis_facts: whether fabstack's firewall table is loaded, whether redis.conf
-# includes fabstack's files, whether Redis answers, and the checksums of root's files.
+# read_redis_facts: whether redis.conf includes fabstack's files, whether Redis answers,
+# and the checksums of root's files.
 read_redis_facts() {
-    file_facts "$FIREWALL_FILE" "$FIREWALL_UNIT_FILE"
-    nft list table inet "$FIREWALL_TABLE" > /dev/null 2>&1 && echo "firewall=loaded"
     [ -f /etc/redis/redis.conf ] || return 0
     grep -qxF "include $REDIS_AUTH" /etc/redis/redis.conf && echo "redis_included=yes"
     if redis-cli -p "$REDIS_PORT" ping 2>&1 | grep -qE 'PONG|NOAUTH'; then echo "redis=online"; else echo "redis=down"; fi
@@ -60,19 +57,4 @@ read_redis_url() {
 # by the app user from root's copy.
 app_redis_url() {
     put_app_file "$REDIS_URL_FILE" "$1" 600
-}
-
-# firewall_load: fabstack's table replaced whole by FIREWALL_FILE's (one nft transaction:
-# no moment without the rules); where systemd runs, its unit enabled to load it at boot.
-firewall_load() {
-    if ! out=$(nft -f "$FIREWALL_FILE" 2>&1); then
-        case $out in
-            *"Operation not permitted"*)
-                echo "this host refuses firewall rules (nft: Operation not permitted), so Redis would be open to every host: give the host CAP_NET_ADMIN (a container) or set redis: false" >&2 ;;
-            *) echo "nft -f $FIREWALL_FILE: $out" >&2 ;;
-        esac
-        return 1
-    fi
-    [ -d /run/systemd/system ] || return 0
-    systemctl daemon-reload && systemctl enable -q "$FIREWALL_UNIT" && systemctl start "$FIREWALL_UNIT"
 }

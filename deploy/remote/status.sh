@@ -22,6 +22,11 @@ read_status() {
     elif [ "$1" = lb ]; then
         status_health "$2"
     fi
+    # what apt would upgrade now (from the lists it has; the security ones named), and
+    # whether an installed update waits for a reboot
+    pending=$(apt-get -s -o Debug::NoLocking=1 upgrade 2> /dev/null | grep '^Inst')
+    echo "updates=$(printf '%s' "$pending" | grep -c .) $(printf '%s' "$pending" | grep -ci security)"
+    [ -f /run/reboot-required ] && echo "reboot_required=yes"
     echo "worker_class=$(sed -n 's/^worker_class *= *//p' "$CONFIG" 2>/dev/null | tr -d '"')"
     echo "upstream=$(grep -E '^ *server [^{]*;$' "$LB_SITE" 2>/dev/null | sed 's/^ *server //; s/;$//' | paste -sd ,)"
     true

@@ -10,6 +10,7 @@ from deploy.host import HostContext
 from deploy.ops import Blocked, Command, Handler, Notify, Say, Steps, Upload
 from deploy.release import Release
 from deploy.render import environment, render
+from deploy.results import StepFailed
 from deploy.scripts import Shell
 from deploy.steps.files import ensure_file
 
@@ -97,6 +98,26 @@ def project_requirements(h: HostContext, release: Release) -> Steps:
     staged = yield Upload("requirements.txt", release.requirements.encode())
     yield Command(h.shell(["python.sh"], "project_requirements", staged, release.requirements_marker))
     yield Notify(Handler.RESTART_APP)
+
+
+RELEASE_MARGIN_MB = 32  # compiled bytecode, collected static files, the staging copy
+
+
+def room_for_release(h: HostContext, release: Release) -> Steps:
+    """Enough free space for a new release (the upload, the unpacked copy, what Django
+    adds to it), checked before anything on the host changes: a full disk refused here
+    leaves the live release serving, where an unpack cut short could leave a mess."""
+    if release.id in h.facts.releases or not h.facts.disk_free:
+        return
+    need_mb = (len(release.archive) + 2 * release.unpacked_bytes) // 2**20 + RELEASE_MARGIN_MB
+    free_mb = h.facts.disk_free // 1024
+    if free_mb < need_mb:
+        raise StepFailed(
+            f"only {free_mb} MB free on {h.facts.disk_mount or '/'}, and this release needs about {need_mb} MB: "
+            f"free some space (fewer keep_releases, old logs) and deploy again; nothing was changed"
+        )
+    return
+    yield
 
 
 def upload_release(h: HostContext, release: Release) -> Steps:

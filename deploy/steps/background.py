@@ -165,7 +165,7 @@ def jobs(h: HostContext) -> Steps:
             if service_changed or timer_changed or (found.kind, found.state) != ("systemd", "active"):
                 changed.append(unit)
         if changed:
-            yield Command(h.shell(BACKGROUND, "jobs_enable", *changed))
+            yield Command(h.shell([], "timers_enabled", *(f"{unit}.timer" for unit in changed)))
         return
     runner = render(jinja, "run-job.sh.j2", app_name=s.app_name, run_dir=layout.run, current=layout.current,
                     env_file=layout.app_env_file)  # fmt: skip
@@ -178,4 +178,5 @@ def jobs(h: HostContext) -> Steps:
     table = render(jinja, "cron.j2", app_name=s.app_name, runner=layout.job_runner, jobs=lines, log_dir=layout.logs)
     yield from ensure_file(h, layout.cron_file, table)
     if not h.facts.cron_running:
-        yield Command(h.shell(BACKGROUND, "cron_running"))
+        yield Command(h.shell([], "cron_started"))
+        h.facts.cron_running = True

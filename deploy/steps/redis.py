@@ -1,6 +1,6 @@
 """Redis (redis: true) on the db host or the single host: the distribution's server,
-listening on loopback and the host's private address, with a password made there, and
-on a farm behind a firewall table that lets in the app hosts alone."""
+listening on loopback and the host's private address, with a password made there (on a
+farm behind fabstack's firewall, deploy/steps/firewall.py)."""
 
 from __future__ import annotations
 
@@ -10,33 +10,6 @@ from deploy.render import environment, render
 from deploy.steps.files import app_copy, ensure_file
 
 REDIS = ["redis.sh"]
-
-
-def firewall(h: HostContext) -> Steps:
-    """An nftables table of the app's own on a farm's db host: Redis's port open to
-    loopback and the app hosts, dropped for every other host (Redis has no per-address
-    rules of its own). Loaded before Redis listens on the private address; at boot by a
-    unit ordered before redis-server."""
-    s, layout = h.settings, h.layout
-    clients = [m.address for m in s.inventory.with_role("app")]
-    redis = {
-        "name": "redis",
-        "port": REDIS_PORT,
-        "clients": clients,
-        "clients4": [a for a in clients if ":" not in a],
-        "clients6": [a for a in clients if ":" in a],
-    }
-    jinja = environment(s.templates_dir)
-    rules = render(jinja, "firewall.nft.j2", app_name=s.app_name, unit=layout.firewall_unit,
-                   table=layout.firewall_table, services=[redis])  # fmt: skip
-    changed = yield from ensure_file(h, layout.firewall_file, rules, "root", "root", "600")
-    if h.facts.pid1 == "systemd":
-        unit = render(jinja, "firewall.service.j2", app_name=s.app_name, file=layout.firewall_file,
-                      table=layout.firewall_table, before=["redis-server.service"])  # fmt: skip
-        changed = (yield from ensure_file(h, layout.firewall_unit_file, unit)) or changed
-    if changed or h.facts.firewall != "loaded":
-        yield Command(h.shell(REDIS, "firewall_load"))
-        h.facts.firewall = "loaded"
 
 
 def config(h: HostContext) -> Steps:

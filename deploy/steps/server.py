@@ -7,6 +7,7 @@ import hashlib
 from deploy import packages
 from deploy.host import APT_WAIT, HostContext
 from deploy.ops import Command, Handler, Notify, Probe, Say, Steps
+from deploy.render import environment, render
 from deploy.scripts import plain, quote
 from deploy.steps.files import ensure_file
 from deploy.steps.process import wanted_manager
@@ -15,11 +16,16 @@ from deploy.steps.process import wanted_manager
 def apt_packages(h: HostContext) -> Steps:
     """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
     call; the package lists updated first only when they are stale."""
-    missing = [
-        p
-        for p in packages.wanted(h.roles, wanted_manager(h), h.tls_mode, h.runs_redis, h.jobs_by_cron, h.guards_redis)
-        if not h.facts.installed(p)
-    ]
+    wanted = packages.wanted(
+        h.roles,
+        wanted_manager(h),
+        h.tls_mode,
+        h.runs_redis,
+        h.uses_cron,
+        h.firewall_here,
+        h.settings.unattended_upgrades,
+    )
+    missing = [p for p in wanted if not h.facts.installed(p)]
     if not missing:
         return
     holders = (yield Probe(h.shell(["apt.sh"], "lock_holders"))) or ""  # only on the way to apt
@@ -28,6 +34,21 @@ def apt_packages(h: HostContext) -> Steps:
         yield Say(f"apt is busy ({' '.join(holder[1:])}, pid {holder[0]}): waiting up to {APT_WAIT}s for it")
     stale = h.facts.now - h.facts.apt_stamp > h.settings.apt_cache_max_age
     yield Command(h.shell(["apt.sh"], "apt_install", "yes" if stale else "no", *missing))
+
+
+def security_updates(h: HostContext) -> Steps:
+    """unattended-upgrades for the distribution's security updates only (apt's daily
+    timers run it), rebooting at unattended_reboot when one needs it; switched off in
+    apt's periodic settings when unattended_upgrades is false."""
+    s, layout = h.settings, h.layout
+    jinja = environment(s.templates_dir)
+    yield from ensure_file(
+        h, layout.AUTO_UPGRADES, render(jinja, "auto-upgrades.conf.j2", enabled=s.unattended_upgrades)
+    )
+    if s.unattended_upgrades:
+        yield from ensure_file(
+            h, layout.UNATTENDED_UPGRADES, render(jinja, "unattended-upgrades.conf.j2", reboot=s.unattended_reboot)
+        )
 
 
 def app_user(h: HostContext) -> Steps:

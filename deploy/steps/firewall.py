@@ -1,0 +1,80 @@
+"""fabstack's firewall: one nftables table of the app's own on a host. With `firewall:
+true`, nothing comes in but what the host's roles serve, to those they serve it to;
+without it, only Redis on a farm's db host is guarded (it has no access rules of its
+own). New rules are tried before they are kept: loaded with a guard that puts the old
+ones back after ROLLBACK_SECONDS unless fab, logging in again through the new ones,
+stands it down. Rules that shut SSH out undo themselves; the run says so."""
+
+from __future__ import annotations
+
+from deploy.host import REDIS_PORT, HostContext
+from deploy.ops import UNREACHABLE, Command, Diff, Probe, Reach, Steps, Upload
+from deploy.render import environment, render
+from deploy.results import StepFailed
+from deploy.steps.files import ensure_file
+
+FIREWALL = ["firewall.sh"]
+ROLLBACK_SECONDS = 60
+
+
+def _service(name: str, ports: list[int], clients: list[str]) -> dict:
+    """One rule of the table: ports open to clients (every address when empty)."""
+    shown = str(ports[0]) if len(ports) == 1 else "{ " + ", ".join(map(str, ports)) + " }"
+    return {
+        "name": name,
+        "ports": shown,
+        "clients": clients,
+        "clients4": [c for c in clients if ":" not in c],
+        "clients6": [c for c in clients if ":" in c],
+    }
+
+
+def ssh_port(h: HostContext) -> int:
+    """The port fab logs in on (the host string's, else 22)."""
+    tail = h.host.rsplit("]", 1)[-1] if "]" in h.host else h.host.split("@")[-1]
+    return int(tail.rsplit(":", 1)[1]) if ":" in tail else 22
+
+
+def services(h: HostContext) -> list[dict]:
+    """What this host lets in, and from where: by role with `firewall: true`, else Redis alone."""
+    s = h.settings
+    apps = [m.address for m in s.inventory.with_role("app")]
+    redis = [_service("redis", [REDIS_PORT], apps)] if h.runs_redis and h.member is not None else []
+    if not s.firewall:
+        return redis
+    wanted = [_service("ssh", [ssh_port(h)], [str(n) for n in s.ssh_from])]
+    if "lb" in h.roles or (h.is_app and not h.behind_lbs):  # the hosts that face the public
+        public = [s.listen_port] + ([s.site_tls.port] if h.ends_tls and s.site_tls else [])
+        wanted.append(_service("web", public, []))
+    if h.is_app and h.behind_lbs:
+        wanted.append(_service("app site", [s.app_port], [m.address for m in s.inventory.with_role("lb")]))
+    if "db" in h.roles and h.member is not None and s.postgresql:
+        wanted.append(_service("postgresql", [s.db_port], apps))
+    return wanted + redis
+
+
+def rules(h: HostContext) -> Steps:
+    """The table as the settings want it; new rules tried, then kept (see the module)."""
+    s, layout = h.settings, h.layout
+    jinja = environment(s.templates_dir)
+    content = render(jinja, "firewall.nft.j2", app_name=s.app_name, unit=layout.firewall_unit,
+                     table=layout.firewall_table, by_role=s.firewall, services=services(h))  # fmt: skip
+    if h.facts.pid1 == "systemd":
+        unit = render(jinja, "firewall.service.j2", app_name=s.app_name, file=layout.firewall_file,
+                      table=layout.firewall_table, before=["redis-server.service"] if h.runs_redis else [])  # fmt: skip
+        yield from ensure_file(h, layout.firewall_unit_file, unit)
+    found = h.facts.file(layout.firewall_file)
+    if found and found.holds(content, "root", "root", "600") and h.facts.firewall == "loaded":
+        return
+    yield Diff(layout.firewall_file, content, exists=found is not None)
+    staged = yield Upload("firewall.nft", content.encode())
+    yield Command(h.shell(FIREWALL, "firewall_try", staged, ROLLBACK_SECONDS))
+    answer = (yield Reach(h.shell([], "echo", "in"))) or ""
+    if answer.startswith(UNREACHABLE):
+        ago = (yield Probe(h.shell(FIREWALL, "firewall_rolled_back", ROLLBACK_SECONDS + 15))) or ""
+        raise StepFailed(
+            f"the new firewall rules shut fab out ({answer.removeprefix(UNREACHABLE)}); the rules before them "
+            f"came back by themselves {ago.strip() or '?'} s ago: open SSH to your address in ssh_from and run again"
+        )
+    yield Command(h.shell(FIREWALL, "firewall_keep", staged))
+    h.facts.firewall = "loaded"

@@ -1,0 +1,134 @@
+"""Issue 19 without a host: log rotation, disk and memory, security updates and the
+role firewall as operations from facts (the lab tests are tests/test_health.py)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REPO
+from test_steps import calls, drive, file_facts, host, with_facts, written
+
+from deploy import reports
+from deploy.checks import resource_findings, ssh_findings
+from deploy.facts import HostFacts
+from deploy.ops import UNREACHABLE
+from deploy.release import Release
+from deploy.results import StepFailed
+from deploy.steps import app, firewall, rotation, server
+
+
+def test_logs_are_rotated_hourly_by_a_timer_or_by_cron_and_gunicorn_reopens_its_files():
+    systemd = host(with_facts(pid1="systemd"))
+    ops = drive(rotation.logs_rotated(systemd))
+    assert calls(ops) == [
+        *written("/etc/fabstack/django/logrotate.conf"),
+        *written("/etc/systemd/system/fabstack-django-logrotate.service"),
+        *written("/etc/systemd/system/fabstack-django-logrotate.timer"),
+        "command: timers_enabled fabstack-django-logrotate.timer",
+    ]
+    conf = ops[0].content
+    assert "/var/log/django/*.log {\n    su django adm\n    daily\n    maxsize 100M\n    rotate 14" in conf
+    assert "pid=$(systemctl show -p MainPID --value gunicorn-django.service)" in conf
+    assert "/var/log/django/*.out {" in conf and "copytruncate" in conf
+    assert "/var/log/nginx/django/*.log {" in conf and 'kill -USR1 "$(cat /run/nginx.pid)"' in conf
+    files = [(op.path, op.content) for op in ops if type(op).__name__ == "Diff"]
+    converged = with_facts(pid1="systemd", logrotate_timer="active")
+    for path, content in files:
+        converged |= file_facts(path, content)
+    assert drive(rotation.logs_rotated(host(converged))) == []
+    nohup = host(with_facts(pid1="sshd", systemd=""), log_keep=3, log_max_size="5M")
+    ops = drive(rotation.logs_rotated(nohup))
+    assert calls(ops)[-4:] == [*written("/etc/cron.d/fabstack-django-logrotate"), "command: cron_started"]
+    assert "pid=$(cat /srv/django/state/master.pid" in ops[0].content and "maxsize 5M\n    rotate 3" in ops[0].content
+    assert "supervisorctl pid gunicorn-django" in rotation.reopen(host(process_manager="supervisor"))
+    lb = host(target="root@10.0.0.10", hosts=[{"host": "root@10.0.0.10", "roles": ["lb"]}, "root@10.0.0.11"])
+    assert "/var/log/django/" not in drive(rotation.logs_rotated(lb))[0].content  # nginx's logs only
+
+
+def test_a_release_that_would_not_fit_is_refused_before_anything_changes():
+    release = Release(REPO / "templates" / "sample", "staticfiles")
+    need_mb = (len(release.archive) + 2 * release.unpacked_bytes) // 2**20 + app.RELEASE_MARGIN_MB
+    roomy = host(with_facts(disk_free=str((need_mb + 1) * 1024), disk_mount="/srv"))
+    assert drive(app.room_for_release(roomy, release)) == []
+    full = host(with_facts(disk_free=str((need_mb - 1) * 1024), disk_mount="/srv"))
+    with pytest.raises(StepFailed, match=f"only {need_mb - 1} MB free on /srv, and this release needs about {need_mb}"):
+        drive(app.room_for_release(full, release))
+    there = host(with_facts(disk_free="1", releases=release.id))  # already on the host: nothing to unpack
+    assert drive(app.room_for_release(there, release)) == []
+
+
+def test_check_fails_on_a_full_disk_or_too_little_memory_and_status_shows_both():
+    h = host(min_free_disk_mb=500, min_free_memory_mb=64)
+    fine = resource_findings(h, HostFacts.parse(f"disk_free={600 * 1024}\ndisk_mount=/srv\nmem_available=900000\n"))
+    assert fine == {"disk 500+ MB free": "", "memory 64+ MB available": ""}
+    low = resource_findings(h, HostFacts.parse(f"disk_free={20 * 1024}\ndisk_mount=/srv\nmem_available=1024\n"))
+    assert low["disk 500+ MB free"].startswith("only 20 MB free on /srv (min_free_disk_mb 500)")
+    assert low["memory 64+ MB available"].startswith("only 1 MB of memory available")
+    assert [reports._size_kb(kb) for kb in (79_600_000, 831_488, 640)] == ["75.9G", "812M", "640K"]
+
+
+def test_security_updates_only_and_a_reboot_only_when_asked():
+    ops = drive(server.security_updates(host()))
+    assert calls(ops) == [*written("/etc/apt/apt.conf.d/20auto-upgrades"),
+                          *written("/etc/apt/apt.conf.d/52fabstack-unattended-upgrades")]  # fmt: skip
+    periodic, chosen = ops[0].content, ops[3].content
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
+    assert "#clear Unattended-Upgrade::Origins-Pattern;" in chosen and "-security" in chosen
+    assert 'Automatic-Reboot "false"' in chosen and "Reboot-Time" not in chosen
+    at = drive(server.security_updates(host(unattended_reboot="03:30")))[3].content
+    assert 'Automatic-Reboot "true"' in at and 'Automatic-Reboot-Time "03:30"' in at
+    off = drive(server.security_updates(host(unattended_upgrades=False)))
+    assert len(off) == 3 and 'Unattended-Upgrade "0"' in off[0].content
+    assert reports._updates("3 1", True) == "3 pending (1 security), reboot required"
+    assert reports._updates("0 0", False) == "none" and reports._updates("", False) == "-"
+
+
+def test_check_wants_ssh_by_key_only():
+    assert ssh_findings({"ssh_passwords": "no", "ssh_root": "prohibit-password"}) == {
+        "ssh password login off": "",
+        "ssh root login by key only": "",
+    }
+    bad = ssh_findings({"ssh_passwords": "yes", "ssh_root": "yes"})
+    assert bad["ssh password login off"].startswith("sshd accepts passwords: set PasswordAuthentication no")
+    assert "(PermitRootLogin yes): set PermitRootLogin prohibit-password" in bad["ssh root login by key only"]
+
+
+FARM = [
+    {"host": "root@10.0.0.2", "roles": ["lb"]},
+    {"host": "root@10.0.0.11", "roles": ["app"]},
+    {"host": "root@10.0.0.12", "roles": ["app"]},
+    {"host": "root@10.0.0.20:2222", "roles": ["db"]},
+]
+
+
+def test_the_role_firewall_opens_what_each_role_serves_to_those_it_serves():
+    raw = {"hosts": FARM, "firewall": True, "redis": True, "ssh_from": ["192.0.2.0/24"]}
+    by_host = {}
+    for target in ("root@10.0.0.2", "root@10.0.0.11", "root@10.0.0.20:2222"):
+        ops = drive(firewall.rules(host(with_facts(pid1="sh"), target=target, **raw)))
+        by_host[target] = next(op.content for op in ops if type(op).__name__ == "Diff")
+    lb, app_host, db = by_host.values()
+    assert all("policy drop;" in t and "ct state established,related accept" in t for t in by_host.values())
+    assert "ip saddr { 192.0.2.0/24 } tcp dport 22 accept" in lb and "tcp dport 80 accept" in lb
+    assert "ip saddr { 10.0.0.2 } tcp dport 8080 accept" in app_host and "dport 80 accept" not in app_host
+    assert "ip saddr { 192.0.2.0/24 } tcp dport 2222 accept" in db
+    assert "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 5432 accept" in db
+    assert "ip saddr { 10.0.0.11, 10.0.0.12 } tcp dport 6379 accept" in db and "dport 6379 drop" not in db
+    single = next(
+        op.content for op in drive(firewall.rules(host(firewall=True))) if getattr(op, "path", "").endswith(".nft")
+    )
+    assert "# ssh: anywhere\n        tcp dport 22 accept" in single and "tcp dport 80 accept" in single
+
+
+def test_rules_that_shut_fab_out_are_rolled_back_and_the_run_says_so():
+    steps = firewall.rules(host(with_facts(pid1="sh"), firewall=True, ssh_from=["192.0.2.99"]))
+    seen, reply = [], None
+    with pytest.raises(StepFailed) as failed:
+        while True:
+            op = steps.send(reply)
+            seen.append(op)
+            name = type(op).__name__
+            reply = {"Upload": "/tmp/stage/firewall.nft", "Reach": UNREACHABLE + "10.0.0.5:22 unreachable: timed out",
+                     "Probe": "61\n"}.get(name)  # fmt: skip
+    assert "shut fab out (10.0.0.5:22 unreachable: timed out)" in str(failed.value)
+    assert "came back by themselves 61 s ago: open SSH to your address in ssh_from" in str(failed.value)
+    assert "firewall_keep" not in " ".join(calls(seen)) and calls(seen)[-1] == "probe: firewall_rolled_back 75"
