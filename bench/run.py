@@ -1,6 +1,10 @@
 """Benchmark: cold and no-op runs of provision + deploy on 1, 3 and 8 lab hosts.
 
 Run as root from the repo: .venv/bin/python bench/run.py [--sizes 1,3,8] [--repeat 3]
+Each size runs cold twice on fresh hosts: first with the controller's build cache empty
+(one host builds the virtualenv, the others wait for it), then with it warm (no host
+builds: what the next run, or another host of the kind, costs); with the CPU seconds
+the hosts spent.
 It uses its own lab (FABSTACK_LAB_DIR=/var/lib/fabstack-lab-bench on 10.79.0.0/24), so a
 user's lab is left alone. It prints a table for people and one `bench ...` line per
 figure for scripts. Nothing here asserts: figures are for reading, not for passing.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,31 +67,61 @@ def ssh_floor(target: str, repeat: int = 10) -> tuple[float, float]:
     return statistics.median(fresh), statistics.median(reused)
 
 
+def host_cpu(host) -> float:
+    """CPU seconds spent in an sshd-only lab host so far: its sshd (PID 1 there) and every
+    process it has reaped (pip, tar, the shells fab runs) -- what a run cost the host."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{host.pid}/task/{host.pid}/children").read_text().split()
+    total = 0.0
+    for pid in children:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+    return total
+
+
+def cold_run(lab, size: int, prefix: str) -> tuple[list, float, float]:
+    """Fresh hosts, one cold provision + deploy: (hosts, seconds, CPU seconds on the hosts)."""
+    lab.down()
+    hosts = lab.up(count=size, init="sshd", prefix=prefix)
+    before = sum(host_cpu(h) for h in hosts)
+    seconds, _ = timed("-H", ",".join(h.target for h in hosts), "provision", "deploy")
+    return hosts, seconds, sum(host_cpu(h) for h in hosts) - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,3,8")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     lab = default_lab()
-    rows = []
+    rows, builds = [], []
     startup = statistics.median(timed("--list")[0] for _ in range(5))
+    cache = Path(os.environ.setdefault("FABSTACK_CACHE", "/var/lib/fabstack-lab-bench/build-cache"))
     for size in [int(n) for n in args.sizes.split(",")]:
-        lab.down()
-        hosts = lab.up(count=size, init="sshd", prefix="b")
+        shutil.rmtree(cache, ignore_errors=True)  # the first cold run builds the virtualenv
+        _, first, first_cpu = cold_run(lab, size, "b")
+        hosts, cold, cold_cpu = cold_run(lab, size, "c")  # fresh hosts again, the build cached
         targets = ",".join(h.target for h in hosts)
-        cold, _ = timed("-H", targets, "provision", "deploy")
         noops, out = [], ""
         for _ in range(args.repeat):
             seconds, out = timed("-H", targets, "provision", "--verbose", "deploy", "--verbose")
             noops.append(seconds)
         commands, connections = per_host_counts(out)
         rows.append((size, cold, statistics.median(noops), commands, connections))
+        builds.append((size, first, first_cpu, cold, cold_cpu))
         if size == 1:
             fresh, reused = ssh_floor(hosts[0].target)
     lab.down()
     print(f"{'hosts':>5} {'cold s':>8} {'no-op s (median)':>17} {'cmds/host':>10} {'ssh conns/host':>15}")
     for size, cold, noop, commands, connections in rows:
         print(f"{size:>5} {cold:>8.1f} {noop:>17.2f} {commands:>10} {connections:>15}")
+    print(
+        f"{'hosts':>5} {'cold, no build cached s':>24} {'host CPU s':>11} {'cold, build cached s':>21} {'host CPU s':>11}"
+    )
+    for size, first, first_cpu, cold, cold_cpu in builds:
+        print(f"{size:>5} {first:>24.1f} {first_cpu:>11.1f} {cold:>21.1f} {cold_cpu:>11.1f}")
+        print(f"bench hosts={size} cold_uncached_s={first:.2f} cold_uncached_host_cpu_s={first_cpu:.1f} "
+              f"cold_cached_host_cpu_s={cold_cpu:.1f}")  # fmt: skip
     print(f"fab start-up (fab --list, median of 5): {startup:.2f} s")
     if any(r[0] == 1 for r in rows):
         print(

@@ -74,6 +74,7 @@ class HostFacts:
     describes (a stopped app has no pid), so later steps of the run see the new state."""
 
     os: str = ""
+    arch: str = ""  # uname -m
     nproc: int = 1
     addresses: list[str] = field(default_factory=list)
     now: int = 0
@@ -218,7 +219,10 @@ _FLAGS = {
     "cron_running": "cron_running",
 }
 _TEXTS = {
-    **{name: name for name in ("os", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")},
+    **{
+        name: name
+        for name in ("os", "arch", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")
+    },
     **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},
     **{name: name for name in ("app_pid", "nginx_pid", "redis", "firewall", "disk_mount")},
     "user": "app_uid",

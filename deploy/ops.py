@@ -75,6 +75,26 @@ UNREACHABLE = "unreachable: "
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A build that every host of a kind needs once (a virtualenv's contents, keyed by
+    what decides them). The runner sends back the local path of its archive when the
+    controller's cache has it, or when another host of the run has just built it (this
+    one waits for that); or '' when this host is to build it and Publish it. In a dry
+    run, the cache's path or ''."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class Publish:
+    """The archive this host built for the Claim it won (at path on the host) copied into
+    the controller's cache, for the other hosts of the run and the next runs."""
+
+    key: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Blocked:
     """The step cannot go on here yet (a deploy to a host not provisioned): a real run
     fails with `reason`; a dry run shows `preview` as a change to come."""
@@ -115,7 +135,7 @@ class Notify:
     handler: Handler
 
 
-Op = Command | Upload | Diff | Check | Probe | Reach | Blocked | Notify | Say | Download
+Op = Command | Upload | Diff | Check | Probe | Reach | Claim | Publish | Blocked | Notify | Say | Download
 # What a step returns: a generator of operations; the runner sends back str (paths, output).
 Steps = Generator[Op, str | None, bool | None]
 Step = Callable[..., Steps]

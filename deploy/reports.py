@@ -17,10 +17,11 @@ from deploy.plans import refuse
 from deploy.results import HostResult
 from deploy.runner import HostRun, Plan
 from deploy.steps import process
+from deploy.steps.server import venv_marker
 
 STATUS_COLUMNS = (
     "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream", "db", "certificate", "background", "disk", "memory", "updates",
+    "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv",
 )  # fmt: skip
 
 
@@ -53,6 +54,7 @@ def status(h: HostRun) -> None:
         row["upstream"] = upstream_states(x.get("upstream", ""))
     if h.is_app:
         row |= {
+            "venv": f.venv_marker[:8] or "missing",
             "app": "running" if f.app_pid else "stopped",
             "manager": process.running_manager(h) or "-",
             "pid": f.app_pid or "-",
@@ -78,6 +80,10 @@ def status(h: HostRun) -> None:
     short = [name for name, count in wanted.items() if name not in f.background or f.background[name].running < count]
     stopped = [name for name, job in f.jobs.items() if job.state != "active"]
     problems += [f"background process {name} not running" for name in short]
+    if h.is_app and f.venv_marker != venv_marker(h):
+        problems.append(
+            "its virtualenv is not the one the settings ask for (every app host's VENV is the same): run fab provision"
+        )
     problems += [
         f"job {name}: its {'timer' if f.jobs[name].kind == 'systemd' else 'cron'} is not active" for name in stopped
     ]

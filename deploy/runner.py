@@ -17,12 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from inspect import isgenerator
 from pathlib import Path
 
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
 
+from deploy import cache
 from deploy import facts as host_facts
 from deploy.connection import ConnectError, connect
 from deploy.console import Console, LineWriter
@@ -33,12 +35,14 @@ from deploy.ops import (
     UNREACHABLE,
     Blocked,
     Check,
+    Claim,
     Command,
     Diff,
     Download,
     Notify,
     Op,
     Probe,
+    Publish,
     Reach,
     Say,
     Steps,
@@ -52,6 +56,18 @@ SUDO_REJECTED = (
     "sudo rejected the password for {user}; give the right one with fab --prompt-for-sudo-password "
     "(or sudo.password in fabric.yaml), or allow {user} passwordless sudo"
 )
+
+
+BUILD_WAIT = 900  # seconds a host waits for another's build of what it needs
+
+
+@dataclass
+class Build:
+    """One host's build for the others of its kind: done when published or abandoned."""
+
+    owner: str
+    path: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Session:
@@ -68,6 +84,7 @@ class Session:
         self._kept_facts: dict[str, tuple[str, str]] = {}
         self._interrupted = False
         self.secrets: dict[str, str] = {}  # host -> a secret a plan read there (never in results)
+        self._builds: dict[str, Build] = {}  # key -> the build one host of the run makes for the others
 
     def __copy__(self) -> Session:
         return self
@@ -101,6 +118,35 @@ class Session:
         for conn in conns:
             conn.open = _refuse_to_open
         self.close_all()
+
+    def claim(self, host: str, key: str, wait: float = BUILD_WAIT) -> str:
+        """The local archive of build key: the cache's, or the one another host of this
+        run is making (waited for); '' when host is to make it (the first to ask)."""
+        cached = cache.archive(key)
+        with self._lock:
+            if cached.is_file():
+                return str(cached)
+            build = self._builds.get(key)
+            if build is None:
+                self._builds[key] = Build(host)
+                return ""
+        if build.owner == host:
+            return ""
+        build.done.wait(wait)
+        return build.path  # '' when the builder failed: this host builds for itself
+
+    def publish(self, key: str, path: str) -> None:
+        with self._lock:
+            build = self._builds.setdefault(key, Build(""))
+        build.path = path
+        build.done.set()
+
+    def release_builds(self, host: str) -> None:
+        """host's run ended: hosts waiting on a build it never published build their own."""
+        with self._lock:
+            mine = [b for b in self._builds.values() if b.owner == host and not b.done.is_set()]
+        for build in mine:
+            build.done.set()
 
     def take_facts(self, host: str, script: str) -> str | None:
         """The output of script on host, when an earlier task read it and changed nothing."""
@@ -158,6 +204,7 @@ class Session:
             run.result.error = f"{type(exc).__name__}: {exc}"
             self.console.say(host, f"failed: {run.result.error}")
         finally:
+            self.release_builds(host)
             with contextlib.suppress(Exception):  # the host may be gone; its result says so already
                 run.cleanup()
             run.keep_facts()
@@ -328,6 +375,18 @@ class HostRun(HostContext):
             return self.run(op.shell)
         if isinstance(op, Reach):
             return "" if self.dry_run else self._reach(op.shell)
+        if isinstance(op, Claim):
+            if self.dry_run:
+                return str(cache.archive(op.key)) if cache.archive(op.key).is_file() else ""
+            return self.session.claim(self.host, op.key)
+        if isinstance(op, Publish):
+            if self.dry_run:
+                return ""
+            local = str(cache.archive(op.key))
+            self._download(op.path, local)
+            self.run(Shell(f"rm -f {shlex.quote(op.path)}", f"rm -f {op.path}"))
+            self.session.publish(op.key, local)
+            return local
         if isinstance(op, Notify):
             self.notify(op.handler)
             return None

@@ -43,6 +43,10 @@ SUMMARY = re.compile(r"^(\S+) ok=(\d+) changed=(\d+) failed=(\d+)$", re.M)
 os.environ["FABSTACK_LAB_DIR"] = str(TEST_HOME)
 os.environ.setdefault("FABSTACK_LAB_CACHE", "/var/lib/fabstack-lab/images")
 os.environ["FABSTACK_LAB_SUBNET"] = TEST_SUBNET
+# the controller's cache of builds shared by hosts (issue 20): the suite's own, emptied
+# when the lab starts, so the cold run builds the virtualenv once and the rest reuse it
+BUILD_CACHE = TEST_HOME / "build-cache"
+os.environ["FABSTACK_CACHE"] = str(BUILD_CACHE)
 
 
 @dataclass
@@ -319,6 +323,7 @@ def keep_host_logs(lab: Lab) -> list[Path]:
 def lab(request) -> Lab:
     lab = Lab(TEST_HOME, subnet=TEST_SUBNET, log=lambda msg: print(msg, file=sys.stderr))
     lab.down()
+    shutil.rmtree(BUILD_CACHE, ignore_errors=True)
     yield lab
     if request.session.testsfailed:  # print what the hosts' error logs say, for CI's log
         for log in keep_host_logs(lab):

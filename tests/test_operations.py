@@ -3,6 +3,8 @@ role firewall as operations from facts (the lab tests are tests/test_health.py).
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from conftest import REPO
 from test_steps import calls, drive, file_facts, host, with_facts, written
@@ -10,9 +12,10 @@ from test_steps import calls, drive, file_facts, host, with_facts, written
 from deploy import reports
 from deploy.checks import resource_findings, ssh_findings
 from deploy.facts import HostFacts
-from deploy.ops import UNREACHABLE
+from deploy.ops import UNREACHABLE, Claim, Upload
 from deploy.release import Release
 from deploy.results import StepFailed
+from deploy.runner import Session
 from deploy.steps import app, firewall, rotation, server
 
 
@@ -132,3 +135,42 @@ def test_rules_that_shut_fab_out_are_rolled_back_and_the_run_says_so():
     assert "shut fab out (10.0.0.5:22 unreachable: timed out)" in str(failed.value)
     assert "came back by themselves 61 s ago: open SSH to your address in ssh_from" in str(failed.value)
     assert "firewall_keep" not in " ".join(calls(seen)) and calls(seen)[-1] == "probe: firewall_rolled_back 75"
+
+
+def test_a_virtualenv_built_once_is_unpacked_on_the_other_hosts_of_its_kind(tmp_path):
+    h = host(with_facts(venv_marker="old", arch="x86_64", os="debian 12"))
+    steps, reply, seen = server.virtualenv(h), None, []
+    built = tmp_path / "venv.tar.gz"
+    built.write_bytes(b"the bits")
+    while True:
+        try:
+            op = steps.send(reply)
+        except StopIteration:
+            break
+        seen.append(op)
+        reply = str(built) if isinstance(op, Claim) else "/tmp/stage/venv.tar.gz" if isinstance(op, Upload) else None
+    assert isinstance(seen[0], Claim) and seen[1].content == b"the bits"
+    assert calls(seen)[1].startswith("command: unpack_venv /tmp/stage/venv.tar.gz ") and "make_venv" not in " ".join(
+        calls(seen)
+    )
+    other = host(with_facts(venv_marker="old", arch="aarch64", os="debian 12"))  # another kind: another build
+    assert seen[0].key != next(op.key for op in drive(server.virtualenv(other)) if isinstance(op, Claim))
+
+
+def test_the_first_host_to_claim_a_build_makes_it_and_the_others_wait_for_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("FABSTACK_CACHE", str(tmp_path))
+    session, answers = Session(), {}
+    assert session.claim("a", "k1") == ""  # a builds
+    waiter = threading.Thread(target=lambda: answers.update(b=session.claim("b", "k1")))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # b waits for a's build
+    session.publish("k1", "/cache/k1.tar.gz")
+    waiter.join(5)
+    assert answers == {"b": "/cache/k1.tar.gz"}
+    assert session.claim("c", "k2") == ""
+    session.release_builds("c")  # c failed before publishing: the next host builds for itself
+    assert session.claim("d", "k2", wait=1) == ""
+    (tmp_path / "builds").mkdir()
+    (tmp_path / "builds" / "k3.tar.gz").write_bytes(b"cached")
+    assert session.claim("e", "k3") == str(tmp_path / "builds" / "k3.tar.gz")  # a cached build: nobody builds

@@ -97,6 +97,7 @@ def test_status_table_has_a_row_per_host(cold):
         "DISK",
         "MEMORY",
         "UPDATES",
+        "VENV",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}

@@ -139,8 +139,9 @@ def test_virtualenv_is_made_anew_only_for_a_new_python():
     marker = hashlib.sha256("\n".join(["3.11.2", *wanted]).encode()).hexdigest()[:16]
     assert calls(drive(server.virtualenv(host(with_facts(venv_marker=marker))))) == []
     upgrade = calls(drive(server.virtualenv(host())))
+    key = server.venv_key(host(), marker)
     assert upgrade == [f"command: make_venv no {marker} 'Django>=5.2,<7' 'gunicorn[gevent]>=25.1' 'gevent>=24'",
-                       "notify: RESTART_APP"]  # fmt: skip
+                       f"command: pack_venv /tmp/fabstack-venv-{key}.tar.gz", "notify: RESTART_APP"]  # fmt: skip
     new_python = calls(drive(server.virtualenv(host(with_facts(venv_version="3.10.0")))))
     assert new_python[0].startswith("command: make_venv yes ")
 

@@ -28,6 +28,7 @@ read_facts() {
     . /etc/os-release 2>/dev/null
     echo "os=$ID $VERSION_ID"
     echo "nproc=$(nproc)"
+    echo "arch=$(uname -m)"
     echo "addresses=$(hostname -I 2>/dev/null)"
     echo "now=$(date +%s)"
     v=$(python3 --version 2>/dev/null)

@@ -29,6 +29,22 @@ make_venv() {
         echo "$marker" > "$VENV_MARKER"
 }
 
+# pack_venv OUT: the virtualenv, compressed, at OUT (root's, 600): for the other hosts of
+# this kind. Without the record of the project's requirements: a host that gets it
+# installs its project's own on deploy.
+pack_venv() {
+    (umask 077 && tar -C "$VENV" --exclude "./${REQUIREMENTS_MARKER##*/}" -czf "$1" .)
+}
+
+# unpack_venv ARCHIVE MARKER: the virtualenv another host of this kind built, in place of
+# this one (unpacked beside it, then swapped in); MARKER records what it holds.
+unpack_venv() {
+    rm -rf "$VENV.new" "$VENV.old" && mkdir -p "$VENV.new" && tar -C "$VENV.new" -xzf "$1" || return 1
+    echo "$2" > "$VENV.new/${VENV_MARKER##*/}" || return 1
+    if [ -d "$VENV" ]; then mv "$VENV" "$VENV.old" || return 1; fi
+    mv "$VENV.new" "$VENV" && rm -rf "$VENV.old"
+}
+
 # project_requirements FILE MARKER: the project's requirements.txt, installed.
 project_requirements() {
     pip_install -r "$1" && echo "$2" > "$REQUIREMENTS_MARKER"

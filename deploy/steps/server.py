@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from deploy import packages
 from deploy.host import APT_WAIT, HostContext
-from deploy.ops import Command, Handler, Notify, Probe, Say, Steps
+from deploy.ops import Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload
 from deploy.render import environment, render
 from deploy.scripts import plain, quote
 from deploy.steps.files import ensure_file
@@ -83,15 +84,37 @@ def requirements(settings) -> list[str]:
     ]
 
 
+def venv_marker(h: HostContext) -> str:
+    """What the virtualenv should hold, as a hash: the host's Python and the requirements."""
+    return hashlib.sha256("\n".join([h.facts.python, *requirements(h.settings)]).encode()).hexdigest()[:16]
+
+
+def venv_key(h: HostContext, marker: str) -> str:
+    """What decides a virtualenv's bits: the OS release, the architecture, its path (its
+    scripts name their interpreter by it) and the marker (the Python, the requirements)."""
+    return hashlib.sha256(f"{h.facts.os}|{h.facts.arch}|{h.layout.venv}|{marker}".encode()).hexdigest()[:20]
+
+
 def virtualenv(h: HostContext) -> Steps:
-    """A virtualenv (PEP 668: no system-wide pip) with Django, gunicorn and gevent:
-    made anew only for a new Python, else upgraded in place under the running app."""
-    wanted, python = requirements(h.settings), h.facts.python
-    marker = hashlib.sha256("\n".join([python, *wanted]).encode()).hexdigest()[:16]
+    """A virtualenv (PEP 668: no system-wide pip) with Django, gunicorn and gevent, built
+    once per kind of host: the first host of a kind to need it installs it with pip and
+    sends it, compressed, to the controller's cache; the others (and the next runs) get
+    that archive, unpacked in place of pip: no package index needed, the same bits. Made
+    anew only for a new Python, else upgraded in place under the running app."""
+    wanted, python, marker = requirements(h.settings), h.facts.python, venv_marker(h)
     if h.facts.venv_marker == marker and h.facts.venv_version == python:
         return
-    fresh = "yes" if h.facts.venv_version not in ("", python) else "no"
-    yield Command(h.shell(["python.sh"], "make_venv", fresh, marker, *wanted))
+    key = venv_key(h, marker)
+    archive = yield Claim(key)
+    if archive:
+        staged = yield Upload(f"venv-{key}.tar.gz", Path(archive).read_bytes())
+        yield Command(h.shell(["python.sh"], "unpack_venv", staged, marker))
+    else:
+        fresh = "yes" if h.facts.venv_version not in ("", python) else "no"
+        yield Command(h.shell(["python.sh"], "make_venv", fresh, marker, *wanted))
+        packed = f"/tmp/fabstack-venv-{key}.tar.gz"
+        yield Command(h.shell(["python.sh"], "pack_venv", packed))
+        yield Publish(key, packed)
     yield Notify(Handler.RESTART_APP)  # a new interpreter or gunicorn needs a new master, not a HUP
 
 

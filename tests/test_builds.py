@@ -1,0 +1,48 @@
+"""Issue 20 on real lab hosts: the virtualenv built once per kind of host and sent to the
+others from the controller's cache, so an app host with no way to the internet
+provisions and deploys."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BUILD_CACHE, ColdRun, Remote, fab, get
+
+from deploy.lab import Lab
+
+pytestmark = pytest.mark.lab
+# every .py file of the virtualenv's packages, hashed: the same bits or not
+VENV_BITS = "cd /srv/django/venv && find lib -type f -name '*.py' | sort | xargs sha256sum | sha256sum"
+
+
+def test_the_cold_run_built_the_virtualenv_once_for_both_hosts(cold: ColdRun, remote):
+    assert cold.first.code == 0, cold.first
+    archives = list((BUILD_CACHE / "builds").glob("*.tar.gz"))
+    assert len(archives) == 1, archives  # two hosts of one kind: one build
+    bits = {remote(host).run(VENV_BITS) for host in cold.hosts}
+    assert len(bits) == 1, bits
+
+
+def test_a_host_with_no_way_out_provisions_and_deploys_from_the_controller_s_build(
+    lab: Lab, cold: ColdRun, deployed_snapshot: str
+):
+    (host,) = lab.up(count=1, init="sshd", prefix="off", snapshot=deployed_snapshot)
+    r = Remote(host)
+    try:  # no virtualenv, and no proxy: the lab's hosts have no route, the proxy was their only way out
+        r.run("rm -rf /srv/django/venv /etc/apt/apt.conf.d/99fabstack-lab-proxy && sed -i '/proxy/Id' /etc/environment")
+    finally:
+        r.conn.close()
+    r = Remote(host)  # a new login: without the proxy variables
+    try:
+        assert "unreachable" in r.run("ip route get 151.101.0.223 2>&1 || true")  # no route to the internet
+        assert "proxy" not in r.run("env").lower()
+        assert r.run("curl -sS --max-time 5 https://pypi.org/simple/ > /dev/null 2>&1 && echo out || echo none") == (
+            "none\n"
+        )
+        run = fab("-H", host.target, "provision", "deploy", settings=cold.settings)
+        assert run.code == 0 and "virtualenv: changed" in run.out, run
+        assert get(f"http://{host.address}/")[0] == 200
+        assert r.run(VENV_BITS) == Remote(cold.hosts[0]).run(VENV_BITS)  # the same bits as the build host's
+        status = fab("-H", host.target, "status", settings=cold.settings)
+        assert status.code == 0, status
+    finally:
+        r.conn.close()
