@@ -5,7 +5,7 @@ provisions and deploys."""
 from __future__ import annotations
 
 import pytest
-from conftest import BUILD_CACHE, ColdRun, Remote, fab, get
+from conftest import BUILD_CACHE, ColdRun, Remote, fab, get, sample_variant
 
 from deploy.lab import Lab
 
@@ -46,3 +46,30 @@ def test_a_host_with_no_way_out_provisions_and_deploys_from_the_controller_s_bui
         assert status.code == 0, status
     finally:
         r.conn.close()
+
+
+def test_a_project_s_requirements_reach_a_host_with_no_way_out_as_wheels_built_once(
+    lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path
+):
+    online, offline = lab.up(count=2, init="sshd", prefix="whl", snapshot=deployed_snapshot)
+    r = Remote(offline)
+    try:
+        r.run("rm -f /etc/apt/apt.conf.d/99fabstack-lab-proxy && sed -i '/proxy/Id' /etc/environment")
+    finally:
+        r.conn.close()
+    project = sample_variant(tmp_path, "needs-six", append={"requirements.txt": "six==1.16.0\n"})
+    settings = tmp_path / "six.yaml"
+    settings.write_text(cold.settings.read_text() + f"project_path: {project}\n")
+    # the host that builds needs the index (a host that cannot fails, the others build
+    # for themselves): the online host first, then the offline one from its wheels
+    built = fab("-H", online.target, "provision", "deploy", settings=settings)
+    assert built.code == 0, built
+    assert len(list((BUILD_CACHE / "builds").glob("wheels-*.tar.gz"))) == 1
+    run = fab("-H", offline.target, "provision", "deploy", settings=settings)
+    assert run.code == 0, run
+    for host in (online, offline):
+        r = Remote(host)
+        try:
+            assert r.run("/srv/django/venv/bin/python -c 'import six; print(six.__version__)'") == "1.16.0\n"
+        finally:
+            r.conn.close()

@@ -137,20 +137,25 @@ def test_rules_that_shut_fab_out_are_rolled_back_and_the_run_says_so():
     assert "firewall_keep" not in " ".join(calls(seen)) and calls(seen)[-1] == "probe: firewall_rolled_back 75"
 
 
-def test_a_virtualenv_built_once_is_unpacked_on_the_other_hosts_of_its_kind(tmp_path):
-    h = host(with_facts(venv_marker="old", arch="x86_64", os="debian 12"))
-    steps, reply, seen = server.virtualenv(h), None, []
-    built = tmp_path / "venv.tar.gz"
-    built.write_bytes(b"the bits")
+def with_a_build(steps, archive: str) -> list:
+    """Every operation a step yields when another host's build (at archive) is there."""
+    seen, reply = [], None
     while True:
         try:
             op = steps.send(reply)
         except StopIteration:
-            break
+            return seen
         seen.append(op)
-        reply = str(built) if isinstance(op, Claim) else "/tmp/stage/venv.tar.gz" if isinstance(op, Upload) else None
+        reply = archive if isinstance(op, Claim) else f"/tmp/stage/{op.name}" if isinstance(op, Upload) else None
+
+
+def test_a_virtualenv_built_once_is_unpacked_on_the_other_hosts_of_its_kind(tmp_path):
+    h = host(with_facts(venv_marker="old", arch="x86_64", os="debian 12"))
+    built = tmp_path / "venv.tar.gz"
+    built.write_bytes(b"the bits")
+    seen = with_a_build(server.virtualenv(h), str(built))
     assert isinstance(seen[0], Claim) and seen[1].content == b"the bits"
-    assert calls(seen)[1].startswith("command: unpack_venv /tmp/stage/venv.tar.gz ") and "make_venv" not in " ".join(
+    assert calls(seen)[1].startswith("command: unpack_venv /tmp/stage/venv-") and "make_venv" not in " ".join(
         calls(seen)
     )
     other = host(with_facts(venv_marker="old", arch="aarch64", os="debian 12"))  # another kind: another build
@@ -174,3 +179,15 @@ def test_the_first_host_to_claim_a_build_makes_it_and_the_others_wait_for_it(tmp
     (tmp_path / "builds").mkdir()
     (tmp_path / "builds" / "k3.tar.gz").write_bytes(b"cached")
     assert session.claim("e", "k3") == str(tmp_path / "builds" / "k3.tar.gz")  # a cached build: nobody builds
+
+
+def test_the_project_s_requirements_are_built_as_wheels_once_and_installed_from_them():
+    project = REPO / "templates" / "sample"
+    release = Release(project, "staticfiles")
+    object.__setattr__(release, "requirements", "six==1.16.0\n")  # a project with a requirement
+    built = calls(drive(app.project_requirements(host(), release)))
+    assert built[0] == "upload: requirements.txt" and built[1].startswith(
+        "command: build_wheels /tmp/stage/requirements.txt "
+    )
+    seen = with_a_build(app.project_requirements(host(), release), str(REPO / "README.md"))
+    assert calls(seen)[2].startswith("command: install_wheels /tmp/stage/requirements.txt /tmp/stage/wheels-")

@@ -2,18 +2,23 @@
 #
 # Set before use: VENV, VENV_MARKER, REQUIREMENTS_MARKER.
 
-# pip_install ARG...: pip install into the virtualenv, run from the distribution's pip
-# wheel (the venv is made --without-pip, which saves ensurepip's ~4 s of CPU per host);
-# the venv's own pip, installed on first use, where the wheel is missing.
-pip_install() {
+# pip_cmd ARG...: pip in the virtualenv, run from the distribution's pip wheel (the venv
+# is made --without-pip, which saves ensurepip's ~4 s of CPU per host); the venv's own
+# pip, installed on first use, where the wheel is missing.
+pip_cmd() {
     wheel=
     for w in /usr/share/python-wheels/pip-*.whl; do [ -e "$w" ] && wheel=$w; done
     if [ -n "$wheel" ]; then
-        "$VENV/bin/python" "$wheel/pip" install --disable-pip-version-check -q "$@"
+        "$VENV/bin/python" "$wheel/pip" "$@"
     else
         [ -x "$VENV/bin/pip" ] || "$VENV/bin/python" -m ensurepip -q || return
-        "$VENV/bin/pip" install --disable-pip-version-check -q "$@"
+        "$VENV/bin/pip" "$@"
     fi
+}
+
+# pip_install ARG...: pip install into the virtualenv.
+pip_install() {
+    pip_cmd install --disable-pip-version-check -q "$@"
 }
 
 # make_venv FRESH MARKER REQUIREMENT...: the virtualenv with the requirements (made anew
@@ -45,7 +50,26 @@ unpack_venv() {
     mv "$VENV.new" "$VENV" && rm -rf "$VENV.old"
 }
 
-# project_requirements FILE MARKER: the project's requirements.txt, installed.
-project_requirements() {
-    pip_install -r "$1" && echo "$2" > "$REQUIREMENTS_MARKER"
+# build_wheels FILE MARKER OUT: the project's requirements.txt built as wheels (from the
+# package index), installed from them, and the wheels packed at OUT (root's, 600) for
+# the other hosts of this kind.
+build_wheels() {
+    wheels=$(mktemp -d) || return 1
+    pip_cmd wheel --disable-pip-version-check -q -w "$wheels" -r "$1" &&
+        pip_install --no-index --find-links "$wheels" -r "$1" &&
+        (umask 077 && tar -C "$wheels" -czf "$3" .) && echo "$2" > "$REQUIREMENTS_MARKER"
+    built=$?
+    rm -rf "$wheels"
+    return $built
+}
+
+# install_wheels FILE ARCHIVE MARKER: the project's requirements.txt installed from the
+# wheels another host of this kind built (no package index needed).
+install_wheels() {
+    wheels=$(mktemp -d) || return 1
+    tar -C "$wheels" -xzf "$2" && pip_install --no-index --find-links "$wheels" -r "$1" &&
+        echo "$3" > "$REQUIREMENTS_MARKER"
+    installed=$?
+    rm -rf "$wheels"
+    return $installed
 }

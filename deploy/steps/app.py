@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
+from pathlib import Path
 
 from deploy.appenv import app_env
 from deploy.host import HostContext
-from deploy.ops import Blocked, Command, Handler, Notify, Say, Steps, Upload
+from deploy.ops import Blocked, Claim, Command, Handler, Notify, Publish, Say, Steps, Upload
 from deploy.release import Release
 from deploy.render import environment, render
 from deploy.results import StepFailed
@@ -92,11 +94,25 @@ def manage_command(h: HostContext, args: str) -> Shell:
 
 
 def project_requirements(h: HostContext, release: Release) -> Steps:
-    """The project's own requirements.txt, installed into the virtualenv when it changed."""
+    """The project's own requirements.txt, installed into the virtualenv when it changed:
+    built as wheels once per kind of host (the first host to need them, from the package
+    index) and installed from those wheels everywhere, so the other hosts need no index."""
     if not release.requirements or h.facts.requirements_marker == release.requirements_marker:
         return
     staged = yield Upload("requirements.txt", release.requirements.encode())
-    yield Command(h.shell(["python.sh"], "project_requirements", staged, release.requirements_marker))
+    facts = h.facts
+    key = (
+        "wheels-"
+        + hashlib.sha256(f"{facts.os}|{facts.arch}|{facts.python}|{release.requirements}".encode()).hexdigest()[:20]
+    )
+    archive = yield Claim(key)
+    if archive:
+        wheels = yield Upload(f"{key}.tar.gz", Path(archive).read_bytes())
+        yield Command(h.shell(["python.sh"], "install_wheels", staged, wheels, release.requirements_marker))
+    else:
+        packed = f"/tmp/fabstack-{key}.tar.gz"
+        yield Command(h.shell(["python.sh"], "build_wheels", staged, release.requirements_marker, packed))
+        yield Publish(key, packed)
     yield Notify(Handler.RESTART_APP)
 
 
