@@ -88,10 +88,33 @@ def cold_run(lab, size: int, prefix: str) -> tuple[list, float, float]:
     return hosts, seconds, sum(host_cpu(h) for h in hosts) - before
 
 
+def many_hosts_noop(lab, count: int, repeat: int) -> tuple[float, int, int]:
+    """count hosts from a snapshot of a provisioned one, converged once (an sshd-only host
+    starts nothing at boot), then no-op runs: (median seconds, commands and connections per host)."""
+    lab.down()
+    (first,) = lab.up(count=1, init="sshd", prefix="s")
+    timed("-H", first.target, "provision", "deploy")
+    lab.snapshot("bench-provisioned", first.name)
+    lab.down()
+    hosts = lab.up(count=count, init="sshd", prefix="n", snapshot="bench-provisioned")
+    targets = ",".join(h.target for h in hosts)
+    settings = lab.home / "bench-parallel.yaml"  # every host at once (the default is 10 at a time)
+    settings.write_text(f"parallel: {count}\n")
+    os.environ["FABSTACK_SETTINGS"] = str(settings)
+    try:
+        timed("-H", targets, "provision", "deploy")
+        runs = [timed("-H", targets, "provision", "--verbose", "deploy", "--verbose") for _ in range(repeat)]
+    finally:
+        del os.environ["FABSTACK_SETTINGS"]
+    commands, connections = per_host_counts(runs[-1][1])
+    return statistics.median(seconds for seconds, _ in runs), commands, connections
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,3,8")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--noop-hosts", type=int, default=0, help="also: a no-op on this many hosts from a snapshot")
     args = parser.parse_args()
     lab = default_lab()
     rows, builds = [], []
@@ -111,6 +134,8 @@ def main() -> None:
         builds.append((size, first, first_cpu, cold, cold_cpu))
         if size == 1:
             fresh, reused = ssh_floor(hosts[0].target)
+    if args.noop_hosts:
+        noop_many = many_hosts_noop(lab, args.noop_hosts, args.repeat)
     lab.down()
     print(f"{'hosts':>5} {'cold s':>8} {'no-op s (median)':>17} {'cmds/host':>10} {'ssh conns/host':>15}")
     for size, cold, noop, commands, connections in rows:
@@ -122,6 +147,13 @@ def main() -> None:
         print(f"{size:>5} {first:>24.1f} {first_cpu:>11.1f} {cold:>21.1f} {cold_cpu:>11.1f}")
         print(f"bench hosts={size} cold_uncached_s={first:.2f} cold_uncached_host_cpu_s={first_cpu:.1f} "
               f"cold_cached_host_cpu_s={cold_cpu:.1f}")  # fmt: skip
+    if args.noop_hosts:
+        seconds, commands, connections = noop_many
+        print(
+            f"no-op on {args.noop_hosts} hosts started from a provisioned one's snapshot: {seconds:.2f} s "
+            f"(median of {args.repeat}), {commands} remote command(s) and {connections} connection(s) per host"
+        )
+        print(f"bench noop_hosts={args.noop_hosts} noop_s={seconds:.3f} commands_per_host={commands}")  # fmt: skip
     print(f"fab start-up (fab --list, median of 5): {startup:.2f} s")
     if any(r[0] == 1 for r in rows):
         print(

@@ -239,7 +239,7 @@ def read_command(
     files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
     files += [layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.acme_hook, layout.certbot_dropin]
     files += [layout.logrotate_conf, *layout.logrotate_files(), layout.logrotate_cron]
-    files += [layout.AUTO_UPGRADES, layout.UNATTENDED_UPGRADES]
+    files += [layout.AUTO_UPGRADES, layout.UNATTENDED_UPGRADES, layout.APT_PROXY]
     files += files_of_settings or []  # the background processes' units or programs
     lists = {
         "FACT_FILES": files,

@@ -63,6 +63,7 @@ class Layout:
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
     # unattended security updates: apt's periodic switch, and fabstack's choice of updates
     AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
+    APT_PROXY = "/etc/apt/apt.conf.d/95fabstack-proxy"  # the apt_proxy setting
     UNATTENDED_UPGRADES = "/etc/apt/apt.conf.d/52fabstack-unattended-upgrades"
 
     # root's copy of the app's database password on the db host (root:postgres 640)

@@ -50,6 +50,7 @@ VARIABLES = {
     "pg_hba.conf.j2": ("db_name", "db_user", "clients"),
     "redis.conf.j2": ("app_name", "address", "port"),
     "unattended-upgrades.conf.j2": ("reboot",),
+    "apt-proxy.conf.j2": ("proxy",),
     "auto-upgrades.conf.j2": ("enabled",),
     "logrotate.conf.j2": ("app_name", "runner", "app_logs", "nginx_logs", "keep", "max_size", "reopen"),
     "logrotate.service.j2": ("app_name", "unit", "conf", "state"),

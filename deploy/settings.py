@@ -60,6 +60,12 @@ def _workers(value: int | str) -> str:
     return "use a number >= 1, or auto (2 x the host's cores + 1)"
 
 
+def _http_url(value: str) -> str:
+    if value and not re.fullmatch(r"https?://[A-Za-z0-9.\[\]:_-]+(:[0-9]{1,5})?/?", value):
+        return f"{value!r} is not a proxy URL; use http://HOST:PORT"
+    return ""
+
+
 def _clock(value: str) -> str:
     if value and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
         return f"{value!r} is not a time; use HH:MM (24 hours, the host's clock), e.g. 03:30"
@@ -394,6 +400,14 @@ SCHEMA: tuple[Key, ...] = (
         _networks,
     ),  # fmt: skip
     Key(
+        "apt_proxy",
+        str,
+        "",
+        "An HTTP proxy (or caching mirror such as apt-cacher-ng) the hosts' apt goes through, for hosts with no "
+        "other way out: http://HOST:PORT. See docs/builds.md.",
+        _http_url,
+    ),  # fmt: skip
+    Key(
         "unattended_upgrades",
         bool,
         True,
@@ -480,6 +494,7 @@ class Settings:
     log_max_size: str
     firewall: bool
     ssh_from: list
+    apt_proxy: str
     unattended_upgrades: bool
     unattended_reboot: str
     min_free_disk_mb: int

@@ -23,12 +23,15 @@ def test_the_cold_run_built_the_virtualenv_once_for_both_hosts(cold: ColdRun, re
 
 
 def test_a_host_with_no_way_out_provisions_and_deploys_from_the_controller_s_build(
-    lab: Lab, cold: ColdRun, deployed_snapshot: str
+    lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path
 ):
     (host,) = lab.up(count=1, init="sshd", prefix="off", snapshot=deployed_snapshot)
     r = Remote(host)
     try:  # no virtualenv, and no proxy: the lab's hosts have no route, the proxy was their only way out
-        r.run("rm -rf /srv/django/venv /etc/apt/apt.conf.d/99fabstack-lab-proxy && sed -i '/proxy/Id' /etc/environment")
+        r.run(
+            "rm -rf /srv/django/venv /etc/apt/apt.conf.d/99fabstack-lab-proxy && sed -i '/proxy/Id' /etc/environment"
+            " && apt-get remove -y -q logrotate > /dev/null"  # a package to install: through apt_proxy only
+        )
     finally:
         r.conn.close()
     r = Remote(host)  # a new login: without the proxy variables
@@ -38,11 +41,14 @@ def test_a_host_with_no_way_out_provisions_and_deploys_from_the_controller_s_bui
         assert r.run("curl -sS --max-time 5 https://pypi.org/simple/ > /dev/null 2>&1 && echo out || echo none") == (
             "none\n"
         )
-        run = fab("-H", host.target, "provision", "deploy", settings=cold.settings)
+        settings = tmp_path / "offline.yaml"
+        settings.write_text(cold.settings.read_text() + f"apt_proxy: {lab.network.proxy_url}\n")
+        run = fab("-H", host.target, "provision", "deploy", settings=settings)
         assert run.code == 0 and "virtualenv: changed" in run.out, run
+        assert "ii  logrotate" in r.run("dpkg -l logrotate")  # apt went through the apt_proxy setting
         assert get(f"http://{host.address}/")[0] == 200
         assert r.run(VENV_BITS) == Remote(cold.hosts[0]).run(VENV_BITS)  # the same bits as the build host's
-        status = fab("-H", host.target, "status", settings=cold.settings)
+        status = fab("-H", host.target, "status", settings=settings)
         assert status.code == 0, status
     finally:
         r.conn.close()

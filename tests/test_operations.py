@@ -191,3 +191,10 @@ def test_the_project_s_requirements_are_built_as_wheels_once_and_installed_from_
     )
     seen = with_a_build(app.project_requirements(host(), release), str(REPO / "README.md"))
     assert calls(seen)[2].startswith("command: install_wheels /tmp/stage/requirements.txt /tmp/stage/wheels-")
+
+
+def test_apt_goes_through_the_apt_proxy_setting():
+    ops = drive(server.apt_packages(host(apt_proxy="http://10.0.0.1:3142")))
+    assert calls(ops)[:3] == written("/etc/apt/apt.conf.d/95fabstack-proxy")
+    assert 'Acquire::http::Proxy "http://10.0.0.1:3142";' in ops[0].content
+    assert drive(server.apt_packages(host())) == []  # none asked: no file, nothing to install

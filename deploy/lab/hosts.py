@@ -203,7 +203,9 @@ class Lab:
         deadline = time.monotonic() + BOOT_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise LabError(f"{host.name} exited while booting; see {self._dir(host) / 'console.log'}")
+                console = (self._dir(host) / "console.log").read_text(errors="replace").strip().splitlines()
+                last = " | ".join(console[-3:]) or "(nothing)"
+                raise LabError(f"{host.name} exited while booting (exit {proc.returncode}); its console ends: {last}")
             if _ssh_banner(host.address, 0.3):
                 return
             time.sleep(0.1)

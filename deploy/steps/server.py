@@ -26,6 +26,9 @@ def apt_packages(h: HostContext) -> Steps:
         h.firewall_here,
         h.settings.unattended_upgrades,
     )
+    if h.settings.apt_proxy:  # before apt needs it
+        proxy = render(environment(h.settings.templates_dir), "apt-proxy.conf.j2", proxy=h.settings.apt_proxy)
+        yield from ensure_file(h, h.layout.APT_PROXY, proxy)
     missing = [p for p in wanted if not h.facts.installed(p)]
     if not missing:
         return
