@@ -94,9 +94,9 @@ def many_hosts_noop(lab, count: int, repeat: int) -> tuple[float, int, int]:
     lab.down()
     (first,) = lab.up(count=1, init="sshd", prefix="s")
     timed("-H", first.target, "provision", "deploy")
-    lab.snapshot("bench-provisioned", first.name)
+    lab.snapshot("benchprv", first.name)
     lab.down()
-    hosts = lab.up(count=count, init="sshd", prefix="n", snapshot="bench-provisioned")
+    hosts = lab.up(count=count, init="sshd", prefix="n", snapshot="benchprv")
     targets = ",".join(h.target for h in hosts)
     settings = lab.home / "bench-parallel.yaml"  # every host at once (the default is 10 at a time)
     settings.write_text(f"parallel: {count}\n")
@@ -134,8 +134,6 @@ def main() -> None:
         builds.append((size, first, first_cpu, cold, cold_cpu))
         if size == 1:
             fresh, reused = ssh_floor(hosts[0].target)
-    if args.noop_hosts:
-        noop_many = many_hosts_noop(lab, args.noop_hosts, args.repeat)
     lab.down()
     print(f"{'hosts':>5} {'cold s':>8} {'no-op s (median)':>17} {'cmds/host':>10} {'ssh conns/host':>15}")
     for size, cold, noop, commands, connections in rows:
@@ -147,8 +145,10 @@ def main() -> None:
         print(f"{size:>5} {first:>24.1f} {first_cpu:>11.1f} {cold:>21.1f} {cold_cpu:>11.1f}")
         print(f"bench hosts={size} cold_uncached_s={first:.2f} cold_uncached_host_cpu_s={first_cpu:.1f} "
               f"cold_cached_host_cpu_s={cold_cpu:.1f}")  # fmt: skip
+    sys.stdout.flush()
     if args.noop_hosts:
-        seconds, commands, connections = noop_many
+        seconds, commands, connections = many_hosts_noop(lab, args.noop_hosts, args.repeat)
+        lab.down()
         print(
             f"no-op on {args.noop_hosts} hosts started from a provisioned one's snapshot: {seconds:.2f} s "
             f"(median of {args.repeat}), {commands} remote command(s) and {connections} connection(s) per host"
