@@ -12,7 +12,7 @@ from test_steps import calls, drive, file_facts, host, with_facts, written
 from deploy import reports
 from deploy.checks import resource_findings, ssh_findings
 from deploy.facts import HostFacts
-from deploy.ops import UNREACHABLE, Claim, Upload
+from deploy.ops import UNREACHABLE, Claim
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import Session
@@ -137,23 +137,11 @@ def test_rules_that_shut_fab_out_are_rolled_back_and_the_run_says_so():
     assert "firewall_keep" not in " ".join(calls(seen)) and calls(seen)[-1] == "probe: firewall_rolled_back 75"
 
 
-def with_a_build(steps, archive: str) -> list:
-    """Every operation a step yields when another host's build (at archive) is there."""
-    seen, reply = [], None
-    while True:
-        try:
-            op = steps.send(reply)
-        except StopIteration:
-            return seen
-        seen.append(op)
-        reply = archive if isinstance(op, Claim) else f"/tmp/stage/{op.name}" if isinstance(op, Upload) else None
-
-
 def test_a_virtualenv_built_once_is_unpacked_on_the_other_hosts_of_its_kind(tmp_path):
     h = host(with_facts(venv_marker="old", arch="x86_64", os="debian 12"))
     built = tmp_path / "venv.tar.gz"
     built.write_bytes(b"the bits")
-    seen = with_a_build(server.virtualenv(h), str(built))
+    seen = drive(server.virtualenv(h), build=str(built))
     assert isinstance(seen[0], Claim) and seen[1].content == b"the bits"
     assert calls(seen)[1].startswith("command: unpack_venv /tmp/stage/venv-") and "make_venv" not in " ".join(
         calls(seen)
@@ -189,7 +177,7 @@ def test_the_project_s_requirements_are_built_as_wheels_once_and_installed_from_
     assert built[0] == "upload: requirements.txt" and built[1].startswith(
         "command: build_wheels /tmp/stage/requirements.txt "
     )
-    seen = with_a_build(app.project_requirements(host(), release), str(REPO / "README.md"))
+    seen = drive(app.project_requirements(host(), release), build=str(REPO / "README.md"))
     assert calls(seen)[2].startswith("command: install_wheels /tmp/stage/requirements.txt /tmp/stage/wheels-")
 
 
@@ -198,3 +186,20 @@ def test_apt_goes_through_the_apt_proxy_setting():
     assert calls(ops)[:3] == written("/etc/apt/apt.conf.d/95fabstack-proxy")
     assert 'Acquire::http::Proxy "http://10.0.0.1:3142";' in ops[0].content
     assert drive(server.apt_packages(host())) == []  # none asked: no file, nothing to install
+
+
+def test_the_new_settings_refuse_bad_values_in_one_line_naming_the_key():
+    from deploy import settings as s
+
+    cases = {
+        "log_max_size": ("100MB", "is not a size; use a number of bytes with k, M or G"),
+        "unattended_reboot": ("3am", "is not a time; use HH:MM"),
+        "ssh_from": (["my-laptop"], "is not an address or network"),
+        "apt_proxy": ("ftp://mirror", "is not a proxy URL; use http://HOST:PORT"),
+        "min_free_disk_mb": (-1, "use a number >= 0"),
+        "log_keep": (0, "use a number >= 1"),
+    }
+    for key, (value, fix) in cases.items():
+        with pytest.raises(s.SettingsError) as refused:
+            s.validate({key: value})
+        assert key in str(refused.value) and fix in str(refused.value) and "\n" not in str(refused.value), refused

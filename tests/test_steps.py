@@ -12,7 +12,7 @@ from deploy import packages
 from deploy import settings as s
 from deploy.facts import HostFacts
 from deploy.host import HostContext
-from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Reach, Say, Upload
+from deploy.ops import Blocked, Check, Claim, Command, Diff, Handler, Notify, Probe, Reach, Say, Upload
 from deploy.release import Release
 from deploy.steps import app, database, health, nginx, process, server
 
@@ -36,8 +36,9 @@ def with_facts(**changes: str) -> dict:
     return {**CONVERGED, **changes}
 
 
-def drive(steps, probe_output: str = "") -> list:
-    """Every operation a step yields, replying as the runner would in a dry run."""
+def drive(steps, probe_output: str = "", build: str = "") -> list:
+    """Every operation a step yields, replying as the runner would in a dry run; with
+    build, as when another host's build (that archive) is there for a Claim."""
     ops, reply = [], None
     while True:
         try:
@@ -45,7 +46,8 @@ def drive(steps, probe_output: str = "") -> list:
         except StopIteration:
             return ops
         ops.append(op)
-        reply = f"/tmp/stage/{op.name}" if isinstance(op, Upload) else probe_output if isinstance(op, Probe) else None
+        replies = {Upload: f"/tmp/stage/{getattr(op, 'name', '')}", Probe: probe_output, Claim: build}
+        reply = replies.get(type(op))
 
 
 def calls(ops: list) -> list[str]:
