@@ -7,12 +7,15 @@ user's known_hosts, the lab's and any listed in settings, and reject unknown key
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
 
 HOST_RE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 
@@ -51,13 +54,32 @@ class AcceptNewPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
+class WholeCharacters(Remote):
+    """Fabric's remote runner, decoding each output stream as one: invoke decodes every
+    chunk it reads on its own, so a UTF-8 character split between two reads came out as
+    two replacement characters (a file name, a log line)."""
+
+    def read_proc_output(self, reader: Callable) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder(self.encoding)("replace")
+        while True:
+            data = reader(self.read_chunk_size)
+            if not data:
+                break
+            yield decoder.decode(data)
+        rest = decoder.decode(b"", final=True)
+        if rest:
+            yield rest
+
+
 def new_connection(target: str, config: Config | None, timeout: int) -> Connection:
     """A Connection (not open) with a config of its own. Fabric's Connection writes an
     attribute into its config as it is made (inline_ssh_env), and invoke rebuilds a
     config's whole dict on every write: with one config shared by the threads of a farm,
     a host whose connection is being made empties the dict under another host's command,
     which then fails with "No attribute or config key found"."""
-    return Connection(target, config=(config or Config()).clone(), connect_timeout=timeout)
+    own = (config or Config()).clone()
+    own.runners.remote = WholeCharacters
+    return Connection(target, config=own, connect_timeout=timeout)
 
 
 def connect(

@@ -110,3 +110,18 @@ def test_a_new_connection_never_writes_into_the_shared_config():
     assert shared._modifications == before  # nothing written into the shared one
     assert conns[0].config is not shared and conns[0].config is not conns[1].config
     assert conns[1].config.sudo.password == "typed-once"  # what the user gave is in each
+
+
+def test_output_split_inside_a_character_decodes_whole():
+    """invoke decoded each chunk alone: a name like Főtanúsítvány read across two chunks
+    came out with two replacement characters (a tree comparison in CI saw it change)."""
+    from deploy.connection import WholeCharacters, new_connection
+
+    conn = new_connection("root@10.0.0.1", None, 5)
+    runner = conn.config.runners.remote(context=conn)
+    assert isinstance(runner, WholeCharacters)
+    data = "NetLock_Főtanúsítvány.crt\n".encode()
+    cut = data.index("ú".encode()) + 1  # inside the two bytes of ú
+    chunks = iter([data[:cut], data[cut:], b""])
+    runner.read_chunk_size, runner.encoding = 1000, "utf-8"  # what run() sets from the config
+    assert "".join(runner.read_proc_output(lambda size: next(chunks))) == data.decode()

@@ -40,6 +40,11 @@ apt_update() {
 apt_install() {
     if [ "$1" = yes ]; then apt_update || return; fi
     shift
-    if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then dpkg --configure -a || return; fi
+    if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ]; then
+        # an interrupted dpkg to finish first; dpkg itself does not wait for the lock (an
+        # apt-get a cut connection left running may still hold it), so wait as apt-get does
+        for _ in $(seq "$APT_WAIT"); do [ -z "$(lock_holders)" ] && break; sleep 1; done
+        dpkg --configure -a || return
+    fi
     apt_get install -y --no-install-recommends "$@"
 }
