@@ -5,6 +5,7 @@ so a host of another kind never gets them; kept for the next runs."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -17,3 +18,8 @@ def builds_dir() -> Path:
 
 def archive(key: str) -> Path:
     return builds_dir() / f"{key}.tar.gz"
+
+
+def key(*inputs: str) -> str:
+    """A build's key: a hash of what decides its bits (each input one field)."""
+    return hashlib.sha256("|".join(inputs).encode()).hexdigest()[:20]

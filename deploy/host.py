@@ -74,10 +74,15 @@ class HostContext:
         return self.settings.redis and ("db" in self.roles or self.member is None)
 
     @property
+    def redis_on_farm(self) -> bool:
+        """Redis here listens on a farm's private address too: it needs guarding."""
+        return self.runs_redis and self.member is not None
+
+    @property
     def firewall_here(self) -> bool:
         """fabstack's firewall table lives here: every host with `firewall: true`, and a
         farm's Redis host (Redis has no access rules of its own)."""
-        return self.settings.firewall or (self.runs_redis and self.member is not None)
+        return self.settings.firewall or self.redis_on_farm
 
     @property
     def background_here(self) -> list[Process]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 from pathlib import Path
 
+from deploy import cache
 from deploy.appenv import app_env
 from deploy.host import HostContext
 from deploy.ops import Blocked, Claim, Command, Handler, Notify, Publish, Say, Steps, Upload
@@ -101,10 +101,7 @@ def project_requirements(h: HostContext, release: Release) -> Steps:
         return
     staged = yield Upload("requirements.txt", release.requirements.encode())
     facts = h.facts
-    key = (
-        "wheels-"
-        + hashlib.sha256(f"{facts.os}|{facts.arch}|{facts.python}|{release.requirements}".encode()).hexdigest()[:20]
-    )
+    key = "wheels-" + cache.key(facts.os, facts.arch, facts.python, release.requirements)
     archive = yield Claim(key)
     if archive:
         wheels = yield Upload(f"{key}.tar.gz", Path(archive).read_bytes())

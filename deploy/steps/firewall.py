@@ -39,7 +39,7 @@ def services(h: HostContext) -> list[dict]:
     """What this host lets in, and from where: by role with `firewall: true`, else Redis alone."""
     s = h.settings
     apps = [m.address for m in s.inventory.with_role("app")]
-    redis = [_service("redis", [REDIS_PORT], apps)] if h.runs_redis and h.member is not None else []
+    redis = [_service("redis", [REDIS_PORT], apps)] if h.redis_on_farm else []
     if not s.firewall:
         return redis
     wanted = [_service("ssh", [ssh_port(h)], [str(n) for n in s.ssh_from])]

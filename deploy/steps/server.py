@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from deploy import packages
+from deploy import cache, packages
 from deploy.host import APT_WAIT, HostContext
 from deploy.ops import Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload
 from deploy.render import environment, render
@@ -95,7 +95,7 @@ def venv_marker(h: HostContext) -> str:
 def venv_key(h: HostContext, marker: str) -> str:
     """What decides a virtualenv's bits: the OS release, the architecture, its path (its
     scripts name their interpreter by it) and the marker (the Python, the requirements)."""
-    return hashlib.sha256(f"{h.facts.os}|{h.facts.arch}|{h.layout.venv}|{marker}".encode()).hexdigest()[:20]
+    return cache.key(h.facts.os, h.facts.arch, h.layout.venv, marker)
 
 
 def virtualenv(h: HostContext) -> Steps:
