@@ -203,13 +203,21 @@ class Lab:
         deadline = time.monotonic() + BOOT_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                console = (self._dir(host) / "console.log").read_text(errors="replace").strip().splitlines()
-                last = " | ".join(console[-3:]) or "(nothing)"
-                raise LabError(f"{host.name} exited while booting (exit {proc.returncode}); its console ends: {last}")
+                raise LabError(
+                    f"{host.name} exited while booting (exit {proc.returncode}); its console ends: {self._console_end(host)}"
+                )
             if _ssh_banner(host.address, 0.3):
                 return
             time.sleep(0.1)
-        raise LabError(f"{host.name} did not answer SSH within {BOOT_TIMEOUT}s; see {self._dir(host) / 'console.log'}")
+        raise LabError(
+            f"{host.name} did not answer SSH within {BOOT_TIMEOUT}s; its console ends: {self._console_end(host, 8)}"
+        )
+
+    def _console_end(self, host: Host, lines: int = 3) -> str:
+        """The console's last lines, for an error CI prints (the lab, and its logs, are gone after the run)."""
+        text = (self._dir(host) / "console.log").read_text(errors="replace")
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # systemd's colours
+        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "(nothing)"
 
     def _write_known_hosts(self) -> None:
         lines = []
