@@ -161,10 +161,10 @@ def db_findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
     """PostgreSQL listens on loopback and this host's own address only, and its
     pg_hba.conf lets in nothing but the app's role from the app hosts."""
     listening = found.get("pg_listen", "").split()
-    allowed = {"127.0.0.1", "[::1]", *(m.address for m in h.settings.inventory.with_role("db"))}
+    allowed = {"127.0.0.1", "[::1]", *h.settings.inventory.addresses("db")}
     wide = [a for a in listening if a.rsplit(":", 1)[0] not in allowed]
     clients = set(found.get("pg_clients", "").split())
-    apps = {m.address for m in h.settings.inventory.with_role("app")} or {"127.0.0.1"}
+    apps = set(h.settings.inventory.app_clients())
     strangers = sorted(c.split("/")[0] for c in clients if c.split("/")[0] not in apps)
     return {
         "postgresql running": "" if listening else "postgresql does not listen",

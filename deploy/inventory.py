@@ -64,6 +64,15 @@ class Inventory:
     def with_role(self, role: str) -> list[Member]:
         return [m for m in self.members if role in m.roles]
 
+    def addresses(self, role: str) -> list[str]:
+        """The addresses of the hosts with role, in the inventory's order."""
+        return [m.address for m in self.with_role(role)]
+
+    def app_clients(self) -> list[str]:
+        """Where the app connects from, to PostgreSQL or Redis: each app host's address,
+        or loopback on a single host (no inventory)."""
+        return self.addresses("app") or ["127.0.0.1"]
+
 
 def address_of(target: str) -> str:
     host = target.rsplit("@", 1)[-1]

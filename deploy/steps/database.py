@@ -23,8 +23,7 @@ def pg_version(h: HostContext) -> str:
 
 def clients(h: HostContext) -> list[str]:
     """The addresses the app connects from: each app host's, or loopback on a single host."""
-    apps = [m.address for m in h.settings.inventory.with_role("app")] or ["127.0.0.1"]
-    return [f"{a}/128" if ":" in a else f"{a}/32" for a in apps]
+    return [f"{a}/128" if ":" in a else f"{a}/32" for a in h.settings.inventory.app_clients()]
 
 
 def port_free(h: HostContext) -> Steps:

@@ -38,7 +38,7 @@ def ssh_port(h: HostContext) -> int:
 def services(h: HostContext) -> list[dict]:
     """What this host lets in, and from where: by role with `firewall: true`, else Redis alone."""
     s = h.settings
-    apps = [m.address for m in s.inventory.with_role("app")]
+    apps = s.inventory.addresses("app")
     redis = [_service("redis", [REDIS_PORT], apps)] if h.redis_on_farm else []
     if not s.firewall:
         return redis
@@ -47,7 +47,7 @@ def services(h: HostContext) -> list[dict]:
         public = [s.listen_port] + ([s.site_tls.port] if h.ends_tls and s.site_tls else [])
         wanted.append(_service("web", public, []))
     if h.is_app and h.behind_lbs:
-        wanted.append(_service("app site", [s.app_port], [m.address for m in s.inventory.with_role("lb")]))
+        wanted.append(_service("app site", [s.app_port], s.inventory.addresses("lb")))
     if "db" in h.roles and h.member is not None and s.postgresql:
         wanted.append(_service("postgresql", [s.db_port], apps))
     return wanted + redis

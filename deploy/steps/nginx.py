@@ -62,7 +62,7 @@ def site_config(h: HostContext) -> str:
     s, layout, m = h.settings, h.layout, h.member
     if m:  # behind load balancers: the private address and loopback only, lbs allowed
         listens = [f"{m.address}:{s.app_port}", f"127.0.0.1:{s.app_port}"]
-        allow = [lb.address for lb in s.inventory.with_role("lb")] + ["127.0.0.1"]
+        allow = s.inventory.addresses("lb") + ["127.0.0.1"]
     else:
         listens, allow = [f"{s.listen_port} default_server"], []
     return render(
