@@ -1,7 +1,8 @@
 """Benchmark: cold and no-op runs of provision + deploy on 1, 3 and 8 lab hosts.
 
 Run as root from the repo: .venv/bin/python bench/run.py [--sizes 1,3,8] [--repeat 3]
-Each size runs cold twice on fresh hosts: first with the controller's build cache empty
+Each size runs the guide's steps as a plain script (bench/plain.sh) on fresh hosts, the
+yardstick, then fabstack cold twice on fresh hosts: first with the controller's build cache empty
 (one host builds the virtualenv, the others wait for it), then with it warm (no host
 builds: what the next run, or another host of the kind, costs); with the CPU seconds
 the hosts spent.
@@ -88,6 +89,21 @@ def cold_run(lab, size: int, prefix: str) -> tuple[list, float, float]:
     return hosts, seconds, sum(host_cpu(h) for h in hosts) - before
 
 
+def plain_run(lab, size: int) -> tuple[float, float]:
+    """Fresh hosts, the guide's steps as a plain script (bench/plain.sh) on each at once:
+    (seconds, CPU seconds on the hosts) -- the yardstick for the cold runs."""
+    lab.down()
+    hosts = lab.up(count=size, init="sshd", prefix="p")
+    before = sum(host_cpu(h) for h in hosts)
+    started = time.monotonic()
+    script = [str(REPO / "bench/plain.sh"), str(REPO / "templates/sample"), str(lab.known_hosts)]
+    proc = subprocess.run([*script, *(h.target for h in hosts)], capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"bench/plain.sh failed:\n{proc.stdout}\n{proc.stderr}")
+    return seconds, sum(host_cpu(h) for h in hosts) - before
+
+
 def many_hosts_noop(lab, count: int, repeat: int) -> tuple[float, int, int]:
     """count hosts from a snapshot of a provisioned one, converged once (an sshd-only host
     starts nothing at boot), then no-op runs: (median seconds, commands and connections per host)."""
@@ -117,10 +133,11 @@ def main() -> None:
     parser.add_argument("--noop-hosts", type=int, default=0, help="also: a no-op on this many hosts from a snapshot")
     args = parser.parse_args()
     lab = default_lab()
-    rows, builds = [], []
+    rows, builds, plains = [], [], []
     startup = statistics.median(timed("--list")[0] for _ in range(5))
     cache = Path(os.environ.setdefault("FABSTACK_CACHE", "/var/lib/fabstack-lab-bench/build-cache"))
     for size in [int(n) for n in args.sizes.split(",")]:
+        plains.append((size, *plain_run(lab, size)))
         shutil.rmtree(cache, ignore_errors=True)  # the first cold run builds the virtualenv
         _, first, first_cpu = cold_run(lab, size, "b")
         hosts, cold, cold_cpu = cold_run(lab, size, "c")  # fresh hosts again, the build cached
@@ -145,6 +162,11 @@ def main() -> None:
         print(f"{size:>5} {first:>24.1f} {first_cpu:>11.1f} {cold:>21.1f} {cold_cpu:>11.1f}")
         print(f"bench hosts={size} cold_uncached_s={first:.2f} cold_uncached_host_cpu_s={first_cpu:.1f} "
               f"cold_cached_host_cpu_s={cold_cpu:.1f}")  # fmt: skip
+    print(f"{'hosts':>5} {'plain script s':>15} {'host CPU s':>11} {'fabstack cached / plain':>24}")
+    cached = {size: cold for size, _, _, cold, _ in builds}
+    for size, seconds, cpu in plains:
+        print(f"{size:>5} {seconds:>15.1f} {cpu:>11.1f} {cached[size] / seconds:>24.2f}")
+        print(f"bench hosts={size} plain_s={seconds:.2f} plain_host_cpu_s={cpu:.1f}")  # fmt: skip
     sys.stdout.flush()
     if args.noop_hosts:
         seconds, commands, connections = many_hosts_noop(lab, args.noop_hosts, args.repeat)
