@@ -19,7 +19,7 @@ from deploy.connection import lab_home
 from deploy.lab import image
 from deploy.lab.acme import AcmeServer
 from deploy.lab.network import Network
-from deploy.lab.system import LabError, mounts_under, pid_alive, preflight, remove_tree, sh
+from deploy.lab.system import LabError, ensure_inotify_room, mounts_under, pid_alive, preflight, remove_tree, sh
 
 INITS = ("systemd", "sshd")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,7}$")
@@ -101,6 +101,8 @@ class Lab:
         self.network.check_free()
         self.network.ensure_bridge()
         self.network.ensure_proxy()
+        if init == "systemd":
+            ensure_inotify_room()
         if snapshot:
             meta = image.snapshot_layers(self.snapshots, snapshot)
             layers, suite = meta["layers"], meta["suite"]

@@ -51,6 +51,21 @@ def preflight() -> None:
         )
 
 
+# Every systemd host's init, dbus and logind take inotify instances (8 for a bare host)
+# from one per-user pool -- the controller's root -- whose default, 128, is ~15 hosts: the
+# next host's systemd then fails "Failed to create inotify object: Too many open files"
+# and boots without parts of itself. LXD and others raise it on a container host alike.
+INOTIFY_LIMITS = {"fs/inotify/max_user_instances": 8192, "fs/inotify/max_user_watches": 524288}
+
+
+def ensure_inotify_room() -> None:
+    """Raise the controller's inotify limits to INOTIFY_LIMITS where they are lower."""
+    for key, wanted in INOTIFY_LIMITS.items():
+        path = Path("/proc/sys") / key
+        if int(path.read_text()) < wanted:
+            path.write_text(f"{wanted}\n")
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below path, deepest first (the order to unmount them)."""
     prefix = str(path.resolve())
