@@ -65,6 +65,10 @@ def test_user_templates_override_ours(tmp_path):
     assert nginx.site_config(h) == "# mine django\n"
 
 
+def test_our_templates_use_only_the_variables_they_are_given():
+    check(every=True)  # a run checks only a user's templates_dir: ours are checked here
+
+
 def test_template_errors_are_one_line_and_found_before_any_host(tmp_path):
     (tmp_path / "nginx-site.conf.j2").write_text("{{ app_name }}\n{% if %}\n")
     with pytest.raises(s.SettingsError, match=r"template .*nginx-site.conf.j2 line 2: .*fix the template"):
