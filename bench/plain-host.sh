@@ -6,7 +6,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get -q update >/dev/null
 apt-get -q install -y --no-install-recommends nginx python3 python3-venv >/dev/null
 python3 -m venv /srv/plain/venv
-/srv/plain/venv/bin/pip install -q django gunicorn gevent
+# gunicorn[gevent]: the gevent worker needs packaging, which gunicorn 27 lists only there
+/srv/plain/venv/bin/pip install -q django "gunicorn[gevent]" gevent
 mkdir -p /srv/plain/app
 tar -xzf /tmp/plain-app.tgz -C /srv/plain/app
 head -c 32 /dev/urandom | base64 > /srv/plain/secret

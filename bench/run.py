@@ -147,7 +147,7 @@ def main() -> None:
     rows, builds, plains = [], [], []
     startup = statistics.median(timed("--list")[0] for _ in range(5))
     cache = Path(os.environ.setdefault("FABSTACK_CACHE", "/var/lib/fabstack-lab-bench/build-cache"))
-    for size in [int(n) for n in args.sizes.split(",")]:
+    for size in [int(n) for n in args.sizes.split(",") if n]:
         plains.append((size, *plain_run(lab, size)))
         shutil.rmtree(cache, ignore_errors=True)  # the first cold run builds the virtualenv
         _, first, first_cpu = cold_run(lab, size, "b")
