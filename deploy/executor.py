@@ -3,11 +3,9 @@
 Fabric's own executor calls a task once per host, one host after another, and stops at
 the first failure. Invoke's `tasks.executor_class` setting is the supported hook for
 changing that; fabfile.py points it here. It is also the one place that sees every task
-of a run, so it makes the run's Session (connections, console) and owns --json: any
-task asking for it makes the whole run print one document on stdout at the end,
-failures included, and --dry-run: given to any task of a line, it makes every task of
-that line dry (Ansible's --check and pyinfra's --dry cover the whole run too; invoke
-alone would give the flag only to the task it follows).
+of a run, so it makes the run's Session (connections, console) and prints --json's one
+document at the end, failures included. (--json, --dry-run and the other run flags reach
+every task of the line by deploy/cli.py.)
 """
 
 from __future__ import annotations
@@ -44,11 +42,6 @@ class HostsExecutor(Executor):
         json_mode = any("json" in call.args and call.args.json.value for call in tasks)
         session = Session(Console(json_mode))
         self.config[SESSION] = session
-        if any("dry_run" in call.args and call.args.dry_run.value for call in tasks):
-            for call in tasks:
-                if "dry_run" not in call.args:  # a lab task: it makes hosts, it cannot pretend to
-                    raise Exit(f"fabstack: {call.name} has no dry run; run it on its own line without --dry-run", 2)
-                call.args.dry_run.value = True
         error = ""
         try:
             return super().execute(*tasks)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fabric import Config
 from fabric.main import Fab
 
+from deploy.cli import run_flags_anywhere
 from deploy.executor import HostsExecutor
 from deploy.tasks import ns
 
@@ -13,6 +14,7 @@ program = Fab(name="fabstack", version="0.1.0", namespace=ns, executor_class=Hos
 
 
 def main() -> None:
+    run_flags_anywhere(program)
     program.run()
 
 

@@ -1,0 +1,92 @@
+"""The command line as a new user meets it (issue 23), without hosts: run flags anywhere."""
+
+from __future__ import annotations
+
+import pytest
+from fabric import Config
+from fabric.main import Fab
+from invoke import Executor, Exit
+
+from deploy.cli import run_flags_anywhere, take_run_flags
+from deploy.connection import forget_key_command
+from deploy.tasks import ns
+
+
+def test_run_flags_are_taken_from_anywhere_and_the_rest_kept_in_order():
+    words = ["--settings", "a.yaml", "provision", "--workers", "3", "deploy", "--dry-run", "--json"]
+    assert take_run_flags(words) == (
+        ["provision", "--workers", "3", "deploy"],
+        {"settings": "a.yaml", "dry_run": True, "json": True},
+    )
+    assert take_run_flags(["status", "--limit=web1,web2", "--role", "app"]) == (
+        ["status"],
+        {"limit": "web1,web2", "role": "app"},
+    )
+    # manage's own arguments are never read as fabstack's
+    assert take_run_flags(["manage", "--", "shell", "--settings", "x"]) == (
+        ["manage", "--", "shell", "--settings", "x"],
+        {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["--settings", "a.yaml", "deploy", "--settings", "b.yaml"], "--settings given twice (a.yaml and b.yaml)"),
+        (["status", "--settings"], "--settings needs a value, e.g. --settings fabstack.yaml"),
+        (["status", "--role", "--json"], "--role needs a value"),
+        (["status", "--json=yes"], "--json takes no value; drop =yes"),
+    ],
+)
+def test_run_flags_given_badly_are_refused_naming_the_flag(words, message):
+    with pytest.raises(Exit) as caught:
+        take_run_flags(words)
+    assert message in caught.value.message and caught.value.code == 2
+
+
+def test_the_same_flag_twice_with_one_value_is_fine():
+    assert take_run_flags(["provision", "--dry-run", "deploy", "--dry-run"])[1] == {"dry_run": True}
+
+
+class Recorded(Executor):
+    """An executor that runs nothing: it records what each task of the line was given."""
+
+    calls: list = []
+
+    def execute(self, *tasks):
+        Recorded.calls = [(call.name, {k.replace("-", "_"): a.value for k, a in call.args.items()}) for call in tasks]
+        return {}
+
+
+def parsed(argv: list[str]) -> list:
+    program = Fab(name="fabstack", version="0", namespace=ns, executor_class=Recorded, config_class=Config)
+    run_flags_anywhere(program)
+    program.run(["fabstack", *argv], exit=False)
+    return Recorded.calls
+
+
+def test_every_task_of_the_line_gets_the_run_flags_wherever_they_stand():
+    calls = parsed(["--settings", "p.yaml", "provision", "--workers", "3", "deploy", "--dry-run"])
+    assert [name for name, _ in calls] == ["provision", "deploy"]
+    for _, args in calls:
+        assert args["settings"] == "p.yaml" and args["dry_run"] is True and args["json"] is False
+    assert calls[0][1]["workers"] == "3"  # a task's own flag stays its own
+    # before this change: deploy ran with ./fabstack.yaml
+    assert parsed(["provision", "--settings", "p.yaml", "deploy"])[1][1]["settings"] == "p.yaml"
+
+
+def test_a_changed_host_key_s_fix_names_each_file_that_holds_the_old_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("FABSTACK_LAB_DIR", str(tmp_path / "lab"))
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "known_hosts").write_text(f"203.0.113.5 {key}\n[203.0.113.6]:2222 {key}\n")
+    listed = tmp_path / "team_known_hosts"
+    listed.write_text(f"203.0.113.5 {key}\n")
+    assert forget_key_command("203.0.113.5", 22, [str(listed)]) == (
+        f"ssh-keygen -R 203.0.113.5 -f {tmp_path}/lab/known_hosts; ssh-keygen -R 203.0.113.5 -f {listed}"
+    )
+    assert (
+        forget_key_command("203.0.113.6", 2222, [])
+        == f"ssh-keygen -R '[203.0.113.6]:2222' -f {tmp_path}/lab/known_hosts"
+    )
