@@ -7,6 +7,7 @@ is generated from it (a test fails when they differ), so the reference cannot dr
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import re
@@ -565,13 +566,32 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+# what people write for a key, from other tools and habits
+ALIASES = {"domain": "server_name", "domains": "server_name", "hostname": "server_name", "port": "listen_port"}
+
+
+def suggestion(name: str, known: list[str]) -> str:
+    """The key name was probably meant as: spelled with dashes or another case
+    (`server-name`), singular for plural (`worker` -> `workers`, before `worker_class`),
+    a known alias, else the closest by edit distance (`wrokers`); "" when none is close."""
+    plain = name.strip().lower().replace("-", "_").replace(" ", "_")
+    for guess in (plain, plain + "s", plain.removesuffix("s"), ALIASES.get(plain, "")):
+        if guess in known:
+            return guess
+    close = difflib.get_close_matches(plain, known, n=1, cutoff=0.75)
+    if close:
+        return close[0]
+    prefixed = [k for k in known if k.split("_")[0] == plain.split("_")[0]]
+    return prefixed[0] if prefixed else ""
+
+
 def validate(raw: dict, source: str = "defaults") -> Settings:
     values = {key.name: key.default for key in SCHEMA}
     for name, value in raw.items():
         key = KEYS.get(name)
         if key is None:
-            close = [k for k in KEYS if k.split("_")[0] == str(name).split("_")[0]]
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            close = suggestion(str(name), list(KEYS))
+            hint = f" (did you mean {close}?)" if close else ""
             raise SettingsError(f"unknown setting {name!r} in {source}{hint}; see docs/settings.md")
         values[name] = _coerce(key, value)
     if not values["wsgi_module"]:

@@ -185,3 +185,13 @@ def test_a_lab_task_on_a_dry_line_is_refused_before_anything_runs():
     assert run.code == 2, run
     assert run.err.strip() == "fabstack: lab.status has no dry run; run it on its own line without --dry-run"
     assert run.out == ""  # lab.status did not run, nor did provision
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [("wrokers", "workers"), ("server-name", "server_name"), ("secret", "secrets"), ("worker", "workers"),
+     ("domain", "server_name"), ("worker_clas", "worker_class")],
+)  # fmt: skip
+def test_an_unknown_key_names_the_one_probably_meant(key, meant):
+    with pytest.raises(s.SettingsError, match=rf"unknown setting '{key}' in defaults \(did you mean {meant}\?\)"):
+        s.validate({key: 1})
