@@ -82,6 +82,19 @@ def new_connection(target: str, config: Config | None, timeout: int) -> Connecti
     return Connection(target, config=own, connect_timeout=timeout)
 
 
+def forget_key_command(host: str, port: int, known_hosts: list[str]) -> str:
+    """The command that removes host's recorded key from each file that holds one (the
+    lab's and settings' files too: a bare `ssh-keygen -R HOST` edits ~/.ssh/known_hosts
+    only, and the old key stayed where fabstack read it)."""
+    name = host if port == 22 else f"[{host}]:{port}"
+    holders = []
+    for path in known_hosts_files(known_hosts):
+        if path.is_file() and paramiko.HostKeys(str(path)).lookup(name):
+            holders.append(path)
+    quoted = f"'{name}'" if port != 22 else name
+    return "; ".join(f"ssh-keygen -R {quoted} -f {path}" for path in holders) or f"ssh-keygen -R {quoted}"
+
+
 def connect(
     target: str, config: Config | None, known_hosts: list[str], timeout: int, accept_new: bool = False
 ) -> Connection:
@@ -99,7 +112,7 @@ def connect(
         raise ConnectError(
             f"HOST KEY CHANGED for {conn.host}: got {exc.key.get_name()} {exc.key.fingerprint}; "
             "this may be an attack. Nothing was changed. If the server was rebuilt, remove its old key: "
-            f"ssh-keygen -R {conn.host}"
+            + forget_key_command(conn.host, conn.port, known_hosts)
         ) from None
     except paramiko.AuthenticationException:
         raise ConnectError(

@@ -42,10 +42,15 @@ def test_unknown_and_changed_host_keys_are_refused(lab: Lab, tmp_path, monkeypat
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     forged = tmp_path / "known_hosts_forged"
     forged.write_text(f"{host.address} {' '.join((tmp_path / 'other.pub').read_text().split()[:2])}\n")
-    with pytest.raises(ConnectError, match="HOST KEY CHANGED"):
-        connect(host.target, None, [str(forged)], 10)
     with pytest.raises(ConnectError, match="HOST KEY CHANGED"):  # accept-new never takes a changed key
         connect(host.target, None, [str(forged)], 10, accept_new=True)
+    with pytest.raises(ConnectError, match="HOST KEY CHANGED") as changed:
+        connect(host.target, None, [str(forged)], 10)
+    fix = f"ssh-keygen -R {host.address} -f {forged}"  # the file that holds the key, not ~/.ssh/known_hosts
+    assert str(changed.value).endswith(fix), changed.value
+    subprocess.run(fix.split(), check=True, capture_output=True)
+    with pytest.raises(ConnectError, match="host key unknown"):  # the old key is gone from where fabstack read it
+        connect(host.target, None, [str(forged)], 10)
     assert not (tmp_path / ".ssh" / "known_hosts").exists()
     conn = connect(host.target, key, [], 10, accept_new=True)  # first contact: trusted and recorded
     assert conn.run("hostname", hide=True, in_stream=False).stdout.strip() == "key1"
