@@ -187,4 +187,4 @@ def check(h: HostRun) -> None:
         with contextlib.suppress(StepFailed):  # recorded; the other checks still run
             h.step(name, refuse if problem else done, *([problem] if problem else []))
     if warnings:
-        h.console.say(h.host, f"django check --deploy warnings: {warnings} (run manage.py check --deploy for details)")
+        h.console.say(h.host, f"django check --deploy warnings: {warnings} (details: fab manage -- check --deploy)")

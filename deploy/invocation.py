@@ -72,7 +72,11 @@ def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") ->
         if wanted:
             known = {m.host for m in settings.inventory.members} | {m.address for m in settings.inventory.members}
             if wanted - known:
-                raise Exit(f"fabstack: --limit {sorted(wanted - known)[0]!r} is not in the inventory", code=2)
+                listed = ", ".join(m.host for m in settings.inventory.members)
+                raise Exit(
+                    f"fabstack: --limit {sorted(wanted - known)[0]!r} is not in the inventory; its hosts: {listed}",
+                    code=2,
+                )
             hosts = [m.host for m in settings.inventory.members if m.host in hosts and {m.host, m.address} & wanted]
     if not hosts:
         raise Exit(

@@ -98,7 +98,11 @@ def logs(
     both = not app and not nginx
     plan = reports.logs(int(lines), app or both, nginx or both, follow, process)
     role = role or ("app" if process else "")
-    execute(c, "logs", plan, load_settings(settings), verbose=verbose, role=role, limit=limit, report=brief)
+    try:
+        execute(c, "logs", plan, load_settings(settings), verbose=verbose, role=role, limit=limit, report=brief)
+    except KeyboardInterrupt:  # Ctrl-C is how --follow is meant to end (tail -f's user expects 0, not 1)
+        if not follow:
+            raise
 
 
 @task(help={"settings": HELP["settings"], "verbose": HELP["verbose"], "json": HELP["json"]})

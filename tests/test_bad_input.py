@@ -48,7 +48,7 @@ CASES = [
     Case("flag-worker-class", "worker_class='x' is invalid", args=["provision", "--worker-class", "x"]),
     Case("flag-server-name", "server_name='a b;' is invalid", args=["provision", "--server-name", "a b;"]),
     Case("flag-role", "--role 'web' is not a role; use app, lb or db", INVENTORY, ["provision", "--role", "web"], False),
-    Case("flag-limit", "--limit '10.9.9.9' is not in the inventory", INVENTORY, ["status", "--limit", "10.9.9.9"], False),
+    Case("flag-limit", "--limit '10.9.9.9' is not in the inventory; its hosts: root@HOST", INVENTORY, ["status", "--limit", "10.9.9.9"], False),
     Case("flag-project", "project_path='/does/not/exist': no such directory", args=["deploy", "--project", "/does/not/exist"]),
     Case("flag-settings", "settings file /nonexistent.yaml does not exist", args=["provision", "--settings", "/nonexistent.yaml"]),
     # host strings

@@ -89,6 +89,7 @@ def test_check_reports_what_is_unsafe_and_provision_repairs_it(host, cold, tmp_p
     run = fab("-H", host.target, "check", settings=cold.settings)
     assert run.code == 0 and run.summary() == {host.target: (12, 0, 0)}, run
     assert "django check --deploy warnings: W" in run.out  # plain HTTP: Django's HTTPS advice is listed
+    assert "(details: fab manage -- check --deploy)" in run.out  # and how to read it
     r = Remote(host)
     r.run(  # what a hand edit could do: gunicorn on every address, the key readable by all
         "sed -i 's/^bind = .*/bind = \"0.0.0.0:8000\"/' /srv/django/config/gunicorn.conf.py "
