@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from deploy.results import HostResult
 
 SCHEMA = "fabstack.run/1"
-COLOURS = {"ok": "32", "changed": "33", "failed": "31", "dim": "2", "bold": "1"}
+COLOURS = {"ok": "32", "changed": "33", "failed": "31", "skipped": "2", "dim": "2", "bold": "1"}
 
 
 def seconds(value: float) -> str:
@@ -36,6 +36,7 @@ class Console:
         self._local = threading.local()
         self._running: dict[tuple[str, str], list[float]] = {}  # (host, step) -> [started, last report]
         self._ticker: threading.Thread | None = None
+        self._phases: list[list[HostResult]] = []  # the phases of the task running now, folded at its end
 
     def stream(self) -> TextIO:
         return sys.stderr if self.json_mode else sys.stdout
@@ -82,7 +83,7 @@ class Console:
     def step_finished(self, host: str, name: str, status: str, took: float, dry_run: bool, error: str = "") -> None:
         with self._lock:
             self._running.pop((host, name), None)
-        note = " (dry run)" if dry_run and status == "changed" else f": {error}" if error else ""
+        note = " (dry run)" if dry_run and status in ("changed", "skipped") else f": {error}" if error else ""
         self.say(host, f"{name}: {self.paint(status, status)}{note} {self.paint(seconds(took), 'dim')}")
 
     def _start_ticker(self) -> None:
@@ -124,6 +125,34 @@ class Console:
                 lines += self._failure(r)
         lines += [r.summary() for r in results]
         self.write("\n".join(lines))
+
+    def task_started(self) -> None:
+        self._phases = []
+
+    @property
+    def in_phases(self) -> bool:
+        return bool(self._phases)
+
+    def phase_done(self, results: list[HostResult]) -> None:
+        """Keep one phase's results (a batch of a rolling deploy, the db host first...)
+        for the task's one summary."""
+        self._phases.append(results)
+
+    def task_summary(self) -> None:
+        """The summary of a task that ran in phases: every host once, its steps over
+        every phase added up (a rolling deploy printed a table per batch, and none whole)."""
+        if not self._phases:
+            return
+        folded: dict[str, HostResult] = {}
+        for results in self._phases:
+            for r in results:
+                into = folded.setdefault(r.host, HostResult(r.host, dry_run=r.dry_run))
+                into.steps += r.steps
+                into.seconds += r.seconds
+                into.commands += r.commands
+                into.error = into.error or r.error
+        self._phases = []
+        self.summary(list(folded.values()))
 
     def brief(self, results: list[HostResult]) -> None:
         """What failed on each failed host, then the stable summary lines (read-only tasks)."""

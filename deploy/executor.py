@@ -44,7 +44,14 @@ class HostsExecutor(Executor):
         self.config[SESSION] = session
         error = ""
         try:
-            return super().execute(*tasks)
+            done = {}
+            for call in tasks:  # one at a time: a task that ran in phases gets its one summary
+                session.console.task_started()
+                try:
+                    done.update(super().execute(call))
+                finally:
+                    session.console.task_summary()
+            return done
         except Exit as exc:
             error = str(exc.message or "")
             raise

@@ -86,12 +86,14 @@ def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") ->
     return hosts
 
 
-def fail_if_any(results: list[HostResult], why: str = "") -> None:
-    """Exit 1 naming the hosts that failed, if any did."""
+def fail_if_any(results: list[HostResult], why: str = "", out_of: int = 0) -> None:
+    """Exit 1 naming the hosts that failed, if any did, out of the task's hosts (out_of,
+    when a phase ran on some of them)."""
     failed = [r.host for r in results if r.failed]
     sys.stdout.flush()
     if failed:
-        raise Exit(f"fabstack: failed on {len(failed)} of {len(results)} host(s): {', '.join(failed)}{why}", code=1)
+        total = max(out_of, len(results))
+        raise Exit(f"fabstack: failed on {len(failed)} of {total} host(s): {', '.join(failed)}{why}", code=1)
 
 
 def run_reported(
@@ -99,10 +101,15 @@ def run_reported(
     verbose: bool = False, phase: str = "", report: Report | None = None,
 ) -> list[HostResult]:  # fmt: skip
     """Run plan on hosts, print the report (default: the summary table), record the
-    results for --json, and return them."""
+    results for --json, and return them. One phase of several (phase given) is kept for
+    the task's one summary at its end; its own table only with --verbose."""
     session = session_of(c)
     results = session.run_task(hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose)
-    (report or Console.summary)(session.console, results)
+    phased = bool(phase) or session.console.in_phases  # the last part of a task that ran phases too
+    if phased:
+        session.console.phase_done(results)
+    if verbose or not phased:
+        (report or Console.summary)(session.console, results)
     session.console.record(task, results, dry_run, phase)
     return results
 
@@ -147,7 +154,10 @@ def provision(
     dbs = [m.host for m in settings.inventory.with_role("db")]
     first = [h for h in hosts if h in dbs] if any(h not in dbs for h in hosts) else []
     if first:
-        fail_if_any(run_reported(c, "provision", first, plans.provision, settings, dry_run, verbose, phase="db"))
+        fail_if_any(
+            run_reported(c, "provision", first, plans.provision, settings, dry_run, verbose, phase="db"),
+            out_of=len(hosts),
+        )
     rest = [h for h in hosts if h not in first]
     if dbs and not dry_run and any(h not in dbs for h in rest):  # a dry run may have nothing to read yet
         settings = with_shared_secrets(c, settings, dbs[0], verbose)
@@ -159,20 +169,24 @@ def provision(
         # on to the first lb), then the first lb, then copies where they differ from its
         lbs = [*here, *([issuer] if issuer in rest else [])]
         done = run_reported(c, "provision", here, plans.provision, settings, dry_run, verbose, phase="lb")
-        fail_if_any(done)
+        fail_if_any(done, out_of=len(hosts))
         if issuer in rest:
             done += run_reported(c, "provision", [issuer], plans.provision, settings, dry_run, verbose, phase="tls")
-            fail_if_any(done)
+            fail_if_any(done, out_of=len(hosts))
         served = {r.host: r.data.get("certificate_sha256", "") for r in done}
         stale = [h for h in here if not served.get(issuer) or served[h] != served[issuer]]
         if stale and not dry_run:
             copied = with_certificate_copy(c, settings, issuer, verbose)
             fail_if_any(
-                run_reported(c, "provision", stale, plans.certificate_copy, copied, verbose=verbose, phase="copy")
+                run_reported(c, "provision", stale, plans.certificate_copy, copied, verbose=verbose, phase="copy"),
+                out_of=len(hosts),
             )
         rest, phase = [h for h in rest if h not in lbs], "app"
     if rest:
-        fail_if_any(run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase=phase))
+        fail_if_any(
+            run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase=phase),
+            out_of=len(hosts),
+        )
 
 
 def with_shared_secrets(c: Context, settings: Settings, db: str, verbose: bool) -> Settings:
@@ -227,7 +241,7 @@ def tls_renew(c: Context, settings: Settings, force: bool, dry_run: bool = False
         raise Exit("fabstack: tls.renew renews ACME certificates; set tls.email (docs/https.md)", code=2)
     issuer, copies = acme_lbs(settings)
     hosts = [issuer] if issuer else hosts_of(c, settings, role="lb")
-    fail_if_any(run_reported(c, "tls.renew", hosts, plans.tls_renew(force), settings, dry_run, verbose))
+    fail_if_any(run_reported(c, "tls.renew", hosts, plans.tls_renew(force), settings, dry_run, verbose, phase="renew"))
     if copies and not dry_run:
         settings = with_certificate_copy(c, settings, issuer, verbose)
         fail_if_any(

@@ -35,21 +35,25 @@ def rolling(c: Context, task: str, plan: Plan, settings: Settings, verbose: bool
     def run(hosts: list[str], plan: Plan, phase: str) -> list:
         return run_reported(c, task, hosts, plan, settings, verbose=verbose, phase=phase)
 
+    every = len(set(apps) | set(lbs))
     for start in range(0, len(changing), settings.batch_size):
         batch = changing[start : start + settings.batch_size]
-        fail_if_any(run(lbs, plans.lb_out(frozenset(batch)), "lb out"))
+        fail_if_any(run(lbs, plans.lb_out(frozenset(batch)), "lb out"), out_of=every)
         fail_if_any(
             run(batch, plan, "batch"),
             "; rollout stopped: the load balancers keep the failed host(s) out, the rest stay as they were",
+            out_of=every,
         )
-        fail_if_any(run(lbs, plans.lb_out(frozenset()), "lb in"))
+        fail_if_any(run(lbs, plans.lb_out(frozenset()), "lb in"), out_of=every)
     if not changing:  # the look-ahead already read every host: report it, do not read again
-        session.console.summary(preview)
+        session.console.phase_done(preview)
+        if verbose:
+            session.console.summary(preview)
         session.console.record(task, preview, dry_run=False, phase="look-ahead")
     health = run(apps, plans.serving, "health")
     unhealthy = frozenset(r.host for r in health if r.failed)
-    fail_if_any(run(lbs, plans.lb_out(unhealthy), "upstream"))
-    fail_if_any(health, "; the load balancers keep them out until they answer")
+    fail_if_any(run(lbs, plans.lb_out(unhealthy), "upstream"), out_of=every)
+    fail_if_any(health, "; the load balancers keep them out until they answer", out_of=every)
     return True
 
 

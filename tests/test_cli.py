@@ -90,3 +90,23 @@ def test_a_changed_host_key_s_fix_names_each_file_that_holds_the_old_key(tmp_pat
         forget_key_command("203.0.113.6", 2222, [])
         == f"ssh-keygen -R '[203.0.113.6]:2222' -f {tmp_path}/lab/known_hosts"
     )
+
+
+def test_a_task_in_phases_prints_one_summary_with_every_host_once(capsys):
+    from deploy.console import Console
+    from deploy.results import HostResult, StepResult
+
+    console = Console()
+    lb, app1, app2 = "root@192.0.2.1", "root@192.0.2.11", "root@192.0.2.12"
+    console.task_started()
+    console.phase_done([HostResult(lb, [StepResult("upstream", "changed", 0.1)], seconds=0.2)])
+    console.phase_done([HostResult(app1, [StepResult("release", "changed", 1), StepResult("health", "ok", 1)])])
+    console.phase_done([HostResult(lb, [StepResult("upstream", "changed", 0.1)], seconds=0.2)])
+    console.phase_done([HostResult(app2, [StepResult("release", "failed", 1, error="boom")], error="")])
+    assert capsys.readouterr().out == ""  # no table per phase
+    console.task_summary()
+    out = capsys.readouterr().out
+    assert out.count("HOST ") == 1 and "step 'release' failed: boom" in out
+    assert f"{lb} ok=0 changed=2 failed=0\n{app1} ok=1 changed=1 failed=0\n{app2} ok=0 changed=0 failed=1" in out
+    console.task_summary()  # a task without phases: its own table was its summary
+    assert capsys.readouterr().out == ""
