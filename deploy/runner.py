@@ -233,6 +233,7 @@ class HostRun(HostContext):
         self.commands = 0
         self._stage = ""
         self._sftp = None
+        self._unchecked = 0  # checks a dry run skipped in the step running now
         self._facts_read: tuple[str, str] | None = None
         self.secret = ""  # a secret a plan read for the task layer (the db password); never in results
 
@@ -313,6 +314,7 @@ class HostRun(HostContext):
         if report:
             self.console.step_started(self.host, name)
         diffs: list[str] = []
+        self._unchecked = 0
         try:
             changed = self._execute(action(self, *args, **kwargs), diffs)
         except StepFailed as exc:
@@ -325,7 +327,7 @@ class HostRun(HostContext):
                 self.console.say(self.host, "  " + exc.output.replace("\n", "\n  "))
             raise
         took = time.monotonic() - started
-        status = "changed" if changed else "ok"
+        status = "changed" if changed else "skipped" if self._unchecked else "ok"
         self.result.steps.append(StepResult(name, status, took, diff="".join(diffs)))
         if report:
             self.console.step_finished(self.host, name, status, took, self.dry_run)
@@ -368,7 +370,9 @@ class HostRun(HostContext):
                 diffs.append(self._diff(op))
             return None
         if isinstance(op, Check):
-            if not self.dry_run:
+            if self.dry_run:
+                self._unchecked += 1  # the step reports "skipped", not ok: nothing was verified
+            else:
                 self.run(op.shell)
             return None
         if isinstance(op, Probe):

@@ -25,12 +25,13 @@ def trixie(lab: Lab):
 def test_dry_run_of_provision_deploy_changes_nothing_on_a_fresh_host(trixie, cold: ColdRun):
     r = Remote(trixie)
     before = r.tree()
-    run = fab("-H", trixie.target, "provision", "deploy", "--dry-run", settings=cold.settings)
+    run = fab("-H", trixie.target, "--dry-run", "provision", "deploy", settings=cold.settings)  # before the tasks
     assert run.code == 0, run
     assert changed_paths(before, r.tree(), ignore=VOLATILE) == [], run
     summaries = [i for i, line in enumerate(run.out.splitlines()) if line.startswith("dry run: no host was changed")]
     assert len(summaries) == 2, run  # each task of the line was dry, and says so first
     assert "apt packages: changed (dry run)" in run.out and "provisioned: changed (dry run)" in run.out
+    assert "health check: skipped (dry run)" in run.out and "health check: ok" not in run.out  # no app runs yet
     assert r.run("command -v nginx || true").strip() == "" and r.run("id django 2>&1 || true").startswith("id:")
 
 
