@@ -75,6 +75,11 @@ def status(h: HostRun) -> None:
     problems = (
         [f"certificate {row['certificate']}"] if row.get("certificate", "").startswith(("missing", "expire")) else []
     )
+    if web and not f.installed("nginx"):  # a fresh server: one problem, the fix, not "config invalid"
+        row |= {"nginx": "not installed", "config": "-"} | ({"app": "-", "venv": "-"} if h.is_app else {})
+        h.result.data = row
+        h.step("status", refuse, "not provisioned: run fab provision", report=False)
+        return
     problems += [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     problems += [f"db {row['db']}"] if "db" in row and not f.pg_online else []
     short = [name for name, count in wanted.items() if name not in f.background or f.background[name].running < count]
