@@ -32,7 +32,10 @@ def test_run_flags_are_taken_from_anywhere_and_the_rest_kept_in_order():
 @pytest.mark.parametrize(
     ("words", "message"),
     [
-        (["--settings", "a.yaml", "deploy", "--settings", "b.yaml"], "--settings given twice (a.yaml and b.yaml)"),
+        (
+            ["--settings", "a.yaml", "deploy", "--settings", "b.yaml"],
+            "--settings given twice (a.yaml and b.yaml); a run has one settings",
+        ),
         (["status", "--settings"], "--settings needs a value, e.g. --settings fabstack.yaml"),
         (["status", "--role", "--json"], "--role needs a value"),
         (["status", "--json=yes"], "--json takes no value; drop =yes"),
