@@ -188,6 +188,9 @@ def test_rolling_deploy_broken_release_and_rollback_under_load(farm, cold, tmp_p
     print(f"deploy v2 under load: {v2_load.sent} requests, {v2_load.failed} failed, {dict(v2_load.bodies)}")
     assert run.code == 0, run
     assert "[rolling] 3 of 3 app host(s) to change, 1 at a time" in run.out
+    # one summary for the whole rollout (its 3 batches and the lb's phases folded), every host once
+    assert sum(line.startswith("HOST ") for line in run.out.splitlines()) == 1, run
+    assert set(run.summary()) == {h.target for h in farm}, run
     assert v2_load.failed == 0 and v2_load.bodies["V1"] > 0 and v2_load.bodies["V2"] > 0
     assert served_bodies(farm[0], 9) == {"V2": 9}
 
@@ -196,7 +199,7 @@ def test_rolling_deploy_broken_release_and_rollback_under_load(farm, cold, tmp_p
     print(f"broken v3 under load: {v3_load.sent} requests, {v3_load.failed} failed, {dict(v3_load.bodies)}")
     assert broken.code == 1, broken
     assert "ModuleNotFoundError: No module named 'no_such_module_v3'" in broken.out
-    assert "rollout stopped" in broken.err
+    assert "rollout stopped" in broken.err and f"failed on 1 of {len(farm)} host(s)" in broken.err, broken.err
     assert v3_load.failed == 0 and set(v3_load.bodies) == {"V2"}
     lb_conf = Remote(farm[0]).run("cat /etc/nginx/sites-enabled/django-lb.conf")
     assert f"server {farm[1].address}:8080 down;" in lb_conf, lb_conf  # the failed host stays out
