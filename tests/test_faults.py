@@ -4,6 +4,7 @@ provision, several times."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import subprocess
@@ -11,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import FAB, REPO, Remote, fab, sample_variant
+from conftest import FAB, REPO, Remote, fab, get, sample_variant
 
 from deploy.lab import Lab
 
@@ -124,8 +125,34 @@ def test_dropped_connections_mid_provision_then_a_rerun_converges(lab: Lab):
     # The rest is done: a rerun after a failed run changes something, unless the host had
     # already finished and verified everything (the cut came after the health check's record,
     # before fab heard back); either way the current release is verified afterwards.
-    assert done.code == 0 and (proc.returncode == 0 or done.changed() > 0 or verified_before), done
+    if not (done.code == 0 and (proc.returncode == 0 or done.changed() > 0 or verified_before)):
+        pytest.fail(f"the rerun did not converge (cuts at {delays} s):\n{done}", pytrace=False)  # whole, not cut
     assert r.run(verified).strip() == "yes"
     again = fab("-H", host.target, "provision", "deploy")
     assert again.code == 0 and again.changed() == 0, again
     assert "It works" in answers(host.address)
+
+
+def test_a_rerun_waits_for_the_release_a_dropped_run_is_still_unpacking(lab: Lab, cold, deployed_snapshot, tmp_path):
+    """A dropped connection leaves the run's commands running on the host: the rerun must
+    not unpack the same release beside them (CI18: its directory was renamed away under
+    its own import, "No module named 'fabstack_settings'")."""
+    (host,) = lab.up(count=1, init="systemd", prefix="fur", snapshot=deployed_snapshot)
+    r = Remote(host)
+    slow = sample_variant(
+        tmp_path, "slow", title="Slow release", append={"sample/wsgi.py": "\nimport time\ntime.sleep(4)\n"}
+    )
+    env = {**os.environ, "FABSTACK_SETTINGS": str(cold.settings)}
+    first = subprocess.Popen([FAB, "-H", host.target, "deploy", "--project", slow], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while ".partial" not in r.run("ls -a /srv/django/releases") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    r.run(KILL_SESSIONS)  # the run's connection drops while its release is being unpacked
+    first.communicate(timeout=60)
+    assert "python" in r.run("ps -eo comm= | sort -u")  # the unpack goes on on the host (the wsgi import)
+    again = fab("-H", host.target, "deploy", "--project", slow, settings=cold.settings)
+    if again.code != 0:
+        pytest.fail(f"the rerun failed beside the dropped run's unpack:\n{again}", pytrace=False)
+    assert "Slow release" in get(f"http://{host.address}/")[1]
+    assert ".partial" not in r.run("ls -a /srv/django/releases") and ".lock" not in r.run("ls -a /srv/django/releases")

@@ -7,9 +7,20 @@
 # site is touched), migrated (MIGRATE yes: a database of this host's own; a shared one
 # is migrated once per deploy, by migrate_release), static files collected, modes set,
 # then named by a rename. A release that fails any check leaves nothing behind.
+#
+# One unpack of a release at a time (flock): a run whose connection dropped leaves its
+# commands running on the host, and a rerun's unpack removed the directory the first was
+# still filling, or had it renamed away under its own import ("No module named
+# 'fabstack_settings'"). The rerun waits for it, and is done if it finished the release.
 unpack_release() {
     partial="$RELEASES/.$1.partial"
     static="$partial/$3"
+    lock="$RELEASES/.$1.lock"
+    exec 9> "$lock" && flock 9 || return
+    if [ -d "$RELEASES/$1" ]; then
+        rm -f "$lock"
+        return 0
+    fi
     {
         rm -rf "$partial" && mkdir -p "$partial" && tar -xzf "$2" -C "$partial" --no-same-owner &&
             install -d -o "$APP" -g "$APP" -m 755 "$static" &&
@@ -19,10 +30,11 @@ unpack_release() {
             { "$VENV/bin/python" -m compileall -q -x "$5" "$partial" > /dev/null || true; } &&
             release_modes "$partial" "$static" &&
             static_path_open "$partial" "$3" &&
-            mv -T "$partial" "$RELEASES/$1"
+            mv -T "$partial" "$RELEASES/$1" &&
+            rm -f "$lock"
     } || {
         status=$?
-        rm -rf "$partial"
+        rm -rf "$partial" "$lock"
         return "$status"
     }
 }
