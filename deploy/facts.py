@@ -88,6 +88,8 @@ class HostFacts:
     apt_stamp: int = 0
     app_uid: str = ""  # '' when the app user does not exist
     packages: dict[str, str] = field(default_factory=dict)  # name -> dpkg status
+    # what each fabstack app on this host holds (its names, bind, default server): app -> key -> value
+    claims: dict[str, dict[str, str]] = field(default_factory=dict)
     files: dict[str, FileFact] = field(default_factory=dict)
     dirs: dict[str, str] = field(default_factory=dict)  # path -> 'owner:group mode'
     links: dict[str, str] = field(default_factory=dict)  # path -> target
@@ -176,6 +178,9 @@ class HostFacts:
                 facts.background[path] = BackgroundFact(manager, len(known), known)
             elif kind == "link" and path:
                 facts.links[path] = value
+            elif kind == "claim" and "." in path:
+                app, _, name = path.partition(".")
+                facts.claims.setdefault(app, {})[name] = value
             elif key == "pg":
                 version, port, status = (value.split() + ["", "", ""])[:3]
                 facts.pg_version, facts.pg_port, facts.pg_online = version, int(port or 0), status == "online"
@@ -238,7 +243,7 @@ def read_command(
     (a remote file and its call lines), what a read-only task reads besides."""
     files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
     files += [layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.acme_hook, layout.certbot_dropin]
-    files += [layout.logrotate_conf, *layout.logrotate_files(), layout.logrotate_cron]
+    files += [layout.logrotate_conf, *layout.logrotate_files(), layout.logrotate_cron, layout.claims]
     files += [layout.AUTO_UPGRADES, layout.UNATTENDED_UPGRADES, layout.APT_PROXY]
     files += files_of_settings or []  # the background processes' units or programs
     lists = {

@@ -93,6 +93,20 @@ class HostContext:
         return [p for p in self.settings.background if p.hosts == "all" or self.first_app_host]
 
     @property
+    def bind(self) -> str:
+        """Where gunicorn listens: the bind setting; else what this app holds on the host
+        (chosen once, kept); else 127.0.0.1 and the first port from 8000 that no other
+        app on the host holds."""
+        if self.settings.bind:
+            return self.settings.bind
+        claims = self.facts.claims
+        mine = claims.get(self.settings.app_name, {}).get("bind")
+        if mine:
+            return mine
+        taken = {c.get("bind") for app, c in claims.items() if app != self.settings.app_name}
+        return next(f"127.0.0.1:{p}" for p in range(8000, 9000) if f"127.0.0.1:{p}" not in taken)
+
+    @property
     def first_app_host(self) -> bool:
         """The first app host of the inventory, or the single host."""
         apps = self.settings.inventory.with_role("app")
@@ -153,7 +167,7 @@ class HostContext:
         return self.layout.values() | {
             "APP_ENV": "\n".join(f"{k}={v}" for k, v in env.items()),
             "APP_FILES": scripts.text("app_files.sh"),
-            "BIND": s.bind,
+            "BIND": self.bind,
             "HEALTH_PY": scripts.text("health.py"),
             "HEALTH_PATH": s.health_path,
             "HEALTH_HOST": names[0] if names else "localhost",

@@ -249,6 +249,24 @@ def tls_renew(c: Context, settings: Settings, force: bool, dry_run: bool = False
         )
 
 
+def remove(
+    c: Context, settings: Settings, app: str, yes: bool, purge: bool, dry_run: bool = False, verbose: bool = False,
+    role: str = "", limit: str = "",
+) -> None:  # fmt: skip
+    """fab remove --app NAME --yes: the app of these settings off its hosts; NAME must be
+    its app_name (a second look at what goes), --yes says it is meant."""
+    if app != settings.app_name:
+        raise Exit(
+            f"fabstack: --app {app!r} is not the app of these settings ({settings.app_name!r}); "
+            f"give --app {settings.app_name}, or the settings of {app!r} with --settings",
+            code=2,
+        )
+    if not yes and not dry_run:
+        what = "its code, units, site and records (its data and logs stay)" if not purge else "everything of it"
+        raise Exit(f"fabstack: fab remove takes app {app!r} off the host(s): {what}; add --yes to do it", code=2)
+    execute(c, "remove", plans.remove(purge), settings, dry_run, verbose, role or "app", limit)
+
+
 def data_host(c: Context, settings: Settings) -> str:
     """The host that holds the app's data: the db host, else the first app host (with
     SQLite and several app hosts, each holds its own; this is the first one's)."""

@@ -13,13 +13,15 @@ from deploy.ops import Steps
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import HostRun, Plan
-from deploy.steps import app, background, database, firewall, health, nginx, process, redis, rotation, server, tls
+from deploy.steps import app, apps, background, database, firewall, health, nginx, process, redis, rotation, server, tls
 
 
 def provision(h: HostRun) -> None:
     """The server: packages, app user, directories, virtualenv, secrets, configs, nginx;
     on a host that has a release, the app kept running under today's config."""
     h.read_facts()
+    if h.is_app:  # before anything changes: no name, port or default server another app here holds
+        h.step("other apps on this host", apps.no_clash)
     if "db" in h.roles:
         h.step("postgresql port free", database.port_free)
     h.step("apt packages", server.apt_packages)
@@ -50,6 +52,7 @@ def provision(h: HostRun) -> None:
         h.step("certificate files", tls.certificate_files)
     if h.is_app:
         h.step("nginx site", nginx.site)
+        h.step("claims recorded", apps.claims)
     if "lb" in h.roles and h.behind_lbs:
         h.step("nginx load balancer", nginx.lb_site)
     if h.is_app or "lb" in h.roles:
@@ -250,6 +253,22 @@ def app_control(action: str, name: str = "") -> Plan:
                 h.step(f"{name} {action}", background.control, name, action)
             return
         h.step(f"gunicorn {action}", process.control, action)
+
+    return plan
+
+
+def remove(purge: bool) -> Plan:
+    """fab remove: the app's processes stopped, then the app taken off the host; another
+    app's files, processes and site are never touched."""
+
+    def plan(h: HostRun) -> None:
+        h.read_facts()
+        if not h.is_app:
+            return
+        h.step("gunicorn stop", process.control, "stop")
+        for p in h.background_here:
+            h.step(f"{p.name} stop", background.control, p.name, "stop")
+        h.step("app removed", apps.removed, purge)
 
     return plan
 

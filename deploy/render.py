@@ -49,6 +49,7 @@ VARIABLES = {
     "postgresql.conf.j2": ("listen", "port"),
     "pg_hba.conf.j2": ("db_name", "db_user", "clients"),
     "redis.conf.j2": ("app_name", "address", "port"),
+    "claims.j2": ("server_name", "bind", "default_server"),
     "unattended-upgrades.conf.j2": ("reboot",),
     "apt-proxy.conf.j2": ("proxy",),
     "auto-upgrades.conf.j2": ("enabled",),

@@ -116,7 +116,7 @@ def _wsgi(value: str) -> str:
 
 
 def _bind(value: str) -> str:
-    if value.startswith("unix:"):
+    if not value or value.startswith("unix:"):
         return ""
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or _port(int(port)):
@@ -221,8 +221,22 @@ SCHEMA: tuple[Key, ...] = (
         "Paths never put in a release, in .gitignore syntax (besides what git or .gitignore files ignore).",
     ),
     Key("server_name", str, "_", "nginx server_name: the site's domain names; _ answers any name.", _server_name),
+    Key(
+        "default_server",
+        bool,
+        True,
+        "This app's site answers requests for names no site on the host claims (nginx's default_server); with "
+        "several apps on one host, one of them (or none).",
+    ),
     Key("listen_port", int, 80, "Port nginx listens on.", _port),
-    Key("bind", str, "127.0.0.1:8000", "Where gunicorn listens; loopback or a unix socket only.", _bind),
+    Key(
+        "bind",
+        str,
+        "",
+        "Where gunicorn listens; loopback or a unix socket only. Empty: 127.0.0.1 and the first port from 8000 that "
+        "no other app on the host holds (kept once chosen).",
+        _bind,
+    ),
     Key("workers", (int, str), "auto", "gunicorn worker processes, or auto: 2 x the host's cores + 1.", _workers),
     Key("worker_class", str, "gevent", "gunicorn worker class: sync, gevent or gthread.", _worker_class),
     Key(
@@ -451,6 +465,7 @@ class Settings:
     env: dict
     exclude: list
     server_name: str
+    default_server: bool
     listen_port: int
     bind: str
     workers: int | str

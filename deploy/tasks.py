@@ -149,6 +149,21 @@ def db_backups(c, where="backups", settings=None):
     invocation.list_backups(c, load_settings(settings), where)
 
 
+@task(
+    help={
+        "app": "the app to take off: its app_name (a second look at what goes)",
+        "yes": "really take it off",
+        "purge": "its data (database, media, secrets), logs and user too",
+        **{k: HELP[k] for k in COMMON},
+    }
+)
+def remove(
+    c, app="", yes=False, purge=False, settings=None, dry_run=False, verbose=False, role="", limit="", json=False
+):  # fmt: skip
+    """Take an app off its hosts: processes, units, nginx site, code; its data kept unless --purge."""
+    invocation.remove(c, load_settings(settings), app, yes, purge, dry_run, verbose, role, limit)
+
+
 db = Collection("db", db_backup, db_restore, db_backups)
 tls = Collection("tls", tls_renew)
 
@@ -158,6 +173,7 @@ ns = Collection(
     manage,
     logs,
     rollback,
+    remove,
     _host_task(
         "releases", "List the releases on each host, newest first, the current one marked.", reports.releases, brief
     ),

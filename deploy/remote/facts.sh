@@ -23,6 +23,16 @@ eval "file_facts() {
 $FILE_FACTS
 }"
 
+# read_claims: `claim.APP.KEY=VALUE` for what every fabstack app on this host holds
+# (/etc/fabstack/APP/claims): several apps share a host without clashing.
+read_claims() {
+    for f in /etc/fabstack/*/claims; do
+        [ -f "$f" ] || continue
+        d=${f%/claims}
+        while IFS= read -r line; do echo "claim.${d##*/}.$line"; done < "$f"
+    done
+}
+
 # shellcheck disable=SC2086,SC2046,SC1091 # the lists are space-separated paths without spaces
 read_facts() {
     . /etc/os-release 2>/dev/null
@@ -80,6 +90,7 @@ read_facts() {
     fi
     [ "$DB_ROLE" = yes ] && read_db_facts
     read_tls
+    read_claims
     [ -n "$REDIS_ROLE" ] && read_redis_facts
     [ -n "$FIREWALL_ROLE" ] && read_firewall
     [ -n "$BACKGROUND" ] && read_background && read_jobs

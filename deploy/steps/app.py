@@ -34,7 +34,7 @@ def gunicorn_conf(h: HostContext) -> str:
         app_name=s.app_name,
         wsgi_module=s.wsgi_module,
         current=layout.current,
-        bind=s.bind,
+        bind=h.bind,
         workers=workers(h),
         worker_class=s.worker_class,
         threads=s.threads,

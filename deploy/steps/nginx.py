@@ -49,7 +49,8 @@ def tls_context(h: HostContext) -> tuple[dict | None, dict | None]:
     certificate, key = h.tls_paths
     return {
         "port": tls.port,
-        "http_listen": f"{h.settings.listen_port} default_server",
+        "http_listen": f"{h.settings.listen_port}{default_server(h)}",
+        "default": default_server(h),
         "certificate": certificate,
         "key": key,
         "hsts": tls.hsts,
@@ -58,19 +59,24 @@ def tls_context(h: HostContext) -> tuple[dict | None, dict | None]:
     }, acme
 
 
+def default_server(h: HostContext) -> str:
+    """` default_server` for the app that answers names no site claims (default_server)."""
+    return " default_server" if h.settings.default_server else ""
+
+
 def site_config(h: HostContext) -> str:
     s, layout, m = h.settings, h.layout, h.member
     if m:  # behind load balancers: the private address and loopback only, lbs allowed
         listens = [f"{m.address}:{s.app_port}", f"127.0.0.1:{s.app_port}"]
         allow = s.inventory.addresses("lb") + ["127.0.0.1"]
     else:
-        listens, allow = [f"{s.listen_port} default_server"], []
+        listens, allow = [f"{s.listen_port}{default_server(h)}"], []
     return render(
         environment(s.templates_dir),
         "nginx-site.conf.j2",
         app_name=s.app_name,
         upstream=f"{s.app_name}_app",
-        servers=[s.bind],
+        servers=[h.bind],
         listens=listens,
         allow=list(dict.fromkeys(allow)),
         server_name=s.server_name,

@@ -93,7 +93,7 @@ def gunicorn_running(h: HostContext) -> Steps:
 def _bound_elsewhere(h: HostContext) -> bool:
     """The running master listens on TCP addresses other than `bind` (a HUP does not
     always move gunicorn's listener, so this takes a restart)."""
-    listening, bind = h.facts.app_listen, h.settings.bind
+    listening, bind = h.facts.app_listen, h.bind
     return bool(listening) and not bind.startswith("unix:") and listening != [bind]
 
 

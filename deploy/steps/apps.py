@@ -1,0 +1,60 @@
+"""Several apps on one host (issue 24): each records what it holds -- its server names,
+where gunicorn listens, whether its site is nginx's default server -- in
+/etc/fabstack/APP/claims, and an app whose settings want what another holds is refused
+before anything on the host changes, naming both."""
+
+from __future__ import annotations
+
+from deploy.host import HostContext
+from deploy.ops import Command, Steps
+from deploy.render import environment, render
+from deploy.results import StepFailed
+from deploy.steps.files import ensure_file
+
+
+def claims_text(h: HostContext) -> str:
+    s = h.settings
+    jinja = environment(s.templates_dir)
+    return render(jinja, "claims.j2", server_name=s.server_name, bind=h.bind, default_server=s.default_server)
+
+
+def no_clash(h: HostContext) -> Steps:
+    """This app wants no name, bind or default server another app on the host holds."""
+    s, app = h.settings, h.settings.app_name
+    names = set(s.server_name.split())
+    for other, held in sorted(h.facts.claims.items()):
+        if other == app:
+            continue
+        both = sorted(names & set(held.get("server_name", "").split()))
+        if both == ["_"]:
+            raise StepFailed(
+                f"apps {app!r} and {other!r} would both answer any name (server_name _) on this host; "
+                f"give {app!r} its own server_name"
+            )
+        if both:
+            raise StepFailed(
+                f"server_name {both[0]} is app {other!r}'s on this host too; give app {app!r} names of its own"
+            )
+        if s.default_server and held.get("default_server") == "yes":
+            raise StepFailed(
+                f"app {other!r} is this host's default server; set default_server: false for app {app!r} "
+                "(one app on a host answers the names no site claims)"
+            )
+        if held.get("bind") == h.bind:
+            raise StepFailed(
+                f"bind {h.bind} is app {other!r}'s on this host; give app {app!r} another port, or leave bind "
+                "unset for a free one"
+            )
+    return
+    yield
+
+
+def claims(h: HostContext) -> Steps:
+    """What this app holds, for the other apps' runs to read."""
+    yield from ensure_file(h, h.layout.claims, claims_text(h), "root", "root", "644")
+
+
+def removed(h: HostContext, purge: bool) -> Steps:
+    """This app off the host: its site, units, records, code; its data, logs and user
+    only with purge (deploy/remote/apps.sh)."""
+    yield Command(h.shell(["nginx.sh", "apps.sh"], "remove_app", "yes" if purge else "no"))
