@@ -342,6 +342,7 @@ class ColdRun:
     first: FabRun
     second: FabRun
     settings: Path
+    builds: list[Path]  # the archives the cold run put in the build cache (tests before it may add others)
 
 
 @pytest.fixture(scope="session")
@@ -350,10 +351,12 @@ def cold(lab: Lab, tmp_path_factory) -> ColdRun:
     settings.write_text("workers: 3\n")
     hosts = lab.up(count=1, init="systemd", prefix="sd") + lab.up(count=1, init="sshd", prefix="ss")
     targets = ",".join(h.target for h in hosts)
+    cached = set((BUILD_CACHE / "builds").glob("*.tar.gz"))
     # progress every 2 s, so the cold run's long steps (apt, pip) show they are alive
     first = fab("-H", targets, "provision", "deploy", settings=settings, env={"FABSTACK_PROGRESS_EVERY": "2"})
+    builds = sorted(set((BUILD_CACHE / "builds").glob("*.tar.gz")) - cached)
     second = fab("-H", targets, "provision", "deploy", settings=settings)
-    return ColdRun(hosts, first, second, settings)
+    return ColdRun(hosts, first, second, settings, builds)
 
 
 @pytest.fixture(scope="session")
