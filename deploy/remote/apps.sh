@@ -1,6 +1,7 @@
 # Several apps on one host (issue 24): one app taken off, the others untouched.
 #
-# Set before use: APP (nginx.sh's values for nginx_running).
+# Set before use: the layout's values (APP, ROOT, DATA, LOGS, NGINX_LOGS, NGINX_SITE, NGINX_LINK,
+# UNIT_FILE, PROGRAM_FILE, LOGROTATE_UNIT, LOGROTATE_CONF, LOGROTATE_STATE).
 
 # remove_app PURGE: APP off this host, its processes already stopped: its nginx site
 # (nginx -t without it first: a failing test puts it back and stops here), its units,
@@ -9,8 +10,8 @@
 # PURGE is yes: then they go too, with its user. Nothing of another app is touched: every
 # path here is APP's own.
 remove_app() {
-    site=/etc/nginx/sites-available/$APP.conf
-    link=/etc/nginx/sites-enabled/$APP.conf
+    site=$NGINX_SITE
+    link=$NGINX_LINK
     if [ -L "$link" ]; then
         rm -f "$link"
         if ! out=$(nginx -t -q 2>&1); then
@@ -21,29 +22,28 @@ remove_app() {
         nginx_running || return
     fi
     rm -f "$site"
-    units=$(ls -d /etc/systemd/system/gunicorn-"$APP".service /etc/systemd/system/fabstack-"$APP".* \
-        /etc/systemd/system/fabstack-"$APP"-logrotate.* 2>/dev/null)
+    units=$(ls -d "$UNIT_FILE" /etc/systemd/system/fabstack-"$APP".* /etc/systemd/system/"$LOGROTATE_UNIT".* 2>/dev/null)
     if [ -n "$units" ] && [ "$(cat /proc/1/comm)" = systemd ]; then
-        systemctl stop "fabstack-$APP.*" "fabstack-$APP-logrotate.*" "gunicorn-$APP.service" 2>/dev/null
+        systemctl stop "fabstack-$APP.*" "$LOGROTATE_UNIT.*" "${UNIT_FILE##*/}" 2>/dev/null
         for unit in $units; do systemctl disable "${unit##*/}" > /dev/null 2>&1; done
     fi
     # shellcheck disable=SC2086 # paths without spaces
     rm -f $units
     [ -z "$units" ] || [ "$(cat /proc/1/comm)" != systemd ] || systemctl daemon-reload
-    programs=$(ls -d /etc/supervisor/conf.d/gunicorn-"$APP".conf /etc/supervisor/conf.d/fabstack-"$APP".*.conf 2>/dev/null)
+    programs=$(ls -d "$PROGRAM_FILE" /etc/supervisor/conf.d/fabstack-"$APP".*.conf 2>/dev/null)
     if [ -n "$programs" ]; then
         # shellcheck disable=SC2086 # paths without spaces
         rm -f $programs
         supervisorctl update > /dev/null 2>&1 || true
     fi
-    rm -f "/etc/cron.d/fabstack-$APP" "/etc/cron.d/fabstack-$APP-logrotate" "/var/lib/logrotate/fabstack-$APP.status"
-    rm -rf "/etc/fabstack/$APP"
-    for path in "/srv/$APP"/* "/srv/$APP"/.[!.]*; do
+    rm -f "/etc/cron.d/fabstack-$APP" "/etc/cron.d/$LOGROTATE_UNIT" "$LOGROTATE_STATE"
+    rm -rf "${LOGROTATE_CONF%/*}" # /etc/fabstack/APP: its records
+    for path in "$ROOT"/* "$ROOT"/.[!.]*; do
         [ -e "$path" ] || [ -L "$path" ] || continue
-        [ "$path" = "/srv/$APP/shared" ] || rm -rf "$path"
+        [ "$path" = "${DATA%/*}" ] || rm -rf "$path" # all but shared/: data and media
     done
     if [ "$1" = yes ]; then
-        rm -rf "/srv/$APP" "/var/log/$APP" "/var/log/nginx/$APP"
+        rm -rf "$ROOT" "$LOGS" "$NGINX_LOGS"
         if id "$APP" > /dev/null 2>&1; then userdel "$APP" || return; fi
     fi
 }
