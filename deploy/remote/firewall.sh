@@ -48,7 +48,7 @@ firewall_keep() {
     [ -d /run/systemd/system ] || return 0
     systemctl daemon-reload && systemctl enable -q "$FIREWALL_UNIT" || return 1
     if ! systemctl start "$FIREWALL_UNIT"; then
-        # what nft said (CI19 and CI21 saw this fail on an lb, once in ~2 runs, with no more)
+        # the unit's journal: CI22 showed status=219/CGROUP on the lab farm's lb (systemd, not nft)
         journalctl -u "$FIREWALL_UNIT" -n 8 --no-pager -o cat >&2
         return 1
     fi
