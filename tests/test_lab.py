@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,19 @@ def test_hosts_do_not_share_files_or_processes(lab: Lab):
     assert "sleep 300" in ra.run("ps -eo args")
     assert ra.run("hostname").strip() == "iso1" and rb.run("hostname").strip() == "iso2"
     assert ra.run("cat /etc/ssh/ssh_host_ed25519_key.pub") != rb.run("cat /etc/ssh/ssh_host_ed25519_key.pub")
+
+
+def test_systemd_hosts_keep_their_units_apart(lab: Lab):
+    # CI22: three hosts started the same firewall unit at once and one failed 219/CGROUP:
+    # all nspawn hosts shared one cgroup tree, so a unit ending in one removed the other's.
+    hosts = lab.up(count=3, init="systemd", prefix="cg")
+    inits = {Path(f"/proc/{h.pid}/task/{h.pid}/children").read_text().split()[0] for h in hosts}
+    cgroups = {Path(f"/proc/{pid}/cgroup").read_text() for pid in inits}
+    assert len(cgroups) == 3, cgroups  # each host's systemd in a cgroup of its own
+    starts = "for n in $(seq 1 40); do systemd-run -q --wait -u same$n /bin/true || echo FAILED same$n; done"
+    with ThreadPoolExecutor(3) as pool:
+        outputs = list(pool.map(lambda h: Remote(h).run(starts), hosts))
+    assert outputs == ["", "", ""], outputs  # 120 starts of units with the same names at once
 
 
 def test_apt_and_pip_work_through_the_proxy(lab: Lab, deployed_snapshot: str):
@@ -143,7 +157,8 @@ def test_down_leaves_nothing_behind():
     )  # fmt: skip
     assert result.stdout.strip() == "2", result.stderr
     assert _machine_state(home, separate.tag) == before
-    assert separate.leftovers() == {"mounts": [], "netns": [], "links": [], "host_dirs": [], "proxy": False}
+    leftovers = {"mounts": [], "netns": [], "links": [], "host_dirs": [], "proxy": False, "cgroups": []}
+    assert separate.leftovers() == leftovers
 
 
 def test_lab_tasks_from_fab(lab: Lab):

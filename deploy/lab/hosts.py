@@ -19,7 +19,17 @@ from deploy.connection import lab_home
 from deploy.lab import image
 from deploy.lab.acme import AcmeServer
 from deploy.lab.network import Network
-from deploy.lab.system import LabError, ensure_inotify_room, mounts_under, pid_alive, preflight, remove_tree, sh
+from deploy.lab.system import (
+    LabError,
+    ensure_inotify_room,
+    host_cgroups,
+    mounts_under,
+    pid_alive,
+    preflight,
+    remove_cgroups,
+    remove_tree,
+    sh,
+)
 
 INITS = ("systemd", "sshd")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,7}$")
@@ -178,6 +188,12 @@ class Lab:
                 "-M", host.name, "--register=no", "--keep-unit",
                 "--capability=CAP_NET_ADMIN",  # its own network namespace: a firewall of its own, as a server has
             ]  # fmt: skip
+            cgroups = host_cgroups(host.netns)
+            for cgroup in cgroups:
+                cgroup.mkdir(exist_ok=True)
+            # join them, then become nspawn: its payload/ and supervisor/ go under them
+            join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs"; shift; done; shift; exec "$@"'
+            argv = ["sh", "-c", join, "sh", *map(str, cgroups), "--", *argv]
         else:
             script = (
                 f"hostname {host.name}; mount --make-rprivate /; mount -t proc proc {root}/proc; "
@@ -262,6 +278,7 @@ class Lab:
             if name.startswith(f"fs{self.tag}-") and not any(h.netns == name for h in self.hosts()):
                 self._kill_netns(name)
                 sh("ip", "netns", "del", name, check=False)
+        remove_cgroups(self._cgroups())
         self.network.stop_proxy()
         self.network.remove_bridge()
         self.known_hosts.unlink(missing_ok=True)
@@ -274,6 +291,7 @@ class Lab:
         if host.pid and (pid_alive(host.pid, "systemd-nspawn") or pid_alive(host.pid, "unshare")):
             _kill(host.pid)
         self._kill_netns(host.netns)
+        remove_cgroups(host_cgroups(host.netns))
         self.network.remove_host(host.netns, host.veth)
         remove_tree(self._dir(host))
         self._write_known_hosts()
@@ -288,6 +306,7 @@ class Lab:
         if host.pid and (pid_alive(host.pid, "systemd-nspawn") or pid_alive(host.pid, "unshare")):
             _kill(host.pid)
         self._kill_netns(host.netns)
+        remove_cgroups(host_cgroups(host.netns))
         self.network.remove_host(host.netns, host.veth)
         if host.init == "sshd":  # no init to clear /run at boot: do what a reboot's tmpfs would
             remove_tree(self._dir(host) / "root/run")
@@ -331,7 +350,12 @@ class Lab:
             "links": links,
             "host_dirs": [p.name for p in self.hosts_dir.glob("*")] if self.hosts_dir.exists() else [],
             "proxy": self.network.proxy_running(),
+            "cgroups": [str(d) for d in self._cgroups()],
         }
+
+    def _cgroups(self) -> list[Path]:
+        """The per-host cgroups of this lab's hosts on this machine, running or left behind."""
+        return [d for top in {c.parent for c in host_cgroups("")} for d in top.glob(f"fabstack-lab-fs{self.tag}-*")]
 
 
 def controller_public_key() -> str:

@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -64,6 +65,56 @@ def ensure_inotify_room() -> None:
         path = Path("/proc/sys") / key
         if int(path.read_text()) < wanted:
             path.write_text(f"{wanted}\n")
+
+
+# systemd-nspawn puts a container in payload/ and itself in supervisor/ under the cgroup
+# it was started in. Started from one cgroup (a controller without systemd, or one login
+# session), every container shares /payload/system.slice: a unit that ends in one host
+# removes the cgroup another host's unit of the same name is joining ("Failed to attach
+# to cgroup /system.slice/NAME.service: No such file or directory", status=219/CGROUP,
+# seen in CI on a firewall unit started on three hosts at once). Each container gets a
+# cgroup of its own in the hierarchies nspawn uses: the unified one and name=systemd.
+def _cgroup_hierarchies() -> list[Path]:
+    """The controller's own cgroup directory in the unified and the name=systemd hierarchies."""
+    mounts = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        fstype, _source, options = (tail.split() + ["", ""])[:3]
+        point = fields.split()[4]
+        if fstype == "cgroup2":
+            mounts.setdefault("", point)
+        elif fstype == "cgroup" and "name=systemd" in options.split(","):
+            mounts.setdefault("name=systemd", point)
+    dirs = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _id, controllers, path = line.split(":", 2)
+        if controllers in mounts:
+            dirs.append(Path(mounts[controllers]) / path.lstrip("/"))
+    return dirs
+
+
+def host_cgroups(name: str) -> list[Path]:
+    """A cgroup directory of its own for lab host NAME in each hierarchy nspawn uses."""
+    return [d / f"fabstack-lab-{name}" for d in _cgroup_hierarchies()]
+
+
+def remove_cgroups(dirs: list[Path], timeout: float = 5.0) -> None:
+    """Remove cgroup directories, deepest first, once their killed processes are gone."""
+    deadline = time.monotonic() + timeout
+    for top in dirs:
+        if not top.is_dir():
+            continue
+        for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+            while True:
+                try:
+                    sub.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:  # EBUSY: a killed process not yet reaped
+                    if time.monotonic() > deadline:
+                        raise LabError(f"cannot remove {sub}: {exc.strerror}; kill what runs in it") from exc
+                    time.sleep(0.05)
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -48,7 +48,7 @@ firewall_keep() {
     [ -d /run/systemd/system ] || return 0
     systemctl daemon-reload && systemctl enable -q "$FIREWALL_UNIT" || return 1
     if ! systemctl start "$FIREWALL_UNIT"; then
-        # the unit's journal: CI22 showed status=219/CGROUP on the lab farm's lb (systemd, not nft)
+        # the unit's journal: nft's own message, or systemd's when it could not run nft at all
         journalctl -u "$FIREWALL_UNIT" -n 8 --no-pager -o cat >&2
         return 1
     fi
