@@ -18,6 +18,7 @@ from invoke import Exit, Program
 # the run flags, and whether each takes a value
 RUN_FLAGS = {
     "--settings": True,
+    "--app": True,
     "--role": True,
     "--limit": True,
     "--dry-run": False,
@@ -61,7 +62,7 @@ def take_run_flags(words: list[str]) -> tuple[list[str], dict[str, str | bool]]:
 
 
 def _example(flag: str) -> str:
-    return {"--settings": "fabstack.yaml", "--role": "app", "--limit": "web1"}.get(flag, "")
+    return {"--settings": "fabstack.yaml", "--app": "shop", "--role": "app", "--limit": "web1"}.get(flag, "")
 
 
 def run_flags_anywhere(program: Program) -> None:

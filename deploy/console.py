@@ -171,11 +171,11 @@ class Console:
             lines += ["  | " + line for line in step.output.splitlines()[-10:]]
         return lines
 
-    def record(self, task: str, results: list[HostResult], dry_run: bool, phase: str = "") -> None:
+    def record(self, task: str, app: str, results: list[HostResult], dry_run: bool, phase: str = "") -> None:
         """Keep a task's results for the --json document."""
         with self._lock:
             self.runs.append(
-                {"task": task, "phase": phase, "dry_run": dry_run, "hosts": [r.as_dict() for r in results]}
+                {"task": task, "app": app, "phase": phase, "dry_run": dry_run, "hosts": [r.as_dict() for r in results]}
             )
 
     def document(self, error: str = "") -> dict[str, Any]:

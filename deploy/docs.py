@@ -16,6 +16,9 @@ and invalid values stop the run before any host is touched, with a one-line erro
 that names the key and the fix. Common keys are also task flags
 (`fab provision --workers 4`), which win over the file.
 
+Several apps in one file: the keys below at the top are every app's, and `apps:` maps
+each app's name to its own keys ([apps.md](apps.md)); `--app NAME` picks one.
+
 This page is generated from `deploy/settings.py` by `python -m deploy.docs`; a test
 fails when it is out of date.
 

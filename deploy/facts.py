@@ -103,6 +103,7 @@ class HostFacts:
     releases: list[str] = field(default_factory=list)  # newest first
     app_pid: str = ""
     app_listen: list[str] = field(default_factory=list)
+    tcp_listen: list[str] = field(default_factory=list)  # every TCP listener's address (with bind unset)
     nginx_pid: str = ""
     pg_version: str = ""  # a db host: PostgreSQL's first cluster, when installed
     pg_port: int = 0
@@ -215,7 +216,7 @@ class HostFacts:
 
 
 _INTS = ("nproc", "now", "apt_stamp", "disk_free", "mem_available")
-_LISTS = ("addresses", "releases", "app_listen")
+_LISTS = ("addresses", "releases", "app_listen", "tcp_listen")
 _FLAGS = {
     "default_backup": "default_backup",
     "supervisord_pid": "supervisord_running",

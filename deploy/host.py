@@ -42,6 +42,11 @@ class HostContext:
         return self.member is not None
 
     @property
+    def serves_lb(self) -> bool:
+        """A load balancer of the inventory: its lb site proxies to the app hosts."""
+        return "lb" in self.roles and self.behind_lbs
+
+    @property
     def ends_tls(self) -> bool:
         """This host faces the clients (a load balancer, or the single host) and HTTPS is on."""
         return self.settings.site_tls is not None and "lb" in self.roles
@@ -104,7 +109,20 @@ class HostContext:
         if mine:
             return mine
         taken = {c.get("bind") for app, c in claims.items() if app != self.settings.app_name}
-        return next(f"127.0.0.1:{p}" for p in range(8000, 9000) if f"127.0.0.1:{p}" not in taken)
+        in_use = {f"127.0.0.1:{port}" for port in self.loopback_ports_in_use}
+        return next(f"127.0.0.1:{p}" for p in range(8000, 9000) if f"127.0.0.1:{p}" not in taken | in_use)
+
+    @property
+    def loopback_ports_in_use(self) -> set[str]:
+        """Ports something listens on where 127.0.0.1 would clash (loopback or every
+        address), this app's own gunicorn left out (an app from before the records)."""
+        everywhere = ("127.0.0.1", "0.0.0.0", "*", "[::]", "[::ffff:127.0.0.1]")
+        mine = set(self.facts.app_listen)
+        return {
+            port
+            for address, _, port in (entry.rpartition(":") for entry in self.facts.tcp_listen if entry not in mine)
+            if address in everywhere
+        }
 
     @property
     def first_app_host(self) -> bool:
@@ -186,5 +204,6 @@ class HostContext:
             "BACKGROUND": "yes" if self.is_app else "",
             "REDIS_ROLE": "yes" if self.runs_redis else "",
             "FIREWALL_ROLE": "yes" if self.firewall_here else "",
+            "PICK_PORT": "yes" if self.is_app and not s.bind else "",
             "REDIS_PORT": REDIS_PORT,
         }

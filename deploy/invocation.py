@@ -45,14 +45,48 @@ def session_of(c: Context) -> Session:
     return session
 
 
-def load_settings(path: str | None, **overrides) -> Settings:
-    """Settings, validated, with every template parsed: bad input stops here (exit 2)."""
+def load_apps(path: str | None, app: str = "", **overrides) -> list[Settings]:
+    """Each app's settings (one, or the file's `apps:`; only --app's with --app), validated,
+    with every template parsed: bad input stops here (exit 2)."""
     try:
-        settings = settings_mod.load(path, overrides)
-        render.check(settings.templates_dir)
-        return settings
+        apps = settings_mod.load_apps(path, overrides, app)
+        for templates_dir in dict.fromkeys(s.templates_dir for s in apps):
+            render.check(templates_dir)
+        return apps
     except SettingsError as exc:
         raise Exit(f"fabstack: {exc}", code=2) from None
+
+
+def one_app(apps: list[Settings], task: str) -> Settings:
+    """The one app a task works on (manage, db.restore, remove): several need --app."""
+    if len(apps) > 1:
+        names = ", ".join(s.app_name for s in apps)
+        raise Exit(f"fabstack: fab {task} works on one app; the settings have {names}: add --app NAME", code=2)
+    return apps[0]
+
+
+def each_app(c: Context, apps: list[Settings], run: Callable[[Settings], object]) -> None:
+    """run for each app, one after the other. With several, each app's part is headed by
+    its name and has its own summary; the first app that fails stops the task (exit 1,
+    naming it and the apps not run), so nothing is done on top of a failure."""
+    if len(apps) == 1:
+        run(apps[0])
+        return
+    console = session_of(c).console
+    for index, settings in enumerate(apps):
+        console.task_summary()
+        console.write(console.paint(f"app {settings.app_name}", "bold"))
+        try:
+            run(settings)
+        except Exit as exc:
+            if not exc.code:
+                raise
+            left = [s.app_name for s in apps[index + 1 :]]
+            rest = f"; not run for {', '.join(left)}" if left else ""
+            message = str(exc.message or "").removeprefix("fabstack: ")
+            raise Exit(f"fabstack: app {settings.app_name}: {message}{rest}", code=exc.code) from None
+        finally:
+            console.task_summary()
 
 
 def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") -> list[str]:
@@ -110,7 +144,7 @@ def run_reported(
         session.console.phase_done(results)
     if verbose or not phased:
         (report or Console.summary)(session.console, results)
-    session.console.record(task, results, dry_run, phase)
+    session.console.record(task, settings.app_name, results, dry_run, phase)
     return results
 
 
@@ -125,6 +159,27 @@ def execute(
     return results
 
 
+def execute_in_one_report(
+    c: Context, task: str, apps: list[Settings], plan: Plan, report: Report, dry_run: bool = False,
+    verbose: bool = False, role: str = "", limit: str = "",
+) -> list[HostResult]:  # fmt: skip
+    """A read-only task over every app, reported once: status's table with a row per app
+    per host (an app's part alone would hide the others' rows on the same host)."""
+    results: list[HostResult] = []
+    for settings in apps:
+        hosts = hosts_of(c, settings, role, limit)
+        results += run_reported(c, task, hosts, plan, settings, dry_run, verbose, report=_report_later)
+    order = {host: index for index, host in reversed(list(enumerate(r.host for r in results)))}
+    results.sort(key=lambda r: order[r.host])  # each host's apps together, hosts in their order
+    report(session_of(c).console, results)
+    fail_if_any(results)
+    return results
+
+
+def _report_later(console: Console, results: list[HostResult]) -> None:
+    """A report left to the caller (execute_in_one_report prints all apps' at once)."""
+
+
 def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False) -> None:
     """fab manage -- ARGS on the first app host (or the one -H names); exit with its code."""
     if not args.strip():
@@ -134,7 +189,7 @@ def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False)
         raise Exit(f"fabstack: fab manage runs on one host; -H gave {len(hosts)}", code=2)
     session = session_of(c)
     (result,) = session.run_task(hosts[:1], plans.manage(args, sys.stdin.isatty()), settings, c.config, verbose=verbose)
-    session.console.record("manage", [result], dry_run=False)
+    session.console.record("manage", settings.app_name, [result], dry_run=False)
     if result.failed:
         session.console.brief([result])
         fail_if_any([result])
@@ -250,21 +305,15 @@ def tls_renew(c: Context, settings: Settings, force: bool, dry_run: bool = False
 
 
 def remove(
-    c: Context, settings: Settings, app: str, yes: bool, purge: bool, dry_run: bool = False, verbose: bool = False,
+    c: Context, settings: Settings, yes: bool, purge: bool, dry_run: bool = False, verbose: bool = False,
     role: str = "", limit: str = "",
 ) -> None:  # fmt: skip
-    """fab remove --app NAME --yes: the app of these settings off its hosts; NAME must be
-    its app_name (a second look at what goes), --yes says it is meant."""
-    if app != settings.app_name:
-        raise Exit(
-            f"fabstack: --app {app!r} is not the app of these settings ({settings.app_name!r}); "
-            f"give --app {settings.app_name}, or the settings of {app!r} with --settings",
-            code=2,
-        )
+    """fab remove --app NAME --yes: the app off its hosts; --yes says it is meant."""
+    app = settings.app_name
     if not yes and not dry_run:
         what = "its code, units, site and records (its data and logs stay)" if not purge else "everything of it"
         raise Exit(f"fabstack: fab remove takes app {app!r} off the host(s): {what}; add --yes to do it", code=2)
-    execute(c, "remove", plans.remove(purge), settings, dry_run, verbose, role or "app", limit)
+    execute(c, "remove", plans.remove(purge), settings, dry_run, verbose, role, limit)
 
 
 def data_host(c: Context, settings: Settings) -> str:

@@ -144,7 +144,7 @@ class Layout:
             "STATE": self.state, "PASSED": self.passed, "RECORD": self.master_record, "CONFIG": self.gunicorn_conf,
             "DATA": self.data, "LOGS": self.logs, "UNIT": self.unit, "UNIT_FILE": self.unit_file,
             "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
-            "NGINX_SITE": self.nginx_site, "NGINX_LINK": self.nginx_link, "LB_SITE": self.nginx_lb_site, "NGINX_DEFAULT": self.NGINX_DEFAULT,
+            "NGINX_SITE": self.nginx_site, "NGINX_LINK": self.nginx_link, "LB_SITE": self.nginx_lb_site, "LB_LINK": self.nginx_lb_link, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
             "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
             "ACME_WEBROOT": self.ACME_WEBROOT, "REDIS_CONF": self.redis_conf, "REDIS_AUTH": self.redis_auth,

@@ -20,7 +20,7 @@ def provision(h: HostRun) -> None:
     """The server: packages, app user, directories, virtualenv, secrets, configs, nginx;
     on a host that has a release, the app kept running under today's config."""
     h.read_facts()
-    if h.is_app:  # before anything changes: no name, port or default server another app here holds
+    if h.is_app or h.serves_lb:  # before anything changes: no name, port or default server another app holds
         h.step("other apps on this host", apps.no_clash)
     if "db" in h.roles:
         h.step("postgresql port free", database.port_free)
@@ -52,9 +52,10 @@ def provision(h: HostRun) -> None:
         h.step("certificate files", tls.certificate_files)
     if h.is_app:
         h.step("nginx site", nginx.site)
-        h.step("claims recorded", apps.claims)
-    if "lb" in h.roles and h.behind_lbs:
+    if h.serves_lb:
         h.step("nginx load balancer", nginx.lb_site)
+    if h.is_app or h.serves_lb:
+        h.step("claims recorded", apps.claims)
     if h.is_app or "lb" in h.roles:
         h.step("nginx running", nginx.running)
         h.step("log rotation", rotation.logs_rotated)
@@ -263,12 +264,13 @@ def remove(purge: bool) -> Plan:
 
     def plan(h: HostRun) -> None:
         h.read_facts()
-        if not h.is_app:
+        if not (h.is_app or h.serves_lb):
             return
-        h.step("gunicorn stop", process.control, "stop")
-        for p in h.background_here:
-            h.step(f"{p.name} stop", background.control, p.name, "stop")
-        h.step("app removed", apps.removed, purge)
+        if h.is_app:
+            h.step("gunicorn stop", process.control, "stop")
+            for p in h.background_here:
+                h.step(f"{p.name} stop", background.control, p.name, "stop")
+        h.step("app removed", apps.removed, purge)  # a load balancer: its lb site and records
 
     return plan
 

@@ -28,7 +28,7 @@ VARIABLES = {
         "media_url", "media_root", "lb_idle_timeout", "app_idle_timeout", "tls", "acme",
     ),
     "nginx-lb.conf.j2": (
-        "app_name", "upstream", "method_line", "servers", "keepalive", "listen_port", "server_name",
+        "app_name", "upstream", "method_line", "servers", "keepalive", "listen_port", "default", "server_name",
         "lb_idle_timeout", "app_idle_timeout", "tls", "acme",
     ),
     # included by the two sites above (given their variables)
@@ -49,7 +49,7 @@ VARIABLES = {
     "postgresql.conf.j2": ("listen", "port"),
     "pg_hba.conf.j2": ("db_name", "db_user", "clients"),
     "redis.conf.j2": ("app_name", "address", "port"),
-    "claims.j2": ("server_name", "bind", "default_server"),
+    "claims.j2": ("server_name", "bind", "default_server", "serves", "firewall"),
     "unattended-upgrades.conf.j2": ("reboot",),
     "apt-proxy.conf.j2": ("proxy",),
     "auto-upgrades.conf.j2": ("enabled",),

@@ -20,7 +20,7 @@ from deploy.steps import process
 from deploy.steps.server import venv_marker
 
 STATUS_COLUMNS = (
-    "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
+    "site", "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
     "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv",
 )  # fmt: skip
 
@@ -39,6 +39,7 @@ def status(h: HostRun) -> None:
     x = f.extra
     web = h.is_app or "lb" in h.roles  # a db host alone runs no nginx
     row = {
+        "site": h.settings.app_name,  # several apps on a host: a row each (docs/apps.md)
         "reachable": "yes",
         "nginx": ("running" if f.nginx_pid else "stopped") if web else "-",
         "config": ("ok" if x.get("nginx_test") == "ok" else "invalid") if web else "-",
@@ -50,7 +51,7 @@ def status(h: HostRun) -> None:
         "memory": f"{_size_kb(f.mem_available)} free" if f.mem_available else "-",
         "updates": _updates(x.get("updates", ""), x.get("reboot_required") == "yes"),
     }
-    if "lb" in h.roles and h.behind_lbs:
+    if h.serves_lb:
         row["upstream"] = upstream_states(x.get("upstream", ""))
     if h.is_app:
         row |= {

@@ -49,7 +49,7 @@ def rolling(c: Context, task: str, plan: Plan, settings: Settings, verbose: bool
         session.console.phase_done(preview)
         if verbose:
             session.console.summary(preview)
-        session.console.record(task, preview, dry_run=False, phase="look-ahead")
+        session.console.record(task, settings.app_name, preview, dry_run=False, phase="look-ahead")
     health = run(apps, plans.serving, "health")
     unhealthy = frozenset(r.host for r in health if r.failed)
     fail_if_any(run(lbs, plans.lb_out(unhealthy), "upstream"), out_of=every)

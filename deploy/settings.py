@@ -565,6 +565,85 @@ def load(path: str | None = None, overrides: dict | None = None) -> Settings:
     return validate(raw, source=path or "defaults")
 
 
+def load_apps(path: str | None = None, overrides: dict | None = None, app: str = "") -> list[Settings]:
+    """The settings of each app the file describes (`apps:`, docs/apps.md), or of its one
+    app, in the file's order; only app NAME with --app NAME. Task-flag overrides apply to
+    every app. Apps that would clash on a host (a name, a bind, the default server) are
+    refused here, naming both, before any host is touched."""
+    path = path or os.environ.get("FABSTACK_SETTINGS") or ("fabstack.yaml" if Path("fabstack.yaml").exists() else "")
+    raw = _read_yaml(Path(path)) if path else {}
+    if APPS not in raw:
+        one = load(path, overrides)
+        if app and app != one.app_name:
+            where = path or "the defaults"
+            raise SettingsError(
+                f"--app {app!r} is not the app of {where} ({one.app_name!r}); give --app {one.app_name}"
+            )
+        return [one]
+    described = _apps_of(raw, path)
+    if app and app not in described:
+        raise SettingsError(f"--app {app!r} is not in {path}; its apps: {', '.join(described)}")
+    every = []
+    for name, merged in described.items():
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                merged[key] = value
+        every.append(validate(merged, source=f"{path} apps.{name}"))
+    _refuse_clashes(every)
+    return [s for s in every if not app or s.app_name == app]
+
+
+APPS = "apps"
+
+
+def _apps_of(raw: dict, path: str) -> dict[str, dict]:
+    """Each app's raw settings: the file's top-level keys, then the app's own over them.
+    The first app is the default server unless a key says otherwise (every app's
+    default would be true, and only one may be)."""
+    shared = {k: v for k, v in raw.items() if k != APPS}
+    apps = raw[APPS]
+    if not isinstance(apps, dict) or not apps:
+        raise SettingsError(f"{path}: apps must map each app's name to its settings, e.g. apps: {{shop: {{...}}}}")
+    if "app_name" in shared:
+        raise SettingsError(f"{path}: app_name with apps: each app's name is its key under apps; drop app_name")
+    described = {}
+    for index, (name, own) in enumerate(apps.items()):
+        own = own or {}
+        if not isinstance(own, dict):
+            raise SettingsError(f"{path}: apps.{name} must be a mapping of settings, got {type(own).__name__}")
+        if own.get("app_name", name) != name:
+            raise SettingsError(
+                f"{path}: apps.{name}.app_name is {own['app_name']!r}; an app's name is its key, drop it"
+            )
+        merged = {**shared, **own, "app_name": str(name)}
+        merged.setdefault("default_server", index == 0)
+        described[str(name)] = merged
+    return described
+
+
+def _refuse_clashes(apps: list[Settings]) -> None:
+    """Two apps of one file that would want the same thing on a host they share."""
+    for i, a in enumerate(apps):
+        for b in apps[i + 1 :]:
+            if a.inventory.members and b.inventory.members and not _share_hosts(a, b):
+                continue
+            both = f"apps {a.app_name!r} and {b.app_name!r}"
+            same = sorted(set(a.server_name.split()) & set(b.server_name.split()))
+            if same:
+                raise SettingsError(f"server_name {same[0]} is in {both}; give each app names of its own")
+            if a.bind and a.bind == b.bind:
+                raise SettingsError(
+                    f"bind {a.bind} is in {both}; give each its own, or leave bind unset for a free one"
+                )
+            if a.default_server and b.default_server:
+                raise SettingsError(f"{both} both have default_server: true; a host has one, set it on one of them")
+
+
+def _share_hosts(a: Settings, b: Settings) -> bool:
+    addresses = {m.address for m in a.inventory.members}
+    return any(m.address in addresses for m in b.inventory.members)
+
+
 def _read_yaml(path: Path) -> dict:
     import yaml  # lazy: fab start-up should not pay for it when there is no file
 

@@ -7,6 +7,7 @@ fail (never skip) when hosts cannot start.
 
 from __future__ import annotations
 
+import collections
 import difflib
 import os
 import pty
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -389,3 +391,46 @@ def remote():
     yield make
     for r in opened:
         r.conn.close()
+
+
+class Load:
+    """Bounded load on one site: `clients` threads asking for `path` (with a Host header
+    when `host` is given) until stopped or max_requests; counts what failed and, in
+    `bodies`, which release answered (the sample's "Release Vn" pages)."""
+
+    def __init__(self, address: str, clients: int = 20, max_requests: int = 50_000, path: str = "/", host: str = ""):
+        self.address, self.path, self.host = address, path, host
+        self.stop, self.lock = threading.Event(), threading.Lock()
+        self.sent, self.failed, self.bodies = 0, 0, collections.Counter()
+        self.max_requests, self.slowest = max_requests, 0.0
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
+
+    def request(self) -> urllib.request.Request:
+        return urllib.request.Request(
+            f"http://{self.address}{self.path}", headers={"Host": self.host} if self.host else {}
+        )
+
+    def client(self) -> None:
+        while not self.stop.is_set() and self.sent < self.max_requests:
+            marker, ok, started = "", True, time.monotonic()
+            try:
+                with urllib.request.urlopen(self.request(), timeout=10) as response:
+                    body = response.read().decode()
+                    marker = next((w for w in ("V1", "V2", "V3", "V4") if f"Release {w}" in body), "?")
+            except (urllib.error.URLError, OSError):
+                ok = False
+            with self.lock:
+                self.slowest = max(self.slowest, time.monotonic() - started)
+                self.sent += 1
+                self.failed += 0 if ok else 1
+                self.bodies[marker] += 1
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)

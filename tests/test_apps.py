@@ -5,13 +5,13 @@ changes, naming both apps."""
 
 from __future__ import annotations
 
-import threading
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Remote, changed_paths, fab, stock_project
+from conftest import Load, Remote, changed_paths, fab, stock_project
 
 from deploy.lab import Lab
 
@@ -25,34 +25,6 @@ def page(address: str, name: str, path: str = "/notes/") -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, ""
-
-
-class Load:
-    """Clients asking one app for its page until stopped; counts what failed."""
-
-    def __init__(self, address: str, name: str, clients: int = 8):
-        self.address, self.name, self.stop = address, name, threading.Event()
-        self.sent, self.failed, self.lock = 0, 0, threading.Lock()
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
-
-    def client(self) -> None:
-        while not self.stop.is_set():
-            try:
-                ok = page(self.address, self.name)[0] == 200
-            except OSError:
-                ok = False
-            with self.lock:
-                self.sent, self.failed = self.sent + 1, self.failed + (0 if ok else 1)
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
 
 
 def app_settings(tmp_path: Path, name: str, project: Path, **more: object) -> Path:
@@ -90,7 +62,7 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
     (blog_project / "notes" / "views.py").write_text(
         (blog_project / "notes" / "views.py").read_text().replace('"notes: "', '"blog notes: "')
     )
-    with Load(host.address, "shop.test") as load:
+    with Load(host.address, clients=8, path="/notes/", host="shop.test") as load:
         changed = fab("-H", host.target, "deploy", settings=blog)
     assert changed.code == 0, changed
     assert load.sent > 20 and load.failed == 0, (load.sent, load.failed)
@@ -127,7 +99,7 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
     assert unsure.code == 2 and "fab remove takes app 'blog' off the host(s)" in unsure.err, unsure
     assert "add --yes to do it" in unsure.err
     wrong = fab("-H", host.target, "remove", "--app", "shop", "--yes", settings=blog)
-    assert wrong.code == 2 and "--app 'shop' is not the app of these settings ('blog')" in wrong.err, wrong
+    assert wrong.code == 2 and f"--app 'shop' is not the app of {blog} ('blog'); give --app blog" in wrong.err, wrong
     gone = fab("-H", host.target, "remove", "--app", "blog", "--yes", settings=blog)
     assert gone.code == 0, gone
     assert r.run(shop_files) == hashes and r.run("systemctl show -p MainPID --value gunicorn-shop.service") == shop_pid
@@ -140,3 +112,76 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
     assert purged.code == 0, purged
     assert "blog" not in r.run("ls /srv /var/log /var/log/nginx") and r.run("id blog 2>&1 || true").startswith("id:")
     assert r.run(shop_files) == hashes
+
+
+def test_one_settings_file_of_two_apps_behind_a_load_balancer_and_app_on_every_task(lab: Lab, tmp_path):
+    lb, app = lab.up(count=2, init="systemd", prefix="sites")
+    shop_project = stock_project(tmp_path / "shop", "shop-secret")
+    blog_project = stock_project(tmp_path / "blog", "blog-secret")
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(
+        f"hosts: [{{host: {lb.target}, roles: [lb]}}, {{host: {app.target}, roles: [app]}}]\n"
+        "workers: 2\n"
+        "apps:\n"
+        f"  shop: {{project_path: {shop_project}, server_name: shop.test}}\n"
+        f"  blog: {{project_path: {blog_project}, server_name: blog.test, workers: 3}}\n"
+    )
+    both = fab("provision", "deploy", settings=sites)
+    assert both.code == 0, both
+    headings = [line for line in both.out.splitlines() if line.startswith("app ")]
+    assert headings == ["app shop", "app blog"] * 2, headings  # each task: shop, then blog
+    assert page(lb.address, "shop.test", "/notes/?add=s") == (200, "notes: s")
+    assert page(lb.address, "blog.test") == (200, "notes: ")
+    rl, ra = Remote(lb), Remote(app)
+    # a name no site claims goes to the default server on the lb too: the file's first app
+    assert page(lb.address, "unknown.test", "/notes/?probe=unclaimed")[0] == 400
+    assert "probe=unclaimed" in rl.run("cat /var/log/nginx/shop/lb-access.log")
+    for r in (rl, ra):
+        claims = r.run("grep -h ^default_server= /etc/fabstack/shop/claims /etc/fabstack/blog/claims").split()
+        assert claims == ["default_server=yes", "default_server=no"], claims
+    assert "workers = 3" in ra.run("cat /srv/blog/config/gunicorn.conf.py")  # its own key over the shared one
+    assert "workers = 2" in ra.run("cat /srv/shop/config/gunicorn.conf.py")
+
+    status = fab("status", settings=sites)
+    assert status.code == 0, status
+    lines = [line.split() for line in status.out.splitlines() if line.startswith(("HOST", "root@")) and "=" not in line]
+    header, *rows = lines
+    assert header[:2] == ["HOST", "SITE"] and header.count("HOST") == 1, header  # one table
+    assert [(row[0], row[1]) for row in rows] == [
+        (lb.target, "shop"),
+        (lb.target, "blog"),
+        (app.target, "shop"),
+        (app.target, "blog"),
+    ], rows
+    document = json.loads(fab("status", "--json", settings=sites).out)
+    assert [
+        (run["app"], run["hosts"][1]["data"]["site"], run["hosts"][1]["data"]["app"]) for run in document["runs"]
+    ] == [
+        ("shop", "shop", "running"),
+        ("blog", "blog", "running"),
+    ]
+    again = fab("provision", "deploy", settings=sites)
+    assert again.code == 0 and again.changed() == 0, again
+
+    # --app: one app's deploy; the other's process and release stay as they were
+    shop_state = "systemctl show -p MainPID --value gunicorn-shop.service; readlink /srv/shop/current"
+    before = ra.run(shop_state)
+    (blog_project / "notes" / "views.py").write_text(
+        (blog_project / "notes" / "views.py").read_text().replace('"notes: "', '"blog notes: "')
+    )
+    blog_only = fab("deploy", "--app", "blog", settings=sites)
+    assert blog_only.code == 0 and "app shop" not in blog_only.out, blog_only
+    assert page(lb.address, "blog.test") == (200, "blog notes: ")
+    assert ra.run(shop_state) == before and page(lb.address, "shop.test") == (200, "notes: s")
+
+    # tasks of one app ask which; with --app they run
+    which = fab("manage", "--", "check", settings=sites)
+    assert which.code == 2 and "fab manage works on one app; the settings have shop, blog" in which.err, which
+    check = fab("--app", "shop", "manage", "--", "check", settings=sites)
+    assert check.code == 0 and "System check identified no issues" in check.out, check
+    gone = fab("remove", "--app", "blog", "--yes", settings=sites)
+    assert gone.code == 0, gone
+    for r in (rl, ra):  # its lb site and its app site, and their records
+        assert "blog" not in r.run("ls /etc/nginx/sites-enabled /etc/nginx/sites-available /etc/fabstack")
+    assert "shop-lb.conf" in rl.run("ls /etc/nginx/sites-enabled")
+    assert ra.run(shop_state) == before and page(lb.address, "shop.test") == (200, "notes: s")

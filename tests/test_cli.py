@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import fab
 from fabric import Config
 from fabric.main import Fab
 from invoke import Executor, Exit
@@ -113,3 +114,34 @@ def test_a_task_in_phases_prints_one_summary_with_every_host_once(capsys):
     assert f"{lb} ok=0 changed=2 failed=0\n{app1} ok=1 changed=1 failed=0\n{app2} ok=0 changed=0 failed=1" in out
     console.task_summary()  # a task without phases: its own table was its summary
     assert capsys.readouterr().out == ""
+
+
+def test_app_is_a_run_flag_every_task_has():
+    calls = parsed(["--app", "blog", "provision", "deploy", "status", "logs", "--gunicorn", "manage", "remove"])
+    assert [args["app"] for _, args in calls] == ["blog"] * 6
+    assert calls[3][1]["gunicorn"] is True  # logs' "only gunicorn's logs" (was --app)
+    tasks = [name for name in ns.task_names if not name.startswith("lab.")]
+    assert [t for t in tasks if "app" not in [a.name for a in ns[t].get_arguments()]] == []
+
+
+SITES_FILE = "apps:\n  shop: {server_name: shop.test}\n  blog: {server_name: blog.test}\n"
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["manage", "--", "check"], "fab manage works on one app; the settings have shop, blog: add --app NAME"),
+        (["db.restore", "x.dump"], "fab db.restore works on one app; the settings have shop, blog: add --app NAME"),
+        (["remove", "--yes"], "fab remove needs --app NAME, the app to take off"),
+        (
+            ["deploy", "--project", "templates/sample"],
+            "--project names one app's code; with several apps add --app NAME",
+        ),
+        (["status", "--app", "news"], "--app 'news' is not in {file}; its apps: shop, blog"),
+    ],
+)
+def test_tasks_for_one_app_ask_which_before_any_host(tmp_path, words, message):
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(SITES_FILE)
+    run = fab("-H", "root@192.0.2.1", *words, settings=sites)  # TEST-NET: nothing there to reach
+    assert run.code == 2 and message.format(file=sites) in run.err, run

@@ -10,8 +10,7 @@ import time
 
 import pytest
 import yaml
-from conftest import ColdRun, Remote, fab, get, sample_variant
-from test_load_balancing import Load
+from conftest import ColdRun, Load, Remote, fab, get, sample_variant
 
 from deploy.lab import Lab
 

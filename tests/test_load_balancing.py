@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ColdRun, Remote, fab, sample_variant, unused_address
+from conftest import ColdRun, Load, Remote, fab, sample_variant, unused_address
 
 from deploy.lab import Lab
 
@@ -134,45 +134,6 @@ def test_unreachable_host_does_not_stop_the_others(farm, cold, tmp_path):
     assert f"failed on 1 of 5 host(s): root@{nowhere}" in run.err
 
 
-class Load:
-    """Bounded load through the lb: `clients` threads until stopped (or max_requests)."""
-
-    def __init__(self, address: str, clients: int = 20, max_requests: int = 50_000):
-        import threading
-
-        self.address, self.stop, self.lock = address, threading.Event(), threading.Lock()
-        self.sent, self.failed, self.bodies = 0, 0, collections.Counter()
-        self.max_requests, self.slowest = max_requests, 0.0
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
-
-    def client(self) -> None:
-        import time
-
-        while not self.stop.is_set() and self.sent < self.max_requests:
-            marker, ok, started = "", True, time.monotonic()
-            try:
-                with urllib.request.urlopen(f"http://{self.address}/", timeout=10) as response:
-                    body = response.read().decode()
-                    marker = next((w for w in ("V1", "V2", "V3", "V4") if f"Release {w}" in body), "?")
-            except (urllib.error.URLError, OSError):
-                ok = False
-            with self.lock:
-                self.slowest = max(self.slowest, time.monotonic() - started)
-                self.sent += 1
-                self.failed += 0 if ok else 1
-                self.bodies[marker] += 1
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=15)
-
-
 def release_project(tmp_path, name: str, broken: bool = False) -> str:
     append = {"sample/wsgi.py": "import no_such_module_v3\n"} if broken else {}
     return sample_variant(tmp_path, name, title=f"Release {name}", append=append)
@@ -281,7 +242,7 @@ class StickyLoad(Load):
     def client(self) -> None:
         while not self.stop.is_set() and self.sent < self.max_requests:
             try:
-                with urllib.request.urlopen(f"http://{self.address}/", timeout=10) as response:
+                with urllib.request.urlopen(self.request(), timeout=10) as response:
                     who = response.headers["X-Served-By"]
             except (urllib.error.URLError, OSError):
                 who = "failed"

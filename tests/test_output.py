@@ -79,6 +79,7 @@ def test_status_table_has_a_row_per_host(cold):
     header, *rows = [line for line in run.out.splitlines() if line.startswith(("HOST", "root@")) and "=" not in line]
     assert header.split() == [
         "HOST",
+        "SITE",
         "REACHABLE",
         "NGINX",
         "CONFIG",

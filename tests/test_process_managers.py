@@ -87,7 +87,7 @@ def test_auto_picks_systemd_and_it_restarts_a_crashed_master(hosts, cold, tmp_pa
     seconds = crash_and_wait(r)
     assert seconds < 5, seconds
     assert answers(host)
-    logs = fab("-H", host.target, "logs", "--app", "--lines", "50", settings=settings)
+    logs = fab("-H", host.target, "logs", "--gunicorn", "--lines", "50", settings=settings)
     assert logs.code == 0, logs
     assert f"[{host.target}] ==> /var/log/django/error.log <==" in logs.out
     assert "Booting worker" in logs.out and "journalctl -u gunicorn-django.service" in logs.out

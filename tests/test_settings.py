@@ -195,3 +195,79 @@ def test_a_lab_task_on_a_dry_line_is_refused_before_anything_runs():
 def test_an_unknown_key_names_the_one_probably_meant(key, meant):
     with pytest.raises(s.SettingsError, match=rf"unknown setting '{key}' in defaults \(did you mean {meant}\?\)"):
         s.validate({key: 1})
+
+
+def _apps_file(tmp_path, text: str) -> str:
+    path = tmp_path / "sites.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+SITES = """\
+workers: 3
+apps:
+  shop:
+    server_name: shop.test
+  blog:
+    server_name: blog.test
+    workers: 2
+"""
+
+
+def test_one_file_describes_several_apps_each_over_the_shared_keys(tmp_path):
+    shop, blog = s.load_apps(_apps_file(tmp_path, SITES))
+    assert (shop.app_name, shop.server_name, shop.workers, shop.default_server) == ("shop", "shop.test", 3, True)
+    assert (blog.app_name, blog.server_name, blog.workers, blog.default_server) == ("blog", "blog.test", 2, False)
+    (only,) = s.load_apps(_apps_file(tmp_path, SITES), app="blog")
+    assert only.app_name == "blog"
+    overridden = s.load_apps(_apps_file(tmp_path, SITES), {"workers": 5})
+    assert [a.workers for a in overridden] == [5, 5]  # a task flag is every app's
+
+
+def test_a_file_of_one_app_is_a_list_of_one(tmp_path):
+    (one,) = s.load_apps(_apps_file(tmp_path, "app_name: shop\n"), app="shop")
+    assert one.app_name == "shop"
+
+
+@pytest.mark.parametrize(
+    ("text", "app", "message"),
+    [
+        (SITES, "news", "--app 'news' is not in {file}; its apps: shop, blog"),
+        ("app_name: shop\n", "blog", "--app 'blog' is not the app of {file} ('shop'); give --app shop"),
+        ("apps: [shop, blog]\n", "", "{file}: apps must map each app's name to its settings"),
+        ("apps:\n  shop: 3\n", "", "{file}: apps.shop must be a mapping of settings, got int"),
+        ("app_name: x\napps:\n  shop: {}\n", "", "app_name with apps: each app's name is its key under apps"),
+        ("apps:\n  shop: {app_name: blog}\n", "", "apps.shop.app_name is 'blog'; an app's name is its key"),
+        ("apps:\n  shop: {wrokers: 2}\n", "", "unknown setting 'wrokers' in {file} apps.shop (did you mean workers?)"),
+        (
+            "apps:\n  shop: {server_name: a.test}\n  blog: {server_name: b.test a.test}\n",
+            "",
+            "server_name a.test is in apps 'shop' and 'blog'; give each app names of its own",
+        ),
+        (
+            "apps:\n  shop: {server_name: a.test}\n  blog: {server_name: b.test, default_server: true}\n",
+            "",
+            "apps 'shop' and 'blog' both have default_server: true; a host has one",
+        ),
+        (
+            "bind: 127.0.0.1:8000\napps:\n  shop: {server_name: a.test}\n  blog: {server_name: b.test}\n",
+            "",
+            "bind 127.0.0.1:8000 is in apps 'shop' and 'blog'",
+        ),
+    ],
+)
+def test_bad_apps_files_are_refused_naming_the_key(tmp_path, text, app, message):
+    path = _apps_file(tmp_path, text)
+    with pytest.raises(s.SettingsError) as refused:
+        s.load_apps(path, app=app)
+    assert message.format(file=path) in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_apps_on_hosts_they_do_not_share_may_use_the_same_names(tmp_path):
+    text = (
+        "apps:\n"
+        "  shop: {server_name: a.test, hosts: [root@10.0.0.11]}\n"
+        "  blog: {server_name: a.test, hosts: [root@10.0.0.12]}\n"
+    )
+    assert [a.app_name for a in s.load_apps(_apps_file(tmp_path, text))] == ["shop", "blog"]

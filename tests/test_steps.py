@@ -445,3 +445,79 @@ def test_a_db_port_in_use_is_refused_before_anything_is_installed():
     with pytest.raises(StepFailed, match="db_port 5432 is in use by nginx on this host; stop it or set db_port"):
         drive(database.port_free(db))
     assert calls(drive(database.port_free(host({}, target="root@10.0.0.13", **FARM)))) == []
+
+
+def test_bind_unset_takes_the_app_s_own_then_the_first_port_nothing_holds():
+    from deploy.steps import apps
+
+    fresh = {k: v for k, v in CONVERGED.items() if k not in ("app_pid", "app_listen")}
+    assert host(fresh).bind == "127.0.0.1:8000"
+    other = with_facts(**{"claim.shop.bind": "127.0.0.1:8000"})
+    assert host({**fresh, **other}, app_name="blog").bind == "127.0.0.1:8001"
+    # something not recorded holds 8001 on every address, and 8002 on loopback (an app from before the records)
+    busy = {**fresh, **other, "tcp_listen": "0.0.0.0:80 0.0.0.0:8001 127.0.0.1:8002 [::]:8003 10.0.0.5:8004"}
+    assert host(busy, app_name="blog").bind == "127.0.0.1:8004"  # another address's port is free on loopback
+    # this app's own gunicorn, from before the records: its port is its own
+    own = {**CONVERGED, "tcp_listen": "127.0.0.1:8000 0.0.0.0:80"}
+    assert host(own).bind == "127.0.0.1:8000"
+    kept = {**busy, "claim.blog.bind": "127.0.0.1:8002"}
+    assert host(kept, app_name="blog").bind == "127.0.0.1:8002"  # once chosen, kept
+    assert host(busy, app_name="blog", bind="127.0.0.1:9000").bind == "127.0.0.1:9000"
+    # the claims an lb-only host records hold no bind: it runs no gunicorn
+    lb = host(fresh, hosts=[{"host": HOST, "roles": ["lb"]}, {"host": "root@203.0.113.6", "roles": ["app"]}])
+    assert "bind=\n" in apps.claims_text(lb)
+
+
+@pytest.mark.parametrize(
+    ("held", "raw", "message"),
+    [
+        (
+            {"server_name": "shop.test", "default_server": "no"},
+            {"server_name": "blog.test shop.test", "default_server": False},
+            "server_name shop.test is app 'shop''s on this host too; give app 'blog' names of its own",
+        ),
+        (
+            {"server_name": "_", "default_server": "no"},
+            {"default_server": False},
+            "apps 'blog' and 'shop' would both answer any name (server_name _) on this host",
+        ),
+        (
+            {"server_name": "shop.test", "default_server": "yes"},
+            {"server_name": "blog.test"},
+            "app 'shop' is this host's default server; set default_server: false for app 'blog'",
+        ),
+        (
+            {"server_name": "shop.test", "default_server": "no", "serves": "80", "firewall": "22 80"},
+            {"server_name": "blog.test", "default_server": False, "listen_port": 8080},
+            "app 'shop''s firewall would drop app 'blog''s port 8080 on this host",
+        ),
+        (
+            {"server_name": "shop.test", "default_server": "no", "serves": "8080", "firewall": ""},
+            {"server_name": "blog.test", "default_server": False, "firewall": True},
+            "app 'blog''s firewall would drop app 'shop''s port 8080 on this host",
+        ),
+        (
+            {"server_name": "shop.test", "default_server": "no", "bind": "127.0.0.1:9000"},
+            {"server_name": "blog.test", "bind": "127.0.0.1:9000"},
+            "bind 127.0.0.1:9000 is app 'shop''s on this host; give app 'blog' another port",
+        ),
+    ],
+)
+def test_an_app_wanting_what_another_holds_is_refused_naming_both(held, raw, message):
+    from deploy.results import StepFailed
+    from deploy.steps import apps
+
+    facts = with_facts(**{f"claim.shop.{k}": v for k, v in held.items()})
+    with pytest.raises(StepFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
+        drive(apps.no_clash(host(facts, app_name="blog", **raw)))
+    mine = with_facts(**{f"claim.blog.{k}": v for k, v in held.items()})  # its own record is no clash
+    assert drive(apps.no_clash(host(mine, app_name="blog", **raw))) == []
+
+
+def test_apps_whose_firewalls_open_the_same_ports_share_a_host():
+    from deploy.steps import apps
+
+    held = {"claim.shop.server_name": "shop.test", "claim.shop.serves": "80", "claim.shop.firewall": "22 80"}
+    blog = host(with_facts(**held), app_name="blog", server_name="blog.test", default_server=False, firewall=True)
+    assert drive(apps.no_clash(blog)) == []
+    assert "serves=80\nfirewall=22 80\n" in apps.claims_text(blog)

@@ -9,13 +9,18 @@ from deploy.host import HostContext
 from deploy.ops import Command, Steps
 from deploy.render import environment, render
 from deploy.results import StepFailed
+from deploy.steps import firewall
 from deploy.steps.files import ensure_file
 
 
 def claims_text(h: HostContext) -> str:
     s = h.settings
     jinja = environment(s.templates_dir)
-    return render(jinja, "claims.j2", server_name=s.server_name, bind=h.bind, default_server=s.default_server)
+    bind = h.bind if h.is_app else ""  # a load balancer alone runs no gunicorn
+    return render(
+        jinja, "claims.j2", server_name=s.server_name, bind=bind, default_server=s.default_server,
+        serves=firewall.served_ports(h), firewall=firewall.open_ports(h),
+    )  # fmt: skip
 
 
 def no_clash(h: HostContext) -> Steps:
@@ -40,13 +45,34 @@ def no_clash(h: HostContext) -> Steps:
                 f"app {other!r} is this host's default server; set default_server: false for app {app!r} "
                 "(one app on a host answers the names no site claims)"
             )
-        if held.get("bind") == h.bind:
+        blocked = _blocked_ports(firewall.open_ports(h), held.get("serves", ""))
+        if blocked:
+            raise StepFailed(
+                f"app {app!r}'s firewall would drop app {other!r}'s port {blocked} on this host (a drop in any "
+                "nftables table is final); give both apps the same ports, or firewall: false"
+            )
+        blocked = _blocked_ports(_ports(held.get("firewall", "")), " ".join(map(str, firewall.served_ports(h))))
+        if blocked:
+            raise StepFailed(
+                f"app {other!r}'s firewall would drop app {app!r}'s port {blocked} on this host (a drop in any "
+                "nftables table is final); give both apps the same ports, or firewall: false on both"
+            )
+        if h.is_app and held.get("bind") == h.bind:
             raise StepFailed(
                 f"bind {h.bind} is app {other!r}'s on this host; give app {app!r} another port, or leave bind "
                 "unset for a free one"
             )
     return
     yield
+
+
+def _ports(text: str) -> list[int]:
+    return [int(p) for p in text.split() if p.isdigit()]
+
+
+def _blocked_ports(table_opens: list[int], served: str) -> int:
+    """A port served that a firewall table opening table_opens drops (0: none, or no table)."""
+    return next((p for p in _ports(served) if table_opens and p not in table_opens), 0)
 
 
 def claims(h: HostContext) -> Steps:

@@ -53,6 +53,26 @@ def services(h: HostContext) -> list[dict]:
     return wanted + redis
 
 
+def served_ports(h: HostContext) -> list[int]:
+    """The ports this app's site takes traffic on here: the public ones, or app_port
+    behind load balancers (what another app's firewall table must let in)."""
+    s = h.settings
+    ports = []
+    if "lb" in h.roles or (h.is_app and not h.behind_lbs):
+        ports += [s.listen_port] + ([s.site_tls.port] if h.ends_tls and s.site_tls else [])
+    if h.is_app and h.behind_lbs:
+        ports.append(s.app_port)
+    return sorted(set(ports))
+
+
+def open_ports(h: HostContext) -> list[int]:
+    """The ports this app's table lets in at all, with `firewall: true` (every other port
+    it drops, for every app on the host); [] without it."""
+    if not h.settings.firewall:
+        return []
+    return sorted({int(p) for rule in services(h) for p in rule["ports"].strip("{} ").split(", ")})
+
+
 def rules(h: HostContext) -> Steps:
     """The table as the settings want it; new rules tried, then kept (see the module)."""
     s, layout = h.settings, h.layout

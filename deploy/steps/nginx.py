@@ -113,6 +113,7 @@ def lb_config(h: HostContext, out: frozenset[str] = frozenset()) -> str:
         servers=servers,
         keepalive=s.keepalive,
         listen_port=s.listen_port,
+        default=default_server(h),
         server_name=s.server_name,
         **IDLE_TIMEOUTS,
         **dict(zip(("tls", "acme"), tls_context(h), strict=True)),
