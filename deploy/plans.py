@@ -264,12 +264,18 @@ def remove(purge: bool) -> Plan:
 
     def plan(h: HostRun) -> None:
         h.read_facts()
-        if not (h.is_app or h.serves_lb):
+        db_here = "db" in h.roles and h.settings.postgresql
+        if not (h.is_app or h.serves_lb or db_here):
             return
         if h.is_app:
             h.step("gunicorn stop", process.control, "stop")
             for p in h.background_here:
                 h.step(f"{p.name} stop", background.control, p.name, "stop")
+        if db_here:  # the other apps' access rules stay; its database only with purge
+            h.step("postgresql access", database.access, True)
+            h.step("postgresql running", database.running)
+            if purge:
+                h.step("database dropped", database.dropped)
         h.step("app removed", apps.removed, purge)  # a load balancer: its lb site and records
 
     return plan

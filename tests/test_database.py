@@ -10,6 +10,8 @@ import shlex
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -454,6 +456,56 @@ def test_a_process_removed_from_the_settings_is_stopped_and_its_unit_removed(far
             r.conn.close()
     again = fab("provision", settings=settings)
     assert again.code == 0 and again.changed() == 0, again
+
+
+def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
+    # issue 24: another app on the same lb, app hosts and db host; the first keeps its
+    # database access, its lb site and its data; the second taken off with its database
+    (lb, app1, app2, db), _, settings = farm
+    farm_config = yaml.safe_load(settings.read_text())
+    blog = tmp_path / "blog.yaml"
+    project = stock_project(tmp_path / "blog", "blog-" + secrets.token_hex(8))
+    blog.write_text(
+        yaml.safe_dump(
+            {"hosts": farm_config["hosts"], "workers": 2, "app_name": "blog", "project_path": str(project),
+             "server_name": "blog.test", "default_server": False}
+        )
+    )  # fmt: skip
+    before = get(f"http://{lb.address}/notes/")
+    assert before[0] == 200, before
+    run = fab("provision", "deploy", settings=blog)
+    assert run.code == 0, run.out[-4000:]
+    assert page_of(lb, "blog.test", "/notes/?add=b") == "notes: b"
+    assert get(f"http://{lb.address}/notes/") == before  # the first app: still the default, its data
+    r = Remote(db)
+    try:
+        hba = r.run("grep ^host /etc/postgresql/15/main/pg_hba.conf | awk '{print $2, $4}'").split("\n")
+        expected = {f"{name} {h.address}/32" for name in ("django", "blog") for h in (app1, app2)}
+        assert set(filter(None, hba)) == expected, hba
+        assert r.run("runuser -u postgres -- psql -d blog -tAc 'select count(*) from notes_note'").strip() == "1"
+        again = fab("provision", settings=settings)  # the first app's provision keeps the second's access
+        assert again.code == 0 and again.changed() == 0, again
+        assert page_of(lb, "blog.test", "/notes/") == "notes: b"
+        gone = fab("remove", "--app", "blog", "--yes", "--purge", settings=blog)
+        assert gone.code == 0, gone
+        hba = r.run("grep ^host /etc/postgresql/15/main/pg_hba.conf | awk '{print $2}' | sort -u").split()
+        assert hba == ["django"], hba
+        databases = r.run("runuser -u postgres -- psql -tAc 'select datname from pg_database'").split()
+        assert "blog" not in databases and "django" in databases, databases
+    finally:
+        r.conn.close()
+    assert get(f"http://{lb.address}/notes/") == before
+    assert fab("provision", settings=settings).changed() == 0
+
+
+def page_of(lb: Host, name: str, path: str) -> str:
+    """What the lb answers for path under Host name (a 200's body, else the status)."""
+    request = urllib.request.Request(f"http://{lb.address}{path}", headers={"Host": name})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return str(exc.code)
 
 
 def ticks(host) -> list[str]:

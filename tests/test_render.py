@@ -152,8 +152,13 @@ def test_lb_upstream_from_the_inventory(method, line):
 def test_app_site_behind_an_lb_listens_privately_and_allows_only_the_lb():
     h = FakeHostRun(s.validate(INVENTORY), {}, host="root@10.0.0.11")
     site = nginx.site_config(h)
-    assert "listen 10.0.0.11:8080;" in site and "listen 127.0.0.1:8080;" in site
-    assert "default_server" not in site and "listen 80" not in site
+    # the default app on the lbs is the default on the app hosts (the lbs pass the client's Host)
+    assert "listen 10.0.0.11:8080 default_server;" in site and "listen 127.0.0.1:8080 default_server;" in site
+    assert "listen 80" not in site
+    other = nginx.site_config(
+        FakeHostRun(s.validate({**INVENTORY, "default_server": False}), {}, host="root@10.0.0.11")
+    )
+    assert "listen 10.0.0.11:8080;" in other and "default_server" not in other
     assert "allow 10.0.0.10;\n    allow 127.0.0.1;\n    deny all;" in site
     assert "keepalive_timeout 15s;" in site  # longer than the lb's 10 s: the server closes last
     assert h.settings.inventory.roles_of(h.host) == ("app",)

@@ -447,6 +447,40 @@ def test_a_db_port_in_use_is_refused_before_anything_is_installed():
     assert calls(drive(database.port_free(host({}, target="root@10.0.0.13", **FARM)))) == []
 
 
+def test_a_db_host_shared_by_apps_keeps_the_other_apps_access_rules():
+    from deploy.results import StepFailed
+
+    facts = {
+        "os": "debian 12",
+        "pg": "15 5432 online",
+        # what the file holds: shop's rule, and django's from an app host since replaced
+        "pg_hba_rules": "shop shop 10.0.0.21/32,django django 10.0.0.99/32,",
+    }
+    db = host(facts, target="root@10.0.0.13", **FARM)
+    hba = drive(database.access(db))[0].content
+    rules = [line.split()[1:4] for line in hba.splitlines() if line.startswith("host")]
+    assert rules == [
+        ["django", "django", "10.0.0.11/32"],
+        ["django", "django", "10.0.0.12/32"],
+        ["shop", "shop", "10.0.0.21/32"],
+    ]  # sorted: the same file whichever app writes it
+    removing = drive(database.access(db, True))[0].content  # fab remove: the others' rules only
+    assert [line.split()[1] for line in removing.splitlines() if line.startswith("host")] == ["shop"]
+    assert calls(drive(database.dropped(db))) == ["command: drop_database"]
+    moved = host({**facts, "pg": "15 5433 online"}, target="root@10.0.0.13", **FARM)
+    with pytest.raises(
+        StepFailed,
+        match="PostgreSQL on this host listens on port 5433 for database shop of another app; set db_port: 5433",
+    ):
+        drive(database.port_free(moved))
+    assert (
+        drive(
+            database.port_free(host({**facts, "pg": "15 5433 online"}, target="root@10.0.0.13", db_port=5433, **FARM))
+        )
+        == []
+    )
+
+
 def test_bind_unset_takes_the_app_s_own_then_the_first_port_nothing_holds():
     from deploy.steps import apps
 

@@ -1,7 +1,7 @@
 # Several apps on one host (issue 24): one app taken off, the others untouched.
 #
 # Set before use: the layout's values (APP, ROOT, DATA, LOGS, NGINX_LOGS, NGINX_SITE, NGINX_LINK, LB_SITE, LB_LINK,
-# UNIT_FILE, PROGRAM_FILE, LOGROTATE_UNIT, LOGROTATE_CONF, LOGROTATE_STATE).
+# UNIT_FILE, PROGRAM_FILE, LOGROTATE_UNIT, LOGROTATE_CONF, LOGROTATE_STATE, BACKUP_UNIT).
 
 # remove_app PURGE: APP off this host, its processes already stopped: its nginx sites (app, lb)
 # (nginx -t without it first: a failing test puts it back and stops here), its units,
@@ -24,9 +24,10 @@ remove_app() {
         fi
         rm -f "$site"
     done
-    units=$(ls -d "$UNIT_FILE" /etc/systemd/system/fabstack-"$APP".* /etc/systemd/system/"$LOGROTATE_UNIT".* 2>/dev/null)
+    units=$(ls -d "$UNIT_FILE" /etc/systemd/system/fabstack-"$APP".* /etc/systemd/system/"$LOGROTATE_UNIT".* \
+        /etc/systemd/system/"$BACKUP_UNIT".* 2>/dev/null)
     if [ -n "$units" ] && [ "$(cat /proc/1/comm)" = systemd ]; then
-        systemctl stop "fabstack-$APP.*" "$LOGROTATE_UNIT.*" "${UNIT_FILE##*/}" 2>/dev/null
+        systemctl stop "fabstack-$APP.*" "$LOGROTATE_UNIT.*" "$BACKUP_UNIT.*" "${UNIT_FILE##*/}" 2>/dev/null
         for unit in $units; do systemctl disable "${unit##*/}" > /dev/null 2>&1; done
     fi
     # shellcheck disable=SC2086 # paths without spaces

@@ -15,6 +15,8 @@ read_db_facts() {
     echo "pg=$1 $3 $4"
     file_facts "/etc/postgresql/$1/main/conf.d/fabstack.conf" "/etc/postgresql/$1/main/pg_hba.conf" "$DB_PASSWORD_FILE" \
         "/etc/systemd/system/$BACKUP_UNIT.service" "/etc/systemd/system/$BACKUP_UNIT.timer"
+    # every app's access rules (several apps may share this db host): DB USER ADDRESS,...
+    echo "pg_hba_rules=$(awk '$1 == "host" {printf "%s %s %s,", $2, $3, $4}' "/etc/postgresql/$1/main/pg_hba.conf" 2>/dev/null)"
     [ -f "/etc/systemd/system/$BACKUP_UNIT.timer" ] &&
         echo "backup_timer=$(systemctl is-active "$BACKUP_UNIT.timer" 2>/dev/null)"
     [ "$4" = online ] || return 0
@@ -68,10 +70,11 @@ postgres_running() {
 }
 
 # read_db_checks: the addresses PostgreSQL listens on (`pg_listen=`) and the addresses
-# its pg_hba.conf lets in over TCP (`pg_clients=`), for fab check.
+# its pg_hba.conf lets in over TCP to the app's database (`pg_clients=`), for fab check.
 read_db_checks() {
     echo "pg_listen=$(ss -Hltn "( sport = :$DB_PORT )" 2>/dev/null | awk '{print $4}' | sort -u | tr '\n' ' ')"
-    echo "pg_clients=$(cat /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | awk '$1 ~ /^host/ {print $4}' | sort -u | tr '\n' ' ')"
+    echo "pg_clients=$(cat /etc/postgresql/*/main/pg_hba.conf 2>/dev/null |
+        awk -v d="$DB_NAME" '$1 ~ /^host/ && ($2 == d || $2 == "all") {print $4}' | sort -u | tr '\n' ' ')"
 }
 
 # SQLITE_COPY: the app user's shell copies SQLite database $0 to $1 with SQLite's online
@@ -112,4 +115,12 @@ restore_database() {
 # enable_backup_timer: systemd reads the backup units; the daily timer runs.
 enable_backup_timer() {
     systemctl daemon-reload && systemctl enable -q --now "$BACKUP_UNIT.timer"
+}
+
+# drop_database: the app's database and role gone (fab remove --purge on its db host).
+drop_database() {
+    runuser -u postgres -- psql -p "$DB_PORT" -q -v ON_ERROR_STOP=1 -v u="$DB_USER" -v d="$DB_NAME" <<'SQL'
+SELECT format('DROP DATABASE %I', :'d') WHERE EXISTS (SELECT 1 FROM pg_database WHERE datname = :'d')\gexec
+SELECT format('DROP ROLE %I', :'u') WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'u')\gexec
+SQL
 }

@@ -29,6 +29,12 @@ def clients(h: HostContext) -> list[str]:
 def port_free(h: HostContext) -> Steps:
     """db_port is PostgreSQL's or free on this host: checked before anything is installed."""
     taken = h.facts.extra.get("db_port_taken_by", "")
+    others = sorted({db for db, _, _ in other_apps_rules(h)})
+    if others and h.facts.pg_port and h.facts.pg_port != h.settings.db_port:
+        raise StepFailed(
+            f"PostgreSQL on this host listens on port {h.facts.pg_port} for database {others[0]} of another app; "
+            f"set db_port: {h.facts.pg_port}"
+        )
     if taken:
         raise StepFailed(
             f"db_port {h.settings.db_port} is in use by {taken} on this host; stop it or set db_port to a free port"
@@ -45,15 +51,29 @@ def config(h: HostContext) -> Steps:
         yield Notify(Handler.RESTART_DB)
 
 
-def access(h: HostContext) -> Steps:
-    """pg_hba.conf: the app's role to its database from the app hosts, nothing else."""
+def other_apps_rules(h: HostContext) -> list[tuple[str, str, str]]:
+    """The access rules already on this db host for other apps' databases (DB, USER,
+    ADDRESS): several apps may share a db host, and one app's provision keeps the others'."""
     s = h.settings
-    text = render(
-        environment(s.templates_dir), "pg_hba.conf.j2", db_name=s.database_name, db_user=s.database_user,
-        clients=clients(h),
-    )  # fmt: skip
+    rules = [tuple(r.split()) for r in h.facts.extra.get("pg_hba_rules", "").split(",") if len(r.split()) == 3]
+    return [r for r in rules if (r[0], r[1]) != (s.database_name, s.database_user)]  # type: ignore[misc]
+
+
+def access(h: HostContext, removing: bool = False) -> Steps:
+    """pg_hba.conf: the app's role to its database from the app hosts, and the rules of
+    the other apps on this host as they were; nothing else (removing: the others only)."""
+    s = h.settings
+    mine = [] if removing else [(s.database_name, s.database_user, client) for client in clients(h)]
+    rules = sorted(other_apps_rules(h) + mine)  # one order, whichever app writes it
+    text = render(environment(s.templates_dir), "pg_hba.conf.j2", rules=rules)
     if (yield from ensure_file(h, h.layout.pg_hba(pg_version(h)), text, "postgres", "postgres", "640")):
         yield Notify(Handler.RELOAD_DB)
+
+
+def dropped(h: HostContext) -> Steps:
+    """fab remove --purge on the db host: the app's database and role gone."""
+    if h.facts.pg_online:
+        yield Command(h.shell(POSTGRES, "drop_database"))
 
 
 def running(h: HostContext) -> Steps:

@@ -67,7 +67,8 @@ def default_server(h: HostContext) -> str:
 def site_config(h: HostContext) -> str:
     s, layout, m = h.settings, h.layout, h.member
     if m:  # behind load balancers: the private address and loopback only, lbs allowed
-        listens = [f"{m.address}:{s.app_port}", f"127.0.0.1:{s.app_port}"]
+        # the default app here too: the lbs pass the client's Host, which may be no app's name
+        listens = [f"{m.address}:{s.app_port}{default_server(h)}", f"127.0.0.1:{s.app_port}{default_server(h)}"]
         allow = s.inventory.addresses("lb") + ["127.0.0.1"]
     else:
         listens, allow = [f"{s.listen_port}{default_server(h)}"], []
