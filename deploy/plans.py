@@ -265,7 +265,7 @@ def remove(purge: bool) -> Plan:
     def plan(h: HostRun) -> None:
         h.read_facts()
         db_here = "db" in h.roles and h.settings.postgresql
-        if not (h.is_app or h.serves_lb or db_here):
+        if not (h.is_app or h.serves_lb or db_here or h.runs_redis):
             return
         if h.is_app:
             h.step("gunicorn stop", process.control, "stop")
@@ -276,6 +276,8 @@ def remove(purge: bool) -> Plan:
             h.step("postgresql running", database.running)
             if purge:
                 h.step("database dropped", database.dropped)
+        if h.runs_redis:
+            h.step("redis", redis.removed)
         h.step("app removed", apps.removed, purge)  # a load balancer: its lb site and records
 
     return plan

@@ -468,7 +468,7 @@ def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
     blog.write_text(
         yaml.safe_dump(
             {"hosts": farm_config["hosts"], "workers": 2, "app_name": "blog", "project_path": str(project),
-             "server_name": "blog.test", "default_server": False}
+             "server_name": "blog.test", "default_server": False, "redis": True}
         )
     )  # fmt: skip
     before = get(f"http://{lb.address}/notes/")
@@ -483,6 +483,12 @@ def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
         expected = {f"{name} {h.address}/32" for name in ("django", "blog") for h in (app1, app2)}
         assert set(filter(None, hba)) == expected, hba
         assert r.run("runuser -u postgres -- psql -d blog -tAc 'select count(*) from notes_note'").strip() == "1"
+        # one Redis: the host's one password, a database each (Celery's queues would collide in one)
+        urls = r.run("cat /etc/fabstack/django/redis_url /etc/fabstack/blog/redis_url").split()
+        assert [u.rsplit("/", 1)[1] for u in urls] == ["0", "1"] and urls[0].rsplit("/", 1)[0] == urls[1].rsplit(
+            "/", 1
+        )[0]
+        assert [redis_ping(r, app) for app in ("django", "blog")] == ["PONG", "PONG"]
         again = fab("provision", settings=settings)  # the first app's provision keeps the second's access
         assert again.code == 0 and again.changed() == 0, again
         assert page_of(lb, "blog.test", "/notes/") == "notes: b"
@@ -492,10 +498,20 @@ def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
         assert hba == ["django"], hba
         databases = r.run("runuser -u postgres -- psql -tAc 'select datname from pg_database'").split()
         assert "blog" not in databases and "django" in databases, databases
+        assert "blog" not in r.run("cat /etc/redis/redis.conf; ls /etc/redis")
+        assert redis_ping(r, "django") == "PONG"
     finally:
         r.conn.close()
     assert get(f"http://{lb.address}/notes/") == before
     assert fab("provision", settings=settings).changed() == 0
+
+
+def redis_ping(r: Remote, app: str) -> str:
+    """Redis's answer to a PING with app's URL (its password through the environment)."""
+    return r.run(
+        f"u=$(cat /etc/fabstack/{app}/redis_url); pw=${{u#redis://:}}; "
+        'REDISCLI_AUTH="${pw%%@*}" redis-cli -n "${u##*/}" ping 2>&1'
+    ).strip()
 
 
 def page_of(lb: Host, name: str, path: str) -> str:

@@ -104,8 +104,8 @@ def test_status_table_has_a_row_per_host(cold):
     managers = {"sd1": "systemd", "ss1": "nohup"}
     for host, row in zip(cold.hosts, rows, strict=True):
         cells = row.split()
-        assert cells[:6] == [host.target, "yes", "running", "ok", "running", managers[host.name]], row
-        assert cells[7:9] == ["3", "gevent"] and cells[9] == cells[10] and cells[11:13] == ["ok", "-"], row
+        assert cells[:7] == [host.target, "django", "yes", "running", "ok", "running", managers[host.name]], row
+        assert cells[8:10] == ["3", "gevent"] and cells[10] == cells[11] and cells[12:14] == ["ok", "-"], row
 
 
 def test_terminal_gets_progress_and_colour_and_no_color_is_respected(cold):

@@ -555,3 +555,11 @@ def test_apps_whose_firewalls_open_the_same_ports_share_a_host():
     blog = host(with_facts(**held), app_name="blog", server_name="blog.test", default_server=False, firewall=True)
     assert drive(apps.no_clash(blog)) == []
     assert "serves=80\nfirewall=22 80\n" in apps.claims_text(blog)
+
+
+def test_remove_takes_the_app_s_redis_settings_off_the_redis_host():
+    from deploy.steps import redis
+
+    db = host({"os": "debian 12", "redis_included": "yes"}, target="root@10.0.0.13", redis=True, **FARM)
+    assert calls(drive(redis.removed(db))) == ["command: redis_remove"]
+    assert calls(drive(redis.removed(host({}, target="root@10.0.0.13", redis=True, **FARM)))) == []

@@ -17,12 +17,26 @@ read_redis_facts() {
 
 # redis_setup: the password (made once, never on a command line) in REDIS_AUTH
 # (root:redis 640), root's copy of the app's URL, and redis.conf including both files.
+# Several apps on one Redis (issue 24): one password, the host's (Redis has one for its
+# default user: the last requirepass wins), and a database number of each app's own
+# (Celery's queues and Django's cache keys would collide in one), the first that no
+# other app's URL holds.
 redis_setup() {
     if [ ! -s "$REDIS_URL_FILE" ] || [ ! -s "$REDIS_AUTH" ]; then
         install -d -o root -g root -m 750 "${REDIS_URL_FILE%/*}" || return 1
-        password=$(python3 -c 'import secrets; print(secrets.token_hex(24))') || return 1
+        password='' used=''
+        for f in /etc/redis/fabstack-*-auth.conf; do
+            [ -s "$f" ] && [ "$f" != "$REDIS_AUTH" ] && [ -z "$password" ] && password=$(sed -n 's/^requirepass //p' "$f")
+        done
+        for f in /etc/fabstack/*/redis_url; do
+            [ -s "$f" ] && [ "$f" != "$REDIS_URL_FILE" ] && used="$used $(sed 's|.*/||' "$f")"
+        done
+        db=0
+        while echo " $used " | grep -q " $db "; do db=$((db + 1)); done
+        [ "$db" -lt 16 ] || { echo "Redis here has no free database for $APP (16 apps hold them)" >&2 && return 1; }
+        [ -n "$password" ] || password=$(python3 -c 'import secrets; print(secrets.token_hex(24))') || return 1
         (umask 077 && echo "requirepass $password" > "$REDIS_AUTH.new" &&
-            echo "redis://:$password@127.0.0.1:$REDIS_PORT/0" > "$REDIS_URL_FILE.new") || return 1
+            echo "redis://:$password@127.0.0.1:$REDIS_PORT/$db" > "$REDIS_URL_FILE.new") || return 1
         chown root:redis "$REDIS_AUTH.new" && chmod 640 "$REDIS_AUTH.new" &&
             mv -f "$REDIS_AUTH.new" "$REDIS_AUTH" && mv -f "$REDIS_URL_FILE.new" "$REDIS_URL_FILE" || return 1
     fi
@@ -57,4 +71,23 @@ read_redis_url() {
 # by the app user from root's copy.
 app_redis_url() {
     put_app_file "$REDIS_URL_FILE" "$1" 600
+}
+
+# redis_remove: APP's database emptied (its number goes back to the pool: a queue and a
+# cache, not data a later app should find), its two files out of redis.conf and gone
+# (fab remove on the Redis host), and Redis restarted without them.
+redis_remove() {
+    [ -f /etc/redis/redis.conf ] || return 0
+    if [ -s "$REDIS_URL_FILE" ]; then
+        REDISCLI_AUTH=$(sed 's|^redis://:\([^@]*\)@.*|\1|' "$REDIS_URL_FILE") \
+            redis-cli -p "$REDIS_PORT" -n "$(sed 's|.*/||' "$REDIS_URL_FILE")" flushdb > /dev/null || return 1
+    fi
+    grep -qxF "include $REDIS_AUTH" /etc/redis/redis.conf || grep -qxF "include $REDIS_CONF" /etc/redis/redis.conf ||
+        return 0
+    grep -vxF -e "include $REDIS_CONF" -e "include $REDIS_AUTH" /etc/redis/redis.conf > /etc/redis/redis.conf.new &&
+        chown --reference=/etc/redis/redis.conf /etc/redis/redis.conf.new &&
+        chmod --reference=/etc/redis/redis.conf /etc/redis/redis.conf.new &&
+        mv -f /etc/redis/redis.conf.new /etc/redis/redis.conf || return 1
+    rm -f "$REDIS_CONF" "$REDIS_AUTH"
+    redis_running restart
 }

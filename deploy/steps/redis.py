@@ -32,3 +32,10 @@ def config(h: HostContext) -> Steps:
 def app_url(h: HostContext) -> Steps:
     """The app's copy of the URL where the app runs on the Redis host itself."""
     yield from app_copy(h, h.layout.redis_url_file, "REDIS_URL", "redis.sh", "app_redis_url")
+
+
+def removed(h: HostContext) -> Steps:
+    """fab remove on the Redis host: the app's settings out of redis.conf; the other
+    apps' Redis runs on (restarted without them)."""
+    if h.facts.redis_included:
+        yield Command(h.shell(REDIS, "redis_remove"))
