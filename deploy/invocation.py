@@ -206,42 +206,36 @@ def provision(
     memory and uploaded to each app host over SFTP); with an ACME certificate and several
     lbs, the first lb next (certbot there), its certificate then copied to the others."""
     hosts = hosts_of(c, settings, role, limit)
+
+    def phase(on: list[str], plan: Plan, with_settings: Settings, name: str, dry: bool = dry_run) -> list[HostResult]:
+        done = run_reported(c, "provision", on, plan, with_settings, dry, verbose, phase=name)
+        fail_if_any(done, out_of=len(hosts))  # a phase's failure counts the task's hosts
+        return done
+
     dbs = [m.host for m in settings.inventory.with_role("db")]
     first = [h for h in hosts if h in dbs] if any(h not in dbs for h in hosts) else []
     if first:
-        fail_if_any(
-            run_reported(c, "provision", first, plans.provision, settings, dry_run, verbose, phase="db"),
-            out_of=len(hosts),
-        )
+        phase(first, plans.provision, settings, "db")
     rest = [h for h in hosts if h not in first]
     if dbs and not dry_run and any(h not in dbs for h in rest):  # a dry run may have nothing to read yet
         settings = with_shared_secrets(c, settings, dbs[0], verbose)
-    phase = "app" if first else ""
+    name = "app" if first else ""
     issuer, copies = acme_lbs(settings)
     here = [h for h in copies if h in rest]
     if here:
         # the other lbs first, so the CA may knock on any of them (they pass the challenge
         # on to the first lb), then the first lb, then copies where they differ from its
         lbs = [*here, *([issuer] if issuer in rest else [])]
-        done = run_reported(c, "provision", here, plans.provision, settings, dry_run, verbose, phase="lb")
-        fail_if_any(done, out_of=len(hosts))
+        done = phase(here, plans.provision, settings, "lb")
         if issuer in rest:
-            done += run_reported(c, "provision", [issuer], plans.provision, settings, dry_run, verbose, phase="tls")
-            fail_if_any(done, out_of=len(hosts))
+            done += phase([issuer], plans.provision, settings, "tls")
         served = {r.host: r.data.get("certificate_sha256", "") for r in done}
         stale = [h for h in here if not served.get(issuer) or served[h] != served[issuer]]
         if stale and not dry_run:
-            copied = with_certificate_copy(c, settings, issuer, verbose)
-            fail_if_any(
-                run_reported(c, "provision", stale, plans.certificate_copy, copied, verbose=verbose, phase="copy"),
-                out_of=len(hosts),
-            )
-        rest, phase = [h for h in rest if h not in lbs], "app"
+            phase(stale, plans.certificate_copy, with_certificate_copy(c, settings, issuer, verbose), "copy", False)
+        rest, name = [h for h in rest if h not in lbs], "app"
     if rest:
-        fail_if_any(
-            run_reported(c, "provision", rest, plans.provision, settings, dry_run, verbose, phase=phase),
-            out_of=len(hosts),
-        )
+        phase(rest, plans.provision, settings, name)
 
 
 def with_shared_secrets(c: Context, settings: Settings, db: str, verbose: bool) -> Settings:
