@@ -145,3 +145,30 @@ def test_tasks_for_one_app_ask_which_before_any_host(tmp_path, words, message):
     sites.write_text(SITES_FILE)
     run = fab("-H", "root@192.0.2.1", *words, settings=sites)  # TEST-NET: nothing there to reach
     assert run.code == 2 and message.format(file=sites) in run.err, run
+
+
+def test_apps_run_one_after_the_other_and_the_first_failure_stops_the_rest(tmp_path, capsys):
+    from invoke import Context
+
+    from deploy import settings as s
+    from deploy.invocation import each_app
+
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(SITES_FILE.replace("  blog:", "  news: {server_name: news.test}\n  blog:"))
+    apps = s.load_apps(str(sites))
+    ran = []
+
+    def run(settings):
+        ran.append(settings.app_name)
+        if settings.app_name == "news":
+            raise Exit("fabstack: failed on 1 of 2 host(s): root@web2", code=1)
+
+    with pytest.raises(Exit) as stopped:
+        each_app(Context(), apps, run)
+    assert ran == ["shop", "news"]  # blog not run on top of a failure
+    assert stopped.value.code == 1
+    assert stopped.value.message == "fabstack: app news: failed on 1 of 2 host(s): root@web2; not run for blog"
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("app ")] == [
+        "app shop",
+        "app news",
+    ]
