@@ -123,10 +123,10 @@ def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") ->
 def fail_if_any(results: list[HostResult], why: str = "", out_of: int = 0) -> None:
     """Exit 1 naming the hosts that failed, if any did, out of the task's hosts (out_of,
     when a phase ran on some of them)."""
-    failed = [r.host for r in results if r.failed]
+    failed = list(dict.fromkeys(r.host for r in results if r.failed))  # a host once, however many apps
     sys.stdout.flush()
     if failed:
-        total = max(out_of, len(results))
+        total = max(out_of, len({r.host for r in results}))
         raise Exit(f"fabstack: failed on {len(failed)} of {total} host(s): {', '.join(failed)}{why}", code=1)
 
 

@@ -172,3 +172,13 @@ def test_apps_run_one_after_the_other_and_the_first_failure_stops_the_rest(tmp_p
         "app shop",
         "app news",
     ]
+
+
+def test_a_host_that_failed_for_two_apps_is_named_once():
+    from deploy.invocation import fail_if_any
+    from deploy.results import HostResult
+
+    rows = [HostResult("root@a", error="unreachable"), HostResult("root@b"), HostResult("root@a", error="unreachable")]
+    with pytest.raises(Exit) as failed:
+        fail_if_any(rows)  # status's one table: a row per app per host
+    assert failed.value.message == "fabstack: failed on 1 of 2 host(s): root@a"
