@@ -68,6 +68,15 @@ class CertificateFact:
         return (self.expires - now) / 86400
 
 
+@dataclass(frozen=True)
+class SiteFact:
+    """Another nginx site enabled on the host: the ports it is the default server on,
+    and its server names."""
+
+    default_ports: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+
 @dataclass
 class HostFacts:
     """One host as its facts read saw it. Steps update a field after they change what it
@@ -90,6 +99,7 @@ class HostFacts:
     packages: dict[str, str] = field(default_factory=dict)  # name -> dpkg status
     # what each fabstack app on this host holds (its names, bind, default server): app -> key -> value
     claims: dict[str, dict[str, str]] = field(default_factory=dict)
+    sites: dict[str, SiteFact] = field(default_factory=dict)  # other enabled nginx sites, by file name
     files: dict[str, FileFact] = field(default_factory=dict)
     dirs: dict[str, str] = field(default_factory=dict)  # path -> 'owner:group mode'
     links: dict[str, str] = field(default_factory=dict)  # path -> target
@@ -179,6 +189,10 @@ class HostFacts:
                 facts.background[path] = BackgroundFact(manager, len(known), known)
             elif kind == "link" and path:
                 facts.links[path] = value
+            elif kind == "site" and path:
+                ports, _, names = value.partition("|")
+                defaults = tuple(p.rpartition(":")[2] for p in ports.split())
+                facts.sites[path] = SiteFact(defaults, tuple(names.split()))
             elif kind == "claim" and "." in path:
                 app, _, name = path.partition(".")
                 facts.claims.setdefault(app, {})[name] = value

@@ -205,5 +205,6 @@ class HostContext:
             "REDIS_ROLE": "yes" if self.runs_redis else "",
             "FIREWALL_ROLE": "yes" if self.firewall_here else "",
             "PICK_PORT": "yes" if self.is_app and not s.bind else "",
+            "SITES": "yes" if self.is_app or self.serves_lb else "",
             "REDIS_PORT": REDIS_PORT,
         }

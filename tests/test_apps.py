@@ -89,8 +89,15 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
     assert page(host.address, "blog.test") == (200, "blog notes: ")
 
     # clashes: refused before anything on the host changes, naming both apps
+    legacy = "server {\n    listen 8081 default_server;\n    server_name legacy.test;\n    return 204;\n}\n"
+    r.run(f"printf '%s' '{legacy}' > /etc/nginx/sites-enabled/legacy.conf && nginx -t -q && nginx -s reload")
     before = r.tree()
     cases = {
+        # a site written by hand (no fabstack record): its names are its own too
+        "server_name legacy.test is /etc/nginx/sites-enabled/legacy.conf's on this host too": {
+            "server_name": "legacy.test",
+            "default_server": "false",
+        },
         "server_name shop.test is app 'shop''s on this host too; give app 'news' names of its own": {
             "server_name": "shop.test news.test",
             "default_server": "false",

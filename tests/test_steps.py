@@ -563,3 +563,20 @@ def test_remove_takes_the_app_s_redis_settings_off_the_redis_host():
     db = host({"os": "debian 12", "redis_included": "yes"}, target="root@10.0.0.13", redis=True, **FARM)
     assert calls(drive(redis.removed(db))) == ["command: redis_remove"]
     assert calls(drive(redis.removed(host({}, target="root@10.0.0.13", redis=True, **FARM)))) == []
+
+
+def test_a_site_no_record_covers_keeps_its_names_and_default_server():
+    from deploy.results import StepFailed
+    from deploy.steps import apps
+
+    legacy = with_facts(**{"site.legacy.conf": "80 [::]:80|legacy.test www.legacy.test", "site.other.conf": "8081|_"})
+    with pytest.raises(StepFailed, match=r"/etc/nginx/sites-enabled/legacy.conf is this host's default server; set"):
+        drive(apps.no_clash(host(legacy, app_name="blog", server_name="blog.test")))
+    with pytest.raises(StepFailed, match=r"server_name www.legacy.test is /etc/nginx/sites-enabled/legacy.conf's"):
+        drive(apps.no_clash(host(legacy, app_name="blog", server_name="www.legacy.test", default_server=False)))
+    # not the default server, its own names; another port's default server is no clash
+    assert drive(apps.no_clash(host(legacy, app_name="blog", server_name="blog.test", default_server=False))) == []
+    assert drive(apps.no_clash(host(with_facts(**{"site.other.conf": "8081|_"}), app_name="blog"))) == []
+    # an app's site that its record covers is checked by the record, not twice
+    recorded = with_facts(**{"site.shop.conf": "80|shop.test", "claim.shop.server_name": "shop.test"})
+    assert drive(apps.no_clash(host(recorded, app_name="blog", server_name="blog.test", default_server=False))) == []

@@ -33,6 +33,22 @@ read_claims() {
     done
 }
 
+# read_sites: the other sites nginx has enabled here, `site.FILE=PORTS|NAMES`: the ports
+# it is nginx's default server on, and its server names. A site no fabstack record
+# covers (one written by hand, an app from before the records) is seen too, so a clash
+# with it is refused before the host changes, not left to nginx (which would fail its
+# test on a second default server, and only warn on a name two sites claim).
+read_sites() {
+    for f in /etc/nginx/sites-enabled/*; do
+        if [ ! -f "$f" ] || [ "$f" = "$NGINX_LINK" ] || [ "$f" = "$LB_LINK" ] || [ "${f##*/}" = "${NGINX_DEFAULT##*/}" ]; then
+            continue
+        fi
+        ports=$(sed -n 's/^[[:space:]]*listen[[:space:]]\{1,\}\([^[:space:];]*\)[^;]*default_server.*/\1/p' "$f" | tr '\n' ' ')
+        names=$(sed -n 's/^[[:space:]]*server_name[[:space:]]\{1,\}\([^;]*\);.*/\1/p' "$f" | tr '\n' ' ')
+        echo "site.${f##*/}=$ports|$names"
+    done
+}
+
 # shellcheck disable=SC2086,SC2046,SC1091 # the lists are space-separated paths without spaces
 read_facts() {
     . /etc/os-release 2>/dev/null
@@ -91,6 +107,7 @@ read_facts() {
     [ "$DB_ROLE" = yes ] && read_db_facts
     read_tls
     read_claims
+    [ -n "$SITES" ] && read_sites
     # bind unset: the ports already taken on loopback, by anything (an app from before these
     # records, a service of the host's own), so the one chosen is free
     [ -n "$PICK_PORT" ] && echo "tcp_listen=$(ss -Hltn 2>/dev/null | awk '{printf "%s ", $4}')"

@@ -24,9 +24,11 @@ def claims_text(h: HostContext) -> str:
 
 
 def no_clash(h: HostContext) -> Steps:
-    """This app wants no name, bind or default server another app on the host holds."""
+    """This app wants no name, bind or default server another app on the host holds,
+    nor a name or default server of a site no record covers."""
     s, app = h.settings, h.settings.app_name
     names = set(s.server_name.split())
+    yield from _no_clash_with_sites(h, names)
     for other, held in sorted(h.facts.claims.items()):
         if other == app:
             continue
@@ -61,6 +63,34 @@ def no_clash(h: HostContext) -> Steps:
             raise StepFailed(
                 f"bind {h.bind} is app {other!r}'s on this host; give app {app!r} another port, or leave bind "
                 "unset for a free one"
+            )
+    return
+    yield
+
+
+def _no_clash_with_sites(h: HostContext, names: set[str]) -> Steps:
+    """The enabled nginx sites that are no recorded app's (by hand, or an app from
+    before the records): their names and default server are theirs."""
+    s, app = h.settings, h.settings.app_name
+    recorded = {f"{other}.conf" for other in h.facts.claims} | {f"{other}-lb.conf" for other in h.facts.claims}
+    if h.is_app and h.behind_lbs:  # the app host's site, for the lbs
+        ours = {str(s.app_port)}
+    else:
+        ours = {str(s.listen_port)} | ({str(s.site_tls.port)} if s.site_tls else set())
+    for name, site in sorted(h.facts.sites.items()):
+        if name in recorded:
+            continue
+        path = f"/etc/nginx/sites-enabled/{name}"
+        both = sorted((names & set(site.names)) - {"_"})
+        if both:
+            raise StepFailed(
+                f"server_name {both[0]} is {path}'s on this host too; give app {app!r} names of its own, "
+                "or take that site off"
+            )
+        if s.default_server and ours & set(site.default_ports):
+            raise StepFailed(
+                f"{path} is this host's default server; set default_server: false for app {app!r}, or take it "
+                "off that site"
             )
     return
     yield
