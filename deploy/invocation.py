@@ -65,10 +65,22 @@ def one_app(apps: list[Settings], task: str) -> Settings:
     return apps[0]
 
 
-def each_app(c: Context, apps: list[Settings], run: Callable[[Settings], object]) -> None:
-    """run for each app, one after the other. With several, each app's part is headed by
-    its name and has its own summary; the first app that fails stops the task (exit 1,
-    naming it and the apps not run), so nothing is done on top of a failure."""
+def on_limited_hosts(c: Context, apps: list[Settings], limit: str) -> list[Settings]:
+    """The apps whose inventory has a host --limit names (apps of one file may have
+    inventories of their own); all of them when none has, for hosts_of to say so."""
+    wanted = {x.strip() for x in limit.split(",") if x.strip()}
+    if len(apps) < 2 or not wanted or c.config.get("fabstack_hosts"):
+        return apps
+    kept = [s for s in apps if any({m.host, m.address} & wanted for m in s.inventory.members)]
+    return kept or apps
+
+
+def each_app(c: Context, apps: list[Settings], run: Callable[[Settings], object], limit: str = "") -> None:
+    """run for each app, one after the other (with --limit, the apps on those hosts).
+    With several, each app's part is headed by its name and has its own summary; the
+    first app that fails stops the task (exit 1, naming it and the apps not run), so
+    nothing is done on top of a failure."""
+    apps = on_limited_hosts(c, apps, limit)
     if len(apps) == 1:
         run(apps[0])
         return
@@ -166,7 +178,7 @@ def execute_in_one_report(
     """A read-only task over every app, reported once: status's table with a row per app
     per host (an app's part alone would hide the others' rows on the same host)."""
     results: list[HostResult] = []
-    for settings in apps:
+    for settings in on_limited_hosts(c, apps, limit):
         hosts = hosts_of(c, settings, role, limit)
         results += run_reported(c, task, hosts, plan, settings, dry_run, verbose, report=_report_later)
     order = {host: index for index, host in reversed(list(enumerate(r.host for r in results)))}

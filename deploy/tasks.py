@@ -39,7 +39,7 @@ def provision(
 ):  # fmt: skip
     """Set up the server: nginx, python3, app user, virtualenv, gunicorn and nginx configs."""
     apps = load_apps(settings, app, workers=workers, worker_class=worker_class, server_name=server_name)
-    each_app(c, apps, lambda s: run_provision(c, s, dry_run, verbose, role, limit))
+    each_app(c, apps, lambda s: run_provision(c, s, dry_run, verbose, role, limit), limit)
 
 
 @task(help={**HELP, "project": "Django project to deploy (default: the bundled sample)"})
@@ -57,7 +57,7 @@ def deploy(c, settings=None, app="", dry_run=False, verbose=False, role="", limi
         if dry_run or role or limit or not rolling(c, "deploy", plan, s, verbose):
             execute(c, "deploy", plan, s, dry_run, verbose, role, limit)
 
-    each_app(c, apps, deploy_app)
+    each_app(c, apps, deploy_app, limit)
 
 
 @task(name="renew", help={**{k: HELP[k] for k in ("settings", "app", "dry_run", "verbose", "json")},
@@ -72,7 +72,7 @@ def _host_task(name: str, doc: str, plan, report=None):
     @task(name=name, help={k: HELP[k] for k in COMMON})
     def host_task(c, settings=None, app="", dry_run=False, verbose=False, role="", limit="", json=False):
         apps = load_apps(settings, app)
-        each_app(c, apps, lambda s: execute(c, name, plan, s, dry_run, verbose, role, limit, report))
+        each_app(c, apps, lambda s: execute(c, name, plan, s, dry_run, verbose, role, limit, report), limit)
 
     host_task.__doc__ = doc
     return host_task
@@ -84,9 +84,8 @@ def _control_task(name: str, doc: str):
         c, settings=None, app="", dry_run=False, verbose=False, role="", limit="", json=False, process=""
     ):  # fmt: skip
         apps = load_apps(settings, app)
-        each_app(
-            c, apps, lambda s: execute(c, name, plans.app_control(name, process), s, dry_run, verbose, role, limit)
-        )
+        control = plans.app_control(name, process)
+        each_app(c, apps, lambda s: execute(c, name, control, s, dry_run, verbose, role, limit), limit)
 
     control_task.__doc__ = doc
     return control_task
@@ -114,7 +113,9 @@ def logs(
     if follow and len(apps) > 1:
         raise Exit("fabstack: logs --follow follows one app's logs; add --app NAME", code=2)
     try:
-        each_app(c, apps, lambda s: execute(c, "logs", plan, s, verbose=verbose, role=role, limit=limit, report=brief))
+        each_app(
+            c, apps, lambda s: execute(c, "logs", plan, s, verbose=verbose, role=role, limit=limit, report=brief), limit
+        )
     except KeyboardInterrupt:  # Ctrl-C is how --follow is meant to end (tail -f's user expects 0, not 1)
         if not follow:
             raise
@@ -140,7 +141,7 @@ def rollback(c, to="", settings=None, app="", dry_run=False, verbose=False, role
         if dry_run or role or limit or not rolling(c, "rollback", plan, s, verbose):
             execute(c, "rollback", plan, s, dry_run, verbose, role, limit)
 
-    each_app(c, apps, rollback_app)
+    each_app(c, apps, rollback_app, limit)
 
 
 @task(

@@ -182,3 +182,23 @@ def test_a_host_that_failed_for_two_apps_is_named_once():
     with pytest.raises(Exit) as failed:
         fail_if_any(rows)  # status's one table: a row per app per host
     assert failed.value.message == "fabstack: failed on 1 of 2 host(s): root@a"
+
+
+def test_limit_picks_the_apps_whose_inventory_has_the_host(tmp_path):
+    from invoke import Context
+
+    from deploy import settings as s
+    from deploy.invocation import on_limited_hosts
+
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(
+        "apps:\n"
+        "  shop: {server_name: shop.test, hosts: [root@10.0.0.11, root@10.0.0.12]}\n"
+        "  blog: {server_name: blog.test, hosts: [root@10.0.0.12]}\n"
+    )
+    apps = s.load_apps(str(sites))
+    names = lambda limit: [a.app_name for a in on_limited_hosts(Context(), apps, limit)]  # noqa: E731
+    assert names("10.0.0.11") == ["shop"]  # blog has no such host: not run, not an error
+    assert names("root@10.0.0.12") == ["shop", "blog"]
+    assert names("") == ["shop", "blog"]
+    assert names("10.0.0.99") == ["shop", "blog"]  # no app has it: hosts_of names the inventory
