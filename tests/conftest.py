@@ -434,3 +434,15 @@ class Load:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=15)
+
+
+def broken_site_templates(tmp_path: Path) -> Path:
+    """A templates_dir whose nginx site has a directive nginx does not know: the site
+    renders, and `nginx -t` fails on it."""
+    templates = tmp_path / "broken-templates"
+    templates.mkdir()
+    good = (REPO / "templates" / "nginx-site.conf.j2").read_text()
+    (templates / "nginx-site.conf.j2").write_text(
+        good.replace("server_tokens off;", "server_tokens off;\n    no_such_directive on;")
+    )
+    return templates

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Load, Remote, changed_paths, fab, stock_project
+from conftest import Load, Remote, broken_site_templates, changed_paths, fab, stock_project
 
 from deploy.lab import Lab
 
@@ -59,14 +59,8 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
         assert again.code == 0 and again.changed() == 0, again
 
     # blog's new site fails nginx -t: blog's own is put back, shop's site and nginx untouched
-    templates = tmp_path / "broken-templates"
-    templates.mkdir()
-    good = (REPO / "templates" / "nginx-site.conf.j2").read_text()
-    (templates / "nginx-site.conf.j2").write_text(
-        good.replace("server_tokens off;", "server_tokens off;\n    no_such_directive on;")
-    )
     broken = tmp_path / "blog-broken.yaml"
-    broken.write_text(blog.read_text() + f"templates_dir: {templates}\n")
+    broken.write_text(blog.read_text() + f"templates_dir: {broken_site_templates(tmp_path)}\n")
     sites = "sha256sum /etc/nginx/sites-available/*; ls /etc/nginx/sites-enabled; cat /run/nginx.pid"
     before = r.run(sites)
     refused = fab("-H", host.target, "provision", settings=broken)

@@ -6,7 +6,7 @@ import shlex
 import urllib.request
 
 import pytest
-from conftest import REPO, ColdRun, converged_pair, fab, sample_variant
+from conftest import ColdRun, broken_site_templates, converged_pair, fab, sample_variant
 
 from deploy.host import BAD_ANSWERS
 from deploy.lab import Lab
@@ -89,14 +89,8 @@ def test_release_that_fails_its_health_check_is_rolled_back(live, remote, tmp_pa
 def test_bad_nginx_template_keeps_previous_config_and_site(live, remote, tmp_path, cold):
     host = live[0]
     r = remote(host)
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    good = (REPO / "templates" / "nginx-site.conf.j2").read_text()
-    (templates / "nginx-site.conf.j2").write_text(
-        good.replace("client_max_body_size 20m;", "client_max_body_size 20m;\n    no_such_directive on;")
-    )
     settings = tmp_path / "fabstack.yaml"
-    settings.write_text(cold.settings.read_text() + f"templates_dir: {templates}\n")
+    settings.write_text(cold.settings.read_text() + f"templates_dir: {broken_site_templates(tmp_path)}\n")
     before = r.run("sha256sum /etc/nginx/sites-available/django.conf; ls /etc/nginx/sites-enabled")
     nginx_pid = r.run("cat /run/nginx.pid")
     run = fab("-H", host.target, "provision", settings=settings)
