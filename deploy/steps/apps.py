@@ -29,6 +29,7 @@ def no_clash(h: HostContext) -> Steps:
     s, app = h.settings, h.settings.app_name
     names = set(s.server_name.split())
     yield from _no_clash_with_sites(h, names)
+    opens, serves = firewall.open_ports(h), firewall.served_ports(h)
     for other, held in sorted(h.facts.claims.items()):
         if other == app:
             continue
@@ -47,13 +48,13 @@ def no_clash(h: HostContext) -> Steps:
                 f"app {other!r} is this host's default server; set default_server: false for app {app!r} "
                 "(one app on a host answers the names no site claims)"
             )
-        blocked = _blocked_ports(firewall.open_ports(h), held.get("serves", ""))
+        blocked = _blocked_ports(opens, _ports(held.get("serves", "")))
         if blocked:
             raise StepFailed(
                 f"app {app!r}'s firewall would drop app {other!r}'s port {blocked} on this host (a drop in any "
                 "nftables table is final); give both apps the same ports, or firewall: false"
             )
-        blocked = _blocked_ports(_ports(held.get("firewall", "")), " ".join(map(str, firewall.served_ports(h))))
+        blocked = _blocked_ports(_ports(held.get("firewall", "")), serves)
         if blocked:
             raise StepFailed(
                 f"app {other!r}'s firewall would drop app {app!r}'s port {blocked} on this host (a drop in any "
@@ -100,9 +101,9 @@ def _ports(text: str) -> list[int]:
     return [int(p) for p in text.split() if p.isdigit()]
 
 
-def _blocked_ports(table_opens: list[int], served: str) -> int:
+def _blocked_ports(table_opens: list[int], served: list[int]) -> int:
     """A port served that a firewall table opening table_opens drops (0: none, or no table)."""
-    return next((p for p in _ports(served) if table_opens and p not in table_opens), 0)
+    return next((p for p in served if table_opens and p not in table_opens), 0)
 
 
 def claims(h: HostContext) -> Steps:

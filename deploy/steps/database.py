@@ -54,9 +54,13 @@ def config(h: HostContext) -> Steps:
 def other_apps_rules(h: HostContext) -> list[tuple[str, str, str]]:
     """The access rules already on this db host for other apps' databases (DB, USER,
     ADDRESS): several apps may share a db host, and one app's provision keeps the others'."""
-    s = h.settings
-    rules = [tuple(r.split()) for r in h.facts.extra.get("pg_hba_rules", "").split(",") if len(r.split()) == 3]
-    return [r for r in rules if (r[0], r[1]) != (s.database_name, s.database_user)]  # type: ignore[misc]
+    ours = (h.settings.database_name, h.settings.database_user)
+    rules = []
+    for rule in h.facts.extra.get("pg_hba_rules", "").split(","):
+        parts = rule.split()
+        if len(parts) == 3 and (parts[0], parts[1]) != ours:
+            rules.append((parts[0], parts[1], parts[2]))
+    return rules
 
 
 def access(h: HostContext, removing: bool = False) -> Steps:
