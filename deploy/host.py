@@ -74,6 +74,11 @@ class HostContext:
         return (layout.tls_certificate, layout.tls_key) if self.ends_tls else ("", "")
 
     @property
+    def runs_postgresql(self) -> bool:
+        """The app's PostgreSQL lives here: its db host (or the single host with database: postgresql)."""
+        return "db" in self.roles and self.settings.postgresql
+
+    @property
     def runs_redis(self) -> bool:
         """Redis lives here: the db host, or the single host (redis: true)."""
         return self.settings.redis and ("db" in self.roles or self.member is None)

@@ -43,7 +43,7 @@ def provision(h: HostRun) -> None:
         h.step("secret key", server.secret_key)
         if set(h.settings.secrets) - {"SECRET_KEY"}:
             h.step("secrets", server.secrets)
-        if "db" in h.roles and h.settings.postgresql:
+        if h.runs_postgresql:
             h.step("database password", database.app_password)
         if h.runs_redis:
             h.step("redis url", redis.app_url)
@@ -264,14 +264,13 @@ def remove(purge: bool) -> Plan:
 
     def plan(h: HostRun) -> None:
         h.read_facts()
-        db_here = "db" in h.roles and h.settings.postgresql
-        if not (h.is_app or h.serves_lb or db_here or h.runs_redis):
+        if not (h.is_app or h.serves_lb or h.runs_postgresql or h.runs_redis):
             return
         if h.is_app:
             h.step("gunicorn stop", process.control, "stop")
             for p in h.background_here:
                 h.step(f"{p.name} stop", background.control, p.name, "stop")
-        if db_here:  # the other apps' access rules stay; its database only with purge
+        if h.runs_postgresql:  # the other apps' access rules stay; its database only with purge
             h.step("postgresql access", database.access, True)
             h.step("postgresql running", database.running)
             if purge:
