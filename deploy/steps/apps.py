@@ -74,10 +74,7 @@ def _no_clash_with_sites(h: HostContext, names: set[str]) -> Steps:
     before the records): their names and default server are theirs."""
     s, app = h.settings, h.settings.app_name
     recorded = {f"{other}.conf" for other in h.facts.claims} | {f"{other}-lb.conf" for other in h.facts.claims}
-    if h.is_app and h.behind_lbs:  # the app host's site, for the lbs
-        ours = {str(s.app_port)}
-    else:
-        ours = {str(s.listen_port)} | ({str(s.site_tls.port)} if s.site_tls else set())
+    ours = {str(port) for port in firewall.served_ports(h)}
     for name, site in sorted(h.facts.sites.items()):
         if name in recorded:
             continue

@@ -23,6 +23,7 @@ def _service(name: str, ports: list[int], clients: list[str]) -> dict:
     return {
         "name": name,
         "ports": shown,
+        "port_list": ports,
         "clients": clients,
         "clients4": [c for c in clients if ":" not in c],
         "clients6": [c for c in clients if ":" in c],
@@ -43,9 +44,8 @@ def services(h: HostContext) -> list[dict]:
     if not s.firewall:
         return redis
     wanted = [_service("ssh", [ssh_port(h)], [str(n) for n in s.ssh_from])]
-    if "lb" in h.roles or (h.is_app and not h.behind_lbs):  # the hosts that face the public
-        public = [s.listen_port] + ([s.site_tls.port] if h.ends_tls and s.site_tls else [])
-        wanted.append(_service("web", public, []))
+    if public_ports(h):
+        wanted.append(_service("web", public_ports(h), []))
     if h.is_app and h.behind_lbs:
         wanted.append(_service("app site", [s.app_port], s.inventory.addresses("lb")))
     if "db" in h.roles and h.member is not None and s.postgresql:
@@ -53,16 +53,20 @@ def services(h: HostContext) -> list[dict]:
     return wanted + redis
 
 
+def public_ports(h: HostContext) -> list[int]:
+    """The site's ports open to everyone, on the hosts that face the public (an lb, or an
+    app host with no lbs in front); [] on the others."""
+    s = h.settings
+    if "lb" in h.roles or (h.is_app and not h.behind_lbs):
+        return [s.listen_port] + ([s.site_tls.port] if h.ends_tls and s.site_tls else [])
+    return []
+
+
 def served_ports(h: HostContext) -> list[int]:
     """The ports this app's site takes traffic on here: the public ones, or app_port
     behind load balancers (what another app's firewall table must let in)."""
-    s = h.settings
-    ports = []
-    if "lb" in h.roles or (h.is_app and not h.behind_lbs):
-        ports += [s.listen_port] + ([s.site_tls.port] if h.ends_tls and s.site_tls else [])
-    if h.is_app and h.behind_lbs:
-        ports.append(s.app_port)
-    return sorted(set(ports))
+    behind = [h.settings.app_port] if h.is_app and h.behind_lbs else []
+    return sorted(set(public_ports(h) + behind))
 
 
 def open_ports(h: HostContext) -> list[int]:
@@ -70,7 +74,7 @@ def open_ports(h: HostContext) -> list[int]:
     it drops, for every app on the host); [] without it."""
     if not h.settings.firewall:
         return []
-    return sorted({int(p) for rule in services(h) for p in rule["ports"].strip("{} ").split(", ")})
+    return sorted({port for rule in services(h) for port in rule["port_list"]})
 
 
 def rules(h: HostContext) -> Steps:
