@@ -5,14 +5,25 @@ In a git work tree, git itself answers (`git ls-files --cached --others
 Outside git, the project's .gitignore files are read with git's rules (anchored and
 floating patterns, `*`, `**`, `?`, character classes, a trailing `/` for directories,
 `!` to re-include), plus the `exclude` setting in the same syntax.
+
+A link is never followed on this machine: one that leads out of the project (to
+~/.ssh/id_ed25519, /etc/shadow) is refused before any host is touched, and one inside
+it is packed as a link, its target rewritten relative and free of links, so the host
+resolves it in the release exactly as this machine did in the project (and a link to an
+ignored file dangles there: its content never leaves).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+# Never in a release, whatever git says: bytecode, local databases and logs, virtualenvs.
+SKIP_DIRS = {"__pycache__", ".git", ".hg", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache"}
+SKIP_SUFFIXES = (".pyc", ".pyo", ".sqlite3", ".log", ".dump")  # .dump: fab db.backup's copies
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,7 @@ def walk(project: Path, exclude: list[str]) -> list[Path]:
                 continue
             if is_dir:
                 visit(entry, entry_rel)
-            elif entry.is_file():
+            elif entry.is_symlink() or entry.is_file():
                 found.append(entry)
 
     visit(project, "")
@@ -118,7 +129,57 @@ def git_files(project: Path) -> list[Path] | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     paths = {project / name for name in listed.decode(errors="surrogateescape").split("\0") if name}
-    return sorted(p for p in paths if p.is_file())  # a tracked file deleted in the work tree is not there
+    return sorted(p for p in paths if p.is_symlink() or p.is_file())  # a tracked file deleted here is not there
+
+
+class LinkOutside(Exception):
+    """A link in the project whose target is not in it."""
+
+    def __init__(self, rel: str, target: str) -> None:
+        super().__init__(
+            f"project file {rel} is a link to {target}, outside the project: a release carries the project's own "
+            "files only; copy the file into the project or remove the link"
+        )
+
+
+def link_target(project: Path, path: Path) -> str:
+    """What link path (in project) is packed pointing at: its target resolved on this
+    machine, relative to the link's directory; LinkOutside when that leaves project.
+    git and the walk never enter a linked directory, so the link's own directory is a
+    real one, as it is in the release."""
+    root = Path(os.path.realpath(project))
+    real = Path(os.path.realpath(path))
+    rel = path.relative_to(project)
+    if real != root and root not in real.parents:
+        raise LinkOutside(str(rel), os.readlink(path))
+    return os.path.relpath(real, root / rel.parent)
+
+
+def release_files(project: Path, static_dir: str, exclude: list[str]) -> list[Path]:
+    """The project's files a release holds: git's (or .gitignore's) choice, minus the
+    exclude setting, bytecode, local databases, and the collected static files."""
+    listed = git_files(project)
+    if listed is None:
+        listed = walk(project, exclude)
+    rules = parse_rules(exclude)
+    found = []
+    for path in listed:
+        rel = path.relative_to(project)
+        if set(rel.parts) & SKIP_DIRS or rel.parts[0] == static_dir or path.name.endswith(SKIP_SUFFIXES):
+            continue
+        if rules and any(
+            ignored("/".join(rel.parts[: i + 1]), i + 1 < len(rel.parts), rules) for i in range(len(rel.parts))
+        ):
+            continue
+        found.append(path)
+    return found
+
+
+def check_links(project: Path, static_dir: str, exclude: list[str]) -> None:
+    """LinkOutside for the first link of a release's files that leads out of project."""
+    for path in release_files(project, static_dir, exclude):
+        if path.is_symlink():
+            link_target(project, path)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from deploy.ignore import Provenance, git_files, parse_rules, provenance, walk
-from deploy.ignore import ignored as is_ignored
+from deploy.ignore import Provenance, link_target, provenance, release_files
 from deploy.render import environment, render
 from deploy.settings import GENERATED_SETTINGS, Settings
 
-# Never in a release, whatever git says: bytecode, local databases and logs, virtualenvs.
-SKIP_DIRS = {"__pycache__", ".git", ".hg", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache"}
-SKIP_SUFFIXES = (".pyc", ".pyo", ".sqlite3", ".log", ".dump")  # .dump: fab db.backup's copies
 RECORD = ".fabstack-release"  # in each release: its provenance, one tab-separated line
 
 
@@ -36,34 +32,29 @@ class Release:
     generated: tuple[tuple[str, str], ...] = field(default=())  # (name, text) files fabstack adds
 
     def files(self) -> list[Path]:
-        """The project's files a release holds: git's (or .gitignore's) choice, minus the
-        exclude setting, bytecode, local databases, and the collected static files."""
-        listed = git_files(self.project)
-        if listed is None:
-            listed = walk(self.project, list(self.exclude))
-        rules = parse_rules(list(self.exclude))
-        found = []
-        for path in listed:
-            rel = path.relative_to(self.project)
-            if set(rel.parts) & SKIP_DIRS or rel.parts[0] == self.static_dir or path.name.endswith(SKIP_SUFFIXES):
-                continue
-            if rules and any(
-                is_ignored("/".join(rel.parts[: i + 1]), i + 1 < len(rel.parts), rules) for i in range(len(rel.parts))
-            ):
-                continue
-            found.append(path)
-        return found
+        """The project's files a release holds (deploy/ignore.py says which)."""
+        return release_files(self.project, self.static_dir, list(self.exclude))
 
     def _tar(self, with_record: bool) -> bytes:
-        raw = io.BytesIO()
-        entries = [(str(p.relative_to(self.project)), p.read_bytes(), p.stat().st_mode & 0o100) for p in self.files()]
-        entries += [(name, text.encode(), 0) for name, text in self.generated]
+        """The tar: files with their bytes and executable bit, links as links (never
+        followed: LinkOutside for one leading out of the project), mtimes 0."""
+        entries: list[tuple[str, bytes, int, str]] = []  # name, data, mode, link target
+        for path in self.files():
+            name = str(path.relative_to(self.project))
+            if path.is_symlink():
+                entries.append((name, b"", 0o777, link_target(self.project, path)))
+            else:
+                entries.append((name, path.read_bytes(), 0o755 if path.stat().st_mode & 0o100 else 0o644, ""))
+        entries += [(name, text.encode(), 0o644, "") for name, text in self.generated]
         if with_record:
-            entries.append((RECORD, (self.provenance.line() + "\n").encode(), 0))
+            entries.append((RECORD, (self.provenance.line() + "\n").encode(), 0o644, ""))
+        raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data, executable in sorted(entries):
+            for name, data, mode, target in sorted(entries):
                 info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o755 if executable else 0o644, 0
+                info.size, info.mode, info.mtime = len(data), mode, 0
+                if target:
+                    info.type, info.linkname = tarfile.SYMTYPE, target
                 tar.addfile(info, io.BytesIO(data))
         return raw.getvalue()
 
@@ -105,7 +96,7 @@ class Release:
 def release_of(settings: Settings) -> Release:
     """The release a deploy with these settings uploads: the project, and (unless
     production_settings is off) the settings module fabstack generates for it."""
-    generated = ()
+    generated: tuple[tuple[str, str], ...] = ()
     if settings.production_settings:
         text = render(
             environment(settings.templates_dir),

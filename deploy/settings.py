@@ -19,6 +19,7 @@ from typing import Any
 from deploy import background, certificates
 from deploy.background import BackgroundError, Job, Process
 from deploy.certificates import Tls, TlsError
+from deploy.ignore import LinkOutside, check_links
 from deploy.inventory import METHODS, Inventory, InventoryError
 from deploy.inventory import parse as parse_inventory
 
@@ -797,6 +798,10 @@ def _check_project(settings: Settings) -> None:
         )
     if not (project / "manage.py").is_file():
         raise SettingsError(f"setting project_path={str(project)!r}: no manage.py there; point it at the project root")
+    try:
+        check_links(project, settings.static_dir, settings.exclude)
+    except LinkOutside as exc:
+        raise SettingsError(str(exc)) from None
     if not settings.wsgi_module:
         raise SettingsError(
             f"setting wsgi_module is empty and {project}/manage.py names no DJANGO_SETTINGS_MODULE; "

@@ -5,6 +5,7 @@ was (its file tree, and the checksums of every config file, compared)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from conftest import Remote, changed_paths, fab, sample_variant
@@ -71,6 +72,8 @@ CASES = [
     Case("no-wsgi-module", "names no DJANGO_SETTINGS_MODULE; set wsgi_module to your project's module:callable", args=["deploy"], project="no-wsgi"),
     Case("no-manage-py", "no manage.py there; point it at the project root", args=["deploy"], project="no-manage"),
     Case("app-import-error", "release uploaded: failed: ModuleNotFoundError: No module named 'no_such_module'", args=["deploy"], project="broken-import", code=1),
+    Case("link-out-of-project", "project file static/notes.txt is a link to /root/.ssh/authorized_keys, outside the project", args=["deploy"], project="link-out"),
+    Case("link-out-provision-first", "project file static/notes.txt is a link to /root/.ssh/authorized_keys", args=["provision", "deploy"], project="link-out"),
     Case("rollback-unknown", "no release 'nosuch' to roll back to", args=["rollback", "--to", "nosuch"], code=1),
 ]  # fmt: skip
 
@@ -102,6 +105,11 @@ def project_variant(tmp_path, kind: str) -> str:
         project = tmp_path / "no-manage"
         project.mkdir()
         return str(project)
+    if kind == "link-out":  # a committed link to a file of the controller's, served from /static/ if packed
+        project = Path(sample_variant(tmp_path, kind))
+        (project / "static").mkdir(exist_ok=True)
+        (project / "static" / "notes.txt").symlink_to("/root/.ssh/authorized_keys")
+        return str(project)
     return sample_variant(tmp_path, kind, append={"sample/wsgi.py": "import no_such_module\n"})
 
 
@@ -118,7 +126,8 @@ def test_bad_input_has_a_one_line_error_and_leaves_the_host_unchanged(host, befo
                 (tmp_path / case.id / name).write_text(body)
             text += f"templates_dir: {tmp_path / case.id}\n"
         if case.project:
-            text += f"project_path: {project_variant(tmp_path, case.project)}\n"
+            (tmp_path / f"{case.id}-project").mkdir()
+            text += f"project_path: {project_variant(tmp_path / f'{case.id}-project', case.project)}\n"
         settings.write_text(text.replace("HOST", host.target))
         args = [a.replace("HOST", host.address) for a in case.args]
         run = fab(*(["-H", host.target] if case.hosts else []), *args, settings=settings)

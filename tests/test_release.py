@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.ignore import ignored, parse_rules
+from deploy.ignore import LinkOutside, check_links, ignored, parse_rules
 from deploy.release import RECORD, Release
 
 
@@ -95,3 +95,54 @@ def test_gitignore_patterns(pattern, path, is_dir, expected):
 def test_the_last_matching_rule_wins():
     rules = parse_rules(["*.md", "!README.md"])
     assert ignored("x.md", False, rules) and not ignored("README.md", False, rules)
+
+
+def members(release: Release) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(release.archive))) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+@pytest.mark.parametrize("in_git", [False, True], ids=["gitignore", "git"])
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("static/notes.txt", "OUTSIDE"),  # an absolute link to a file of the controller's
+        ("leaked.txt", "../outside/secret"),  # a relative one climbing out
+        ("app/conf", "../../outside"),  # a link to a directory out of the project
+        ("dangling", "/nonexistent/key"),  # pointing out, at nothing (yet)
+    ],
+)
+def test_a_link_out_of_the_project_is_refused_naming_it_and_its_target(tmp_path, in_git, link, target):
+    outside = make(tmp_path / "outside", {"secret": "the controller's private key\n"})
+    root = make(tmp_path / "p", {"manage.py": "", "app/views.py": ""})
+    target = target.replace("OUTSIDE", str(outside / "secret"))
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target)
+    if in_git:
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+        subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    with pytest.raises(LinkOutside) as refused:
+        Release(root, "staticfiles").archive  # noqa: B018 - packing is what is refused
+    assert str(refused.value).startswith(f"project file {link} is a link to {target}, outside the project")
+    with pytest.raises(LinkOutside):
+        check_links(root, "staticfiles", [])
+
+
+def test_a_link_inside_the_project_is_packed_as_a_relative_link_never_read(tmp_path):
+    root = make(tmp_path / "p", {"manage.py": "", "app/views.py": "X = 1\n", "assets/logo.txt": "logo"})
+    (root / "app" / "same.py").symlink_to("views.py")
+    (root / "app" / "absolute.py").symlink_to(root / "app" / "views.py")  # absolute, but inside
+    (root / "shared").symlink_to("assets")  # a directory
+    (root / "loop").symlink_to("loop")
+    check_links(root, "staticfiles", [])
+    packed = members(Release(root, "staticfiles"))
+    assert packed["app/same.py"].issym() and packed["app/same.py"].linkname == "views.py"
+    assert packed["app/absolute.py"].issym() and packed["app/absolute.py"].linkname == "views.py"
+    assert packed["shared"].issym() and packed["shared"].linkname == "assets"
+    assert packed["loop"].issym() and packed["loop"].linkname == "loop"
+    assert packed["assets/logo.txt"].isfile()
+    renamed = root / "app" / "same.py"
+    renamed.unlink()
+    renamed.symlink_to("../assets/logo.txt")
+    assert members(Release(root, "staticfiles"))["app/same.py"].linkname == "../assets/logo.txt"
+    assert Release(root, "staticfiles").id != Release(root, "staticfiles", exclude=("app/same.py",)).id
