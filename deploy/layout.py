@@ -62,6 +62,10 @@ class Layout:
     NGINX_DEFAULT = "/etc/nginx/sites-available/default"
     NGINX_DEFAULT_LINK = "/etc/nginx/sites-enabled/default"
     NGINX_DEFAULT_BACKUP = "/etc/nginx/sites-available/default.bak"
+    # where root builds what other hosts of a kind get (a virtualenv, wheels): each build
+    # in a new mktemp directory under this root-only one, never at a name under /tmp that
+    # another user could have made first
+    BUILDS = "/var/lib/fabstack/builds"
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
     # unattended security updates: apt's periodic switch, and fabstack's choice of updates
     AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
@@ -145,7 +149,7 @@ class Layout:
             "DATA": self.data, "LOGS": self.logs, "UNIT": self.unit, "UNIT_FILE": self.unit_file,
             "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
             "NGINX_SITE": self.nginx_site, "NGINX_LINK": self.nginx_link, "LB_SITE": self.nginx_lb_site, "LB_LINK": self.nginx_lb_link, "NGINX_DEFAULT": self.NGINX_DEFAULT,
-            "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP,
+            "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP, "BUILDS": self.BUILDS,
             "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
             "ACME_WEBROOT": self.ACME_WEBROOT, "REDIS_CONF": self.redis_conf, "REDIS_AUTH": self.redis_auth,
             "REDIS_URL_FILE": self.redis_url_file, "FIREWALL_FILE": self.firewall_file,

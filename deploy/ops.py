@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 from deploy.scripts import Shell
 
@@ -87,11 +88,13 @@ class Claim:
 
 @dataclass(frozen=True)
 class Publish:
-    """The archive this host built for the Claim it won (at path on the host) copied into
-    the controller's cache, for the other hosts of the run and the next runs."""
+    """The build for the Claim this host won: shell makes it on the host and prints the
+    archive's path (in a directory only root can write) and its sha256; the archive is
+    copied into the controller's cache, for the other hosts of the run and the next runs,
+    only if the copy has that sha256."""
 
     key: str
-    path: str
+    shell: Shell
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,10 @@ class Notify:
 
 
 Op = Command | Upload | Diff | Check | Probe | Reach | Claim | Publish | Blocked | Notify | Say | Download
-# What a step returns: a generator of operations; the runner sends back str (paths, output).
-Steps = Generator[Op, str | None, bool | None]
+# What a step returns: a generator of operations; the runner sends back each one's result
+# (a staged path, a command's output, a cached build's path; None for most).
+Steps = Generator[Op, Any, None]
+# A helper a step delegates to (`yield from`) that says whether it changed anything.
+Changes = Generator[Op, Any, bool]
 Step = Callable[..., Steps]
-CHANGES = (Command, Upload, Blocked)  # a step that yields one of these is `changed`
+CHANGES = (Command, Upload, Publish, Blocked)  # a step that yields one of these is `changed`

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import os
 import shlex
 import threading
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
+from paramiko import SFTPClient
 
 from deploy import cache
 from deploy import facts as host_facts
@@ -30,6 +32,7 @@ from deploy.connection import ConnectError, connect
 from deploy.console import Console, LineWriter
 from deploy.facts import HostFacts
 from deploy.host import HostContext
+from deploy.layout import Layout
 from deploy.ops import (
     CHANGES,
     UNREACHABLE,
@@ -232,7 +235,7 @@ class HostRun(HostContext):
         self.result = HostResult(host, dry_run=dry_run)
         self.commands = 0
         self._stage = ""
-        self._sftp = None
+        self._sftp: SFTPClient | None = None
         self._unchecked = 0  # checks a dry run skipped in the step running now
         self._facts_read: tuple[str, str] | None = None
         self.secret = ""  # a secret a plan read for the task layer (the db password); never in results
@@ -338,12 +341,13 @@ class HostRun(HostContext):
     def _execute(self, steps: Steps, diffs: list[str]) -> bool:
         """Drive a step's generator: each operation's result is sent back; a failure is
         thrown into it (a step may catch it to say more) and ends the step if not."""
+        driven: Steps = steps  # typed before isgenerator narrows it
         if not isgenerator(steps):
             raise TypeError(f"a step must yield operations, got {type(steps).__name__}")
-        changed, reply, error = False, None, None
+        changed, reply, error = False, None, None  # type: tuple[bool, str | None, StepFailed | None]
         while True:
             try:
-                op = steps.throw(error) if error else steps.send(reply)
+                op = driven.throw(error) if error else driven.send(reply)
             except StopIteration:
                 return changed
             error, reply = None, None
@@ -385,10 +389,10 @@ class HostRun(HostContext):
             return self.session.claim(self.host, op.key)
         if isinstance(op, Publish):
             if self.dry_run:
+                if self.verbose:
+                    self.console.say(self.host, f"(dry run) would run: {op.shell.line}")
                 return ""
-            local = str(cache.archive(op.key))
-            self._download(op.path, local)
-            self.run(Shell(f"rm -f {shlex.quote(op.path)}", f"rm -f {op.path}"))
+            local = self._fetch_build(op)
             self.session.publish(op.key, local)
             return local
         if isinstance(op, Notify):
@@ -435,44 +439,95 @@ class HostRun(HostContext):
             text = "".join(lines)
         return text or op.note.rstrip("\n") + "\n"
 
-    def _upload(self, name: str, content: bytes) -> str:
-        """Upload content to a private staging directory on the host; return its path."""
+    def _files(self) -> SFTPClient:
+        """The SFTP session of this run's connection, opened on first use."""
         if self._sftp is None:
             self._sftp = self.conn.sftp()
+        return self._sftp
+
+    def _staging(self) -> str:
+        """This run's staging directory on the host: the SSH user's, 700, made by mktemp."""
+        if not self._stage:
             self._stage = self.conn.run("mktemp -d /tmp/fabstack.XXXXXXXX", hide=True, in_stream=False).stdout.strip()
             self.commands += 1
-        path = f"{self._stage}/{name}"
+        return self._stage
+
+    def _upload(self, name: str, content: bytes) -> str:
+        """Upload content to a private staging directory on the host; return its path."""
+        path = f"{self._staging()}/{name}"
+        sftp = self._files()
+        written: int | str | None
         try:
-            with self._sftp.open(path, "wb") as remote:
+            with sftp.open(path, "wb") as remote:
                 remote.set_pipelined(True)
                 remote.write(content)
-            written = self._sftp.stat(path).st_size  # pipelined writes can fail without a word
+            written = sftp.stat(path).st_size  # pipelined writes can fail without a word
         except OSError as exc:
             written = f"failed: {exc or 'SFTP failure'}"
         if written != len(content):
             raise StepFailed(
                 f"upload of {name} to {self._stage} stopped at {written} of {len(content)} bytes; "
-                "is the host's disk full? (df -h /tmp)"
+                f"is the host's disk full? (df -h {self._stage})"
             )
         return path
 
-    def _download(self, path: str, local: str) -> str:
-        """Copy path from the host to local over SFTP; return `sha256 size` of the copy."""
-        if self._sftp is None:
-            self._sftp = self.conn.sftp()
+    def _download(self, path: str, local: str, sha256: str = "") -> str:
+        """Copy path from the host to local over SFTP (into a file of mode 600 from its
+        creation); return `sha256 size` of the copy. With sha256, a copy whose hash is
+        another is deleted and the step fails: it is not what the host made."""
+        sftp = self._files()
         target = Path(local)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        self._sftp.get(path, str(partial))
-        partial.chmod(0o600)
-        partial.rename(target)
-        return f"{hashlib.sha256(target.read_bytes()).hexdigest()} {target.stat().st_size}"
+        partial.unlink(missing_ok=True)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            sftp.getfo(path, out)
+        return keep_copy(partial, target, sha256, path)
+
+    def _fetch_build(self, op: Publish) -> str:
+        """Make the build (op.shell prints its archive's path and sha256), copy it into the
+        controller's cache, checked against that sha256, and remove it from the host. An
+        SSH user other than root reads it from a copy root hands it in its staging
+        directory (the build directory is root's alone)."""
+        built = self.run(op.shell).strip().splitlines()
+        path, _, sha256 = (built[-1] if built else "").partition(" ")
+        if not path.startswith(f"{Layout.BUILDS}/") or len(sha256) != 64:
+            raise StepFailed(f"the build printed no archive and sha256 (got {built[-1:]!r})", op.shell.line)
+        source = path
+        if self.conn.user != "root":
+            source = f"{self._staging()}/{op.key}.tar.gz"
+            handover = f"install -o {shlex.quote(self.conn.user)} -m 600 {shlex.quote(path)} {shlex.quote(source)}"
+            self.run(Shell(handover, handover))
+        try:
+            local = str(cache.archive(op.key))
+            self._download(source, local, sha256)
+        finally:
+            build = path.rsplit("/", 1)[0]
+            self.run(Shell(f"rm -rf {shlex.quote(build)}", f"rm -rf {build}"), check=False)
+        return local
 
     def cleanup(self) -> None:
         if self._stage:
             self.conn.run(f"rm -rf {self._stage}", hide=True, warn=True, in_stream=False)
             self._stage = ""
         self._sftp = None  # Fabric caches the SFTP session on the connection; later tasks reuse it
+
+
+def keep_copy(partial: Path, target: Path, sha256: str, source: str) -> str:
+    """partial renamed to target; return `sha256 size`. With sha256, a copy whose hash
+    is another is deleted instead, and StepFailed names both."""
+    digest = hashlib.sha256()
+    with partial.open("rb") as copy:
+        for chunk in iter(lambda: copy.read(1 << 20), b""):
+            digest.update(chunk)
+    if sha256 and digest.hexdigest() != sha256:
+        partial.unlink()
+        raise StepFailed(
+            f"the copy of {source} has sha256 {digest.hexdigest()[:16]}..., the host made {sha256[:16]}...: "
+            "not used; run again (and look for who writes there)"
+        )
+    partial.rename(target)
+    return f"{digest.hexdigest()} {target.stat().st_size}"
 
 
 Plan = Callable[[HostRun], None]

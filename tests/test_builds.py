@@ -78,3 +78,44 @@ def test_a_project_s_requirements_reach_a_host_with_no_way_out_as_wheels_built_o
             assert r.run("/srv/django/venv/bin/python -c 'import six; print(six.__version__)'") == "1.16.0\n"
         finally:
             r.conn.close()
+
+
+def test_root_builds_where_no_other_user_can_have_made_the_file_first(
+    lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path
+):
+    """A local user who plants a file at a build archive's name (the key is no secret:
+    the OS, the architecture, the Python, the requirements) gets nothing: root packs in a
+    new directory only it can write, and the controller keeps only the bits it packed."""
+    (host,) = lab.up(count=1, init="sshd", prefix="tmp", snapshot=deployed_snapshot)
+    project = sample_variant(tmp_path, "six-again", append={"requirements.txt": "six==1.16.0 ; python_version>='3'\n"})
+    settings = tmp_path / "six.yaml"
+    settings.write_text(cold.settings.read_text() + f"project_path: {project}\n")
+    r = Remote(host)
+    try:
+        first_cache = tmp_path / "first"
+        built = fab(
+            "-H", host.target, "provision", "deploy", settings=settings, env={"FABSTACK_CACHE": str(first_cache)}
+        )
+        assert built.code == 0, built
+        (archive,) = (first_cache / "builds").glob("wheels-*.tar.gz")
+        planted = [f"/tmp/fabstack-{archive.name}", f"/tmp/fabstack-{archive.name.removeprefix('wheels-')}"]
+        r.run(
+            "useradd -m mallory && "
+            + " && ".join(f"su mallory -c 'echo planted > {p} && chmod 666 {p}'" for p in planted)
+        )
+        r.run("rm /srv/django/venv/.fabstack-project-requirements")  # the wheels are built again, from the index
+        again_cache = tmp_path / "again"
+        again = fab("-H", host.target, "deploy", settings=settings, env={"FABSTACK_CACHE": str(again_cache)})
+        assert again.code == 0, again
+        for path in planted:  # never opened by root: mallory's, as she left them
+            assert r.run(f"stat -c '%U %a' {path} && cat {path}") == "mallory 666\nplanted\n"
+        assert (
+            r.run("stat -c '%U:%G %a' /var/lib/fabstack /var/lib/fabstack/builds") == "root:root 755\nroot:root 700\n"
+        )
+        assert r.run("ls -A /var/lib/fabstack/builds") == ""  # each build's directory removed once copied
+        assert r.run("find /tmp -mindepth 1 -user root -newer /srv/django/releases") == ""  # and the staging directory
+        rebuilt = again_cache / "builds" / archive.name
+        assert rebuilt.is_file() and oct(rebuilt.stat().st_mode & 0o777) == "0o600"
+        assert r.run("/srv/django/venv/bin/python -c 'import six; print(six.__version__)'") == "1.16.0\n"
+    finally:
+        r.conn.close()

@@ -175,7 +175,7 @@ def test_the_project_s_requirements_are_built_as_wheels_once_and_installed_from_
     object.__setattr__(release, "requirements", "six==1.16.0\n")  # a project with a requirement
     built = calls(drive(app.project_requirements(host(), release)))
     assert built[0] == "upload: requirements.txt" and built[1].startswith(
-        "command: build_wheels /tmp/stage/requirements.txt "
+        "publish: build_wheels /tmp/stage/requirements.txt "
     )
     seen = drive(app.project_requirements(host(), release), build=str(REPO / "README.md"))
     assert calls(seen)[2].startswith("command: install_wheels /tmp/stage/requirements.txt /tmp/stage/wheels-")

@@ -3,13 +3,17 @@ whose commands are recorded instead of sent (the lab tests send them for real)."
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import pytest
 
 from deploy import settings as s
 from deploy.console import Console
 from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Say, Upload
 from deploy.results import StepFailed
-from deploy.runner import HostRun, Session
+from deploy.runner import HostRun, Session, keep_copy
 from deploy.scripts import plain
 
 
@@ -125,3 +129,43 @@ def test_output_split_inside_a_character_decodes_whole():
     chunks = iter([data[:cut], data[cut:], b""])
     runner.read_chunk_size, runner.encoding = 1000, "utf-8"  # what run() sets from the config
     assert "".join(runner.read_proc_output(lambda size: next(chunks))) == data.decode()
+
+
+def test_a_build_s_copy_is_kept_only_with_the_sha256_the_host_made(tmp_path):
+    partial, target = tmp_path / "k.tar.gz.partial", tmp_path / "k.tar.gz"
+    partial.write_bytes(b"what the host packed")
+    made = hashlib.sha256(b"what the host packed").hexdigest()
+    partial_copy = partial.read_bytes()
+    with pytest.raises(StepFailed, match="has sha256 .*the host made 0000000000000000"):
+        keep_copy(partial, target, "0" * 64, "/var/lib/fabstack/builds/build.x/venv.tar.gz")
+    assert not partial.exists() and not target.exists()  # a swapped archive never reaches the cache
+    partial.write_bytes(partial_copy)
+    assert keep_copy(partial, target, made, "src") == f"{made} 20"
+    assert target.read_bytes() == partial_copy and not partial.exists()
+
+
+class LocalFiles:
+    """The runner's file transfer, from this machine's files (the lab tests use SFTP):
+    records the mode the copy had while its bytes were written."""
+
+    def __init__(self):
+        self.modes: list[int] = []
+
+    def getfo(self, path, out):
+        self.modes.append(os.fstat(out.fileno()).st_mode & 0o777)
+        out.write(Path(path).read_bytes())
+
+
+def test_a_download_is_private_from_its_first_byte(tmp_path):
+    h = RecordingRun(dry_run=False)
+    h._sftp = LocalFiles()
+    source = tmp_path / "backup.dump"
+    source.write_bytes(b"rows")
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "copy.dump.partial").write_bytes(b"a stale partial, world-readable")
+        shown = h._download(str(source), str(tmp_path / "copy.dump"))
+    finally:
+        os.umask(old)
+    assert h._sftp.modes == [0o600]  # never the umask's 644, even for a moment
+    assert (tmp_path / "copy.dump").read_bytes() == b"rows" and shown.endswith(" 4")

@@ -5,6 +5,7 @@ looks at the dry-run flag, every remote script known to the package."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from conftest import REPO
@@ -177,3 +178,21 @@ def test_every_setting_read_in_deploy_is_one_the_schema_declares():
                 if is_settings and node.attr not in declared:
                     unknown.append(f"{path.relative_to(REPO)}:{node.lineno}: settings.{node.attr}")
     assert not unknown, unknown
+
+
+TEMP = re.compile(r"(?<![\w.])(/tmp|/var/tmp|/dev/shm)(/[^\s\"'`)]*)?")
+
+
+def test_no_fixed_path_under_a_world_writable_directory():
+    """Root never writes at a path another user could make first: a file under /tmp is
+    named by mktemp (a template with XXXXXX), never by a name anyone can work out."""
+    fixed = []
+    sources = [*MODULES.values(), *(DEPLOY / "remote").iterdir(), *(REPO / "templates").rglob("*.j2")]
+    for path in sources:
+        if "lab" in path.relative_to(DEPLOY if path.is_relative_to(DEPLOY) else REPO).parts:
+            continue  # the lab: test servers on this machine, not a host's
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for found in TEMP.finditer(line):
+                if "XXXXXX" not in (found[2] or "") and not line.lstrip().startswith("#"):
+                    fixed.append(f"{path.relative_to(REPO)}:{number}: {found[0]}")
+    assert not fixed, fixed

@@ -12,7 +12,7 @@ from deploy import packages
 from deploy import settings as s
 from deploy.facts import HostFacts
 from deploy.host import HostContext
-from deploy.ops import Blocked, Check, Claim, Command, Diff, Handler, Notify, Probe, Reach, Say, Upload
+from deploy.ops import Blocked, Check, Claim, Command, Diff, Handler, Notify, Probe, Publish, Reach, Say, Upload
 from deploy.release import Release
 from deploy.steps import app, database, health, nginx, process, server
 
@@ -66,6 +66,8 @@ def calls(ops: list) -> list[str]:
             shown.append(f"say: {op.text}")
         elif isinstance(op, Blocked):
             shown.append(f"blocked: {op.reason}")
+        elif isinstance(op, Publish):
+            shown.append(f"publish: {op.shell.line}")
     return shown
 
 
@@ -143,7 +145,8 @@ def test_virtualenv_is_made_anew_only_for_a_new_python():
     upgrade = calls(drive(server.virtualenv(host())))
     key = server.venv_key(host(), marker)
     assert upgrade == [f"command: make_venv no {marker} 'Django>=5.2,<7' 'gunicorn[gevent]>=25.1' 'gevent>=24'",
-                       f"command: pack_venv /tmp/fabstack-venv-{key}.tar.gz", "notify: RESTART_APP"]  # fmt: skip
+                       "publish: pack_venv", "notify: RESTART_APP"]  # fmt: skip
+    assert key in [op.key for op in drive(server.virtualenv(host())) if isinstance(op, Publish)]
     new_python = calls(drive(server.virtualenv(host(with_facts(venv_version="3.10.0")))))
     assert new_python[0].startswith("command: make_venv yes ")
 

@@ -49,11 +49,13 @@ def check_host(host) -> None:
     assert serves(host.address)
 
 
-def test_passwordless_sudo_user_provisions_and_deploys(sudo_hosts):
+def test_passwordless_sudo_user_provisions_and_deploys(sudo_hosts, tmp_path):
     host = sudo_hosts[0]
     target = f"deployer@{host.address}"
-    first = fab("-H", target, "provision", "deploy")
+    cache = tmp_path / "cache"  # empty: this host builds the virtualenv, and the deployer copies it out
+    first = fab("-H", target, "provision", "deploy", env={"FABSTACK_CACHE": str(cache)})
     assert first.code == 0, first
+    assert [p.stat().st_mode & 0o777 for p in (cache / "builds").glob("*.tar.gz")] == [0o600], first
     check_host(host)
     again = fab("-H", target, "provision", "deploy")
     assert again.code == 0 and again.changed() == 0, again

@@ -1,6 +1,6 @@
 # The app's virtualenv.
 #
-# Set before use: VENV, VENV_MARKER, REQUIREMENTS_MARKER.
+# Set before use: VENV, VENV_MARKER, REQUIREMENTS_MARKER, BUILDS.
 
 # pip_cmd ARG...: pip in the virtualenv, run from the distribution's pip wheel (the venv
 # is made --without-pip, which saves ensurepip's ~4 s of CPU per host); the venv's own
@@ -34,11 +34,32 @@ make_venv() {
         echo "$marker" > "$VENV_MARKER"
 }
 
-# pack_venv OUT: the virtualenv, compressed, at OUT (root's, 600): for the other hosts of
-# this kind. Without the record of the project's requirements: a host that gets it
-# installs its project's own on deploy.
+# new_build: a new directory for one build's archive, under BUILDS (root's, 700, made
+# here; refused when something else is there): only root can write in it, so the archive
+# root packs is the one the controller downloads, and its sha256 is checked there.
+new_build() {
+    for dir in "${BUILDS%/*}" "$BUILDS"; do
+        if [ -L "$dir" ] || { [ -e "$dir" ] && [ "$(stat -c %u "$dir")" != 0 ]; }; then
+            echo "$dir is not root's own directory: fabstack builds nowhere another user can write" >&2
+            return 1
+        fi
+    done
+    install -d -o root -g root -m 755 "${BUILDS%/*}" && install -d -o root -g root -m 700 "$BUILDS" &&
+        mktemp -d "$BUILDS/build.XXXXXXXX"
+}
+
+# packed ARCHIVE: its path and sha256 on one line, for the controller to check its copy.
+packed() {
+    sum=$(sha256sum "$1") && echo "$1 ${sum%% *}"
+}
+
+# pack_venv: the virtualenv, compressed, in a new build directory: for the other hosts of
+# this kind (prints its path and sha256). Without the record of the project's
+# requirements: a host that gets it installs its project's own on deploy.
 pack_venv() {
-    (umask 077 && tar -C "$VENV" --exclude "./${REQUIREMENTS_MARKER##*/}" -czf "$1" .)
+    build=$(new_build) || return 1
+    (umask 077 && tar -C "$VENV" --exclude "./${REQUIREMENTS_MARKER##*/}" -czf "$build/venv.tar.gz" .) &&
+        packed "$build/venv.tar.gz"
 }
 
 # unpack_venv ARCHIVE MARKER: the virtualenv another host of this kind built, in place of
@@ -50,17 +71,16 @@ unpack_venv() {
     mv "$VENV.new" "$VENV" && rm -rf "$VENV.old"
 }
 
-# build_wheels FILE MARKER OUT: the project's requirements.txt built as wheels (from the
-# package index), installed from them, and the wheels packed at OUT (root's, 600) for
-# the other hosts of this kind.
+# build_wheels FILE MARKER: the project's requirements.txt built as wheels (from the
+# package index), installed from them, and the wheels packed in a new build directory for
+# the other hosts of this kind (prints its path and sha256; pip's output goes to stderr).
 build_wheels() {
-    wheels=$(mktemp -d) || return 1
-    pip_cmd wheel --disable-pip-version-check -q -w "$wheels" -r "$1" &&
-        pip_install --no-index --find-links "$wheels" -r "$1" &&
-        (umask 077 && tar -C "$wheels" -czf "$3" .) && echo "$2" > "$REQUIREMENTS_MARKER"
-    built=$?
-    rm -rf "$wheels"
-    return $built
+    build=$(new_build) || return 1
+    mkdir "$build/wheels" &&
+        pip_cmd wheel --disable-pip-version-check -q -w "$build/wheels" -r "$1" >&2 &&
+        pip_install --no-index --find-links "$build/wheels" -r "$1" >&2 &&
+        (umask 077 && tar -C "$build/wheels" -czf "$build/wheels.tar.gz" .) && rm -rf "$build/wheels" &&
+        echo "$2" > "$REQUIREMENTS_MARKER" && packed "$build/wheels.tar.gz"
 }
 
 # install_wheels FILE ARCHIVE MARKER: the project's requirements.txt installed from the

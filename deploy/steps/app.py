@@ -20,9 +20,9 @@ RELEASE = ["release.sh"]
 
 
 def workers(h: HostContext) -> int:
-    if h.settings.workers == "auto":
-        return 2 * h.facts.nproc + 1
-    return h.settings.workers
+    if isinstance(h.settings.workers, int):
+        return h.settings.workers
+    return 2 * h.facts.nproc + 1  # auto
 
 
 def gunicorn_conf(h: HostContext) -> str:
@@ -107,9 +107,7 @@ def project_requirements(h: HostContext, release: Release) -> Steps:
         wheels = yield Upload(f"{key}.tar.gz", Path(archive).read_bytes())
         yield Command(h.shell(["python.sh"], "install_wheels", staged, wheels, release.requirements_marker))
     else:
-        packed = f"/tmp/fabstack-{key}.tar.gz"
-        yield Command(h.shell(["python.sh"], "build_wheels", staged, release.requirements_marker, packed))
-        yield Publish(key, packed)
+        yield Publish(key, h.shell(["python.sh"], "build_wheels", staged, release.requirements_marker))
     yield Notify(Handler.RESTART_APP)
 
 

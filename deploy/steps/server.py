@@ -115,9 +115,7 @@ def virtualenv(h: HostContext) -> Steps:
     else:
         fresh = "yes" if h.facts.venv_version not in ("", python) else "no"
         yield Command(h.shell(["python.sh"], "make_venv", fresh, marker, *wanted))
-        packed = f"/tmp/fabstack-venv-{key}.tar.gz"
-        yield Command(h.shell(["python.sh"], "pack_venv", packed))
-        yield Publish(key, packed)
+        yield Publish(key, h.shell(["python.sh"], "pack_venv"))
     yield Notify(Handler.RESTART_APP)  # a new interpreter or gunicorn needs a new master, not a HUP
 
 
