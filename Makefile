@@ -1,13 +1,14 @@
 # Two entry points, both for a fresh Debian/Ubuntu machine, run as root (the lab needs
 # mounts and network namespaces): `make demo` and `make test`. Each installs what it
-# needs: the lab's system packages and a virtualenv in .venv.
+# needs: the lab's system packages and a virtualenv in .venv. `make unit` is the
+# developer's loop: every test that needs no host, as any user, with no apt, in seconds.
 
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv shellcheck curl openssl pebble
 
-.PHONY: demo test lint lab-deps settings-doc clean
+.PHONY: demo test unit lint lab-deps settings-doc clean
 
 $(BIN)/fab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,7 +31,11 @@ demo: lab-deps $(BIN)/fab
 lint: lab-deps $(BIN)/fab
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	shellcheck -s sh deploy/remote/*.sh tests/run.sh
+
+unit: $(BIN)/fab
+	$(BIN)/pytest -q -m "not lab" -p no:cacheprovider
 
 test: lab-deps lint
 	tests/run.sh

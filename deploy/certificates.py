@@ -14,6 +14,7 @@ import datetime
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 KEYS = ("email", "domains", "directory", "directory_ca", "certificate", "key", "hsts", "port")
@@ -92,7 +93,7 @@ def parse(raw: dict, server_name: str) -> Tls | None:
         raise TlsError(f"tls.hsts={hsts!r}: use a max-age in seconds (31536000 is a year), or 0 for none")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise TlsError(f"tls.port={port!r}: use a port from 1 to 65535")
-    common = {"domains": tuple(domains), "hsts": hsts, "port": port}
+    common: dict[str, Any] = {"domains": tuple(domains), "hsts": hsts, "port": port}
     if email:
         if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
             raise TlsError(f"tls.email={email!r}: use the address the ACME CA writes to about expiry")
@@ -132,7 +133,6 @@ def check_pair(certificate: str, key: str, domains: tuple[str, ...], where: str 
     """Your chain and key belong together, cover the domains and are in date; else TlsError."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import ExtensionOID
 
     try:
         chain = x509.load_pem_x509_certificates(certificate.encode())
@@ -159,7 +159,7 @@ def check_pair(certificate: str, key: str, domains: tuple[str, ...], where: str 
             raise TlsError(f"tls.certificate: {where}: certificate {issuer.subject.rfc4514_string()} did not issue "
                            f"{issued.subject.rfc4514_string()}; put the chain in order, leaf first")  # fmt: skip
     try:
-        names = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns = names.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         dns = []
@@ -175,11 +175,11 @@ def has_ocsp(certificate: str) -> bool:
     """The leaf names an OCSP responder, so nginx can staple its answer (Let's Encrypt's
     no longer do: stapling stays off for them)."""
     from cryptography import x509
-    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
+    from cryptography.x509.oid import AuthorityInformationAccessOID
 
     leaf = x509.load_pem_x509_certificates(certificate.encode())[0]
     try:
-        access = leaf.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
+        access = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     except x509.ExtensionNotFound:
         return False
     return any(d.access_method == AuthorityInformationAccessOID.OCSP for d in access)

@@ -41,7 +41,7 @@ class HostsExecutor(Executor):
         self.config["fabstack_remainder"] = remainder(getattr(self.core, "remainder", "") or "")  # fab manage's
         json_mode = any("json" in call.args and call.args.json.value for call in tasks)
         session = Session(Console(json_mode))
-        self.config[SESSION] = session
+        self.config[SESSION] = session  # type: ignore[assignment]  # invoke's config holds any value
         error = ""
         try:
             done = {}

@@ -201,9 +201,12 @@ class HostFacts:
                 facts.pg_version, facts.pg_port, facts.pg_online = version, int(port or 0), status == "online"
             elif key == "tls":
                 expires, match, ocsp, sha = (value.split() + ["", "", "", ""])[:4]
-                names = tuple(raw.get("tls_names", "").split())
                 facts.certificate = CertificateFact(
-                    int(expires) if expires.isdigit() else 0, match == "yes", ocsp == "yes", sha, names
+                    int(expires) if expires.isdigit() else 0,
+                    match == "yes",
+                    ocsp == "yes",
+                    sha,
+                    tuple(raw.get("tls_names", "").split()),
                 )
             elif key == "tls_names":
                 pass  # read with tls

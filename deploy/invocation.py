@@ -39,9 +39,9 @@ def set_signals() -> None:
 def session_of(c: Context) -> Session:
     """The run's session (deploy.executor makes one per fab invocation)."""
     session = c.config.get(SESSION)
-    if session is None:  # a task called without fabstack's executor
+    if not isinstance(session, Session):  # a task called without fabstack's executor
         session = Session()
-        c.config[SESSION] = session
+        c.config[SESSION] = session  # type: ignore[assignment]  # invoke's config holds any value
     return session
 
 

@@ -3,6 +3,8 @@ the apt step."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 LB = ("nginx", "python3", "logrotate")  # python3: the health check a load balancer runs
 APP = ("nginx", "python3", "python3-venv", "logrotate")
 DB = ("postgresql",)
@@ -32,7 +34,7 @@ KNOWN = tuple(
 
 
 def wanted(
-    roles: frozenset[str] | set[str],
+    roles: Collection[str],
     manager: str,
     tls: str = "",
     redis: bool = False,

@@ -80,6 +80,7 @@ def check(templates_dir: str = "", every: bool = False) -> None:
         if not every and not (templates_dir and (Path(templates_dir) / name).is_file()):
             continue
         try:
+            assert jinja.loader is not None  # environment() always gives one
             source, filename, _ = jinja.loader.get_source(jinja, name)
             used = jinja2.meta.find_undeclared_variables(jinja.parse(source, name, filename))
         except jinja2.TemplateSyntaxError as exc:

@@ -6,6 +6,7 @@ one remote command; what they find goes into the host's result data (and so into
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from deploy import scripts
 from deploy.certificates import WARN_DAYS
@@ -38,7 +39,7 @@ def status(h: HostRun) -> None:
     f = h.read_facts(also=("status.sh", [scripts.line("read_status", role, f"127.0.0.1:{port}")]))
     x = f.extra
     web = h.is_app or "lb" in h.roles  # a db host alone runs no nginx
-    row = {
+    row: dict[str, Any] = {
         "site": h.settings.app_name,  # several apps on a host: a row each (docs/apps.md)
         "reachable": "yes",
         "nginx": ("running" if f.nginx_pid else "stopped") if web else "-",
@@ -181,16 +182,16 @@ def _upstream_summary(states: dict[str, str]) -> str:
 def status_table(console: Console, results: list[HostResult]) -> None:
     """The status table (unreachable hosts included), then failures and summary lines."""
     columns = ("host", *STATUS_COLUMNS, "uptime")
-    rows = []
+    rows: list[list[str]] = []
     for r in results:
-        row = {"host": r.host, **r.data} if r.data else {"host": r.host, "reachable": "no"}
+        row: dict[str, Any] = {"host": r.host, **r.data} if r.data else {"host": r.host, "reachable": "no"}
         if isinstance(row.get("upstream"), dict):
             row["upstream"] = _upstream_summary(row["upstream"])
         rows.append([str(row.get(c, "-")) for c in columns])
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     lines = [console.paint("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)), "bold")]
-    for r, row in zip(results, rows, strict=True):
-        line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+    for r, cells in zip(results, rows, strict=True):
+        line = "  ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)).rstrip()
         lines.append(console.paint(line, "failed" if r.failed else "ok"))
     console.write("\n".join(lines))
     console.brief(results)

@@ -98,8 +98,8 @@ class Lab:
     def up(
         self, count: int = 1, init: str = "systemd", suite: str = "bookworm", prefix: str = "lab", snapshot: str = ""
     ) -> list[Host]:
-        """Ensure hosts PREFIX1..PREFIXcount run; keep the healthy ones, rebuild the rest."""
-        preflight()
+        """Ensure hosts PREFIX1..PREFIXcount run; keep the healthy ones, rebuild the rest.
+        Arguments are checked first: a wrong one is named as such, root or not."""
         if init not in INITS:
             raise LabError(f"unknown init {init!r}; use --init systemd or --init sshd")
         if count < 1:
@@ -108,6 +108,7 @@ class Lab:
         for name in names:
             if not NAME_RE.match(name):
                 raise LabError(f"host name {name!r} must be 1-8 lowercase letters, digits or '-': shorten --prefix")
+        preflight()
         self.network.check_free()
         self.network.ensure_bridge()
         self.network.ensure_proxy()
@@ -327,7 +328,6 @@ class Lab:
     # snapshots -----------------------------------------------------------------------
     def snapshot(self, name: str, host_name: str) -> Path:
         """Save host_name's disk as snapshot NAME; `up(snapshot=NAME)` starts hosts from it."""
-        preflight()
         if not NAME_RE.match(name.replace("_", "-")):
             raise LabError(f"snapshot name {name!r}: use up to 8 lowercase letters, digits or '-'")
         host = next((h for h in self.hosts() if h.name == host_name), None)
@@ -337,6 +337,7 @@ class Lab:
         users = [h.name for h in self.hosts() if final in h.layers]
         if users:
             raise LabError(f"snapshot {name!r} is in use by {', '.join(users)}; lab.down them or pick another name")
+        preflight()
         return image.save_snapshot(self.snapshots, name, self._dir(host) / "upper", host.layers, host.suite)
 
     def leftovers(self) -> dict:

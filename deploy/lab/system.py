@@ -76,7 +76,7 @@ def ensure_inotify_room() -> None:
 # cgroup of its own in the hierarchies nspawn uses: the unified one and name=systemd.
 def _cgroup_hierarchies() -> list[Path]:
     """The controller's own cgroup directory in the unified and the name=systemd hierarchies."""
-    mounts = {}
+    mounts: dict[str, str] = {}
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, _, tail = line.partition(" - ")
         fstype, _source, options = (tail.split() + ["", ""])[:3]

@@ -19,6 +19,7 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(address[5:])
 
 
+conn: http.client.HTTPConnection
 if address.startswith("unix:"):
     conn = UnixConnection("localhost", timeout=timeout)
 else:

@@ -116,12 +116,12 @@ def control(h: HostContext, name: str, action: str) -> Steps:
         return  # it runs on the first app host only
     process, manager = wanted[name], wanted_manager(h)
     argv = process.command_line(h.layout.venv)
-    call = {
-        "start": ("bg_start", name, manager, process.count, *argv),
-        "stop": ("bg_stop", name, manager, process.stop_timeout),
-        "restart": ("bg_restart", name, manager, process.count, process.stop_timeout, *argv),
+    args: tuple[object, ...] = {
+        "start": (name, manager, process.count, *argv),
+        "stop": (name, manager, process.stop_timeout),
+        "restart": (name, manager, process.count, process.stop_timeout, *argv),
     }[action]
-    yield Command(h.shell(BACKGROUND, *call))
+    yield Command(h.shell(BACKGROUND, f"bg_{action}", *args))
 
 
 def programs_present(h: HostContext, release) -> Steps:

@@ -6,13 +6,13 @@ import hashlib
 
 from deploy.facts import FileFact
 from deploy.host import HostContext
-from deploy.ops import Command, Diff, Handler, Notify, Steps, Upload
+from deploy.ops import Changes, Command, Diff, Handler, Notify, Steps, Upload
 
 
 def ensure_file(
     h: HostContext, path: str, content: str, owner: str = "root", group: str = "root", mode: str = "644",
     secret: bool = False, check: tuple[str, ...] = (),
-) -> Steps:  # fmt: skip
+) -> Changes:  # fmt: skip
     """content at path, atomically, when its checksum, owner or mode differ; returns
     whether it yielded a change. With check (a function of deploy/remote/release.sh and
     its arguments), the new file replaces the old only when the check passes for it.

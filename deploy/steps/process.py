@@ -11,7 +11,7 @@ systemd and supervisor restart a crashed master and start it at boot; nohup does
 from __future__ import annotations
 
 from deploy.host import HostContext
-from deploy.ops import Command, Handler, Notify, Steps
+from deploy.ops import Changes, Command, Handler, Notify, Steps
 from deploy.render import environment, render
 from deploy.steps.files import ensure_file
 
@@ -37,7 +37,7 @@ def running_manager(h: HostContext) -> str:
     return "nohup" if h.facts.app_pid else ""
 
 
-def _manager_files(h: HostContext, manager: str) -> Steps:
+def _manager_files(h: HostContext, manager: str) -> Changes:
     """The unit or program file for manager, applied when it changed; returns whether
     supervisor (re)started the app with it."""
     s, layout = h.settings, h.layout
