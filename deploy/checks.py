@@ -12,13 +12,13 @@ import contextlib
 import time
 
 from deploy import scripts
-from deploy.certificates import WARN_DAYS, uncovered
 from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
 from deploy.plans import refuse
 from deploy.reports import done
 from deploy.results import StepFailed
 from deploy.runner import HostRun
+from deploy.settings.tls import WARN_DAYS, uncovered
 
 
 def read_command(h: HostContext) -> scripts.Shell:

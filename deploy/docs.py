@@ -19,7 +19,7 @@ that names the key and the fix. Common keys are also task flags
 Several apps in one file: the keys below at the top are every app's, and `apps:` maps
 each app's name to its own keys ([apps.md](apps.md)); `--app NAME` picks one.
 
-This page is generated from `deploy/settings.py` by `python -m deploy.docs`; a test
+This page is generated from `deploy/settings/schema.py` by `python -m deploy.docs`; a test
 fails when it is out of date.
 
 Example:

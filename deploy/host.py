@@ -7,13 +7,13 @@ runner's HostRun extends it with one. A unit test builds one from settings and f
 from __future__ import annotations
 
 from deploy import appenv, scripts
-from deploy.background import Job, Process
 from deploy.facts import HostFacts
-from deploy.inventory import Member
 from deploy.layout import Layout
 from deploy.ops import Handler
 from deploy.scripts import Shell
 from deploy.settings import Settings
+from deploy.settings.background import Job, Process
+from deploy.settings.inventory import Member
 
 BAD_ANSWERS = 3  # answers that say no (a 500, a 404 at health_path) before a start counts as failed
 REDIS_PORT = 6379

@@ -19,10 +19,10 @@ from deploy import plans, render
 from deploy import settings as settings_mod
 from deploy.connection import check_host_string
 from deploy.console import Console
-from deploy.inventory import ROLES
 from deploy.results import HostResult
 from deploy.runner import Plan, Session
 from deploy.settings import REDIS_URL, Settings, SettingsError
+from deploy.settings.inventory import ROLES
 
 Report = Callable[[Console, list[HostResult]], None]
 SESSION = "fabstack_session"  # the invoke config key the executor puts the run's Session under

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from deploy import scripts
-from deploy.certificates import WARN_DAYS
 from deploy.console import Console
 from deploy.facts import BackgroundFact, CertificateFact, HostFacts, JobFact
 from deploy.layout import Layout
@@ -17,6 +16,7 @@ from deploy.ops import Say, Steps
 from deploy.plans import refuse
 from deploy.results import HostResult
 from deploy.runner import HostRun, Plan
+from deploy.settings.tls import WARN_DAYS
 from deploy.steps import process
 from deploy.steps.server import venv_marker
 

@@ -112,7 +112,7 @@ def test_bad_schedules_are_refused_with_the_fix():
 
 
 def test_cron_fields_become_systemd_calendars():
-    from deploy.background import calendar
+    from deploy.settings.background import calendar
 
     assert calendar("*/15 * * * *", "x") == "*-*-* *:0/15:00"
     assert calendar("0 9-17 * * 1-5", "x") == "Mon..Fri *-*-* 9..17:0:00"

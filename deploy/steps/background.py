@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 
 from deploy import appenv
-from deploy.background import Process
 from deploy.facts import BackgroundFact, JobFact
 from deploy.host import HostContext
 from deploy.ops import Check, Command, Steps
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.scripts import quote
+from deploy.settings.background import Process
 from deploy.steps.files import ensure_file
 from deploy.steps.process import wanted_manager
 

@@ -7,10 +7,10 @@ and on failure the previous files are put back before anything reloads
 
 from __future__ import annotations
 
-from deploy.certificates import has_ocsp
 from deploy.host import HostContext
 from deploy.ops import Command, Diff, Handler, Notify, Probe, Steps, Upload
 from deploy.render import environment, render
+from deploy.settings.tls import has_ocsp
 
 NGINX = ["nginx.sh"]
 # Seconds an idle keepalive connection lives at each end of the lb -> app host hop. The

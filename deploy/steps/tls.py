@@ -9,12 +9,12 @@ running nginx (deploy/steps/nginx.py puts the location in the site first).
 
 from __future__ import annotations
 
-from deploy.certificates import RENEW_DAYS, uncovered
 from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
 from deploy.ops import Command, Handler, Notify, Probe, Say, Steps
 from deploy.render import environment, render
 from deploy.scripts import plain, quote
+from deploy.settings.tls import RENEW_DAYS, uncovered
 from deploy.steps.files import ensure_file
 
 TLS = ["tls.sh"]
