@@ -253,17 +253,14 @@ _TEXTS = {
 
 
 def read_command(
-    layout: Layout, secret_files: list[str], values: dict[str, object], also: tuple[str, list[str]] = ("", []),
-    files_of_settings: list[str] | None = None,
+    layout: Layout, secret_files: list[str], values: dict[str, object], owned_files: list[str],
+    also: tuple[str, list[str]] = ("", []),
 ) -> Shell:  # fmt: skip
-    """The one command that reads a host: the managed files root owns, the app's secret
-    files (read as the app user), directories, links, packages, processes; with also
-    (a remote file and its call lines), what a read-only task reads besides."""
-    files = [layout.gunicorn_conf, layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file]
-    files += [layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.acme_hook, layout.certbot_dropin]
-    files += [layout.logrotate_conf, *layout.logrotate_files(), layout.logrotate_cron, layout.claims]
-    files += [layout.AUTO_UPGRADES, layout.UNATTENDED_UPGRADES, layout.APT_PROXY]
-    files += files_of_settings or []  # the background processes' units or programs
+    """The one command that reads a host: the files the app owns (its manifest) and the
+    host's own that fabstack writes, the app's secret files (read as the app user),
+    directories, links, packages, processes; with also (a remote file and its call
+    lines), what a read-only task reads besides."""
+    files = [*owned_files, layout.AUTO_UPGRADES, layout.UNATTENDED_UPGRADES, layout.APT_PROXY]
     lists = {
         "FACT_FILES": files,
         "APP_FACT_FILES": secret_files,

@@ -152,18 +152,6 @@ class HostContext:
         return self.jobs_by_cron or (self.facts.pid1 != "systemd" and (self.is_app or "lb" in self.roles))
 
     @property
-    def managed_files(self) -> list[str]:
-        """Files the settings add to what the facts read (background processes', jobs')."""
-        if not (self.settings.background or self.settings.jobs):
-            return []
-        layout = self.layout
-        names = [p.name for p in self.background_here]
-        files = [layout.app_env_file, *map(layout.bg_unit_file, names), *map(layout.bg_program_file, names)]
-        for job in self.jobs_here:
-            files += layout.job_files(job.name)
-        return files + ([layout.cron_file, layout.job_runner] if self.jobs_here else [])
-
-    @property
     def site_port(self) -> int:
         """Where this host's app site listens: listen_port alone, app_port behind load balancers."""
         return self.settings.app_port if self.behind_lbs else self.settings.listen_port

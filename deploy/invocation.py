@@ -15,7 +15,7 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
-from deploy import plans, render
+from deploy import manifest, plans, render
 from deploy import settings as settings_mod
 from deploy.connection import check_host_string
 from deploy.console import Console
@@ -50,6 +50,7 @@ def load_apps(path: str | None, app: str = "", **overrides) -> list[Settings]:
     with every template parsed: bad input stops here (exit 2)."""
     try:
         apps = settings_mod.load_apps(path, overrides, app)
+        manifest.refuse_clashes(apps)
         for templates_dir in dict.fromkeys(s.templates_dir for s in apps):
             render.check(templates_dir)
         return apps

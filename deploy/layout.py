@@ -41,7 +41,10 @@ class Layout:
     nginx_logs = property(lambda self: f"/var/log/nginx/{self.app}")
     # fabstack's log rotation: its own config and state, run hourly by a timer (or cron)
     logrotate_conf = property(lambda self: f"/etc/fabstack/{self.app}/logrotate.conf")
-    # what this app holds on the host (names, bind, default server), read by the other apps' runs
+    # root's records of the app on the host: its claims, its log rotation, its secrets' copies
+    records = property(lambda self: f"/etc/fabstack/{self.app}")
+    # what this app holds on the host (names, bind, default server, what it owns), read by
+    # the other apps' runs and by remove (deploy/manifest.py)
     claims = property(lambda self: f"/etc/fabstack/{self.app}/claims")
     logrotate_state = property(lambda self: f"/var/lib/logrotate/fabstack-{self.app}.status")
     logrotate_unit = property(lambda self: f"fabstack-{self.app}-logrotate")

@@ -49,7 +49,7 @@ VARIABLES = {
     "postgresql.conf.j2": ("listen", "port"),
     "pg_hba.conf.j2": ("rules",),
     "redis.conf.j2": ("app_name", "address", "port"),
-    "claims.j2": ("server_name", "bind", "default_server", "serves", "firewall"),
+    "claims.j2": ("server_name", "bind", "default_server", "serves", "firewall", "owns"),
     "unattended-upgrades.conf.j2": ("reboot",),
     "apt-proxy.conf.j2": ("proxy",),
     "auto-upgrades.conf.j2": ("enabled",),

@@ -26,7 +26,7 @@ from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
 from paramiko import SFTPClient
 
-from deploy import cache
+from deploy import cache, manifest
 from deploy import facts as host_facts
 from deploy.connection import ConnectError, connect
 from deploy.console import Console, LineWriter
@@ -306,7 +306,9 @@ class HostRun(HostContext):
         read-only task's own reads in the same command."""
         layout = self.layout
         secrets = [layout.secret_key, *(layout.secret(n) for n in self.settings.secrets if n != "SECRET_KEY")]
-        return self.gather(host_facts.read_command(layout, secrets, self.values, also, self.managed_files))
+        owned = manifest.owned(layout, self.settings)
+        files = [*manifest.of_kind(owned, "file"), *manifest.of_kind(owned, "cron")]
+        return self.gather(host_facts.read_command(layout, secrets, self.values, files, also))
 
     # steps ---------------------------------------------------------------------------------
     def step(self, name: str, action: Callable[..., Steps], *args, report: bool = True, **kwargs) -> bool:

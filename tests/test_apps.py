@@ -109,6 +109,19 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
         refused = fab("-H", host.target, "provision", settings=app_settings(tmp_path, "news", shop_project, **more))
         assert refused.code == 1 and message in refused.out, refused
         assert changed_paths(before, r.tree()) == [], refused
+    # near-twin names: shop's load balancer site is shop-lb.conf, its log rotation's cron
+    # file fabstack-shop-logrotate; an app named so would own them too (shop's record says)
+    twins = {
+        "shop-lb": "file /etc/nginx/sites-available/shop-lb.conf",
+        "shop-logrotate": "cron /etc/cron.d/fabstack-shop-logrotate",
+    }
+    for twin, owned in twins.items():
+        settings = app_settings(tmp_path, twin, shop_project, server_name=f"{twin}.test", default_server="false")
+        refused = fab("-H", host.target, "provision", settings=settings)
+        assert refused.code == 1 and f"app {twin!r} would own the {owned}, which app 'shop' owns" in refused.out, (
+            refused
+        )
+        assert changed_paths(before, r.tree()) == [], refused
 
     # blog taken off: shop's files, process and site untouched; blog's data kept
     shop_files = (

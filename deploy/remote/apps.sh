@@ -1,14 +1,16 @@
 # Several apps on one host (issue 24): one app taken off, the others untouched.
 #
 # Set before use: the layout's values (APP, ROOT, DATA, LOGS, NGINX_LOGS, NGINX_SITE, NGINX_LINK, LB_SITE, LB_LINK,
-# UNIT_FILE, PROGRAM_FILE, LOGROTATE_UNIT, LOGROTATE_CONF, LOGROTATE_STATE, BACKUP_UNIT).
+# LOGROTATE_CONF, BACKUPS).
 
-# remove_app PURGE: APP off this host, its processes already stopped: its nginx sites (app, lb)
-# (nginx -t without it first: a failing test puts it back and stops here), its units,
-# programs, scheduled jobs and log rotation, its records in /etc/fabstack, its code and
-# virtualenv. Its data (/srv/APP/shared: database, media, secrets) and logs stay, unless
-# PURGE is yes: then they go too, with its user. Nothing of another app is touched: every
-# path here is APP's own.
+# remove_app PURGE UNITS PROGRAMS CRON FILES TABLES: APP off this host, its processes
+# already stopped: its nginx sites (app, lb) (nginx -t without it first: a failing test
+# puts it back and stops here), then exactly what the app owns (deploy/manifest.py: each
+# list space-separated, every name APP's own, never a pattern over names): its systemd
+# units (stopped, disabled; a template's instances with it), supervisor programs, cron
+# files, files, nftables tables, its records in /etc/fabstack, its code and virtualenv.
+# Its data (/srv/APP/shared: database, media, secrets), logs and backups stay, unless
+# PURGE is yes: then they go too, with its user.
 remove_app() {
     for site in "$NGINX_SITE" "$LB_SITE"; do
         link=$NGINX_LINK
@@ -24,29 +26,36 @@ remove_app() {
         fi
         rm -f "$site"
     done
-    units=$(ls -d "$UNIT_FILE" /etc/systemd/system/fabstack-"$APP".* /etc/systemd/system/"$LOGROTATE_UNIT".* \
-        /etc/systemd/system/"$BACKUP_UNIT".* 2>/dev/null)
-    if [ -n "$units" ] && [ "$(cat /proc/1/comm)" = systemd ]; then
-        systemctl stop "fabstack-$APP.*" "$LOGROTATE_UNIT.*" "$BACKUP_UNIT.*" "${UNIT_FILE##*/}" 2>/dev/null
-        for unit in $units; do systemctl disable "${unit##*/}" > /dev/null 2>&1; done
+    set -f # the lists are names, split on spaces, never globbed
+    units_present=
+    for path in $5; do
+        case $path in /etc/systemd/system/*) [ -e "$path" ] && units_present=yes ;; esac
+    done
+    if [ -n "$units_present" ] && [ "$(cat /proc/1/comm)" = systemd ]; then
+        for unit in $2; do
+            case $unit in
+                *@.service) systemctl stop "${unit%.service}*.service" 2> /dev/null ;;
+                *) systemctl stop "$unit" 2> /dev/null ;;
+            esac
+            systemctl disable "$unit" > /dev/null 2>&1
+        done
     fi
-    # shellcheck disable=SC2086 # paths without spaces
-    rm -f $units
-    [ -z "$units" ] || [ "$(cat /proc/1/comm)" != systemd ] || systemctl daemon-reload
-    programs=$(ls -d "$PROGRAM_FILE" /etc/supervisor/conf.d/fabstack-"$APP".*.conf 2>/dev/null)
-    if [ -n "$programs" ]; then
-        # shellcheck disable=SC2086 # paths without spaces
-        rm -f $programs
-        supervisorctl update > /dev/null 2>&1 || true
-    fi
-    rm -f "/etc/cron.d/fabstack-$APP" "/etc/cron.d/$LOGROTATE_UNIT" "$LOGROTATE_STATE"
+    programs_present=
+    for path in $3; do [ -e "$path" ] && programs_present=yes; done
+    for path in $4 $5; do rm -f "$path"; done
+    [ -z "$units_present" ] || [ "$(cat /proc/1/comm)" != systemd ] || systemctl daemon-reload
+    [ -z "$programs_present" ] || supervisorctl update > /dev/null 2>&1 || true
+    for table in $6; do
+        if nft list table inet "$table" > /dev/null 2>&1; then nft delete table inet "$table" || return 1; fi
+    done
+    set +f
     rm -rf "${LOGROTATE_CONF%/*}" # /etc/fabstack/APP: its records
     for path in "$ROOT"/* "$ROOT"/.[!.]*; do
         [ -e "$path" ] || [ -L "$path" ] || continue
         [ "$path" = "${DATA%/*}" ] || rm -rf "$path" # all but shared/: data and media
     done
     if [ "$1" = yes ]; then
-        rm -rf "$ROOT" "$LOGS" "$NGINX_LOGS"
+        rm -rf "$ROOT" "$LOGS" "$NGINX_LOGS" "$BACKUPS"
         if id "$APP" > /dev/null 2>&1; then userdel "$APP" || return; fi
     fi
 }

@@ -93,7 +93,7 @@ def _refuse_clashes(apps: list[Settings]) -> None:
     """Two apps of one file that would want the same thing on a host they share."""
     for i, a in enumerate(apps):
         for b in apps[i + 1 :]:
-            if a.inventory.members and b.inventory.members and not _share_hosts(a, b):
+            if not share_hosts(a, b):
                 continue
             both = f"apps {a.app_name!r} and {b.app_name!r}"
             same = sorted(set(a.server_name.split()) & set(b.server_name.split()))
@@ -107,7 +107,10 @@ def _refuse_clashes(apps: list[Settings]) -> None:
                 raise SettingsError(f"{both} both have default_server: true; a host has one, set it on one of them")
 
 
-def _share_hosts(a: Settings, b: Settings) -> bool:
+def share_hosts(a: Settings, b: Settings) -> bool:
+    """a and b may land on one host: an inventory host in both (or no inventory: -H's)."""
+    if not (a.inventory.members and b.inventory.members):
+        return True
     addresses = {m.address for m in a.inventory.members}
     return any(m.address in addresses for m in b.inventory.members)
 

@@ -5,6 +5,7 @@ before anything on the host changes, naming both."""
 
 from __future__ import annotations
 
+from deploy import manifest
 from deploy.host import HostContext
 from deploy.ops import Command, Steps
 from deploy.render import environment, render
@@ -20,6 +21,7 @@ def claims_text(h: HostContext) -> str:
     return render(
         jinja, "claims.j2", server_name=s.server_name, bind=bind, default_server=s.default_server,
         serves=firewall.served_ports(h), firewall=firewall.open_ports(h),
+        owns=manifest.record(manifest.owned(h.layout, s)),
     )  # fmt: skip
 
 
@@ -30,9 +32,16 @@ def no_clash(h: HostContext) -> Steps:
     names = set(s.server_name.split())
     yield from _no_clash_with_sites(h, names)
     opens, serves = firewall.open_ports(h), firewall.served_ports(h)
+    mine = manifest.owned(h.layout, s)
     for other, held in sorted(h.facts.claims.items()):
         if other == app:
             continue
+        shared = manifest.clash(mine, manifest.parse(held.get("owns", "")))
+        if shared:
+            raise StepFailed(
+                f"app {app!r} would own the {shared.kind} {shared.name}, which app {other!r} owns on this host; "
+                f"give app {app!r} another app_name (or db_name/db_user for a database or role)"
+            )
         both = sorted(names & set(held.get("server_name", "").split()))
         if both == ["_"]:
             raise StepFailed(
@@ -109,6 +118,11 @@ def claims(h: HostContext) -> Steps:
 
 
 def removed(h: HostContext, purge: bool) -> Steps:
-    """This app off the host: its site, units, records, code; its data, logs and user
-    only with purge (deploy/remote/apps.sh)."""
-    yield Command(h.shell(["nginx.sh", "apps.sh"], "remove_app", "yes" if purge else "no"))
+    """This app off the host: exactly what its record on the host and today's settings
+    say it owns (deploy/manifest.py): its sites, units, programs, cron files, files,
+    firewall table and code; its data, logs, backups and user only with purge
+    (deploy/remote/apps.sh). Its database and role go in their own step, with purge."""
+    recorded = manifest.parse(h.facts.claims.get(h.settings.app_name, {}).get("owns", ""))
+    owned = tuple(sorted(set(recorded) | set(manifest.owned(h.layout, h.settings))))
+    lists = [" ".join(manifest.of_kind(owned, kind)) for kind in ("unit", "program", "cron", "file", "table")]
+    yield Command(h.shell(["nginx.sh", "apps.sh"], "remove_app", "yes" if purge else "no", *lists))
