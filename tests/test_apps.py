@@ -118,9 +118,10 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
     for twin, owned in twins.items():
         settings = app_settings(tmp_path, twin, shop_project, server_name=f"{twin}.test", default_server="false")
         refused = fab("-H", host.target, "provision", settings=settings)
-        assert refused.code == 1 and f"app {twin!r} would own the {owned}, which app 'shop' owns" in refused.out, (
-            refused
-        )
+        assert (
+            refused.code == 1
+            and f"app {twin!r} would own the {owned}, which app 'shop' owns on this host" in refused.out
+        ), refused
         assert changed_paths(before, r.tree()) == [], refused
 
     # blog taken off: shop's files, process and site untouched; blog's data kept

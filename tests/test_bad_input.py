@@ -44,6 +44,15 @@ CASES = [
     Case("lb-fair", "fair needs the third-party upstream_fair module", "lb_method: fair\n"),
     Case("templates-dir", "setting templates_dir='/nope': no such directory", "templates_dir: /nope\n"),
     Case("not-a-mapping", "expected a mapping of key: value, got list", "- workers\n", alone=True),
+    # the edges: each value would have crossed into a file root writes (pg_hba.conf, a cron file, a site)
+    Case("address-pg-hba", "address='0.0.0.0/0'; use an IP address or a host name", "hosts:\n  - host: HOST\n    address: 0.0.0.0/0\n", hosts=False),
+    Case("address-newline", "setting hosts[0].address holds a control character", 'hosts:\n  - host: HOST\n    address: "10.0.0.1\\nhost all all 0.0.0.0/0 trust"\n', hosts=False),
+    Case("cron-newline", "setting schedule.r.command holds a control character", 'schedule:\n  r: {command: "true\\n* * * * * root touch /pwned", every: daily}\n'),
+    Case("hash-key-block", "setting lb_hash_key=", 'lb_method: hash\nlb_hash_key: "$request_uri; } server { listen 81; root /etc; location / {"\n'),
+    Case("static-dir-out", "setting static_dir='../../shared/data' is invalid", "static_dir: ../../shared/data\n"),
+    Case("server-name-backslash", "is not a domain name", "server_name: 'x.example\\'\n"),
+    Case("allowed-hosts", "'a b' is not a host", "allowed_hosts: ['a b']\n"),
+    Case("settings-module", "setting settings_module=", "settings_module: 'x; import os'\n"),
     # flags
     Case("flag-workers-0", "setting workers=0 is invalid", args=["provision", "--workers", "0"]),
     Case("flag-worker-class", "worker_class='x' is invalid", args=["provision", "--worker-class", "x"]),

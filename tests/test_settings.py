@@ -94,7 +94,7 @@ def test_postgresql_names_of_its_own_are_refused():
         ({"bad-name": "x"}, "env name 'bad-name': use letters, digits and _"),
         ({"DJANGO_SETTINGS_MODULE": "x"}, "env.DJANGO_SETTINGS_MODULE: fabstack sets it; choose another name"),
         ({"DB_PASSWORD_FILE": "x"}, "env.DB_PASSWORD_FILE: fabstack sets it"),
-        ({"NOTE": "two\nlines"}, "env.NOTE: use one line of text"),
+        ({"NOTE": "two\nlines"}, "setting env.NOTE holds a control character"),
     ],
 )
 def test_env_names_and_values_are_checked(env, message):

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 
 from deploy.connection import check_host_string
+from deploy.settings.validators import host_address
 
 ROLES = ("app", "lb", "db")
 SINGLE = ("app", "lb")  # a host the inventory does not list
-METHODS = ("round_robin", "least_conn", "ip_hash", "hash", "random")
 NO_BACKUP = ("ip_hash", "hash", "random")  # nginx refuses `backup` with these
 HOST_KEYS = ("host", "roles", "address", "weight", "backup", "down", "max_fails", "fail_timeout", "max_conns")
 
@@ -112,6 +112,8 @@ def _member(index: int, entry) -> Member:
     if "fail_timeout" in values:
         values["fail_timeout"] = str(values["fail_timeout"])
     address = str(entry.get("address") or address_of(host))
+    if host_address(address):  # it goes into pg_hba.conf, nginx's allow lines and the firewall's rules
+        raise InventoryError(f"{where} ({host}): address={address!r}; {host_address(address)}")
     return Member(host=host, roles=tuple(r for r in ROLES if r in roles), address=address, **values)
 
 

@@ -18,7 +18,7 @@ from deploy.settings.inventory import InventoryError
 from deploy.settings.inventory import parse as parse_inventory
 from deploy.settings.schema import DB_PASSWORD, KEYS, REDIS_URL, SAMPLE_PROJECT, SCHEMA, Key, Settings
 from deploy.settings.tls import TlsError
-from deploy.settings.validators import SettingsError
+from deploy.settings.validators import SettingsError, control_character
 
 
 def load(path: str | None = None, overrides: dict | None = None) -> Settings:
@@ -158,6 +158,11 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
             close = suggestion(str(name), list(KEYS))
             hint = f" (did you mean {close}?)" if close else ""
             raise SettingsError(f"unknown setting {name!r} in {source}{hint}; see docs/settings.md")
+        where = control_character(value, name)
+        if where:  # a newline in a command or a name becomes a line of its own in a file root reads
+            raise SettingsError(
+                f"setting {where} holds a control character (a newline, tab or escape); use one line of plain text"
+            )
         values[name] = _coerce(key, value)
     if not values["wsgi_module"]:
         values["wsgi_module"] = _find_wsgi_module(values["project_path"])

@@ -65,7 +65,9 @@ class Settings:
         "The WSGI callable gunicorn serves; empty: found from manage.py (PACKAGE.settings gives PACKAGE.wsgi:application).",
         v.wsgi,
     )
-    settings_module: str = setting("", "Your project's settings module; empty: the wsgi module's package + .settings.")
+    settings_module: str = setting(
+        "", "Your project's settings module; empty: the wsgi module's package + .settings.", v.python_module
+    )
     production_settings: bool = setting(
         True,
         "Serve with the settings module fabstack generates in each release (your settings, then SECRET_KEY, DEBUG off, ALLOWED_HOSTS, DATABASES, STATIC_ROOT, MEDIA_ROOT from the server); false: your settings module alone, reading the DJANGO_* environment fabstack sets.",
@@ -114,12 +116,15 @@ class Settings:
     allowed_hosts: list = setting(
         [],
         "Django ALLOWED_HOSTS given to the app; empty: the names in server_name, or this host's and its load balancers' addresses when server_name is `_`.",
+        v.allowed_hosts,
     )
     static_url: str = setting(
         "/static/", "URL prefix nginx serves from the release's collected static files.", v.url_prefix
     )
     media_url: str = setting("/media/", "URL prefix nginx serves from the shared media directory.", v.url_prefix)
-    static_dir: str = setting("staticfiles", "The project's STATIC_ROOT, relative to the project root.")
+    static_dir: str = setting(
+        "staticfiles", "The project's STATIC_ROOT, relative to the project root (no '..').", v.relative_path
+    )
     keep_releases: int = setting(
         5, "Releases kept on each host; the current one and the one before it always are.", v.at_least(2)
     )
@@ -134,7 +139,9 @@ class Settings:
     lb_method: str = setting(
         "round_robin", "Load-balancing method: round_robin, least_conn, ip_hash, hash or random.", v.lb_method
     )
-    lb_hash_key: str = setting("$request_uri", "The key of lb_method hash (consistent hashing).")
+    lb_hash_key: str = setting(
+        "$request_uri", "The key of lb_method hash (consistent hashing): nginx variables and plain text.", v.hash_key
+    )
     app_port: int = setting(
         8080, "Port the app hosts' nginx listens on for the load balancers (inventory only).", v.port
     )

@@ -9,8 +9,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from deploy.settings.inventory import METHODS
-
+METHODS = ("round_robin", "least_conn", "ip_hash", "hash", "random")  # nginx's load-balancing methods
 WORKER_CLASSES = ("sync", "gevent", "gthread")
 LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -84,7 +83,11 @@ def wsgi(value: str) -> str:
 
 
 def bind(value: str) -> str:
-    if not value or value.startswith("unix:"):
+    if value.startswith("unix:"):
+        path = value.removeprefix("unix:")
+        ok = re.fullmatch(r"/[\w.-]+(/[\w.-]+)*", path) and ".." not in path.split("/")
+        return "" if ok else "use unix:/an/absolute/path for a socket (letters, digits, . - _)"
+    if not value:
         return ""
     host, _, number = value.rpartition(":")
     if not host or not number.isdigit() or port(int(number)):
@@ -94,14 +97,102 @@ def bind(value: str) -> str:
     return ""
 
 
+# The edges' types: every value below crosses into a file root writes (an nginx site,
+# pg_hba.conf, a unit, the app's environment), so each accepts exactly its grammar.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DNS_NAME = re.compile(rf"{LABEL}(?:\.{LABEL})*\.?")
+
+
+def control_character(value: object, where: str) -> str:
+    """The key path (apps.x.processes.worker.command) of the first string in value, a
+    key or an item, that holds a control character; '' when none does."""
+    if isinstance(value, str):
+        return where if CONTROL.search(value) else ""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = control_character(str(key), where) or control_character(item, f"{where}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = control_character(item, f"{where}[{index}]")
+            if found:
+                return found
+    return ""
+
+
+def is_dns_name(value: str) -> bool:
+    """A host name as DNS spells it: labels of letters, digits and '-', at most 253 characters."""
+    return len(value) <= 253 and bool(DNS_NAME.fullmatch(value))
+
+
+def is_address(value: str) -> bool:
+    """An IP address (v4 or v6), nothing else."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def host_address(value: str) -> str:
+    """Where the other hosts reach a host: an IP address or a host name."""
+    return "" if is_address(value) or is_dns_name(value) else "use an IP address or a host name, e.g. 10.0.0.5"
+
+
 def server_name(value: str) -> str:
-    return (
-        "" if re.fullmatch(r"[\w.*~^$\\-]+( [\w.*~^$\\-]+)*", value) else "use domain names separated by spaces, or _"
-    )
+    """nginx's server_name: DNS names (a leading `*.` or `.`, a trailing `.*`), or _.
+    No regex names: one is nginx syntax of its own (write it in your templates_dir)."""
+    for name in value.split(" "):
+        core = name.removeprefix("*.").removeprefix(".").removesuffix(".*")
+        if name != "_" and not is_dns_name(core):
+            return (
+                f"{name!r} is not a domain name; use domain names separated by spaces (*.example.com and "
+                ".example.com too), or _"
+            )
+    return ""
+
+
+def allowed_hosts(value: list) -> str:
+    """Django's ALLOWED_HOSTS: host names (a leading `.` for subdomains), addresses, or *."""
+    for item in value:
+        text = str(item)
+        bare = text.removeprefix(".")
+        ipv6 = text.startswith("[") and text.endswith("]") and is_address(text[1:-1])
+        if not (text == "*" or is_dns_name(bare) or is_address(text) or ipv6):
+            return f"{text!r} is not a host; use host names (.example.com for its subdomains), addresses or *"
+    return ""
+
+
+def relative_path(value: str) -> str:
+    """A path inside the project: relative, no '.' or '..' part, no space."""
+    parts = value.split("/")
+    if not re.fullmatch(r"[\w.+@-]+(/[\w.+@-]+)*", value) or any(p in (".", "..") for p in parts):
+        return "use a path relative to the project root, without '..', e.g. staticfiles"
+    return ""
+
+
+def python_module(value: str) -> str:
+    """A dotted Python module name, or empty (the default)."""
+    if value and not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", value):
+        return "use a dotted module name, e.g. mysite.settings.production"
+    return ""
+
+
+def hash_key(value: str) -> str:
+    """An nginx hash key: nginx variables ($request_uri, $cookie_sessionid) and plain
+    characters, nothing that ends the directive or the block."""
+    if len(value) > 200 or not re.fullmatch(r"(\$[A-Za-z_][A-Za-z0-9_]*|[A-Za-z0-9_.:-])+", value):
+        return "use nginx variables and letters, digits or . : - _, e.g. $request_uri or $cookie_sessionid"
+    return ""
 
 
 def url_prefix(value: str) -> str:
-    return "" if re.fullmatch(r"/[\w./-]*/", value) else "use a path that starts and ends with '/', e.g. /static/"
+    parts = value.strip("/").split("/")
+    if not re.fullmatch(r"/[\w./-]*/", value) or any(p in (".", "..") for p in parts) or "//" in value:
+        return "use a path that starts and ends with '/', without '..', e.g. /static/"
+    return ""
 
 
 def url_path(value: str) -> str:
