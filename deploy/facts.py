@@ -96,6 +96,8 @@ class HostFacts:
     supervisord_running: bool = False
     apt_stamp: int = 0
     app_uid: str = ""  # '' when the app user does not exist
+    user_home: str = ""  # the app user's home and comment: fabstack's user has /srv/APP and its comment
+    user_comment: str = ""
     packages: dict[str, str] = field(default_factory=dict)  # name -> dpkg status
     # what each fabstack app on this host holds (its names, bind, default server): app -> key -> value
     claims: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -247,7 +249,7 @@ _TEXTS = {
         for name in ("os", "arch", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")
     },
     **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},
-    **{name: name for name in ("app_pid", "nginx_pid", "redis", "firewall", "disk_mount")},
+    **{name: name for name in ("app_pid", "nginx_pid", "redis", "firewall", "disk_mount", "user_home", "user_comment")},
     "user": "app_uid",
 }
 

@@ -22,6 +22,8 @@ def provision(h: HostRun) -> None:
     h.read_facts()
     if h.is_app or h.serves_lb:  # before anything changes: no name, port or default server another app holds
         h.step("other apps on this host", apps.no_clash)
+    if h.is_app:  # and no account or directory of another program's
+        h.step("app account", server.app_account)
     if "db" in h.roles:
         h.step("postgresql port free", database.port_free)
     h.step("apt packages", server.apt_packages)

@@ -53,6 +53,8 @@ CASES = [
     Case("server-name-backslash", "is not a domain name", "server_name: 'x.example\\'\n"),
     Case("allowed-hosts", "'a b' is not a host", "allowed_hosts: ['a b']\n"),
     Case("settings-module", "setting settings_module=", "settings_module: 'x; import os'\n"),
+    Case("app-name-system", "app_name='postgres' is invalid: postgres is the system's own", "app_name: postgres\n"),
+    Case("app-name-host-account", "user news exists on this host and is not an app fabstack made", "app_name: news\nserver_name: news.test\ndefault_server: false\n", args=["provision"], code=1),
     # flags
     Case("flag-workers-0", "setting workers=0 is invalid", args=["provision", "--workers", "0"]),
     Case("flag-worker-class", "worker_class='x' is invalid", args=["provision", "--worker-class", "x"]),

@@ -83,7 +83,7 @@ def test_near_twin_app_names_that_would_own_one_thing_are_refused(one, other, ki
 
 
 def test_prefix_names_own_nothing_in_common():
-    names = ["shop", "backup-shop", "shop2", "shop-a", "shopa", "fabstack", "shop-backup"]
+    names = ["shop", "backup-shop", "shop2", "shop-a", "shopa", "fab", "shop-backup"]
     owns = {n: set(manifest.owned(Layout(n), s.validate({"app_name": n}))) for n in names}
     for i, a in enumerate(names):
         for b in names[i + 1 :]:

@@ -4,6 +4,7 @@ command tests): no host, no connection. The lab tests run the same steps for rea
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from conftest import REPO
@@ -14,6 +15,7 @@ from deploy.facts import HostFacts
 from deploy.host import HostContext
 from deploy.ops import Blocked, Check, Claim, Command, Diff, Handler, Notify, Probe, Publish, Reach, Say, Upload
 from deploy.release import Release
+from deploy.results import StepFailed
 from deploy.steps import app, database, health, nginx, process, server
 
 HOST = "root@203.0.113.5"
@@ -128,7 +130,8 @@ def test_a_load_balancer_gets_no_virtualenv_package():
 def test_app_user_and_directories():
     assert calls(drive(server.app_user(host()))) == []
     assert calls(drive(server.app_user(host({})))) == [
-        "command: useradd --system --user-group --home-dir /srv/django --no-create-home --shell /usr/sbin/nologin django"
+        "command: useradd --system --user-group --home-dir /srv/django --no-create-home --shell /usr/sbin/nologin "
+        "--comment 'fabstack app django' django"
     ]
     right = {f"dir.{p}": f"{o}:{g} {m}" for p, o, g, m in host().layout.directories()}
     assert calls(drive(server.directories(host(right)))) == []
@@ -583,3 +586,19 @@ def test_a_site_no_record_covers_keeps_its_names_and_default_server():
     # an app's site that its record covers is checked by the record, not twice
     recorded = with_facts(**{"site.shop.conf": "80|shop.test", "claim.shop.server_name": "shop.test"})
     assert drive(apps.no_clash(host(recorded, app_name="blog", server_name="blog.test", default_server=False))) == []
+
+
+@pytest.mark.parametrize(
+    ("facts", "refused"),
+    [
+        ({"user": "108", "user_home": "/var/lib/postgresql"}, "user django exists on this host and is not an app"),
+        ({"user": "0", "user_home": "/root"}, "(uid 0, home /root)"),
+        ({"dir./var/log/django": "root:root 755"}, "/var/log/django exists on this host but user django does not"),
+        ({"dir./srv/django": "root:root 755"}, "/srv/django exists on this host but user django does not"),
+    ],
+)
+def test_an_account_or_directory_fabstack_did_not_make_is_refused(facts, refused):
+    with pytest.raises(StepFailed, match=re.escape(refused)):
+        drive(server.app_account(host(facts)))
+    assert drive(server.app_account(host({"user": "999", "user_home": "/srv/django"}))) == []  # fabstack's
+    assert drive(server.app_account(host({}))) == []  # nothing there yet

@@ -73,7 +73,13 @@ read_facts() {
     [ -n "$p" ] && [ -d "/proc/$p" ] && echo "supervisord_pid=$p"
     echo "apt_stamp=$(stat -c %Y "$APT_STAMP" 2>/dev/null)"
     uid=
-    while IFS=: read -r name _ id _; do [ "$name" = "$APP" ] && uid=$id; done < /etc/passwd
+    while IFS=: read -r name _ id _ comment home _; do
+        if [ "$name" = "$APP" ]; then
+            uid=$id
+            echo "user_home=$home"
+            echo "user_comment=$comment"
+        fi
+    done < /etc/passwd
     [ -n "$uid" ] && echo "user=$uid"
     dpkg-query -W -f='pkg.${Package}=${db:Status-Status}\n' $FACT_PACKAGES 2>/dev/null
     file_facts $FACT_FILES

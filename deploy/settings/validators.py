@@ -63,12 +63,23 @@ def networks(value: list) -> str:
     return ""
 
 
+# Names the app's user, /srv/NAME and /var/log/NAME may not take, on any host: the
+# accounts of the programs fabstack runs beside the app and the directories of
+# /var/log they write (an app named nginx was handed nginx's logs). Every other account
+# a host has (news, a person's) is refused on the host (steps/server.py: app_account).
+SYSTEM_NAMES = frozenset({
+    "root", "daemon", "bin", "sys", "www-data", "nobody", "nogroup", "_apt", "messagebus", "sshd", "postgres",
+    "postgresql", "redis", "nginx", "supervisor", "letsencrypt", "certbot", "apt", "journal", "installer",
+    "private", "unattended-upgrades", "fabstack", "adm", "sudo",
+})  # fmt: skip
+
+
 def unix_name(value: str) -> str:
-    return (
-        ""
-        if re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value)
-        else "use lowercase letters, digits, '-' or '_' (a Unix user name)"
-    )
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value):
+        return "use lowercase letters, digits, '-' or '_' (a Unix user name)"
+    if value in SYSTEM_NAMES or value.startswith("systemd-"):
+        return f"{value} is the system's own (an account or a program's /var/log/{value}); choose your app's name"
+    return ""
 
 
 def worker_class(value: str) -> str:

@@ -9,6 +9,7 @@ from deploy import cache, packages
 from deploy.host import APT_WAIT, HostContext
 from deploy.ops import Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload
 from deploy.render import environment, render
+from deploy.results import StepFailed
 from deploy.scripts import plain, quote
 from deploy.steps.files import ensure_file
 from deploy.steps.process import wanted_manager
@@ -55,13 +56,42 @@ def security_updates(h: HostContext) -> Steps:
         )
 
 
+USER_COMMENT = "fabstack app"  # the comment of every app user fabstack makes
+
+
+def app_account(h: HostContext) -> Steps:
+    """The app's user, /srv/APP and /var/log/APP are fabstack's, or not there yet: an
+    account fabstack did not make (postgres, www-data, a person's) would run the app
+    with its rights, and a directory of another program's (/var/log/nginx for an app
+    named nginx) would be handed to the app. Checked before anything on the host changes."""
+    f, layout = h.facts, h.layout
+    if f.app_uid and f.user_home != layout.root:
+        raise StepFailed(
+            f"user {layout.app} exists on this host and is not an app fabstack made (uid {f.app_uid}, home "
+            f"{f.user_home or '-'}): choose another app_name"
+        )
+    if not f.app_uid:
+        made = [path for path in (layout.root, layout.logs) if path in f.dirs]
+        if made:
+            raise StepFailed(
+                f"{made[0]} exists on this host but user {layout.app} does not: fabstack did not make it; "
+                "choose another app_name (or remove it, if it is a leftover of yours)"
+            )
+    return
+    yield
+
+
 def app_user(h: HostContext) -> Steps:
-    """A system user for the app: no login shell, never root."""
+    """A system user for the app: no login shell, never root, marked as fabstack's."""
     if h.facts.app_uid:
         return
     root, app = quote(h.layout.root), quote(h.layout.app)
+    comment = quote(f"{USER_COMMENT} {h.layout.app}")
     yield Command(
-        plain(f"useradd --system --user-group --home-dir {root} --no-create-home --shell /usr/sbin/nologin {app}")
+        plain(
+            f"useradd --system --user-group --home-dir {root} --no-create-home --shell /usr/sbin/nologin "
+            f"--comment {comment} {app}"
+        )
     )
 
 
