@@ -78,6 +78,12 @@ def test_default_site_backed_up_and_disabled(cold: ColdRun, remote):
     assert r.run("ls /etc/nginx/sites-enabled").split() == ["django.conf"]
 
 
+def test_nginx_logs_are_private_from_their_first_line(cold: ColdRun, remote):
+    for host in cold.hosts:  # never 644 before the first rotation: other apps' users read nothing
+        modes = remote(host).run("stat -c '%n %G %a' /var/log/nginx/django/*.log").splitlines()
+        assert modes and all(line.endswith(" adm 640") for line in modes), modes
+
+
 def test_secret_key_readable_by_app_user_only(cold: ColdRun, remote):
     out = remote(cold.hosts[1]).run("stat -c '%U %a' /srv/django/shared/data/secret_key /srv/django/shared/data")
     assert out.split("\n")[:2] == ["django 600", "django 700"]

@@ -3,6 +3,20 @@
 #
 # Set before use: NGINX_DEFAULT, NGINX_DEFAULT_BACKUP (the guide's default.bak).
 
+# private_logs: the app's nginx logs (its site's and its lb site's) readable by root and
+# adm only from their first line, as logrotate's `create 0640 www-data adm` makes them
+# after: nginx would create them 644, open to every other app's user until the first
+# rotation. NGINX_LOGS is root's alone, so nothing there is another user's link.
+private_logs() {
+    for log in access.log error.log lb-access.log lb-error.log; do
+        if [ -f "$NGINX_LOGS/$log" ]; then
+            chgrp adm "$NGINX_LOGS/$log" && chmod 640 "$NGINX_LOGS/$log" || return 1
+        else
+            install -o www-data -g adm -m 640 /dev/null "$NGINX_LOGS/$log" || return 1
+        fi
+    done
+}
+
 # apply_site STAGED SITE LINK [REMOVE...]: STAGED becomes SITE, enabled by LINK, with the
 # links in REMOVE gone; then nginx -t. When the test fails, every file and link is put
 # back as it was and the step fails with nginx's own message.
@@ -15,6 +29,7 @@ apply_site() {
     rm -f "$site.fabstack-prev"
     if [ -e "$site" ]; then cp -p "$site" "$site.fabstack-prev" || return 1; fi
     install -d -o root -g adm -m 755 "$NGINX_LOGS" || return 1 # as /var/log/nginx: workers reopen in it
+    private_logs || return 1
     had_link=$(readlink "$link" || true)
     install -o root -g root -m 644 "$1" "$site" || return 1
     shift 3
