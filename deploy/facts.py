@@ -122,6 +122,7 @@ class HostFacts:
     pg_online: bool = False
     db_role_exists: bool = False  # the app's login role and database, when PostgreSQL runs
     db_exists: bool = False
+    db_public_connect: bool = False  # every role may connect to the app's database (PostgreSQL's default)
     redis: str = ""  # a Redis host: online or down ('' when not installed)
     redis_included: bool = False  # redis.conf includes fabstack's files
     firewall: str = ""  # loaded when fabstack's nftables table is there
@@ -213,8 +214,9 @@ class HostFacts:
             elif key == "tls_names":
                 pass  # read with tls
             elif key == "pg_objects":
-                roles, _, databases = value.partition(",")
+                roles, databases, public = (value.split(",") + ["", "", ""])[:3]
                 facts.db_role_exists, facts.db_exists = roles == "1", databases == "1"
+                facts.db_public_connect = public == "1"
             elif key in _INTS:
                 setattr(facts, key, int(value or 0) if value.isdigit() else 0)
             elif key in _LISTS:

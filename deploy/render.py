@@ -47,7 +47,7 @@ VARIABLES = {
     "certbot-service.conf.j2": ("app_name", "ca_bundle"),
     "fabstack_settings.py.j2": ("project_settings", "static_dir"),
     "postgresql.conf.j2": ("listen", "port"),
-    "pg_hba.conf.j2": ("rules",),
+    "pg_hba.conf.j2": ("rules", "local_rules"),
     "redis.conf.j2": ("app_name", "address", "port"),
     "claims.j2": ("server_name", "bind", "default_server", "serves", "firewall", "owns"),
     "unattended-upgrades.conf.j2": ("reboot",),

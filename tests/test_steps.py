@@ -470,6 +470,9 @@ def test_a_db_host_shared_by_apps_keeps_the_other_apps_access_rules():
         ["django", "django", "10.0.0.12/32"],
         ["shop", "shop", "10.0.0.21/32"],
     ]  # sorted: the same file whichever app writes it
+    # over the socket: postgres for administration, each app's role to its own database only
+    local = [line.split()[1:3] for line in hba.splitlines() if line.startswith("local")]
+    assert local == [["all", "postgres"], ["django", "django"], ["shop", "shop"]]
     removing = drive(database.access(db, True))[0].content  # fab remove: the others' rules only
     assert [line.split()[1] for line in removing.splitlines() if line.startswith("host")] == ["shop"]
     assert calls(drive(database.dropped(db))) == ["command: drop_database"]
@@ -602,3 +605,17 @@ def test_an_account_or_directory_fabstack_did_not_make_is_refused(facts, refused
         drive(server.app_account(host(facts)))
     assert drive(server.app_account(host({"user": "999", "user_home": "/srv/django"}))) == []  # fabstack's
     assert drive(server.app_account(host({}))) == []  # nothing there yet
+
+
+def test_an_app_database_that_every_role_may_connect_to_is_closed():
+    facts = {
+        "os": "debian 12",
+        "pg": "15 5432 online",
+        "pg_objects": "1,1,0",
+        "sha./etc/fabstack/django/db_password": "x",
+    }
+    db = host(facts, target="root@10.0.0.13", **FARM)
+    assert db.facts.db_exists and not db.facts.db_public_connect
+    opened = host({**facts, "pg_objects": "1,1,1"}, target="root@10.0.0.13", **FARM)
+    assert opened.facts.db_public_connect  # PostgreSQL's default: CONNECT for PUBLIC
+    assert calls(drive(database.database(opened))) == ["command: ensure_database"]

@@ -4,8 +4,8 @@
 # DB_NAME, DB_USER, BACKUPS, BACKUP_UNIT. read_db_facts runs inside the facts read (facts.sh's file_facts).
 
 # read_db_facts: `pg=VERSION PORT STATUS` of the first cluster, the checksums of its
-# config files fabstack writes, and whether the app's role and database exist
-# (`pg_objects=ROLES,DATABASES` counts) when it runs.
+# config files fabstack writes, and whether the app's role and database exist and every
+# role may connect to that database (`pg_objects=ROLES,DATABASES,PUBLIC` counts) when it runs.
 # shellcheck disable=SC2046 # pg_lsclusters' columns, split on purpose
 read_db_facts() {
     taken=$(ss -Hltnp "( sport = :$DB_PORT )" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)".*/\1/p' | grep -vx postgres | head -n 1)
@@ -21,13 +21,15 @@ read_db_facts() {
         echo "backup_timer=$(systemctl is-active "$BACKUP_UNIT.timer" 2>/dev/null)"
     [ "$4" = online ] || return 0
     echo "pg_objects=$(runuser -u postgres -- psql -p "$3" -tAq -v u="$DB_USER" -v d="$DB_NAME" 2>/dev/null <<'SQL'
-SELECT (SELECT count(*) FROM pg_roles WHERE rolname = :'u') || ',' || (SELECT count(*) FROM pg_database WHERE datname = :'d');
+SELECT (SELECT count(*) FROM pg_roles WHERE rolname = :'u') || ',' || (SELECT count(*) FROM pg_database WHERE datname = :'d')
+    || ',' || (SELECT count(*) FROM pg_database WHERE datname = :'d' AND has_database_privilege('public', oid, 'CONNECT'));
 SQL
 )"
 }
 
 # ensure_database: the app's password (made on this host, once), its login role with
-# that password, and its database owned by it. The password reaches psql through
+# that password, and its database owned by it, which no other role may connect to
+# (PostgreSQL lets PUBLIC connect to every database: another app's role could). The password reaches psql through
 # psql's own backquote (postgres reads the file): never a command line or a log.
 ensure_database() {
     if [ ! -s "$DB_PASSWORD_FILE" ]; then
@@ -42,6 +44,8 @@ SELECT format('CREATE ROLE %I LOGIN', :'u') WHERE NOT EXISTS (SELECT 1 FROM pg_r
 \set pw `cat :'pwfile'`
 ALTER ROLE :"u" WITH LOGIN PASSWORD :'pw';
 SELECT format('CREATE DATABASE %I OWNER %I', :'d', :'u') WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'d')\gexec
+REVOKE CONNECT, TEMPORARY ON DATABASE :"d" FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE :"d" TO :"u";
 SQL
 }
 

@@ -69,7 +69,8 @@ def access(h: HostContext, removing: bool = False) -> Steps:
     s = h.settings
     mine = [] if removing else [(s.database_name, s.database_user, client) for client in clients(h)]
     rules = sorted(other_apps_rules(h) + mine)  # one order, whichever app writes it
-    text = render(environment(s.templates_dir), "pg_hba.conf.j2", rules=rules)
+    local_rules = sorted({(db, user) for db, user, _ in rules})
+    text = render(environment(s.templates_dir), "pg_hba.conf.j2", rules=rules, local_rules=local_rules)
     if (yield from ensure_file(h, h.layout.pg_hba(pg_version(h)), text, "postgres", "postgres", "640")):
         yield Notify(Handler.RELOAD_DB)
 
@@ -91,7 +92,8 @@ def running(h: HostContext) -> Steps:
 
 def database(h: HostContext) -> Steps:
     """The app's login role (its password made here, once) and its database."""
-    if h.facts.db_role_exists and h.facts.db_exists and h.facts.file(h.layout.db_password_file):
+    f = h.facts
+    if f.db_role_exists and f.db_exists and not f.db_public_connect and f.file(h.layout.db_password_file):
         return
     yield Command(h.shell(POSTGRES, "ensure_database"))
 
