@@ -125,6 +125,7 @@ class HostFacts:
     db_public_connect: bool = False  # every role may connect to the app's database (PostgreSQL's default)
     redis: str = ""  # a Redis host: online or down ('' when not installed)
     redis_included: bool = False  # redis.conf includes fabstack's files
+    redis_acl: bool = False  # the app has a Redis ACL user of its own (not the shared default user)
     firewall: str = ""  # loaded when fabstack's nftables table is there
     certificate: CertificateFact | None = None  # a host that ends TLS: the one it serves, if any
     background: dict[str, BackgroundFact] = field(default_factory=dict)  # process -> manager, pids
@@ -243,6 +244,7 @@ _FLAGS = {
     "supervisord_pid": "supervisord_running",
     "current_has_wsgi": "current_has_wsgi",
     "redis_included": "redis_included",
+    "redis_acl": "redis_acl",
     "cron_running": "cron_running",
 }
 _TEXTS = {

@@ -117,6 +117,7 @@ class Layout:
     redis_conf = property(lambda self: f"/etc/redis/fabstack-{self.app}.conf")
     redis_auth = property(lambda self: f"/etc/redis/fabstack-{self.app}-auth.conf")
     redis_url_file = property(lambda self: f"/etc/fabstack/{self.app}/redis_url")
+    REDIS_DEFAULT_OFF = "/etc/redis/fabstack-default-off.conf"  # the host's: Redis's default user off
     # its firewall on a farm's db host: an nftables table of the app's own, loaded by a unit
     firewall_file = property(lambda self: f"/etc/fabstack/{self.app}/firewall.nft")
     firewall_table = property(lambda self: f"fabstack_{self.app.replace('-', '_')}")
@@ -155,7 +156,7 @@ class Layout:
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP, "BUILDS": self.BUILDS,
             "DB_PASSWORD_FILE": self.db_password_file, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
             "ACME_WEBROOT": self.ACME_WEBROOT, "REDIS_CONF": self.redis_conf, "REDIS_AUTH": self.redis_auth,
-            "REDIS_URL_FILE": self.redis_url_file, "FIREWALL_FILE": self.firewall_file,
+            "REDIS_URL_FILE": self.redis_url_file, "REDIS_DEFAULT_OFF": self.REDIS_DEFAULT_OFF, "FIREWALL_FILE": self.firewall_file,
             "FIREWALL_TABLE": self.firewall_table, "FIREWALL_UNIT": self.firewall_unit,
             "FIREWALL_UNIT_FILE": self.firewall_unit_file, "NGINX_LOGS": self.nginx_logs,
             "LOGROTATE_CONF": self.logrotate_conf, "LOGROTATE_STATE": self.logrotate_state,

@@ -483,12 +483,17 @@ def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
         expected = {f"{name} {h.address}/32" for name in ("django", "blog") for h in (app1, app2)}
         assert set(filter(None, hba)) == expected, hba
         assert r.run("runuser -u postgres -- psql -d blog -tAc 'select count(*) from notes_note'").strip() == "1"
-        # one Redis: the host's one password, a database each (Celery's queues would collide in one)
+        # one Redis: a user and a password of each app's own, a database each, keys under its name
         urls = r.run("cat /etc/fabstack/django/redis_url /etc/fabstack/blog/redis_url").split()
-        assert [u.rsplit("/", 1)[1] for u in urls] == ["0", "1"] and urls[0].rsplit("/", 1)[0] == urls[1].rsplit(
-            "/", 1
-        )[0]
+        assert [u.rsplit("/", 1)[1] for u in urls] == ["0", "1"]
+        assert [u.split("//")[1].split(":")[0] for u in urls] == ["django", "blog"] and len(set(urls)) == 2
         assert [redis_ping(r, app) for app in ("django", "blog")] == ["PONG", "PONG"]
+        # blog's user reads none of django's keys (Celery's queue is django:celery), nor the
+        # config, nor makes a user: what a compromised app tried on a shared Redis
+        assert "django:_kombu.binding.celery" in redis_as(r, "django", "--scan")
+        for attempt in ("get django:celery", "config get requirepass", "acl setuser backdoor on", "config rewrite"):
+            assert "NOPERM" in redis_as(r, "blog", attempt), attempt
+        assert "NOAUTH" in r.run("redis-cli ping 2>&1")  # the default user is off
         again = fab("provision", settings=settings)  # the first app's provision keeps the second's access
         assert again.code == 0 and again.changed() == 0, again
         assert page_of(lb, "blog.test", "/notes/") == "notes: b"
@@ -506,12 +511,18 @@ def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
     assert fab("provision", settings=settings).changed() == 0
 
 
-def redis_ping(r: Remote, app: str) -> str:
-    """Redis's answer to a PING with app's URL (its password through the environment)."""
+def redis_as(r: Remote, app: str, command: str) -> str:
+    """Redis's answer to command as app's user, with app's URL (its password through the
+    environment, never on a command line)."""
     return r.run(
-        f"u=$(cat /etc/fabstack/{app}/redis_url); pw=${{u#redis://:}}; "
-        'REDISCLI_AUTH="${pw%%@*}" redis-cli -n "${u##*/}" ping 2>&1'
+        f"u=$(cat /etc/fabstack/{app}/redis_url); c=${{u#redis://}}; c=${{c%%@*}}; "
+        f'REDISCLI_AUTH="${{c#*:}}" redis-cli --user "${{c%%:*}}" -n "${{u##*/}}" {command} 2>&1'
     ).strip()
+
+
+def redis_ping(r: Remote, app: str) -> str:
+    """Redis's answer to a PING with app's URL."""
+    return redis_as(r, app, "ping")
 
 
 def page_of(lb: Host, name: str, path: str) -> str:

@@ -4,45 +4,61 @@
 # uses in its own directory, for the app hosts (read into fab's memory) and for the app
 # on this host.
 #
-# Set before use: APP, REDIS_CONF, REDIS_AUTH, REDIS_URL_FILE, REDIS_PORT.
+# Set before use: APP, REDIS_CONF, REDIS_AUTH, REDIS_URL_FILE, REDIS_PORT, REDIS_DEFAULT_OFF.
 
 # read_redis_facts: whether redis.conf includes fabstack's files, whether Redis answers,
-# and the checksums of root's files.
+# whether the app has an ACL user of its own (`redis_acl=yes`), and the checksums of
+# root's files.
 read_redis_facts() {
     [ -f /etc/redis/redis.conf ] || return 0
     grep -qxF "include $REDIS_AUTH" /etc/redis/redis.conf && echo "redis_included=yes"
+    grep -q "^user $APP on " "$REDIS_AUTH" 2> /dev/null && echo "redis_acl=yes"
     if redis-cli -p "$REDIS_PORT" ping 2>&1 | grep -qE 'PONG|NOAUTH'; then echo "redis=online"; else echo "redis=down"; fi
     file_facts "$REDIS_CONF" "$REDIS_AUTH" "$REDIS_URL_FILE"
 }
 
-# redis_setup: the password (made once, never on a command line) in REDIS_AUTH
-# (root:redis 640), root's copy of the app's URL, and redis.conf including both files.
-# Several apps on one Redis (issue 24): one password, the host's (Redis has one for its
-# default user: the last requirepass wins), and a database number of each app's own
-# (Celery's queues and Django's cache keys would collide in one), the first that no
-# other app's URL holds.
+# redis_setup: the app's own ACL user on the shared Redis: a password of its own (made
+# once, never on a command line; REDIS_AUTH holds its sha256 only, root:redis 640), its
+# keys under `APP:` (the settings fabstack generates give Celery that prefix), no
+# @admin or @dangerous command (no CONFIG GET of a password, no ACL SETUSER, no CONFIG
+# REWRITE); root's copy of the app's URL; a database number of the app's own, the first
+# that no other app's URL holds. Once no app on this Redis uses its default user (the
+# shared password before), that user is turned off (REDIS_DEFAULT_OFF).
 redis_setup() {
-    if [ ! -s "$REDIS_URL_FILE" ] || [ ! -s "$REDIS_AUTH" ]; then
+    if [ ! -s "$REDIS_URL_FILE" ] || ! grep -q "^user $APP on " "$REDIS_AUTH" 2> /dev/null; then
         install -d -o root -g root -m 750 "${REDIS_URL_FILE%/*}" || return 1
-        password='' used=''
-        for f in /etc/redis/fabstack-*-auth.conf; do
-            [ -s "$f" ] && [ "$f" != "$REDIS_AUTH" ] && [ -z "$password" ] && password=$(sed -n 's/^requirepass //p' "$f")
-        done
+        used=''
         for f in /etc/fabstack/*/redis_url; do
             [ -s "$f" ] && [ "$f" != "$REDIS_URL_FILE" ] && used="$used $(sed 's|.*/||' "$f")"
         done
         db=0
         while echo " $used " | grep -q " $db "; do db=$((db + 1)); done
         [ "$db" -lt 16 ] || { echo "Redis here has no free database for $APP (16 apps hold them)" >&2 && return 1; }
-        [ -n "$password" ] || password=$(python3 -c 'import secrets; print(secrets.token_hex(24))') || return 1
-        (umask 077 && echo "requirepass $password" > "$REDIS_AUTH.new" &&
-            echo "redis://:$password@127.0.0.1:$REDIS_PORT/$db" > "$REDIS_URL_FILE.new") || return 1
+        password=$(python3 -c 'import secrets; print(secrets.token_hex(24))') || return 1
+        hash=$(printf %s "$password" | sha256sum) || return 1
+        (umask 077 && echo "user $APP on #${hash%% *} ~$APP:* &* +@all -@admin -@dangerous" > "$REDIS_AUTH.new" &&
+            echo "redis://$APP:$password@127.0.0.1:$REDIS_PORT/$db" > "$REDIS_URL_FILE.new") || return 1
         chown root:redis "$REDIS_AUTH.new" && chmod 640 "$REDIS_AUTH.new" &&
             mv -f "$REDIS_AUTH.new" "$REDIS_AUTH" && mv -f "$REDIS_URL_FILE.new" "$REDIS_URL_FILE" || return 1
     fi
     for f in "$REDIS_CONF" "$REDIS_AUTH"; do
         grep -qxF "include $f" /etc/redis/redis.conf || echo "include $f" >> /etc/redis/redis.conf || return 1
     done
+    redis_default_off
+}
+
+# redis_default_off: Redis's default user off (no password, no command) once no fabstack
+# app's file still gives it the old shared password.
+redis_default_off() {
+    for f in /etc/redis/fabstack-*-auth.conf; do
+        if [ -f "$f" ] && grep -q '^requirepass ' "$f"; then return 0; fi
+    done
+    if [ ! -s "$REDIS_DEFAULT_OFF" ]; then
+        (umask 027 && echo "user default off resetpass nocommands" > "$REDIS_DEFAULT_OFF") &&
+            chown root:redis "$REDIS_DEFAULT_OFF" || return 1
+    fi
+    grep -qxF "include $REDIS_DEFAULT_OFF" /etc/redis/redis.conf ||
+        echo "include $REDIS_DEFAULT_OFF" >> /etc/redis/redis.conf
 }
 
 # redis_running ACTION: Redis running its config: started when down, else ACTION
@@ -73,14 +89,25 @@ app_redis_url() {
     put_app_file "$REDIS_URL_FILE" "$1" 600
 }
 
-# redis_remove: APP's database emptied (its number goes back to the pool: a queue and a
-# cache, not data a later app should find), its two files out of redis.conf and gone
-# (fab remove on the Redis host), and Redis restarted without them.
+# redis_remove: APP's keys deleted (its database number goes back to the pool: a queue
+# and a cache, not data a later app should find; as APP's own user, which may not
+# FLUSHDB), its two files out of redis.conf and gone (fab remove on the Redis host), and
+# Redis restarted without them.
 redis_remove() {
     [ -f /etc/redis/redis.conf ] || return 0
     if [ -s "$REDIS_URL_FILE" ]; then
-        REDISCLI_AUTH=$(sed 's|^redis://:\([^@]*\)@.*|\1|' "$REDIS_URL_FILE") \
-            redis-cli -p "$REDIS_PORT" -n "$(sed 's|.*/||' "$REDIS_URL_FILE")" flushdb > /dev/null || return 1
+        url=$(cat "$REDIS_URL_FILE")
+        creds=${url#redis://}
+        creds=${creds%%@*}
+        user=${creds%%:*}
+        db=${url##*/}
+        if [ -n "$user" ]; then
+            REDISCLI_AUTH=${creds#*:} redis-cli -p "$REDIS_PORT" --user "$user" -n "$db" --scan --pattern "$APP:*" |
+                REDISCLI_AUTH=${creds#*:} xargs -r redis-cli -p "$REDIS_PORT" --user "$user" -n "$db" del > /dev/null ||
+                return 1
+        else # the shared password of before: its default user may empty the database
+            REDISCLI_AUTH=${creds#:} redis-cli -p "$REDIS_PORT" -n "$db" flushdb > /dev/null || return 1
+        fi
     fi
     grep -qxF "include $REDIS_AUTH" /etc/redis/redis.conf || grep -qxF "include $REDIS_CONF" /etc/redis/redis.conf ||
         return 0

@@ -21,7 +21,8 @@ def config(h: HostContext) -> Steps:
         environment(s.templates_dir), "redis.conf.j2", app_name=s.app_name, address=address, port=REDIS_PORT
     )
     changed = yield from ensure_file(h, layout.redis_conf, content, "root", "redis", "640")
-    if not (h.facts.redis_included and h.facts.file(layout.redis_auth) and h.facts.file(layout.redis_url_file)):
+    f = h.facts
+    if not (f.redis_included and f.redis_acl and f.file(layout.redis_auth) and f.file(layout.redis_url_file)):
         yield Command(h.shell(REDIS, "redis_setup"))
         changed = True
     if changed or h.facts.redis != "online":
