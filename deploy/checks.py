@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from deploy import scripts
+from deploy import manifest, scripts
 from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
 from deploy.plans import refuse
@@ -23,7 +23,8 @@ from deploy.settings.tls import WARN_DAYS, uncovered
 
 def read_command(h: HostContext) -> scripts.Shell:
     """One read of everything the checks need: nginx's on every host, the app's on app hosts."""
-    lines = ["read_resources", "read_ssh_checks", *(["read_nginx_checks"] if h.is_app or "lb" in h.roles else [])]
+    lines = ["read_resources", "read_ssh_checks", "read_records"]
+    lines += ["read_nginx_checks"] if h.is_app or "lb" in h.roles else []
     if "db" in h.roles:
         lines.append("read_db_checks")
     dbs = h.settings.inventory.with_role("db")
@@ -50,6 +51,7 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
     }
     result = {"host key trusted": ""}  # connected: the key matched known_hosts (or accept-new recorded it)
     result |= ssh_findings(found)
+    result["everything fabstack made is an app's"] = unexplained(found)
     if "db" in h.roles:
         result |= db_findings(h, found)
     if "db_reach" in found:
@@ -86,6 +88,38 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
             "" if django in ("", "0") else f"manage.py check --deploy failed: {f.get('django_error') or django}"
         ),
     }
+
+
+def unexplained(found: dict[str, str]) -> str:
+    """What is named as fabstack's on the host (a unit, a program, an enabled site, a cron
+    file, a pg_hba rule, a Redis user) and no app's record owns: planted by hand, by an
+    app, or left by an old run. '' when every one is an app's."""
+    owned: set[manifest.Owned] = set()
+    for key, text in found.items():
+        if key.startswith("owns."):
+            owned |= set(manifest.parse(text))
+    files = {o.name for o in owned if o.kind in ("file", "cron", "site")}
+    apps = {o.name for o in owned if o.kind == "user"}
+    pg = {
+        f"{d}:{u}"
+        for d in (o.name for o in owned if o.kind == "database")
+        for u in (o.name for o in owned if o.kind == "role")
+    }
+    stray = [
+        *(f"/etc/systemd/system/{n}" for n in found.get("found_units", "").split()),
+        *(f"/etc/supervisor/conf.d/{n}" for n in found.get("found_programs", "").split()),
+        *(f"/etc/nginx/sites-enabled/{n}" for n in found.get("found_sites", "").split()),
+        *(f"/etc/cron.d/{n}" for n in found.get("found_cron", "").split()),
+    ]
+    unknown = [path for path in stray if path not in files and not path.endswith(".d")]
+    unknown += [f"pg_hba rule {rule}" for rule in found.get("found_pg_rules", "").split()
+                if rule not in pg and not rule.endswith(":postgres")]  # fmt: skip
+    unknown += [f"Redis user {user}" for user in found.get("found_redis_users", "").split()
+                if user not in apps and user != "default"]  # fmt: skip
+    if not unknown:
+        return ""
+    more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+    return f"no app's record on this host owns {', '.join(unknown[:3])}{more}"
 
 
 def resource_findings(h: HostContext, read: HostFacts) -> dict[str, str]:

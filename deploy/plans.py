@@ -56,7 +56,7 @@ def provision(h: HostRun) -> None:
         h.step("nginx site", nginx.site)
     if h.serves_lb:
         h.step("nginx load balancer", nginx.lb_site)
-    if h.is_app or h.serves_lb:
+    if h.is_app or h.serves_lb or h.runs_postgresql or h.runs_redis:  # what the app owns here, and holds
         h.step("claims recorded", apps.claims)
     if h.is_app or "lb" in h.roles:
         h.step("nginx running", nginx.running)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from deploy import manifest, plans
+from deploy import checks, manifest, plans
 from deploy import settings as s
 from deploy.console import Console
 from deploy.layout import Layout
@@ -99,3 +99,30 @@ def test_what_removal_names_is_exact_and_the_record_round_trips():
     assert {"unit", "file", "table", "database", "role", "user", "cron", "site"} <= {i.kind for i in owned}
     assert manifest.Owned("unit", "fabstack-shop.worker@.service") in owned
     assert manifest.Owned("table", "fabstack_shop") in owned
+
+
+def test_fab_check_names_what_no_app_s_record_owns():
+    settings = s.validate({**SETTINGS, "redis": True})
+    owned = manifest.owned(Layout.of(settings), settings)
+    found = {
+        "owns.shop": manifest.record(owned),
+        "found_units": "gunicorn-shop.service fabstack-shop.worker@.service fabstack-shop-logrotate.timer "
+        "certbot.service.d",
+        "found_sites": "shop.conf",
+        "found_cron": "fabstack-shop",
+        "found_pg_rules": "all:postgres shop:shop",
+        "found_redis_users": "default shop",
+    }
+    assert checks.unexplained(found) == ""  # all the app's, by its record
+    planted = {
+        **found,
+        "found_units": found["found_units"] + " fabstack-backdoor.service",
+        "found_sites": "shop.conf legacy.conf",
+        "found_pg_rules": "all:postgres shop:shop all:all",
+        "found_redis_users": "default shop backdoor",
+    }
+    assert checks.unexplained(planted) == (
+        "no app's record on this host owns /etc/systemd/system/fabstack-backdoor.service, "
+        "/etc/nginx/sites-enabled/legacy.conf, pg_hba rule all:all and 1 more"
+    )
+    assert "Redis user backdoor" in checks.unexplained({**found, "found_redis_users": "shop backdoor"})

@@ -42,3 +42,27 @@ read_app_checks() {
 read_db_reach() {
     echo "db_reach=$(python3 -c "$PG_PROBE_PY" "$1" "$2" "$3" "$4" 2>/dev/null)"
 }
+
+# read_records: every app's record of what it owns (its claims' `owns=`, as
+# `owns.APP=`), and what is named as fabstack names things on this host: units in
+# /etc/systemd/system and supervisor programs named gunicorn-* or fabstack-*, the sites
+# nginx has enabled, cron files named fabstack-*, pg_hba.conf's rules, the users Redis's
+# config files define. fab check explains each by a record.
+read_records() {
+    for f in /etc/fabstack/*/claims; do
+        [ -f "$f" ] || continue
+        app=${f%/claims}
+        sed -n "s|^owns=|owns.${app##*/}=|p" "$f"
+    done
+    echo "found_units=$(find /etc/systemd/system -maxdepth 1 \( -name 'gunicorn-*' -o -name 'fabstack-*' \) -printf '%f ' 2> /dev/null)"
+    echo "found_programs=$(find /etc/supervisor/conf.d -maxdepth 1 \( -name 'gunicorn-*' -o -name 'fabstack-*' \) -printf '%f ' 2> /dev/null)"
+    echo "found_sites=$(find /etc/nginx/sites-enabled -mindepth 1 -maxdepth 1 ! -name default -printf '%f ' 2> /dev/null)"
+    echo "found_cron=$(find /etc/cron.d -maxdepth 1 -name 'fabstack-*' -printf '%f ' 2> /dev/null)"
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+        [ -f "$hba" ] && echo "found_pg_rules=$(awk '$1 == "local" || $1 == "host" {printf "%s:%s ", $2, $3}' "$hba")"
+    done
+    if [ -d /etc/redis ]; then
+        echo "found_redis_users=$(grep -hoE '^user [^ ]+' /etc/redis/*.conf 2> /dev/null | awk '{print $2}' | sort -u | tr '\n' ' ')"
+    fi
+    true
+}
