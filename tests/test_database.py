@@ -459,20 +459,24 @@ def test_a_process_removed_from_the_settings_is_stopped_and_its_unit_removed(far
 
 
 def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
-    # issue 24: another app on the same lb, app hosts and db host; the first keeps its
-    # database access, its lb site and its data; the second taken off with its database
+    # another app on the same lb, app hosts and db host, named as a near-twin of the first
+    # (django-blog: its names start with django's); the first keeps its database access,
+    # its lb site, its data, its files and its master; the second taken off with its
+    # database and Redis user
     (lb, app1, app2, db), _, settings = farm
     farm_config = yaml.safe_load(settings.read_text())
     blog = tmp_path / "blog.yaml"
     project = stock_project(tmp_path / "blog", "blog-" + secrets.token_hex(8))
     blog.write_text(
         yaml.safe_dump(
-            {"hosts": farm_config["hosts"], "workers": 2, "app_name": "blog", "project_path": str(project),
+            {"hosts": farm_config["hosts"], "workers": 2, "app_name": "django-blog", "project_path": str(project),
              "server_name": "blog.test", "default_server": False, "redis": True}
         )
     )  # fmt: skip
     before = get(f"http://{lb.address}/notes/")
     assert before[0] == 200, before
+    a = Remote(app1)
+    django_files = "find /srv/django/config /etc/fabstack/django -type f -print0 | sort -z | xargs -0 sha256sum"
     run = fab("provision", "deploy", settings=blog)
     assert run.code == 0, run.out[-4000:]
     assert page_of(lb, "blog.test", "/notes/?add=b") == "notes: b"
@@ -480,33 +484,38 @@ def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
     r = Remote(db)
     try:
         hba = r.run("grep ^host /etc/postgresql/15/main/pg_hba.conf | awk '{print $2, $4}'").split("\n")
-        expected = {f"{name} {h.address}/32" for name in ("django", "blog") for h in (app1, app2)}
+        expected = {f"{name} {h.address}/32" for name in ("django", "django_blog") for h in (app1, app2)}
         assert set(filter(None, hba)) == expected, hba
-        assert r.run("runuser -u postgres -- psql -d blog -tAc 'select count(*) from notes_note'").strip() == "1"
+        assert r.run("runuser -u postgres -- psql -d django_blog -tAc 'select count(*) from notes_note'").strip() == "1"
         # one Redis: a user and a password of each app's own, a database each, keys under its name
-        urls = r.run("cat /etc/fabstack/django/redis_url /etc/fabstack/blog/redis_url").split()
+        urls = r.run("cat /etc/fabstack/django/redis_url /etc/fabstack/django-blog/redis_url").split()
         assert [u.rsplit("/", 1)[1] for u in urls] == ["0", "1"]
-        assert [u.split("//")[1].split(":")[0] for u in urls] == ["django", "blog"] and len(set(urls)) == 2
-        assert [redis_ping(r, app) for app in ("django", "blog")] == ["PONG", "PONG"]
+        assert [u.split("//")[1].split(":")[0] for u in urls] == ["django", "django-blog"] and len(set(urls)) == 2
+        assert [redis_ping(r, app) for app in ("django", "django-blog")] == ["PONG", "PONG"]
         # blog's user reads none of django's keys (Celery's queue is django:celery), nor the
         # config, nor makes a user: what a compromised app tried on a shared Redis
         assert "django:_kombu.binding.celery" in redis_as(r, "django", "--scan")
         for attempt in ("get django:celery", "config get requirepass", "acl setuser backdoor on", "config rewrite"):
-            assert "NOPERM" in redis_as(r, "blog", attempt), attempt
+            assert "NOPERM" in redis_as(r, "django-blog", attempt), attempt
         assert "NOAUTH" in r.run("redis-cli ping 2>&1")  # the default user is off
         again = fab("provision", settings=settings)  # the first app's provision keeps the second's access
         assert again.code == 0 and again.changed() == 0, again
         assert page_of(lb, "blog.test", "/notes/") == "notes: b"
-        gone = fab("remove", "--app", "blog", "--yes", "--purge", settings=blog)
+        django_master = "systemctl show -p MainPID --value gunicorn-django.service"
+        hashes, master = a.run(django_files), a.run(django_master)
+        gone = fab("remove", "--app", "django-blog", "--yes", "--purge", settings=blog)
         assert gone.code == 0, gone
+        assert a.run(django_files) == hashes and a.run(django_master) == master  # none of django's taken
         hba = r.run("grep ^host /etc/postgresql/15/main/pg_hba.conf | awk '{print $2}' | sort -u").split()
         assert hba == ["django"], hba
         databases = r.run("runuser -u postgres -- psql -tAc 'select datname from pg_database'").split()
-        assert "blog" not in databases and "django" in databases, databases
+        assert "django_blog" not in databases and "django" in databases, databases
         assert "blog" not in r.run("cat /etc/redis/redis.conf; ls /etc/redis")
+        assert "blog" not in a.run("ls /srv /etc/fabstack /etc/systemd/system /etc/nginx/sites-enabled /var/log")
         assert redis_ping(r, "django") == "PONG"
     finally:
         r.conn.close()
+        a.conn.close()
     assert get(f"http://{lb.address}/notes/") == before
     assert fab("provision", settings=settings).changed() == 0
 
