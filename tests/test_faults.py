@@ -76,7 +76,7 @@ def test_full_disk_during_upload_leaves_the_live_release(host, cold, tmp_path):
     assert stage.startswith("/tmp/fabstack.") and int(written) < int(size) and int(size) > 1_000_000
     assert (
         f"release uploaded: failed: upload of release.tar.gz to {stage} stopped at {written} of {size} bytes; "
-        "is the host's disk full? (df -h /tmp)"
+        f"is the host's disk full? (df -h {stage})"
     ) in run.out
     assert r.run("readlink /srv/django/current; sha256sum /srv/django/config/gunicorn.conf.py") == before
     assert "It works" in answers(host.address)

@@ -87,7 +87,7 @@ def test_missing_or_exposed_secret_stops_before_any_host(host, cold, tmp_path):
 
 def test_check_reports_what_is_unsafe_and_provision_repairs_it(host, cold, tmp_path):
     run = fab("-H", host.target, "check", settings=cold.settings)
-    assert run.code == 0 and run.summary() == {host.target: (12, 0, 0)}, run
+    assert run.code == 0 and run.summary() == {host.target: (13, 0, 0)}, run
     assert "django check --deploy warnings: W" in run.out  # plain HTTP: Django's HTTPS advice is listed
     assert "(details: fab manage -- check --deploy)" in run.out  # and how to read it
     r = Remote(host)
@@ -101,7 +101,7 @@ def test_check_reports_what_is_unsafe_and_provision_repairs_it(host, cold, tmp_p
     data = json.loads(bad.out)["runs"][0]["hosts"][0]["data"]
     assert data["gunicorn on loopback only"] == "the app user listens on 0.0.0.0:8000"
     assert data["secret files private"].startswith("not app-only (600): /srv/django/shared/data/secret_key")
-    assert data["app user not root"] == data["nginx -t"] == "ok"
+    assert data["app user not root"] == data["nginx -t"] == data["everything fabstack made is an app's"] == "ok"
     fixed = fab("-H", host.target, "provision", settings=cold.settings)
     assert fixed.code == 0 and fixed.changed() >= 2, fixed
     again = fab("-H", host.target, "check", settings=cold.settings)
