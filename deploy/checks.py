@@ -94,17 +94,12 @@ def unexplained(found: dict[str, str]) -> str:
     """What is named as fabstack's on the host (a unit, a program, an enabled site, a cron
     file, a pg_hba rule, a Redis user) and no app's record owns: planted by hand, by an
     app, or left by an old run. '' when every one is an app's."""
-    owned: set[manifest.Owned] = set()
-    for key, text in found.items():
-        if key.startswith("owns."):
-            owned |= set(manifest.parse(text))
+    records = [manifest.parse(text) for key, text in found.items() if key.startswith("owns.")]
+    owned = {item for record in records for item in record}
     files = {o.name for o in owned if o.kind in ("file", "cron", "site")}
     apps = {o.name for o in owned if o.kind == "user"}
-    pg = {
-        f"{d}:{u}"
-        for d in (o.name for o in owned if o.kind == "database")
-        for u in (o.name for o in owned if o.kind == "role")
-    }
+    # each app's role to its own database: a rule pairing one app's database with another's role is no app's
+    pg = {f"{d}:{u}" for r in records for d in manifest.of_kind(r, "database") for u in manifest.of_kind(r, "role")}
     stray = [
         *(f"/etc/systemd/system/{n}" for n in found.get("found_units", "").split()),
         *(f"/etc/supervisor/conf.d/{n}" for n in found.get("found_programs", "").split()),

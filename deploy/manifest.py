@@ -18,7 +18,7 @@ from deploy.layout import Layout
 from deploy.settings import Settings, SettingsError
 from deploy.settings.loading import share_hosts
 
-# the kinds of thing an app owns, in the order remove takes them away
+# the kinds of thing an app owns
 KINDS = ("site", "unit", "program", "cron", "file", "table", "directory", "database", "role", "user")
 
 
@@ -45,27 +45,28 @@ def owned(layout: Layout, settings: Settings) -> tuple[Owned, ...]:
     """Everything this app may own on a host, whatever the host's roles: a name the app
     could take there is its own, so no other app may have it."""
     app, s = layout.app, settings
+    processes = [p.name for p in s.background]
+    programs = [layout.program_file, *map(layout.bg_program_file, processes)]
     units = [
         layout.unit, *(f"{layout.logrotate_unit}.{end}" for end in ("service", "timer")),
         *(f"{layout.backup_unit}.{end}" for end in ("service", "timer")), layout.firewall_unit,
-        *(f"{layout.bg_unit(p.name)}.service" for p in s.background),
+        *(f"{layout.bg_unit(name)}.service" for name in processes),
         *(f"{layout.job_unit(j.name)}.{end}" for j in s.jobs for end in ("service", "timer")),
     ]  # fmt: skip
     files = [
-        layout.nginx_site, layout.nginx_lb_site, layout.unit_file, layout.program_file, layout.logrotate_state,
+        layout.nginx_site, layout.nginx_lb_site, layout.unit_file, *programs, layout.logrotate_state,
         *layout.logrotate_files(), f"/etc/systemd/system/{layout.backup_unit}.service",
         f"/etc/systemd/system/{layout.backup_unit}.timer", layout.firewall_unit_file, layout.redis_conf,
         layout.redis_auth, layout.acme_hook, layout.certbot_dropin, layout.gunicorn_conf, layout.app_env_file,
         layout.job_runner, layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.logrotate_conf,
         layout.claims, layout.db_password_file, layout.redis_url_file, layout.firewall_file,
-        *map(layout.bg_unit_file, (p.name for p in s.background)),
-        *map(layout.bg_program_file, (p.name for p in s.background)),
+        *map(layout.bg_unit_file, processes),
         *(path for j in s.jobs for path in layout.job_files(j.name)),
     ]  # fmt: skip
     items = [
         *(Owned("site", link) for link in (layout.nginx_link, layout.nginx_lb_link)),
         *(Owned("unit", unit) for unit in units),
-        *(Owned("program", path) for path in [layout.program_file, *map(layout.bg_program_file, (p.name for p in s.background))]),
+        *(Owned("program", path) for path in programs),
         *(Owned("cron", path) for path in (layout.cron_file, layout.logrotate_cron)),
         *(Owned("file", path) for path in files),
         Owned("table", layout.firewall_table),

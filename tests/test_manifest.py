@@ -126,3 +126,12 @@ def test_fab_check_names_what_no_app_s_record_owns():
         "/etc/nginx/sites-enabled/legacy.conf, pg_hba rule all:all and 1 more"
     )
     assert "Redis user backdoor" in checks.unexplained({**found, "found_redis_users": "shop backdoor"})
+
+
+def test_a_pg_hba_rule_pairing_one_app_s_database_with_another_s_role_is_no_app_s():
+    shop, blog = (s.validate({"app_name": n}) for n in ("shop", "blog"))
+    found = {f"owns.{x.app_name}": manifest.record(manifest.owned(Layout.of(x), x)) for x in (shop, blog)}
+    assert checks.unexplained({**found, "found_pg_rules": "shop:shop blog:blog"}) == ""
+    assert checks.unexplained({**found, "found_pg_rules": "shop:shop shop:blog"}) == (
+        "no app's record on this host owns pg_hba rule shop:blog"
+    )  # blog's role into shop's database
