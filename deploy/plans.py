@@ -13,7 +13,20 @@ from deploy.ops import Steps
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import HostRun, Plan
-from deploy.steps import app, apps, background, database, firewall, health, nginx, process, redis, rotation, server, tls
+from deploy.steps import (
+    background,
+    claims,
+    database,
+    firewall,
+    gunicorn,
+    health,
+    nginx,
+    redis,
+    release,
+    rotation,
+    server,
+    tls,
+)
 
 
 def provision(h: HostRun) -> None:
@@ -21,7 +34,7 @@ def provision(h: HostRun) -> None:
     on a host that has a release, the app kept running under today's config."""
     h.read_facts()
     if h.is_app or h.serves_lb:  # before anything changes: no name, port or default server another app holds
-        h.step("other apps on this host", apps.no_clash)
+        h.step("other apps on this host", claims.no_clash)
     if h.is_app:  # and no account or directory of another program's
         h.step("app account", server.app_account)
     if "db" in h.roles:
@@ -49,7 +62,7 @@ def provision(h: HostRun) -> None:
             h.step("database password", database.app_password)
         if h.runs_redis:
             h.step("redis url", redis.app_url)
-        h.step("gunicorn config", app.gunicorn_config)
+        h.step("gunicorn config", release.gunicorn_config)
     if h.ends_tls:
         h.step("certificate files", tls.certificate_files)
     if h.is_app:
@@ -57,15 +70,15 @@ def provision(h: HostRun) -> None:
     if h.serves_lb:
         h.step("nginx load balancer", nginx.lb_site)
     if h.is_app or h.serves_lb or h.runs_postgresql or h.runs_redis:  # what the app owns here, and holds
-        h.step("claims recorded", apps.claims)
+        h.step("claims recorded", claims.claims)
     if h.is_app or "lb" in h.roles:
         h.step("nginx running", nginx.running)
         h.step("log rotation", rotation.logs_rotated)
     current = h.facts.current_release
     if h.is_app and current:
         try:
-            h.step("process manager", process.manager)
-            h.step("gunicorn running", process.gunicorn_running)
+            h.step("process manager", gunicorn.manager)
+            h.step("gunicorn running", gunicorn.gunicorn_running)
         except StepFailed:
             if not h.dry_run and h.facts.passed != current:
                 never_leave_failed(h, current)
@@ -118,7 +131,7 @@ def certificate_copy(h: HostRun) -> None:
     h.step("nginx running", nginx.running)
 
 
-def deploy(release: Release, upload_only: bool = False) -> Plan:
+def deploy(new: Release, upload_only: bool = False) -> Plan:
     """Upload the release, check it, switch to it, serve it, check its health; a release
     that fails never stays current. upload_only stops before the switch (the first phase
     of a deploy with a shared database: every host has the release before it migrates)."""
@@ -127,40 +140,40 @@ def deploy(release: Release, upload_only: bool = False) -> Plan:
         if not h.is_app:
             return  # a load balancer only: nothing of the app lives here
         h.read_facts()
-        if h.step("provisioned", app.provisioned):
+        if h.step("provisioned", release.provisioned):
             return  # a dry run on a host not provisioned yet: nothing more to compare
-        h.step("room for the release", app.room_for_release, release)
-        h.step("project requirements", app.project_requirements, release)
-        h.step("release uploaded", app.upload_release, release)
+        h.step("room for the release", release.room_for_release, new)
+        h.step("project requirements", release.project_requirements, new)
+        h.step("release uploaded", release.upload_release, new)
         if h.background_here:  # checked before the switch: a process whose program is not there never starts
-            h.step("background programs", background.programs_present, release)
+            h.step("background programs", background.programs_present, new)
         # checked by gunicorn against the release it will serve, before either goes live
-        h.step("gunicorn config", app.gunicorn_config, f"{h.layout.releases}/{release.id}")
+        h.step("gunicorn config", release.gunicorn_config, f"{h.layout.releases}/{new.id}")
         if upload_only:
             return
         previous = h.facts.current_release  # before the switch, which updates the facts
-        switched = h.step("release current", app.switch_release, release)
+        switched = h.step("release current", release.switch_release, new)
         try:
-            h.step("process manager", process.manager)
-            if h.step("gunicorn running", process.gunicorn_running) or h.facts.passed != release.id:
-                h.step("health check", health.passes, release.id)
+            h.step("process manager", gunicorn.manager)
+            if h.step("gunicorn running", gunicorn.gunicorn_running) or h.facts.passed != new.id:
+                h.step("health check", health.passes, new.id)
         except StepFailed:
             if not h.dry_run:
-                never_leave_failed(h, release.id, previous if switched else "")
+                never_leave_failed(h, new.id, previous if switched else "")
             raise
         # after the new release passed: every background process restarts on it
         h.step("background processes", background.processes, switched)
         h.step("scheduled jobs", background.jobs)
-        h.step("old releases pruned", app.prune_releases)
+        h.step("old releases pruned", release.prune_releases)
 
     return plan
 
 
-def migrate(release: Release) -> Plan:
+def migrate(new: Release) -> Plan:
     """The shared database migrated by the release (on one app host that has it)."""
 
     def plan(h: HostRun) -> None:
-        h.step("database migrated", app.migrate, release)
+        h.step("database migrated", release.migrate, new)
 
     return plan
 
@@ -192,10 +205,10 @@ def never_leave_failed(h: HostRun, failed: str, previous: str = "") -> None:
     target = passed if passed in h.facts.releases else previous
     if target and target != failed:
         with contextlib.suppress(StepFailed):  # recorded; then the app stops
-            h.step("rollback", process.serve_release, target, failed)
+            h.step("rollback", gunicorn.serve_release, target, failed)
             h.step("health check of the release before", health.passes, target)
             return
-    h.step("app stopped: no release here passed its health check (nginx answers 503)", process.stop_unverified)
+    h.step("app stopped: no release here passed its health check (nginx answers 503)", gunicorn.stop_unverified)
 
 
 def lb_out(out: frozenset[str]) -> Plan:
@@ -230,11 +243,11 @@ def rollback(to: str) -> Plan:
             wanted = f"release {target!r}" if target else "release before the current one"
             h.step("rollback", refuse, f"no {wanted} to roll back to; releases here: {known} (newest first)")
         try:
-            if h.step("rollback", process.serve_release, target):
+            if h.step("rollback", gunicorn.serve_release, target):
                 h.step("health check", health.passes, target)
                 h.step("background processes", background.processes, True)
         except StepFailed:  # that release does not run (any more): back to where we were
-            h.step("back to the release before", process.serve_release, current)
+            h.step("back to the release before", gunicorn.serve_release, current)
             raise
 
     return plan
@@ -255,7 +268,7 @@ def app_control(action: str, name: str = "") -> Plan:
             if h.is_app:
                 h.step(f"{name} {action}", background.control, name, action)
             return
-        h.step(f"gunicorn {action}", process.control, action)
+        h.step(f"gunicorn {action}", gunicorn.control, action)
 
     return plan
 
@@ -269,7 +282,7 @@ def remove(purge: bool) -> Plan:
         if not (h.is_app or h.serves_lb or h.runs_postgresql or h.runs_redis):
             return
         if h.is_app:
-            h.step("gunicorn stop", process.control, "stop")
+            h.step("gunicorn stop", gunicorn.control, "stop")
             for p in h.background_here:
                 h.step(f"{p.name} stop", background.control, p.name, "stop")
         if h.runs_postgresql:  # the other apps' access rules stay; its database only with purge
@@ -279,7 +292,7 @@ def remove(purge: bool) -> Plan:
                 h.step("database dropped", database.dropped)
         if h.runs_redis:
             h.step("redis", redis.removed)
-        h.step("app removed", apps.removed, purge)  # a load balancer: its lb site and records
+        h.step("app removed", claims.removed, purge)  # a load balancer: its lb site and records
 
     return plan
 
@@ -290,8 +303,8 @@ def manage(args: str, terminal: bool) -> Plan:
 
     def plan(h: HostRun) -> None:
         h.read_facts()
-        h.step("current release", app.has_release)
-        h.result.data = {"exit_code": h.interact(app.manage_command(h, args), terminal)}
+        h.step("current release", release.has_release)
+        h.result.data = {"exit_code": h.interact(release.manage_command(h, args), terminal)}
 
     return plan
 

@@ -17,7 +17,7 @@ from deploy.plans import refuse
 from deploy.results import HostResult
 from deploy.runner import HostRun, Plan
 from deploy.settings.tls import WARN_DAYS
-from deploy.steps import process
+from deploy.steps import gunicorn
 from deploy.steps.server import venv_marker
 
 STATUS_COLUMNS = (
@@ -58,7 +58,7 @@ def status(h: HostRun) -> None:
         row |= {
             "venv": f.venv_marker[:8] or "missing",
             "app": "running" if f.app_pid else "stopped",
-            "manager": process.running_manager(h) or "-",
+            "manager": gunicorn.running_manager(h) or "-",
             "pid": f.app_pid or "-",
             "workers": x.get("workers", "-"),
             "class": x.get("worker_class", "-"),

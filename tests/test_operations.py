@@ -16,7 +16,7 @@ from deploy.ops import UNREACHABLE, Claim
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import Session
-from deploy.steps import app, firewall, rotation, server
+from deploy.steps import firewall, release, rotation, server
 
 
 def test_logs_are_rotated_hourly_by_a_timer_or_by_cron_and_gunicorn_reopens_its_files():
@@ -48,15 +48,15 @@ def test_logs_are_rotated_hourly_by_a_timer_or_by_cron_and_gunicorn_reopens_its_
 
 
 def test_a_release_that_would_not_fit_is_refused_before_anything_changes():
-    release = Release(REPO / "templates" / "sample", "staticfiles")
-    need_mb = (len(release.archive) + 2 * release.unpacked_bytes) // 2**20 + app.RELEASE_MARGIN_MB
+    new = Release(REPO / "templates" / "sample", "staticfiles")
+    need_mb = (len(new.archive) + 2 * new.unpacked_bytes) // 2**20 + release.RELEASE_MARGIN_MB
     roomy = host(with_facts(disk_free=str((need_mb + 1) * 1024), disk_mount="/srv"))
-    assert drive(app.room_for_release(roomy, release)) == []
+    assert drive(release.room_for_release(roomy, new)) == []
     full = host(with_facts(disk_free=str((need_mb - 1) * 1024), disk_mount="/srv"))
     with pytest.raises(StepFailed, match=f"only {need_mb - 1} MB free on /srv, and this release needs about {need_mb}"):
-        drive(app.room_for_release(full, release))
-    there = host(with_facts(disk_free="1", releases=release.id))  # already on the host: nothing to unpack
-    assert drive(app.room_for_release(there, release)) == []
+        drive(release.room_for_release(full, new))
+    there = host(with_facts(disk_free="1", releases=new.id))  # already on the host: nothing to unpack
+    assert drive(release.room_for_release(there, new)) == []
 
 
 def test_check_fails_on_a_full_disk_or_too_little_memory_and_status_shows_both():
@@ -171,13 +171,13 @@ def test_the_first_host_to_claim_a_build_makes_it_and_the_others_wait_for_it(tmp
 
 def test_the_project_s_requirements_are_built_as_wheels_once_and_installed_from_them():
     project = REPO / "templates" / "sample"
-    release = Release(project, "staticfiles")
-    object.__setattr__(release, "requirements", "six==1.16.0\n")  # a project with a requirement
-    built = calls(drive(app.project_requirements(host(), release)))
+    new = Release(project, "staticfiles")
+    object.__setattr__(new, "requirements", "six==1.16.0\n")  # a project with a requirement
+    built = calls(drive(release.project_requirements(host(), new)))
     assert built[0] == "upload: requirements.txt" and built[1].startswith(
         "publish: build_wheels /tmp/stage/requirements.txt "
     )
-    seen = drive(app.project_requirements(host(), release), build=str(REPO / "README.md"))
+    seen = drive(release.project_requirements(host(), new), build=str(REPO / "README.md"))
     assert calls(seen)[2].startswith("command: install_wheels /tmp/stage/requirements.txt /tmp/stage/wheels-")
 
 

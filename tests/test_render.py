@@ -14,7 +14,7 @@ from deploy.facts import HostFacts
 from deploy.host import HostContext
 from deploy.release import Release
 from deploy.render import VARIABLES, check, environment, render
-from deploy.steps import app, nginx
+from deploy.steps import nginx, release
 
 
 def FakeHostRun(settings, facts, host="root@203.0.113.5"):  # noqa: N802
@@ -23,7 +23,7 @@ def FakeHostRun(settings, facts, host="root@203.0.113.5"):  # noqa: N802
 
 
 def gunicorn_conf(**raw) -> str:
-    return app.gunicorn_conf(FakeHostRun(s.validate(raw), {"nproc": "4"}))
+    return release.gunicorn_conf(FakeHostRun(s.validate(raw), {"nproc": "4"}))
 
 
 def test_gunicorn_config_has_only_settings_gunicorn_knows():

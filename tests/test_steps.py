@@ -16,7 +16,7 @@ from deploy.host import HostContext
 from deploy.ops import Blocked, Check, Claim, Command, Diff, Handler, Notify, Probe, Publish, Reach, Say, Upload
 from deploy.release import Release
 from deploy.results import StepFailed
-from deploy.steps import app, database, health, nginx, process, server
+from deploy.steps import database, gunicorn, health, nginx, release, server
 
 HOST = "root@203.0.113.5"
 CONVERGED = {
@@ -173,10 +173,12 @@ def test_secret_key_is_generated_on_the_host_or_uploaded_from_the_settings(monke
 # gunicorn config and releases --------------------------------------------------------------
 def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_old():
     h = host()
-    conf = app.gunicorn_conf(h)
+    conf = release.gunicorn_conf(h)
     same = host(with_facts(**file_facts(h.layout.gunicorn_conf, conf, "root:django 640")))
-    assert calls(drive(app.gunicorn_config(same))) == []
-    assert calls(drive(app.gunicorn_config(h, "/srv/django/releases/ccc"))) == [  # a deploy: checked with its release
+    assert calls(drive(release.gunicorn_config(same))) == []
+    assert calls(
+        drive(release.gunicorn_config(h, "/srv/django/releases/ccc"))
+    ) == [  # a deploy: checked with its release
         "diff: /srv/django/config/gunicorn.conf.py",
         "upload: srv_django_config_gunicorn.conf.py",
         "command: install_file /tmp/stage/srv_django_config_gunicorn.conf.py /srv/django/config/gunicorn.conf.py "
@@ -184,13 +186,13 @@ def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_o
         "notify: RELOAD_APP",
     ]
     first = host(with_facts(current=""))  # nothing to load the app from yet: written as is
-    assert "check_gunicorn_config" not in calls(drive(app.gunicorn_config(first)))[2]
+    assert "check_gunicorn_config" not in calls(drive(release.gunicorn_config(first)))[2]
     # provision checks it with the current release; another project's release: left to the deploy
     same_project = host(with_facts(current_has_wsgi="yes"))
-    assert calls(drive(app.gunicorn_config(same_project)))[-2].endswith(
+    assert calls(drive(release.gunicorn_config(same_project)))[-2].endswith(
         "check_gunicorn_config /srv/django/releases/bbb sample.wsgi:application"
     )
-    other = calls(drive(app.gunicorn_config(host())))  # the facts: the current release lacks the package
+    other = calls(drive(release.gunicorn_config(host())))  # the facts: the current release lacks the package
     assert other == [
         "say: gunicorn config: the current release has no sample package (another project); "
         "fab deploy writes the config with the release it uploads"
@@ -198,42 +200,42 @@ def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_o
 
 
 def test_deploy_steps_on_a_new_release():
-    release = Release(REPO / "templates" / "sample", "staticfiles")
+    new = Release(REPO / "templates" / "sample", "staticfiles")
     h = host()
-    assert calls(drive(app.upload_release(h, release))) == [
+    assert calls(drive(release.upload_release(h, new))) == [
         "upload: release.tar.gz",
-        f"command: unpack_release {release.id} /tmp/stage/release.tar.gz staticfiles sample.wsgi "
-        f"'/srv/django/releases/\\.{release.id}\\.partial/staticfiles' yes",  # its own database: migrated here
+        f"command: unpack_release {new.id} /tmp/stage/release.tar.gz staticfiles sample.wsgi "
+        f"'/srv/django/releases/\\.{new.id}\\.partial/staticfiles' yes",  # its own database: migrated here
     ]
     shared = host(**FARM, target="root@10.0.0.11")  # a shared PostgreSQL: migrated once, by migrate
-    assert calls(drive(app.upload_release(shared, release)))[-1].endswith(" no")
-    assert calls(drive(app.migrate(shared, release))) == [f"command: migrate_release {release.id}"]
-    assert calls(drive(app.switch_release(h, release))) == [
-        f"command: switch_current /srv/django/releases/{release.id}",
+    assert calls(drive(release.upload_release(shared, new)))[-1].endswith(" no")
+    assert calls(drive(release.migrate(shared, new))) == [f"command: migrate_release {new.id}"]
+    assert calls(drive(release.switch_release(h, new))) == [
+        f"command: switch_current /srv/django/releases/{new.id}",
         "notify: RELOAD_APP",
     ]
-    assert h.facts.current_release == release.id and h.facts.releases == [release.id, "bbb", "aaa"]
+    assert h.facts.current_release == new.id and h.facts.releases == [new.id, "bbb", "aaa"]
     # what the steps after the switch see: a rollback to the release before really switches back
-    assert calls(drive(process.serve_release(h, "bbb")))[0] == "command: serve_release /srv/django/releases/bbb systemd"
-    there = host(
-        with_facts(releases=f"{release.id} bbb", current=f"/srv/django/releases/{release.id}", passed=release.id)
+    assert (
+        calls(drive(gunicorn.serve_release(h, "bbb")))[0] == "command: serve_release /srv/django/releases/bbb systemd"
     )
-    assert calls(drive(app.upload_release(there, release))) == calls(drive(app.switch_release(there, release))) == []
+    there = host(with_facts(releases=f"{new.id} bbb", current=f"/srv/django/releases/{new.id}", passed=new.id))
+    assert calls(drive(release.upload_release(there, new))) == calls(drive(release.switch_release(there, new))) == []
     # current but never checked (a run cut off after the switch): reloaded, so its check tests what it serves
-    cut = host(with_facts(releases=f"{release.id} bbb", current=f"/srv/django/releases/{release.id}"))
-    assert calls(drive(app.switch_release(cut, release))) == ["notify: RELOAD_APP"]
-    assert calls(drive(app.project_requirements(h, release))) == []  # the sample has none
+    cut = host(with_facts(releases=f"{new.id} bbb", current=f"/srv/django/releases/{new.id}"))
+    assert calls(drive(release.switch_release(cut, new))) == ["notify: RELOAD_APP"]
+    assert calls(drive(release.project_requirements(h, new))) == []  # the sample has none
 
 
 def test_prune_keeps_the_newest_the_current_and_the_one_before():
     many = host(with_facts(releases="g f e d c b a", current="/srv/django/releases/b"), keep_releases=2)
-    assert calls(drive(app.prune_releases(many))) == ["command: remove_releases e d c"]  # b's previous is a
-    assert calls(drive(app.prune_releases(host()))) == []
+    assert calls(drive(release.prune_releases(many))) == ["command: remove_releases e d c"]  # b's previous is a
+    assert calls(drive(release.prune_releases(host()))) == []
 
 
 def test_a_host_not_provisioned_blocks_the_deploy():
-    assert calls(drive(app.provisioned(host()))) == []
-    assert calls(drive(app.provisioned(host({})))) == [
+    assert calls(drive(release.provisioned(host()))) == []
+    assert calls(drive(release.provisioned(host({})))) == [
         "blocked: this host is not provisioned: run fab provision on it first"
     ]
 
@@ -268,21 +270,21 @@ def test_nginx_control_tests_the_config_first_and_a_dry_run_only_tests():
 
 # the process -------------------------------------------------------------------------------
 def test_gunicorn_running_acts_on_what_was_notified():
-    assert calls(drive(process.gunicorn_running(host()))) == []
-    assert calls(drive(process.gunicorn_running(host(with_facts(app_pid=""))))) == ["command: start_app systemd"]
+    assert calls(drive(gunicorn.gunicorn_running(host()))) == []
+    assert calls(drive(gunicorn.gunicorn_running(host(with_facts(app_pid=""))))) == ["command: start_app systemd"]
     for handler, call in ((Handler.RESTART_APP, "restart_app systemd"), (Handler.RELOAD_APP, "reload_app")):
         h = host()
         h.notify(handler)
-        assert calls(drive(process.gunicorn_running(h))) == [f"command: {call}"]
+        assert calls(drive(gunicorn.gunicorn_running(h))) == [f"command: {call}"]
     moved = host(with_facts(app_listen="127.0.0.1:8001"))  # a HUP does not always move the listener
-    assert calls(drive(process.gunicorn_running(moved))) == ["command: restart_app systemd"]
+    assert calls(drive(gunicorn.gunicorn_running(moved))) == ["command: restart_app systemd"]
     nohup = host(with_facts(pid1="sh", app_pid=""))
-    assert calls(drive(process.gunicorn_running(nohup))) == ["command: start_app nohup"]
+    assert calls(drive(gunicorn.gunicorn_running(nohup))) == ["command: start_app nohup"]
 
 
 def test_process_manager_moves_the_app_and_removes_the_old_files():
     h = host()
-    unit = drive(process.manager(h))  # no unit file yet
+    unit = drive(gunicorn.manager(h))  # no unit file yet
     assert calls(unit)[-3:] == [
         "command: install_file /tmp/stage/etc_systemd_system_gunicorn-django.service "
         "/etc/systemd/system/gunicorn-django.service root root 644",
@@ -292,19 +294,19 @@ def test_process_manager_moves_the_app_and_removes_the_old_files():
     unit_file = "/etc/systemd/system/gunicorn-django.service"
     to_supervisor = host(with_facts(**{f"sha.{unit_file}": "x", f"meta.{unit_file}": "root:root 644"}),
                          process_manager="supervisor")  # fmt: skip
-    ops = calls(drive(process.manager(to_supervisor)))
+    ops = calls(drive(gunicorn.manager(to_supervisor)))
     assert ops[:3] == ["command: stop_app systemd", "command: remove_manager systemd", "command: start_supervisord"]
     assert ops[-1] == "command: supervisor_update"
     assert to_supervisor.facts.app_pid == "started by supervisor"
 
 
 def test_a_failed_release_is_rolled_back_or_stopped():
-    assert calls(drive(process.serve_release(host(), "aaa", "ccc"))) == [
+    assert calls(drive(gunicorn.serve_release(host(), "aaa", "ccc"))) == [
         "command: serve_release /srv/django/releases/aaa systemd",
         "command: remove_releases ccc",
     ]
-    assert calls(drive(process.serve_release(host(), "bbb"))) == []  # serving it already
-    assert calls(drive(process.stop_unverified(host()))) == ["command: stop_app systemd"]
+    assert calls(drive(gunicorn.serve_release(host(), "bbb"))) == []  # serving it already
+    assert calls(drive(gunicorn.stop_unverified(host()))) == ["command: stop_app systemd"]
 
 
 @pytest.mark.parametrize(
@@ -321,7 +323,7 @@ def test_a_failed_release_is_rolled_back_or_stopped():
 )
 def test_app_control(action, running, expected):
     h = host(with_facts(app_pid="20" if running else ""))
-    assert calls(drive(process.control(h, action))) == expected
+    assert calls(drive(gunicorn.control(h, action))) == expected
 
 
 def test_health_check_records_the_release_that_passed():
@@ -345,15 +347,15 @@ def test_every_value_reaching_a_shell_is_quoted_once():
 
 def test_the_env_setting_reaches_the_app_and_a_changed_value_reloads_it():
     old = host(env={"SHOP_CURRENCY": "EUR"})
-    conf = app.gunicorn_conf(old)
+    conf = release.gunicorn_conf(old)
     assert '"SHOP_CURRENCY=EUR"' in conf and '"DJANGO_SETTINGS_MODULE=fabstack_settings"' in conf
     path = old.layout.gunicorn_conf
     changed = host(
         with_facts(current_has_wsgi="yes", **file_facts(path, conf, "root:django 640")), env={"SHOP_CURRENCY": "USD"}
     )
-    assert calls(drive(app.gunicorn_config(changed)))[-1] == "notify: RELOAD_APP"
+    assert calls(drive(release.gunicorn_config(changed)))[-1] == "notify: RELOAD_APP"
     same = host(with_facts(**file_facts(path, conf, "root:django 640")), env={"SHOP_CURRENCY": "EUR"})
-    assert calls(drive(app.gunicorn_config(same))) == []
+    assert calls(drive(release.gunicorn_config(same))) == []
     assert "SHOP_CURRENCY=USD" in changed.values["APP_ENV"].split("\n")  # manage.py and fab manage see it too
 
 
@@ -491,7 +493,7 @@ def test_a_db_host_shared_by_apps_keeps_the_other_apps_access_rules():
 
 
 def test_bind_unset_takes_the_app_s_own_then_the_first_port_nothing_holds():
-    from deploy.steps import apps
+    from deploy.steps import claims
 
     fresh = {k: v for k, v in CONVERGED.items() if k not in ("app_pid", "app_listen")}
     assert host(fresh).bind == "127.0.0.1:8000"
@@ -508,7 +510,7 @@ def test_bind_unset_takes_the_app_s_own_then_the_first_port_nothing_holds():
     assert host(busy, app_name="blog", bind="127.0.0.1:9000").bind == "127.0.0.1:9000"
     # the claims an lb-only host records hold no bind: it runs no gunicorn
     lb = host(fresh, hosts=[{"host": HOST, "roles": ["lb"]}, {"host": "root@203.0.113.6", "roles": ["app"]}])
-    assert "bind=\n" in apps.claims_text(lb)
+    assert "bind=\n" in claims.claims_text(lb)
 
 
 @pytest.mark.parametrize(
@@ -548,22 +550,22 @@ def test_bind_unset_takes_the_app_s_own_then_the_first_port_nothing_holds():
 )
 def test_an_app_wanting_what_another_holds_is_refused_naming_both(held, raw, message):
     from deploy.results import StepFailed
-    from deploy.steps import apps
+    from deploy.steps import claims
 
     facts = with_facts(**{f"claim.shop.{k}": v for k, v in held.items()})
     with pytest.raises(StepFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
-        drive(apps.no_clash(host(facts, app_name="blog", **raw)))
+        drive(claims.no_clash(host(facts, app_name="blog", **raw)))
     mine = with_facts(**{f"claim.blog.{k}": v for k, v in held.items()})  # its own record is no clash
-    assert drive(apps.no_clash(host(mine, app_name="blog", **raw))) == []
+    assert drive(claims.no_clash(host(mine, app_name="blog", **raw))) == []
 
 
 def test_apps_whose_firewalls_open_the_same_ports_share_a_host():
-    from deploy.steps import apps
+    from deploy.steps import claims
 
     held = {"claim.shop.server_name": "shop.test", "claim.shop.serves": "80", "claim.shop.firewall": "22 80"}
     blog = host(with_facts(**held), app_name="blog", server_name="blog.test", default_server=False, firewall=True)
-    assert drive(apps.no_clash(blog)) == []
-    assert "serves=80\nfirewall=22 80\n" in apps.claims_text(blog)
+    assert drive(claims.no_clash(blog)) == []
+    assert "serves=80\nfirewall=22 80\n" in claims.claims_text(blog)
 
 
 def test_remove_takes_the_app_s_redis_settings_off_the_redis_host():
@@ -576,19 +578,19 @@ def test_remove_takes_the_app_s_redis_settings_off_the_redis_host():
 
 def test_a_site_no_record_covers_keeps_its_names_and_default_server():
     from deploy.results import StepFailed
-    from deploy.steps import apps
+    from deploy.steps import claims
 
     legacy = with_facts(**{"site.legacy.conf": "80 [::]:80|legacy.test www.legacy.test", "site.other.conf": "8081|_"})
     with pytest.raises(StepFailed, match=r"/etc/nginx/sites-enabled/legacy.conf is this host's default server; set"):
-        drive(apps.no_clash(host(legacy, app_name="blog", server_name="blog.test")))
+        drive(claims.no_clash(host(legacy, app_name="blog", server_name="blog.test")))
     with pytest.raises(StepFailed, match=r"server_name www.legacy.test is /etc/nginx/sites-enabled/legacy.conf's"):
-        drive(apps.no_clash(host(legacy, app_name="blog", server_name="www.legacy.test", default_server=False)))
+        drive(claims.no_clash(host(legacy, app_name="blog", server_name="www.legacy.test", default_server=False)))
     # not the default server, its own names; another port's default server is no clash
-    assert drive(apps.no_clash(host(legacy, app_name="blog", server_name="blog.test", default_server=False))) == []
-    assert drive(apps.no_clash(host(with_facts(**{"site.other.conf": "8081|_"}), app_name="blog"))) == []
+    assert drive(claims.no_clash(host(legacy, app_name="blog", server_name="blog.test", default_server=False))) == []
+    assert drive(claims.no_clash(host(with_facts(**{"site.other.conf": "8081|_"}), app_name="blog"))) == []
     # an app's site that its record covers is checked by the record, not twice
     recorded = with_facts(**{"site.shop.conf": "80|shop.test", "claim.shop.server_name": "shop.test"})
-    assert drive(apps.no_clash(host(recorded, app_name="blog", server_name="blog.test", default_server=False))) == []
+    assert drive(claims.no_clash(host(recorded, app_name="blog", server_name="blog.test", default_server=False))) == []
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from deploy.results import StepFailed
 from deploy.scripts import quote
 from deploy.settings.background import Process
 from deploy.steps.files import ensure_file
-from deploy.steps.process import wanted_manager
+from deploy.steps.gunicorn import wanted_manager
 
 BACKGROUND = ["background.sh"]
 PLAIN = re.compile(r"[\w./:=@+,-]+")

@@ -9,7 +9,7 @@ from deploy.host import HostContext
 from deploy.ops import Command, Steps
 from deploy.render import environment, render
 from deploy.steps.files import ensure_file
-from deploy.steps.process import wanted_manager
+from deploy.steps.gunicorn import wanted_manager
 
 SIGNAL = '[ "${pid:-0}" -gt 0 ] 2> /dev/null && kill -USR1 "$pid" || true'
 

@@ -12,7 +12,7 @@ from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.scripts import plain, quote
 from deploy.steps.files import ensure_file
-from deploy.steps.process import wanted_manager
+from deploy.steps.gunicorn import wanted_manager
 
 
 def apt_packages(h: HostContext) -> Steps:

@@ -121,8 +121,8 @@ def removed(h: HostContext, purge: bool) -> Steps:
     """This app off the host: exactly what its record on the host and today's settings
     say it owns (deploy/manifest.py): its sites, units, programs, cron files, files,
     firewall table and code; its data, logs, backups and user only with purge
-    (deploy/remote/apps.sh). Its database and role go in their own step, with purge."""
+    (deploy/remote/claims.sh). Its database and role go in their own step, with purge."""
     recorded = manifest.parse(h.facts.claims.get(h.settings.app_name, {}).get("owns", ""))
     owned = tuple(sorted(set(recorded) | set(manifest.owned(h.layout, h.settings))))
     lists = [" ".join(manifest.of_kind(owned, kind)) for kind in ("unit", "program", "cron", "file", "table")]
-    yield Command(h.shell(["nginx.sh", "apps.sh"], "remove_app", "yes" if purge else "no", *lists))
+    yield Command(h.shell(["nginx.sh", "claims.sh"], "remove_app", "yes" if purge else "no", *lists))
