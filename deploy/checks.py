@@ -214,6 +214,6 @@ def check(h: HostRun) -> None:
     }
     for name, problem in problems.items():
         with contextlib.suppress(StepFailed):  # recorded; the other checks still run
-            h.step(name, refuse if problem else done, *([problem] if problem else []))
+            h.step(refuse if problem else done, *([problem] if problem else []), name=name)
     if warnings:
         h.console.say(h.host, f"django check --deploy warnings: {warnings} (details: fab manage -- check --deploy)")

@@ -144,5 +144,38 @@ Op = Command | Upload | Diff | Check | Probe | Reach | Claim | Publish | Blocked
 Steps = Generator[Op, Any, None]
 # A helper a step delegates to (`yield from`) that says whether it changed anything.
 Changes = Generator[Op, Any, bool]
-Step = Callable[..., Steps]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step, named once where it is written (`@step("nginx running")`): plans run it by
+    reference, results and output show its name, `fab steps` and the data tests
+    (tests/steps/) list it. A name with {0}, {1} takes the step's arguments (`gunicorn
+    {0}` for gunicorn.control("reload")), so a step with a verb is still one step."""
+
+    name: str
+    action: Callable[..., Steps]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Steps:
+        return self.action(*args, **kwargs)
+
+    def title(self, *args: Any) -> str:
+        """The name this run shows: the arguments put in its {0}, {1}."""
+        return self.name.format(*args) if "{" in self.name else self.name
+
+    @property
+    def summary(self) -> str:
+        """The first line of the step's docstring: what it makes true."""
+        return " ".join((self.action.__doc__ or "").split("\n\n")[0].split())
+
+
+def step(name: str) -> Callable[[Callable[..., Steps]], Step]:
+    """Register a generator of operations as a step named name."""
+
+    def named(action: Callable[..., Steps]) -> Step:
+        return Step(name, action)
+
+    return named
+
+
 CHANGES = (Command, Upload, Publish, Blocked)  # a step that yields one of these is `changed`

@@ -34,62 +34,62 @@ def provision(h: HostRun) -> None:
     on a host that has a release, the app kept running under today's config."""
     h.read_facts()
     if h.is_app or h.serves_lb:  # before anything changes: no name, port or default server another app holds
-        h.step("other apps on this host", claims.no_clash)
+        h.step(claims.no_clash)
     if h.is_app:  # and no account or directory of another program's
-        h.step("app account", server.app_account)
+        h.step(server.app_account)
     if "db" in h.roles:
-        h.step("postgresql port free", database.port_free)
-    h.step("apt packages", server.apt_packages)
-    h.step("security updates", server.security_updates)
+        h.step(database.port_free)
+    h.step(server.apt_packages)
+    h.step(server.security_updates)
     if h.firewall_here:  # before any service listens on a private address
-        h.step("firewall", firewall.rules)
+        h.step(firewall.rules)
     if "db" in h.roles:
-        h.step("postgresql config", database.config)
-        h.step("postgresql access", database.access)
-        h.step("postgresql running", database.running)
-        h.step("database", database.database)
-        h.step("daily backups", database.backup_timer)
+        h.step(database.config)
+        h.step(database.access)
+        h.step(database.running)
+        h.step(database.database)
+        h.step(database.backup_timer)
     if h.runs_redis:
-        h.step("redis", redis.config)
+        h.step(redis.config)
     if h.is_app:
-        h.step("app user", server.app_user)
-        h.step("directories", server.directories)
-        h.step("virtualenv", server.virtualenv)
-        h.step("secret key", server.secret_key)
+        h.step(server.app_user)
+        h.step(server.directories)
+        h.step(server.virtualenv)
+        h.step(server.secret_key)
         if set(h.settings.secrets) - {"SECRET_KEY"}:
-            h.step("secrets", server.secrets)
+            h.step(server.secrets)
         if h.runs_postgresql:
-            h.step("database password", database.app_password)
+            h.step(database.app_password)
         if h.runs_redis:
-            h.step("redis url", redis.app_url)
-        h.step("gunicorn config", release.gunicorn_config)
+            h.step(redis.app_url)
+        h.step(release.gunicorn_config)
     if h.ends_tls:
-        h.step("certificate files", tls.certificate_files)
+        h.step(tls.certificate_files)
     if h.is_app:
-        h.step("nginx site", nginx.site)
+        h.step(nginx.site)
     if h.serves_lb:
-        h.step("nginx load balancer", nginx.lb_site)
+        h.step(nginx.lb_site)
     if h.is_app or h.serves_lb or h.runs_postgresql or h.runs_redis:  # what the app owns here, and holds
-        h.step("claims recorded", claims.claims)
+        h.step(claims.recorded)
     if h.is_app or "lb" in h.roles:
-        h.step("nginx running", nginx.running)
-        h.step("log rotation", rotation.logs_rotated)
+        h.step(nginx.running)
+        h.step(rotation.logs_rotated)
     current = h.facts.current_release
     if h.is_app and current:
         try:
-            h.step("process manager", gunicorn.manager)
-            h.step("gunicorn running", gunicorn.gunicorn_running)
+            h.step(gunicorn.manager)
+            h.step(gunicorn.running)
         except StepFailed:
             if not h.dry_run and h.facts.passed != current:
                 never_leave_failed(h, current)
             raise
-        h.step("background processes", background.processes, False, False)
-        h.step("scheduled jobs", background.jobs)
+        h.step(background.processes, False, False)
+        h.step(background.jobs)
     if h.tls_mode == "acme":  # last: an ACME CA that fails leaves everything else done
-        h.step("certbot renewal hook", tls.acme_files)
-        if h.step("certificate", tls.acme_certificate):  # now the site can serve HTTPS
-            h.step("nginx https", nginx.lb_site if h.behind_lbs else nginx.site)
-            h.step("nginx running", nginx.running)
+        h.step(tls.acme_files)
+        if h.step(tls.acme_certificate):  # now the site can serve HTTPS
+            h.step(nginx.https)
+            h.step(nginx.running)
     if h.ends_tls and h.facts.certificate:  # the other lbs compare their copy with it
         h.result.data["certificate_sha256"] = h.facts.certificate.sha256
 
@@ -111,8 +111,8 @@ def tls_renew(force: bool) -> Plan:
 
     def plan(h: HostRun) -> None:
         h.read_facts()
-        h.step("certificate renewed", tls.renew, force)
-        h.step("nginx running", nginx.running)
+        h.step(tls.renew, force)
+        h.step(nginx.running)
 
     return plan
 
@@ -126,9 +126,9 @@ def certificate_pair(h: HostRun) -> None:
 def certificate_copy(h: HostRun) -> None:
     """An lb that is not the ACME host: the first lb's certificate put here, nginx reloaded."""
     h.read_facts()
-    h.step("certificate files", tls.certificate_files)
-    h.step("nginx https", nginx.lb_site)
-    h.step("nginx running", nginx.running)
+    h.step(tls.certificate_files)
+    h.step(nginx.https)
+    h.step(nginx.running)
 
 
 def deploy(new: Release, upload_only: bool = False) -> Plan:
@@ -140,31 +140,31 @@ def deploy(new: Release, upload_only: bool = False) -> Plan:
         if not h.is_app:
             return  # a load balancer only: nothing of the app lives here
         h.read_facts()
-        if h.step("provisioned", release.provisioned):
+        if h.step(release.provisioned):
             return  # a dry run on a host not provisioned yet: nothing more to compare
-        h.step("room for the release", release.room_for_release, new)
-        h.step("project requirements", release.project_requirements, new)
-        h.step("release uploaded", release.upload_release, new)
+        h.step(release.room_for_release, new)
+        h.step(release.project_requirements, new)
+        h.step(release.upload, new)
         if h.background_here:  # checked before the switch: a process whose program is not there never starts
-            h.step("background programs", background.programs_present, new)
+            h.step(background.programs_present, new)
         # checked by gunicorn against the release it will serve, before either goes live
-        h.step("gunicorn config", release.gunicorn_config, f"{h.layout.releases}/{new.id}")
+        h.step(release.gunicorn_config, f"{h.layout.releases}/{new.id}")
         if upload_only:
             return
         previous = h.facts.current_release  # before the switch, which updates the facts
-        switched = h.step("release current", release.switch_release, new)
+        switched = h.step(release.switch, new)
         try:
-            h.step("process manager", gunicorn.manager)
-            if h.step("gunicorn running", gunicorn.gunicorn_running) or h.facts.passed != new.id:
-                h.step("health check", health.passes, new.id)
+            h.step(gunicorn.manager)
+            if h.step(gunicorn.running) or h.facts.passed != new.id:
+                h.step(health.passes, new.id)
         except StepFailed:
             if not h.dry_run:
                 never_leave_failed(h, new.id, previous if switched else "")
             raise
         # after the new release passed: every background process restarts on it
-        h.step("background processes", background.processes, switched)
-        h.step("scheduled jobs", background.jobs)
-        h.step("old releases pruned", release.prune_releases)
+        h.step(background.processes, switched)
+        h.step(background.jobs)
+        h.step(release.prune)
 
     return plan
 
@@ -173,7 +173,7 @@ def migrate(new: Release) -> Plan:
     """The shared database migrated by the release (on one app host that has it)."""
 
     def plan(h: HostRun) -> None:
-        h.step("database migrated", release.migrate, new)
+        h.step(release.migrate, new)
 
     return plan
 
@@ -182,7 +182,7 @@ def backup(name: str, local: str) -> Plan:
     """The app's data copied on the host that holds it, and to local here."""
 
     def plan(h: HostRun) -> None:
-        h.step("backup", database.backup, name, local)
+        h.step(database.backup, name, local)
 
     return plan
 
@@ -191,7 +191,7 @@ def restore(local: str) -> Plan:
     """The app's data replaced by the backup at local (the app stopped around it)."""
 
     def plan(h: HostRun) -> None:
-        h.step("restore", database.restore, local)
+        h.step(database.restore, local)
 
     return plan
 
@@ -205,10 +205,10 @@ def never_leave_failed(h: HostRun, failed: str, previous: str = "") -> None:
     target = passed if passed in h.facts.releases else previous
     if target and target != failed:
         with contextlib.suppress(StepFailed):  # recorded; then the app stops
-            h.step("rollback", gunicorn.serve_release, target, failed)
-            h.step("health check of the release before", health.passes, target)
+            h.step(gunicorn.serve_release, target, failed)
+            h.step(health.passes_before, target)
             return
-    h.step("app stopped: no release here passed its health check (nginx answers 503)", gunicorn.stop_unverified)
+    h.step(gunicorn.stop_unverified)
 
 
 def lb_out(out: frozenset[str]) -> Plan:
@@ -217,8 +217,8 @@ def lb_out(out: frozenset[str]) -> Plan:
     def plan(h: HostRun) -> None:
         h.read_facts()
         name = f"upstream without {', '.join(sorted(out))}" if out else "upstream with every app host"
-        h.step(name, nginx.lb_site, out)
-        h.step("nginx running", nginx.running)
+        h.step(nginx.lb_site, out, name=name)
+        h.step(nginx.running)
 
     return plan
 
@@ -226,7 +226,7 @@ def lb_out(out: frozenset[str]) -> Plan:
 def serving(h: HostRun) -> None:
     """An app host answers its health check through its own nginx (one command): the
     load balancers then keep it in their upstream, or take it out."""
-    h.step("answers its health check", health.answers)
+    h.step(health.answers)
 
 
 def rollback(to: str) -> Plan:
@@ -241,13 +241,13 @@ def rollback(to: str) -> Plan:
         if not target or target not in h.facts.releases:
             known = ", ".join(h.facts.releases) or "none"
             wanted = f"release {target!r}" if target else "release before the current one"
-            h.step("rollback", refuse, f"no {wanted} to roll back to; releases here: {known} (newest first)")
+            h.step(refuse, f"no {wanted} to roll back to; releases here: {known} (newest first)", name="rollback")
         try:
-            if h.step("rollback", gunicorn.serve_release, target):
-                h.step("health check", health.passes, target)
-                h.step("background processes", background.processes, True)
+            if h.step(gunicorn.serve_release, target):
+                h.step(health.passes, target)
+                h.step(background.processes, True)
         except StepFailed:  # that release does not run (any more): back to where we were
-            h.step("back to the release before", gunicorn.serve_release, current)
+            h.step(gunicorn.back_to_before, current)
             raise
 
     return plan
@@ -266,9 +266,9 @@ def app_control(action: str, name: str = "") -> Plan:
         h.read_facts()
         if name:
             if h.is_app:
-                h.step(f"{name} {action}", background.control, name, action)
+                h.step(background.control, name, action)
             return
-        h.step(f"gunicorn {action}", gunicorn.control, action)
+        h.step(gunicorn.control, action)
 
     return plan
 
@@ -282,17 +282,17 @@ def remove(purge: bool) -> Plan:
         if not (h.is_app or h.serves_lb or h.runs_postgresql or h.runs_redis):
             return
         if h.is_app:
-            h.step("gunicorn stop", gunicorn.control, "stop")
+            h.step(gunicorn.control, "stop")
             for p in h.background_here:
-                h.step(f"{p.name} stop", background.control, p.name, "stop")
+                h.step(background.control, p.name, "stop")
         if h.runs_postgresql:  # the other apps' access rules stay; its database only with purge
-            h.step("postgresql access", database.access, True)
-            h.step("postgresql running", database.running)
+            h.step(database.access, True)
+            h.step(database.running)
             if purge:
-                h.step("database dropped", database.dropped)
+                h.step(database.dropped)
         if h.runs_redis:
-            h.step("redis", redis.removed)
-        h.step("app removed", claims.removed, purge)  # a load balancer: its lb site and records
+            h.step(redis.removed)
+        h.step(claims.removed, purge)  # a load balancer: its lb site and records
 
     return plan
 
@@ -303,7 +303,7 @@ def manage(args: str, terminal: bool) -> Plan:
 
     def plan(h: HostRun) -> None:
         h.read_facts()
-        h.step("current release", release.has_release)
+        h.step(release.has_release)
         h.result.data = {"exit_code": h.interact(release.manage_command(h, args), terminal)}
 
     return plan
@@ -313,6 +313,6 @@ def nginx_control(action: str) -> Plan:
     """fab start-nginx / stop-nginx / restart-nginx / reload-nginx / nginx-configtest."""
 
     def plan(h: HostRun) -> None:
-        h.step(f"nginx {action}", nginx.control, action)
+        h.step(nginx.control, action)
 
     return plan

@@ -12,7 +12,7 @@ from deploy import scripts
 from deploy.console import Console
 from deploy.facts import BackgroundFact, CertificateFact, HostFacts, JobFact
 from deploy.layout import Layout
-from deploy.ops import Say, Steps
+from deploy.ops import Say, Step, Steps
 from deploy.plans import refuse
 from deploy.results import HostResult
 from deploy.runner import HostRun, Plan
@@ -80,7 +80,7 @@ def status(h: HostRun) -> None:
     if web and not f.installed("nginx"):  # a fresh server: one problem, the fix, not "config invalid"
         row |= {"nginx": "not installed", "config": "-"} | ({"app": "-", "venv": "-"} if h.is_app else {})
         h.result.data = row
-        h.step("status", refuse, "not provisioned: run fab provision", report=False)
+        h.step(refuse, "not provisioned: run fab provision", name="status", report=False)
         return
     problems += [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     problems += [f"db {row['db']}"] if "db" in row and not f.pg_online else []
@@ -101,7 +101,7 @@ def status(h: HostRun) -> None:
     # its app stopped, which is a problem of its own)
     if h.is_app and row["passed"] != "-" and row["release"] not in ("-", row["passed"]):
         problems.append(f"release {row['release']} has not passed its health check")
-    h.step("status", refuse if problems else done, *(["; ".join(problems)] if problems else []), report=False)
+    h.step(refuse if problems else done, *(["; ".join(problems)] if problems else []), name="status", report=False)
 
 
 def _updates(counts: str, reboot: bool) -> str:
@@ -206,7 +206,7 @@ def releases(h: HostRun) -> None:
         commit, when, subject = (f.extra.get(f"record.{rid}", "").split("\t") + ["-", "-", "-"])[:3]
         records[rid] = {"commit": commit or "-", "time": when or "-", "subject": subject or "-"}
     h.result.data = {"releases": f.releases, "current": f.current_release, "records": records}
-    h.step("releases", _list_releases, records, report=False)
+    h.step(_list_releases, records, name="releases", report=False)
 
 
 def _list_releases(h: HostRun, records: dict[str, dict[str, str]]) -> Steps:
@@ -239,11 +239,11 @@ def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False, pro
                 h.result.data = {"logs": ""}  # a job runs on the first app host alone: nothing to show here
                 return
             if not manager:
-                h.step("logs", refuse, f"no background process or job {process} here; fab status lists them",
-                       report=False)  # fmt: skip
+                h.step(refuse, f"no background process or job {process} here; fab status lists them",
+                       name="logs", report=False)  # fmt: skip
             out = h.run(h.shell(["background.sh"], "bg_tail", process, manager, lines))
             h.result.data = {"logs": out}
-            h.step("logs", _show, out, report=False)
+            h.step(_show, out, name="logs", report=False)
             return
         app_files, root_files = (" ".join(files) for files in log_files(h.layout, app_logs, nginx_logs))
         if follow:
@@ -252,7 +252,7 @@ def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False, pro
         journal = "yes" if app_logs else "no"
         out = h.run(h.shell(["logs.sh"], "show_logs", lines, journal, app_files, root_files))  # one round trip
         h.result.data = {"logs": out}
-        h.step("logs", _show, out, report=False)
+        h.step(_show, out, name="logs", report=False)
 
     return show
 
@@ -260,3 +260,10 @@ def logs(lines: int, app_logs: bool, nginx_logs: bool, follow: bool = False, pro
 def _show(h: HostRun, out: str) -> Steps:
     if out.strip():
         yield Say(out.rstrip())
+
+
+def steps_table(steps: dict[str, Step]) -> list[str]:
+    """fab steps: a line per registered step, key, name and what it makes true."""
+    width = max(len(key) for key in steps) + 2
+    named = 30  # a longer name pushes its line's summary along
+    return [f"{key:<{width}}{s.name + '  ':<{named}}{s.summary}" for key, s in steps.items()]

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from inspect import isgenerator
 from pathlib import Path
+from typing import Any
 
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
@@ -48,6 +49,7 @@ from deploy.ops import (
     Publish,
     Reach,
     Say,
+    Step,
     Steps,
     Upload,
 )
@@ -311,10 +313,18 @@ class HostRun(HostContext):
         return self.gather(host_facts.read_command(layout, secrets, self.values, files, also))
 
     # steps ---------------------------------------------------------------------------------
-    def step(self, name: str, action: Callable[..., Steps], *args, report: bool = True, **kwargs) -> bool:
+    def step(
+        self, action: Step | Callable[..., Steps], *args: Any, name: str = "", report: bool = True, **kwargs: Any
+    ) -> bool:
         """Run one step: execute (or, in a dry run, list) the operations it yields; record
-        ok (it yielded no change), changed, or failed, with timing and diffs. Without
-        report (a read-only task's one step), only a failure is printed."""
+        ok (it yielded no change), changed, or failed, with timing and diffs. Shown by
+        its registered name (deploy.ops.step) unless name says more (a read-only task's
+        check, an lb's upstream). Without report (a read-only task's one step), only a
+        failure is printed."""
+        if not name:
+            if not isinstance(action, Step):
+                raise TypeError(f"{action.__name__} is not a registered step (@step): give it a name")
+            name = action.title(*args)
         started = time.monotonic()
         if report:
             self.console.step_started(self.host, name)

@@ -10,6 +10,7 @@ from deploy.invocation import provision as run_provision
 from deploy.lab.tasks import lab
 from deploy.release import release_of
 from deploy.rollout import migrate_once, rolling
+from deploy.steps import registered
 
 brief = Console.brief
 
@@ -199,6 +200,14 @@ def status(c, settings=None, app="", dry_run=False, verbose=False, role="", limi
     execute_in_one_report(c, "status", apps, reports.status, reports.status_table, dry_run, verbose, role, limit)
 
 
+@task
+def steps(c):
+    """List every step fabstack runs: its key (MODULE.FUNCTION, as in tests/steps/), the
+    name runs show, and what it makes true."""
+    for line in reports.steps_table(registered()):
+        print(line)
+
+
 db = Collection("db", db_backup, db_restore, db_backups)
 tls = Collection("tls", tls_renew)
 
@@ -213,6 +222,7 @@ ns = Collection(
         "releases", "List the releases on each host, newest first, the current one marked.", reports.releases, brief
     ),
     status,
+    steps,
     _control_task("start", "Start gunicorn (or --process NAME) if it is not running, through its process manager."),
     _control_task("stop", "Stop gunicorn (or --process NAME) through its manager (never pkill); confirm it is gone."),
     _control_task("restart", "Stop and start gunicorn (a new master), or every instance of --process NAME."),

@@ -48,7 +48,7 @@ def step(h):
 
 def test_a_real_run_executes_every_operation_in_order(capsys):
     h = RecordingRun(dry_run=False)
-    assert h.step("site", step) is True
+    assert h.step(step, name="site") is True
     assert h.sent == ["upload site.conf", "install /tmp/stage/site.conf", "probe", "health"]
     assert h.notified == [Handler.RELOAD_NGINX] and h.result.steps[0].status == "changed"
     assert "output of probe" in capsys.readouterr().out
@@ -57,7 +57,7 @@ def test_a_real_run_executes_every_operation_in_order(capsys):
 
 def test_a_dry_run_changes_nothing_and_shows_the_diff(capsys):
     h = RecordingRun(dry_run=True)
-    assert h.step("site", step) is True  # what a real run would change
+    assert h.step(step, name="site") is True  # what a real run would change
     # no upload, no install, no health check; the config test and the probe read only
     assert h.sent == ["cat /etc/site.conf", "nginx -t", "probe"]
     assert "+new" in h.result.steps[0].diff and "+new" in capsys.readouterr().out
@@ -69,7 +69,7 @@ def test_a_step_that_yields_no_change_is_ok():
         yield Check(plain("health"))
 
     h = RecordingRun(dry_run=False)
-    assert h.step("reads", reads) is False and h.result.steps[0].status == "ok"
+    assert h.step(reads, name="reads") is False and h.result.steps[0].status == "ok"
 
 
 def test_a_failure_is_thrown_into_the_step_which_may_say_more():
@@ -81,7 +81,7 @@ def test_a_failure_is_thrown_into_the_step_which_may_say_more():
 
     h = RecordingRun(dry_run=False, fails=("apply",))
     with pytest.raises(StepFailed, match="refused: apply failed"):
-        h.step("apply", explains)
+        h.step(explains, name="apply")
     assert h.result.steps[0].status == "failed" and h.result.steps[0].command == "apply"
 
 
@@ -90,14 +90,14 @@ def test_blocked_fails_a_real_run_and_is_a_change_to_come_in_a_dry_run():
         yield Blocked("not provisioned: run fab provision", "(after fab provision: the release)")
 
     with pytest.raises(StepFailed, match="not provisioned"):
-        RecordingRun(dry_run=False).step("provisioned", blocked)
+        RecordingRun(dry_run=False).step(blocked, name="provisioned")
     dry = RecordingRun(dry_run=True)
-    assert dry.step("provisioned", blocked) is True and "(after fab provision" in dry.result.steps[0].diff
+    assert dry.step(blocked, name="provisioned") is True and "(after fab provision" in dry.result.steps[0].diff
 
 
 def test_a_step_must_be_a_generator():
     with pytest.raises(TypeError, match="must yield operations"):
-        RecordingRun(dry_run=False).step("old style", lambda h: True)
+        RecordingRun(dry_run=False).step(lambda h: True, name="old style")
 
 
 def test_a_new_connection_never_writes_into_the_shared_config():

@@ -202,15 +202,15 @@ def test_gunicorn_config_is_checked_against_the_release_before_it_replaces_the_o
 def test_deploy_steps_on_a_new_release():
     new = Release(REPO / "templates" / "sample", "staticfiles")
     h = host()
-    assert calls(drive(release.upload_release(h, new))) == [
+    assert calls(drive(release.upload(h, new))) == [
         "upload: release.tar.gz",
         f"command: unpack_release {new.id} /tmp/stage/release.tar.gz staticfiles sample.wsgi "
         f"'/srv/django/releases/\\.{new.id}\\.partial/staticfiles' yes",  # its own database: migrated here
     ]
     shared = host(**FARM, target="root@10.0.0.11")  # a shared PostgreSQL: migrated once, by migrate
-    assert calls(drive(release.upload_release(shared, new)))[-1].endswith(" no")
+    assert calls(drive(release.upload(shared, new)))[-1].endswith(" no")
     assert calls(drive(release.migrate(shared, new))) == [f"command: migrate_release {new.id}"]
-    assert calls(drive(release.switch_release(h, new))) == [
+    assert calls(drive(release.switch(h, new))) == [
         f"command: switch_current /srv/django/releases/{new.id}",
         "notify: RELOAD_APP",
     ]
@@ -220,17 +220,17 @@ def test_deploy_steps_on_a_new_release():
         calls(drive(gunicorn.serve_release(h, "bbb")))[0] == "command: serve_release /srv/django/releases/bbb systemd"
     )
     there = host(with_facts(releases=f"{new.id} bbb", current=f"/srv/django/releases/{new.id}", passed=new.id))
-    assert calls(drive(release.upload_release(there, new))) == calls(drive(release.switch_release(there, new))) == []
+    assert calls(drive(release.upload(there, new))) == calls(drive(release.switch(there, new))) == []
     # current but never checked (a run cut off after the switch): reloaded, so its check tests what it serves
     cut = host(with_facts(releases=f"{new.id} bbb", current=f"/srv/django/releases/{new.id}"))
-    assert calls(drive(release.switch_release(cut, new))) == ["notify: RELOAD_APP"]
+    assert calls(drive(release.switch(cut, new))) == ["notify: RELOAD_APP"]
     assert calls(drive(release.project_requirements(h, new))) == []  # the sample has none
 
 
 def test_prune_keeps_the_newest_the_current_and_the_one_before():
     many = host(with_facts(releases="g f e d c b a", current="/srv/django/releases/b"), keep_releases=2)
-    assert calls(drive(release.prune_releases(many))) == ["command: remove_releases e d c"]  # b's previous is a
-    assert calls(drive(release.prune_releases(host()))) == []
+    assert calls(drive(release.prune(many))) == ["command: remove_releases e d c"]  # b's previous is a
+    assert calls(drive(release.prune(host()))) == []
 
 
 def test_a_host_not_provisioned_blocks_the_deploy():
@@ -270,16 +270,16 @@ def test_nginx_control_tests_the_config_first_and_a_dry_run_only_tests():
 
 # the process -------------------------------------------------------------------------------
 def test_gunicorn_running_acts_on_what_was_notified():
-    assert calls(drive(gunicorn.gunicorn_running(host()))) == []
-    assert calls(drive(gunicorn.gunicorn_running(host(with_facts(app_pid=""))))) == ["command: start_app systemd"]
+    assert calls(drive(gunicorn.running(host()))) == []
+    assert calls(drive(gunicorn.running(host(with_facts(app_pid=""))))) == ["command: start_app systemd"]
     for handler, call in ((Handler.RESTART_APP, "restart_app systemd"), (Handler.RELOAD_APP, "reload_app")):
         h = host()
         h.notify(handler)
-        assert calls(drive(gunicorn.gunicorn_running(h))) == [f"command: {call}"]
+        assert calls(drive(gunicorn.running(h))) == [f"command: {call}"]
     moved = host(with_facts(app_listen="127.0.0.1:8001"))  # a HUP does not always move the listener
-    assert calls(drive(gunicorn.gunicorn_running(moved))) == ["command: restart_app systemd"]
+    assert calls(drive(gunicorn.running(moved))) == ["command: restart_app systemd"]
     nohup = host(with_facts(pid1="sh", app_pid=""))
-    assert calls(drive(gunicorn.gunicorn_running(nohup))) == ["command: start_app nohup"]
+    assert calls(drive(gunicorn.running(nohup))) == ["command: start_app nohup"]
 
 
 def test_process_manager_moves_the_app_and_removes_the_old_files():

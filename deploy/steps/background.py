@@ -14,7 +14,7 @@ import re
 from deploy import appenv
 from deploy.facts import BackgroundFact, JobFact
 from deploy.host import HostContext
-from deploy.ops import Check, Command, Steps
+from deploy.ops import Check, Command, Steps, step
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.scripts import quote
@@ -72,6 +72,7 @@ def _program(h: HostContext, process: Process) -> str:
     )  # fmt: skip
 
 
+@step("background processes")
 def processes(h: HostContext, restart: bool = False, new: bool = True) -> Steps:
     """Every background process of this host running COUNT instances under the app's
     manager (restart: a new release, so every one restarts); the others gone. Without
@@ -106,6 +107,7 @@ def processes(h: HostContext, restart: bool = False, new: bool = True) -> Steps:
         h.facts.background[name] = BackgroundFact(manager, process.count)
 
 
+@step("{0} {1}")
 def control(h: HostContext, name: str, action: str) -> Steps:
     """fab start / stop / restart --process NAME on the hosts that run it."""
     wanted = {p.name: p for p in h.background_here}
@@ -124,6 +126,7 @@ def control(h: HostContext, name: str, action: str) -> Steps:
     yield Command(h.shell(BACKGROUND, f"bg_{action}", *args))
 
 
+@step("background programs")
 def programs_present(h: HostContext, release) -> Steps:
     """Every background process's program is in the uploaded release or its virtualenv
     (a Celery worker needs celery in the project's requirements)."""
@@ -132,6 +135,7 @@ def programs_present(h: HostContext, release) -> Steps:
     yield Check(h.shell(BACKGROUND, "bg_programs", target, *checks))
 
 
+@step("scheduled jobs")
 def jobs(h: HostContext) -> Steps:
     """The scheduled jobs on the first app host: systemd timers (a oneshot service each:
     never two runs at once), or one cron file and a runner that takes a lock where systemd

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from deploy import manifest
 from deploy.host import HostContext
-from deploy.ops import Command, Steps
+from deploy.ops import Command, Steps, step
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.steps import firewall
@@ -25,6 +25,7 @@ def claims_text(h: HostContext) -> str:
     )  # fmt: skip
 
 
+@step("other apps on this host")
 def no_clash(h: HostContext) -> Steps:
     """This app wants no name, bind or default server another app on the host holds,
     nor a name or default server of a site no record covers."""
@@ -112,11 +113,13 @@ def _blocked_ports(table_opens: list[int], served: list[int]) -> int:
     return next((p for p in served if table_opens and p not in table_opens), 0)
 
 
-def claims(h: HostContext) -> Steps:
+@step("claims recorded")
+def recorded(h: HostContext) -> Steps:
     """What this app holds, for the other apps' runs to read."""
     yield from ensure_file(h, h.layout.claims, claims_text(h), "root", "root", "644")
 
 
+@step("app removed")
 def removed(h: HostContext, purge: bool) -> Steps:
     """This app off the host: exactly what its record on the host and today's settings
     say it owns (deploy/manifest.py): its sites, units, programs, cron files, files,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.host import HostContext
-from deploy.ops import Command, Download, Handler, Notify, Probe, Say, Steps, Upload
+from deploy.ops import Command, Download, Handler, Notify, Probe, Say, Steps, Upload, step
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.steps.files import app_copy, ensure_file
@@ -26,6 +26,7 @@ def clients(h: HostContext) -> list[str]:
     return [f"{a}/128" if ":" in a else f"{a}/32" for a in h.settings.inventory.app_clients()]
 
 
+@step("postgresql port free")
 def port_free(h: HostContext) -> Steps:
     """db_port is PostgreSQL's or free on this host: checked before anything is installed."""
     taken = h.facts.extra.get("db_port_taken_by", "")
@@ -43,6 +44,7 @@ def port_free(h: HostContext) -> Steps:
     yield
 
 
+@step("postgresql config")
 def config(h: HostContext) -> Steps:
     """Where PostgreSQL listens: loopback, and the db host's address for the app hosts."""
     listen = "localhost" if h.member is None else f"localhost,{h.member.address}"
@@ -63,6 +65,7 @@ def other_apps_rules(h: HostContext) -> list[tuple[str, str, str]]:
     return rules
 
 
+@step("postgresql access")
 def access(h: HostContext, removing: bool = False) -> Steps:
     """pg_hba.conf: the app's role to its database from the app hosts, and the rules of
     the other apps on this host as they were; nothing else (removing: the others only)."""
@@ -75,12 +78,14 @@ def access(h: HostContext, removing: bool = False) -> Steps:
         yield Notify(Handler.RELOAD_DB)
 
 
+@step("database dropped")
 def dropped(h: HostContext) -> Steps:
     """fab remove --purge on the db host: the app's database and role gone."""
     if h.facts.pg_online:
         yield Command(h.shell(POSTGRES, "drop_database"))
 
 
+@step("postgresql running")
 def running(h: HostContext) -> Steps:
     """The handler of PostgreSQL: started when down, restarted for a new listen address
     or port, reloaded for new access rules; nothing otherwise."""
@@ -90,6 +95,7 @@ def running(h: HostContext) -> Steps:
     h.settle(Handler.RESTART_DB, Handler.RELOAD_DB)
 
 
+@step("database")
 def database(h: HostContext) -> Steps:
     """The app's login role (its password made here, once) and its database."""
     f = h.facts
@@ -98,11 +104,13 @@ def database(h: HostContext) -> Steps:
     yield Command(h.shell(POSTGRES, "ensure_database"))
 
 
+@step("database password")
 def app_password(h: HostContext) -> Steps:
     """The app's copy of the password where the app runs on the db host itself."""
     yield from app_copy(h, h.layout.db_password_file, "DB_PASSWORD", "postgres.sh", "app_db_password")
 
 
+@step("daily backups")
 def backup_timer(h: HostContext) -> Steps:
     """A daily pg_dump on the db host (a systemd timer), keeping the newest db_backup_keep;
     a host without systemd is told to schedule fab db.backup instead."""
@@ -124,6 +132,7 @@ def kind(h: HostContext) -> str:
     return "postgresql" if h.settings.postgresql else "sqlite"
 
 
+@step("backup")
 def backup(h: HostContext, name: str, local: str) -> Steps:
     """The app's data copied on the host (kept there too) and here; the copy here is
     checked against the host's by size and sha256."""
@@ -135,6 +144,7 @@ def backup(h: HostContext, name: str, local: str) -> Steps:
     yield Say(f"backup: {local} ({size} bytes, sha256 {sha}), equal on the host ({h.layout.backups}/{name}) and here")
 
 
+@step("restore")
 def restore(h: HostContext, local: str) -> Steps:
     """The app's data replaced by the backup at local (uploaded first, its size checked)."""
     staged = yield Upload(Path(local).name, Path(local).read_bytes())

@@ -8,7 +8,7 @@ stands it down. Rules that shut SSH out undo themselves; the run says so."""
 from __future__ import annotations
 
 from deploy.host import REDIS_PORT, HostContext
-from deploy.ops import UNREACHABLE, Command, Diff, Probe, Reach, Steps, Upload
+from deploy.ops import UNREACHABLE, Command, Diff, Probe, Reach, Steps, Upload, step
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.steps.files import ensure_file
@@ -77,6 +77,7 @@ def open_ports(h: HostContext) -> list[int]:
     return sorted({port for rule in services(h) for port in rule["port_list"]})
 
 
+@step("firewall")
 def rules(h: HostContext) -> Steps:
     """The table as the settings want it; new rules tried, then kept (see the module)."""
     s, layout = h.settings, h.layout

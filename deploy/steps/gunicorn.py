@@ -11,7 +11,7 @@ systemd and supervisor restart a crashed master and start it at boot; nohup does
 from __future__ import annotations
 
 from deploy.host import HostContext
-from deploy.ops import Changes, Command, Handler, Notify, Steps
+from deploy.ops import Changes, Command, Handler, Notify, Steps, step
 from deploy.render import environment, render
 from deploy.steps.files import ensure_file
 
@@ -62,6 +62,7 @@ def _manager_files(h: HostContext, manager: str) -> Changes:
     return False
 
 
+@step("process manager")
 def manager(h: HostContext) -> Steps:
     """The app under the wanted process manager: the old one stopped and its files gone."""
     wanted, running = wanted_manager(h), running_manager(h)
@@ -77,7 +78,8 @@ def manager(h: HostContext) -> Steps:
         h.settle(Handler.RESTART_APP, Handler.RELOAD_APP)
 
 
-def gunicorn_running(h: HostContext) -> Steps:
+@step("gunicorn running")
+def running(h: HostContext) -> Steps:
     """The handlers of the app: gunicorn running the current release, started if down,
     restarted (a new master) or reloaded (a HUP) when a step asked for it."""
     name = wanted_manager(h)
@@ -97,6 +99,7 @@ def _bound_elsewhere(h: HostContext) -> bool:
     return bool(listening) and not bind.startswith("unix:") and listening != [bind]
 
 
+@step("app stopped: no release here passed its health check (nginx answers 503)")
 def stop_unverified(h: HostContext) -> Steps:
     """Stop the app: its release failed its health check and no release on this host
     passed one, so nothing is served but nginx's plain 503 until a release passes."""
@@ -104,6 +107,7 @@ def stop_unverified(h: HostContext) -> Steps:
     h.facts.app_pid = ""
 
 
+@step("rollback")
 def serve_release(h: HostContext, release_id: str, discard: str = "") -> Steps:
     """`current` on release_id, served: a graceful reload where the master runs (no
     request is dropped), else a start. Discard a release that failed."""
@@ -115,6 +119,11 @@ def serve_release(h: HostContext, release_id: str, discard: str = "") -> Steps:
         yield Command(h.shell(["release.sh"], "remove_releases", discard))
 
 
+# a rollback that failed: back to the release that was serving
+back_to_before = step("back to the release before")(serve_release.action)
+
+
+@step("gunicorn {0}")
 def control(h: HostContext, action: str) -> Steps:
     """fab start / stop / restart / reload: gunicorn through whichever manager runs it."""
     name = running_manager(h) or wanted_manager(h)

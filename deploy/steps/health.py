@@ -4,14 +4,16 @@ but root's record of the release that passed."""
 from __future__ import annotations
 
 from deploy.host import HostContext
-from deploy.ops import Check, Command, Steps
+from deploy.ops import Check, Command, Steps, step
 
 
+@step("answers its health check")
 def answers(h: HostContext) -> Steps:
     """The app answers its health check through this host's nginx (changes nothing)."""
     yield Check(h.shell(["gunicorn.sh"], "health_check", f"127.0.0.1:{h.site_port}"))
 
 
+@step("health check")
 def passes(h: HostContext, release_id: str) -> Steps:
     """The site answers: checked after every change, and on every run until the current
     release has passed once (a run cut off before its check, or a first release that
@@ -21,3 +23,7 @@ def passes(h: HostContext, release_id: str) -> Steps:
     if h.facts.passed != release_id:
         yield Command(h.shell(["gunicorn.sh"], "record_passed", release_id))
         h.facts.passed = release_id
+
+
+# after a rollback: the release it went back to must pass too
+passes_before = step("health check of the release before")(passes.action)

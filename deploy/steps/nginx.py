@@ -8,7 +8,7 @@ and on failure the previous files are put back before anything reloads
 from __future__ import annotations
 
 from deploy.host import HostContext
-from deploy.ops import Command, Diff, Handler, Notify, Probe, Steps, Upload
+from deploy.ops import Command, Diff, Handler, Notify, Probe, Steps, Upload, step
 from deploy.render import environment, render
 from deploy.settings.tls import has_ocsp
 
@@ -121,16 +121,25 @@ def lb_config(h: HostContext, out: frozenset[str] = frozenset()) -> str:
     )
 
 
+@step("nginx site")
 def site(h: HostContext) -> Steps:
     """The app's nginx site enabled and the default site disabled (backed up first)."""
     layout = h.layout
     yield from _ensure_site(h, layout.nginx_site, layout.nginx_link, site_config(h), "nginx-site.conf")
 
 
+@step("nginx load balancer")
 def lb_site(h: HostContext, out: frozenset[str] = frozenset()) -> Steps:
     """The load balancer's site: an upstream of every app host with its flags."""
     layout = h.layout
     yield from _ensure_site(h, layout.nginx_lb_site, layout.nginx_lb_link, lb_config(h, out), "nginx-lb.conf")
+
+
+@step("nginx https")
+def https(h: HostContext) -> Steps:
+    """The site again once its certificate is there: the lb site on a load balancer,
+    the app's own site on a single host."""
+    yield from (lb_site if h.behind_lbs else site)(h)
 
 
 def _links_to_remove(h: HostContext) -> list[str]:
@@ -153,6 +162,7 @@ def _ensure_site(h: HostContext, path: str, link: str, content: str, staged_name
     yield Notify(Handler.RELOAD_NGINX)
 
 
+@step("nginx running")
 def running(h: HostContext) -> Steps:
     """The handler of nginx: running with the current config, started if down, reloaded
     when a step changed a site; never without nginx -t passing first."""
@@ -162,6 +172,7 @@ def running(h: HostContext) -> Steps:
     h.settle(Handler.RELOAD_NGINX)
 
 
+@step("nginx {0}")
 def control(h: HostContext, action: str) -> Steps:
     """The guide's `service nginx ACTION`, refused when nginx -t fails; a dry run only
     tests the config. configtest changes nothing."""

@@ -5,13 +5,14 @@ farm behind fabstack's firewall, deploy/steps/firewall.py)."""
 from __future__ import annotations
 
 from deploy.host import REDIS_PORT, HostContext
-from deploy.ops import Command, Steps
+from deploy.ops import Command, Steps, step
 from deploy.render import environment, render
 from deploy.steps.files import app_copy, ensure_file
 
 REDIS = ["redis.sh"]
 
 
+@step("redis")
 def config(h: HostContext) -> Steps:
     """fabstack's Redis settings (where it listens), its password and URL (made once),
     included by redis.conf; Redis restarted when they changed, started when down."""
@@ -30,11 +31,13 @@ def config(h: HostContext) -> Steps:
         h.facts.redis = "online"
 
 
+@step("redis url")
 def app_url(h: HostContext) -> Steps:
     """The app's copy of the URL where the app runs on the Redis host itself."""
     yield from app_copy(h, h.layout.redis_url_file, "REDIS_URL", "redis.sh", "app_redis_url")
 
 
+@step("redis user removed")
 def removed(h: HostContext) -> Steps:
     """fab remove on the Redis host: the app's settings out of redis.conf; the other
     apps' Redis runs on (restarted without them)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from deploy import cache
 from deploy.appenv import app_env
 from deploy.host import HostContext
-from deploy.ops import Blocked, Claim, Command, Handler, Notify, Publish, Say, Steps, Upload
+from deploy.ops import Blocked, Claim, Command, Handler, Notify, Publish, Say, Steps, Upload, step
 from deploy.release import Release
 from deploy.render import environment, render
 from deploy.results import StepFailed
@@ -48,6 +48,7 @@ def gunicorn_conf(h: HostContext) -> str:
     )
 
 
+@step("gunicorn config")
 def gunicorn_config(h: HostContext, release_dir: str = "") -> Steps:
     """gunicorn's config. It replaces the running one only after gunicorn itself accepted
     it and loaded the app with it (from release_dir, else the current release), as the
@@ -70,6 +71,7 @@ def gunicorn_config(h: HostContext, release_dir: str = "") -> Steps:
         yield Notify(Handler.RELOAD_APP)
 
 
+@step("provisioned")
 def provisioned(h: HostContext) -> Steps:
     """The server is provisioned (else: run fab provision first). In a dry run (say
     `provision deploy --dry-run` on a new host) that is a change to come, not a failure:
@@ -81,6 +83,7 @@ def provisioned(h: HostContext) -> Steps:
         )
 
 
+@step("current release")
 def has_release(h: HostContext) -> Steps:
     """The host has a current release to run commands in (else: deploy first)."""
     if not h.facts.current:
@@ -93,6 +96,7 @@ def manage_command(h: HostContext, args: str) -> Shell:
     return h.shell([], "manage", *shlex.split(args))
 
 
+@step("project requirements")
 def project_requirements(h: HostContext, release: Release) -> Steps:
     """The project's own requirements.txt, installed into the virtualenv when it changed:
     built as wheels once per kind of host (the first host to need them, from the package
@@ -114,6 +118,7 @@ def project_requirements(h: HostContext, release: Release) -> Steps:
 RELEASE_MARGIN_MB = 32  # compiled bytecode, collected static files, the staging copy
 
 
+@step("room for the release")
 def room_for_release(h: HostContext, release: Release) -> Steps:
     """Enough free space for a new release (the upload, the unpacked copy, what Django
     adds to it), checked before anything on the host changes: a full disk refused here
@@ -131,7 +136,8 @@ def room_for_release(h: HostContext, release: Release) -> Steps:
     yield
 
 
-def upload_release(h: HostContext, release: Release) -> Steps:
+@step("release uploaded")
+def upload(h: HostContext, release: Release) -> Steps:
     """The project as releases/ID: unpacked, its wsgi module imported (a broken app stops
     here, before the live site is touched), migrated (a database of this host's own: a
     shared PostgreSQL is migrated once per deploy, by `migrate`), static files
@@ -148,13 +154,15 @@ def upload_release(h: HostContext, release: Release) -> Steps:
     h.facts.releases = [release.id, *h.facts.releases]
 
 
+@step("database migrated")
 def migrate(h: HostContext, release: Release) -> Steps:
     """The shared database migrated by the new release, from one host, before any host
     switches to it (migrations that add must not break the release still serving)."""
     yield Command(h.shell(RELEASE, "migrate_release", release.id))
 
 
-def switch_release(h: HostContext, release: Release) -> Steps:
+@step("release current")
+def switch(h: HostContext, release: Release) -> Steps:
     """`current` points at the release (an atomic symlink swap), and the app loads it.
     A release that is current but never passed its check here (a run cut off between
     switch and check) is reloaded too: its workers may still run the code before it, or
@@ -168,7 +176,8 @@ def switch_release(h: HostContext, release: Release) -> Steps:
         yield Notify(Handler.RELOAD_APP)
 
 
-def prune_releases(h: HostContext) -> Steps:
+@step("old releases pruned")
+def prune(h: HostContext) -> Steps:
     """Keep the newest keep_releases releases, and always the current one and the one before it."""
     ids = h.facts.releases
     keep = set(ids[: h.settings.keep_releases]) | {h.facts.current_release, h.facts.previous_release}

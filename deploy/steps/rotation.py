@@ -6,7 +6,7 @@ within the hour and not only once a day as the distribution's daily run would.""
 from __future__ import annotations
 
 from deploy.host import HostContext
-from deploy.ops import Command, Steps
+from deploy.ops import Command, Steps, step
 from deploy.render import environment, render
 from deploy.steps.files import ensure_file
 from deploy.steps.gunicorn import wanted_manager
@@ -27,6 +27,7 @@ def reopen(h: HostContext) -> str:
     return f"{find}; {SIGNAL}"
 
 
+@step("log rotation")
 def logs_rotated(h: HostContext) -> Steps:
     """fabstack's logrotate config, and what runs it every hour."""
     s, layout = h.settings, h.layout

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from deploy import cache, packages
 from deploy.host import APT_WAIT, HostContext
-from deploy.ops import Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload
+from deploy.ops import Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload, step
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.scripts import plain, quote
@@ -15,6 +15,7 @@ from deploy.steps.files import ensure_file
 from deploy.steps.gunicorn import wanted_manager
 
 
+@step("apt packages")
 def apt_packages(h: HostContext) -> Steps:
     """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
     call; the package lists updated first only when they are stale."""
@@ -41,6 +42,7 @@ def apt_packages(h: HostContext) -> Steps:
     yield Command(h.shell(["apt.sh"], "apt_install", "yes" if stale else "no", *missing))
 
 
+@step("security updates")
 def security_updates(h: HostContext) -> Steps:
     """unattended-upgrades for the distribution's security updates only (apt's daily
     timers run it), rebooting at unattended_reboot when one needs it; switched off in
@@ -59,6 +61,7 @@ def security_updates(h: HostContext) -> Steps:
 USER_COMMENT = "fabstack app"  # the comment of every app user fabstack makes
 
 
+@step("app account")
 def app_account(h: HostContext) -> Steps:
     """The app's user, /srv/APP and /var/log/APP are fabstack's, or not there yet: an
     account fabstack did not make (postgres, www-data, a person's) would run the app
@@ -81,6 +84,7 @@ def app_account(h: HostContext) -> Steps:
     yield
 
 
+@step("app user")
 def app_user(h: HostContext) -> Steps:
     """A system user for the app: no login shell, never root, marked as fabstack's."""
     if h.facts.app_uid:
@@ -95,6 +99,7 @@ def app_user(h: HostContext) -> Steps:
     )
 
 
+@step("directories")
 def directories(h: HostContext) -> Steps:
     """The app's directories with their owners and modes (code is root's, data the app's)."""
     wrong = [
@@ -128,6 +133,7 @@ def venv_key(h: HostContext, marker: str) -> str:
     return cache.key(h.facts.os, h.facts.arch, h.layout.venv, marker)
 
 
+@step("virtualenv")
 def virtualenv(h: HostContext) -> Steps:
     """A virtualenv (PEP 668: no system-wide pip) with Django, gunicorn and gevent, built
     once per kind of host: the first host of a kind to need it installs it with pip and
@@ -149,6 +155,7 @@ def virtualenv(h: HostContext) -> Steps:
     yield Notify(Handler.RESTART_APP)  # a new interpreter or gunicorn needs a new master, not a HUP
 
 
+@step("secret key")
 def secret_key(h: HostContext) -> Steps:
     """Django's SECRET_KEY, readable by the app user alone: from the secrets setting, or
     generated on the host (so it never leaves it)."""
@@ -161,6 +168,7 @@ def secret_key(h: HostContext) -> Steps:
     yield Command(h.shell([], "new_secret", h.layout.secret_key))
 
 
+@step("secrets")
 def secrets(h: HostContext) -> Steps:
     """The other secrets from the settings, each in its own file (app user, mode 600)."""
     for name in h.settings.secret_values:

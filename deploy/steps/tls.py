@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
-from deploy.ops import Command, Handler, Notify, Probe, Say, Steps
+from deploy.ops import Command, Handler, Notify, Probe, Say, Steps, step
 from deploy.render import environment, render
 from deploy.scripts import plain, quote
 from deploy.settings.tls import RENEW_DAYS, uncovered
@@ -21,6 +21,7 @@ TLS = ["tls.sh"]
 NGINX = ["nginx.sh"]
 
 
+@step("certificate files")
 def certificate_files(h: HostContext) -> Steps:
     """Your certificate and key (or the first lb's copy) where nginx reads them: root's,
     the key readable by root alone, neither ever shown in a diff."""
@@ -35,6 +36,7 @@ def certificate_files(h: HostContext) -> Steps:
         yield Notify(Handler.RELOAD_NGINX)
 
 
+@step("certbot renewal hook")
 def acme_files(h: HostContext) -> Steps:
     """certbot's side on the ACME host: the deploy hook that reloads nginx after a renewal
     and, for a private ACME server, the CA its renewals trust."""
@@ -70,6 +72,7 @@ def wanted_issue(h: HostContext) -> str:
     return ""
 
 
+@step("certificate")
 def acme_certificate(h: HostContext) -> Steps:
     """A certificate from the ACME server for the domains, when needed: nginx first serves
     the challenge location (reloaded now, after nginx -t), then certbot asks."""
@@ -86,6 +89,7 @@ def acme_certificate(h: HostContext) -> Steps:
     yield Notify(Handler.RELOAD_NGINX)
 
 
+@step("certificate renewed")
 def renew(h: HostContext, force: bool) -> Steps:
     """certbot renews the ACME host's certificate when due (force: now); its deploy hook
     reloads nginx."""
