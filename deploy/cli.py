@@ -13,18 +13,71 @@ of the task it follows, as invoke makes it.
 
 from __future__ import annotations
 
-from invoke import Exit, Program
+import dataclasses
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-# the run flags, and whether each takes a value
-RUN_FLAGS = {
-    "--settings": True,
-    "--app": True,
-    "--role": True,
-    "--limit": True,
-    "--dry-run": False,
-    "--verbose": False,
-    "--json": False,
+from invoke import Exit, Program, Task, task
+
+
+@dataclass(frozen=True)
+class Run:
+    """The flags that describe the whole run, as one value: built once from the command
+    line by the task, passed on to invocation, the session and every host's run. Each
+    field is a flag (`dry_run` is --dry-run); a bool takes no value, the others one."""
+
+    settings: str | None = None
+    app: str = ""
+    dry_run: bool = False
+    verbose: bool = False
+    role: str = ""
+    limit: str = ""
+    json: bool = False
+
+
+RUN_HELP = {
+    "settings": "settings file (default: ./fabstack.yaml or $FABSTACK_SETTINGS)",
+    "app": "with several apps in the settings (apps:), only this one (docs/apps.md)",
+    "dry_run": "report what would change, with diffs, and change nothing",
+    "verbose": "show every remote command as it runs",
+    "role": "with no -H: only the inventory's hosts with this role (app or lb)",
+    "limit": "with no -H: only these inventory hosts (comma-separated host strings or addresses)",
+    "json": "print one JSON document on stdout (schema: docs/json.md); progress goes to stderr",
 }
+EVERY = tuple(f.name for f in dataclasses.fields(Run))
+# the run flags, and whether each takes a value
+RUN_FLAGS = {"--" + f.name.replace("_", "-"): f.type != "bool" for f in dataclasses.fields(Run)}
+
+
+def fab_task(*, flags: tuple[str, ...] = EVERY, help: dict[str, str] | None = None, name: str = "") -> Callable:
+    """A fab task written as body(c, run, OWN ARGS): invoke sees the run flags it takes
+    (flags: all of them by default) after the task's own arguments, and the body gets
+    them as one Run. So no task signature spells a run flag."""
+
+    def make(body: Callable[..., Any]) -> Task:
+        own = list(inspect.signature(body).parameters.values())[2:]
+        defaults = {f.name: f.default for f in dataclasses.fields(Run)}
+        taken = [inspect.Parameter(f, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[f]) for f in flags]
+        context = inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        signature = inspect.Signature([context, *own, *taken])
+
+        def task_body(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = dict(bound.arguments)
+            c = given.pop("c")
+            run = Run(**{f: given.pop(f) for f in flags})
+            return body(c, run, **given)
+
+        task_body.__signature__ = signature  # type: ignore[attr-defined]
+        task_body.__name__, task_body.__doc__ = body.__name__, body.__doc__
+        task_body.__module__ = body.__module__
+        helps = {**{f: RUN_HELP[f] for f in flags}, **(help or {})}
+        return task(name=name or body.__name__, help=helps)(task_body)
+
+    return make
 
 
 def take_run_flags(words: list[str]) -> tuple[list[str], dict[str, str | bool]]:

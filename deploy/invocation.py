@@ -17,6 +17,7 @@ from invoke import Context, Exit
 
 from deploy import manifest, plans, render
 from deploy import settings as settings_mod
+from deploy.cli import Run
 from deploy.connection import check_host_string
 from deploy.console import Console
 from deploy.results import HostResult
@@ -144,44 +145,42 @@ def fail_if_any(results: list[HostResult], why: str = "", out_of: int = 0) -> No
 
 
 def run_reported(
-    c: Context, task: str, hosts: list[str], plan: Plan, settings: Settings, dry_run: bool = False,
-    verbose: bool = False, phase: str = "", report: Report | None = None,
+    c: Context, task: str, hosts: list[str], plan: Plan, settings: Settings, run: Run, phase: str = "",
+    report: Report | None = None,
 ) -> list[HostResult]:  # fmt: skip
     """Run plan on hosts, print the report (default: the summary table), record the
     results for --json, and return them. One phase of several (phase given) is kept for
     the task's one summary at its end; its own table only with --verbose."""
     session = session_of(c)
-    results = session.run_task(hosts, plan, settings, c.config, dry_run=dry_run, verbose=verbose)
+    results = session.run_task(hosts, plan, settings, c.config, run)
     phased = bool(phase) or session.console.in_phases  # the last part of a task that ran phases too
     if phased:
         session.console.phase_done(results)
-    if verbose or not phased:
+    if run.verbose or not phased:
         (report or Console.summary)(session.console, results)
-    session.console.record(task, settings.app_name, results, dry_run, phase)
+    session.console.record(task, settings.app_name, results, run.dry_run, phase)
     return results
 
 
 def execute(
-    c: Context, task: str, plan: Plan, settings: Settings, dry_run: bool = False, verbose: bool = False,
-    role: str = "", limit: str = "", report: Report | None = None,
+    c: Context, task: str, plan: Plan, settings: Settings, run: Run, report: Report | None = None
 ) -> list[HostResult]:  # fmt: skip
     """Run plan on the task's hosts; exit non-zero naming the hosts that failed."""
-    hosts = hosts_of(c, settings, role, limit)
-    results = run_reported(c, task, hosts, plan, settings, dry_run, verbose, report=report)
+    hosts = hosts_of(c, settings, run.role, run.limit)
+    results = run_reported(c, task, hosts, plan, settings, run, report=report)
     fail_if_any(results)
     return results
 
 
 def execute_in_one_report(
-    c: Context, task: str, apps: list[Settings], plan: Plan, report: Report, dry_run: bool = False,
-    verbose: bool = False, role: str = "", limit: str = "",
+    c: Context, task: str, apps: list[Settings], plan: Plan, report: Report, run: Run
 ) -> list[HostResult]:  # fmt: skip
     """A read-only task over every app, reported once: status's table with a row per app
     per host (an app's part alone would hide the others' rows on the same host)."""
     results: list[HostResult] = []
-    for settings in on_limited_hosts(c, apps, limit):
-        hosts = hosts_of(c, settings, role, limit)
-        results += run_reported(c, task, hosts, plan, settings, dry_run, verbose, report=_report_later)
+    for settings in on_limited_hosts(c, apps, run.limit):
+        hosts = hosts_of(c, settings, run.role, run.limit)
+        results += run_reported(c, task, hosts, plan, settings, run, report=_report_later)
     order = {host: index for index, host in reversed(list(enumerate(r.host for r in results)))}
     results.sort(key=lambda r: order[r.host])  # each host's apps together, hosts in their order
     report(session_of(c).console, results)
@@ -193,7 +192,7 @@ def _report_later(console: Console, results: list[HostResult]) -> None:
     """A report left to the caller (execute_in_one_report prints all apps' at once)."""
 
 
-def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False) -> None:
+def run_manage(c: Context, settings: Settings, args: str, run: Run) -> None:
     """fab manage -- ARGS on the first app host (or the one -H names); exit with its code."""
     if not args.strip():
         raise Exit("fabstack: give manage.py's arguments after --, e.g. fab manage -- createsuperuser", code=2)
@@ -201,7 +200,7 @@ def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False)
     if len(hosts) > 1 and c.config.get("fabstack_hosts"):
         raise Exit(f"fabstack: fab manage runs on one host; -H gave {len(hosts)}", code=2)
     session = session_of(c)
-    (result,) = session.run_task(hosts[:1], plans.manage(args, sys.stdin.isatty()), settings, c.config, verbose=verbose)
+    (result,) = session.run_task(hosts[:1], plans.manage(args, sys.stdin.isatty()), settings, c.config, run)
     session.console.record("manage", settings.app_name, [result], dry_run=False)
     if result.failed:
         session.console.brief([result])
@@ -211,17 +210,16 @@ def run_manage(c: Context, settings: Settings, args: str, verbose: bool = False)
         raise Exit(code=code)
 
 
-def provision(
-    c: Context, settings: Settings, dry_run: bool = False, verbose: bool = False, role: str = "", limit: str = ""
-) -> None:
+def provision(c: Context, settings: Settings, run: Run) -> None:
     """fab provision, in phases where one host makes what others need: a db host first
     (PostgreSQL, the app's role, its password made there; the password is then read into
     memory and uploaded to each app host over SFTP); with an ACME certificate and several
     lbs, the first lb next (certbot there), its certificate then copied to the others."""
-    hosts = hosts_of(c, settings, role, limit)
+    hosts = hosts_of(c, settings, run.role, run.limit)
+    dry_run = run.dry_run
 
     def phase(on: list[str], plan: Plan, with_settings: Settings, name: str, dry: bool = dry_run) -> list[HostResult]:
-        done = run_reported(c, "provision", on, plan, with_settings, dry, verbose, phase=name)
+        done = run_reported(c, "provision", on, plan, with_settings, dataclasses.replace(run, dry_run=dry), name)
         fail_if_any(done, out_of=len(hosts))  # a phase's failure counts the task's hosts
         return done
 
@@ -231,7 +229,7 @@ def provision(
         phase(first, plans.provision, settings, "db")
     rest = [h for h in hosts if h not in first]
     if dbs and not dry_run and any(h not in dbs for h in rest):  # a dry run may have nothing to read yet
-        settings = with_shared_secrets(c, settings, dbs[0], verbose)
+        settings = with_shared_secrets(c, settings, dbs[0], run)
     name = "app" if first else ""
     issuer, copies = acme_lbs(settings)
     here = [h for h in copies if h in rest]
@@ -245,16 +243,16 @@ def provision(
         served = {r.host: r.data.get("certificate_sha256", "") for r in done}
         stale = [h for h in here if not served.get(issuer) or served[h] != served[issuer]]
         if stale and not dry_run:
-            phase(stale, plans.certificate_copy, with_certificate_copy(c, settings, issuer, verbose), "copy", False)
+            phase(stale, plans.certificate_copy, with_certificate_copy(c, settings, issuer, run), "copy", False)
         rest, name = [h for h in rest if h not in lbs], "app"
     if rest:
         phase(rest, plans.provision, settings, name)
 
 
-def with_shared_secrets(c: Context, settings: Settings, db: str, verbose: bool) -> Settings:
+def with_shared_secrets(c: Context, settings: Settings, db: str, run: Run) -> Settings:
     """settings holding what the db host made for the app hosts: the database password,
     Redis's URL (its address made the db host's private one)."""
-    read = _read_secret(c, settings, db, plans.shared_secrets, "the database password and Redis URL", verbose)
+    read = _read_secret(c, settings, db, plans.shared_secrets, "the database password and Redis URL", run)
     values = dict(line.split("=", 1) for line in read.splitlines() if "=" in line)
     if REDIS_URL in values:
         address = settings.inventory.with_role("db")[0].address
@@ -272,9 +270,9 @@ def acme_lbs(settings: Settings) -> tuple[str, list[str]]:
     return lbs[0], lbs[1:]
 
 
-def with_certificate_copy(c: Context, settings: Settings, issuer: str, verbose: bool) -> Settings:
+def with_certificate_copy(c: Context, settings: Settings, issuer: str, run: Run) -> Settings:
     """settings holding the ACME host's certificate and key (read into memory only)."""
-    pair = _read_secret(c, settings, issuer, plans.certificate_pair, "the certificate", verbose)
+    pair = _read_secret(c, settings, issuer, plans.certificate_pair, "the certificate", run)
     chain, _, key = pair.partition("--- key ---\n")
     if "BEGIN" not in chain or "BEGIN" not in key or settings.site_tls is None:
         raise Exit(f"fabstack: {issuer} has no certificate to copy yet; run fab provision on it first", code=1)
@@ -282,10 +280,11 @@ def with_certificate_copy(c: Context, settings: Settings, issuer: str, verbose: 
     return dataclasses.replace(settings, site_tls=copy)
 
 
-def _read_secret(c: Context, settings: Settings, host: str, plan: Plan, what: str, verbose: bool) -> str:
-    """What plan reads on host into this run's memory; exit 1 naming host when it cannot."""
+def _read_secret(c: Context, settings: Settings, host: str, plan: Plan, what: str, run: Run) -> str:
+    """What plan reads on host into this run's memory (a real read, in a dry run too);
+    exit 1 naming host when it cannot."""
     session = session_of(c)
-    (read,) = session.run_task([host], plan, settings, c.config, verbose=verbose, quiet=True)
+    (read,) = session.run_task([host], plan, settings, c.config, dataclasses.replace(run, dry_run=False), quiet=True)
     value = session.secrets.pop(host, "")
     if read.failed or not value.strip():
         raise Exit(
@@ -295,7 +294,7 @@ def _read_secret(c: Context, settings: Settings, host: str, plan: Plan, what: st
     return value
 
 
-def tls_renew(c: Context, settings: Settings, force: bool, dry_run: bool = False, verbose: bool = False) -> None:
+def tls_renew(c: Context, settings: Settings, force: bool, run: Run) -> None:
     """fab tls.renew: certbot renews on the ACME host when due (--force: now); the other
     lbs get the new certificate."""
     tls = settings.site_tls
@@ -303,24 +302,19 @@ def tls_renew(c: Context, settings: Settings, force: bool, dry_run: bool = False
         raise Exit("fabstack: tls.renew renews ACME certificates; set tls.email (docs/https.md)", code=2)
     issuer, copies = acme_lbs(settings)
     hosts = [issuer] if issuer else hosts_of(c, settings, role="lb")
-    fail_if_any(run_reported(c, "tls.renew", hosts, plans.tls_renew(force), settings, dry_run, verbose, phase="renew"))
-    if copies and not dry_run:
-        settings = with_certificate_copy(c, settings, issuer, verbose)
-        fail_if_any(
-            run_reported(c, "tls.renew", copies, plans.certificate_copy, settings, verbose=verbose, phase="copy")
-        )
+    fail_if_any(run_reported(c, "tls.renew", hosts, plans.tls_renew(force), settings, run, phase="renew"))
+    if copies and not run.dry_run:
+        settings = with_certificate_copy(c, settings, issuer, run)
+        fail_if_any(run_reported(c, "tls.renew", copies, plans.certificate_copy, settings, run, phase="copy"))
 
 
-def remove(
-    c: Context, settings: Settings, yes: bool, purge: bool, dry_run: bool = False, verbose: bool = False,
-    role: str = "", limit: str = "",
-) -> None:  # fmt: skip
+def remove(c: Context, settings: Settings, yes: bool, purge: bool, run: Run) -> None:
     """fab remove --app NAME --yes: the app off its hosts; --yes says it is meant."""
     app = settings.app_name
-    if not yes and not dry_run:
+    if not yes and not run.dry_run:
         what = "its code, units, site and records (its data and logs stay)" if not purge else "everything of it"
         raise Exit(f"fabstack: fab remove takes app {app!r} off the host(s): {what}; add --yes to do it", code=2)
-    execute(c, "remove", plans.remove(purge), settings, dry_run, verbose, role, limit)
+    execute(c, "remove", plans.remove(purge), settings, run)
 
 
 def data_host(c: Context, settings: Settings) -> str:
@@ -330,17 +324,17 @@ def data_host(c: Context, settings: Settings) -> str:
     return dbs[0].host if dbs else hosts_of(c, settings, role="app")[0]
 
 
-def backup(c: Context, settings: Settings, to: str, verbose: bool = False) -> Path:
+def backup(c: Context, settings: Settings, to: str, run: Run) -> Path:
     """fab db.backup: a copy of the app's data on its host and in `to` here, checked."""
     kind = "dump" if settings.postgresql else "sqlite3"
     name = f"{settings.app_name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{kind}"
     local = Path(to) / name
     host = data_host(c, settings)
-    fail_if_any(run_reported(c, "db.backup", [host], plans.backup(name, str(local)), settings, verbose=verbose))
+    fail_if_any(run_reported(c, "db.backup", [host], plans.backup(name, str(local)), settings, run))
     return local
 
 
-def restore(c: Context, settings: Settings, path: str, yes: bool, verbose: bool = False) -> None:
+def restore(c: Context, settings: Settings, path: str, yes: bool, run: Run) -> None:
     """fab db.restore FILE --yes: the app stopped on every app host, the data replaced,
     the app started again (also when the restore fails)."""
     if not Path(path).is_file():
@@ -348,15 +342,13 @@ def restore(c: Context, settings: Settings, path: str, yes: bool, verbose: bool 
     if not yes:
         raise Exit(f"fabstack: db.restore replaces the app's data with {path}; add --yes to do it", code=2)
     apps = hosts_of(c, settings, role="app")
-    fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("stop"), settings, verbose=verbose, phase="stop"))
+    fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("stop"), settings, run, phase="stop"))
     try:
         restored = run_reported(
-            c, "db.restore", [data_host(c, settings)], plans.restore(path), settings, verbose=verbose, phase="restore"
+            c, "db.restore", [data_host(c, settings)], plans.restore(path), settings, run, phase="restore"
         )
     finally:
-        fail_if_any(
-            run_reported(c, "db.restore", apps, plans.app_control("start"), settings, verbose=verbose, phase="start")
-        )
+        fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("start"), settings, run, phase="start"))
     fail_if_any(restored)
 
 

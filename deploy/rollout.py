@@ -4,16 +4,19 @@ the app hosts that answer their health check."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from invoke import Context
 
 from deploy import plans
+from deploy.cli import Run
 from deploy.invocation import fail_if_any, run_reported, session_of
 from deploy.release import Release
 from deploy.runner import Plan
 from deploy.settings import Settings
 
 
-def rolling(c: Context, task: str, plan: Plan, settings: Settings, verbose: bool = False) -> bool:
+def rolling(c: Context, task: str, plan: Plan, settings: Settings, run: Run) -> bool:
     """Deploy (or roll back) app hosts behind load balancers batch by batch, each out of
     the upstream while it changes; then every app host that answers its health check is
     in the upstream and every one that does not is out, whatever an earlier run left.
@@ -25,51 +28,48 @@ def rolling(c: Context, task: str, plan: Plan, settings: Settings, verbose: bool
         return False
     session = session_of(c)
     # Look ahead (one facts read per host): only hosts whose run would change roll.
-    preview = session.run_task(apps, plan, settings, c.config, dry_run=True, quiet=True)
+    preview = session.run_task(apps, plan, settings, c.config, dataclasses.replace(run, dry_run=True), quiet=True)
     fail_if_any(preview)
     changing = [r.host for r in preview if r.count("changed")]
     session.console.say(
         "rolling", f"{len(changing)} of {len(apps)} app host(s) to change, {settings.batch_size} at a time"
     )
 
-    def run(hosts: list[str], plan: Plan, phase: str) -> list:
-        return run_reported(c, task, hosts, plan, settings, verbose=verbose, phase=phase)
+    def phase(hosts: list[str], plan: Plan, name: str) -> list:
+        return run_reported(c, task, hosts, plan, settings, run, phase=name)
 
     every = len(set(apps) | set(lbs))
     for start in range(0, len(changing), settings.batch_size):
         batch = changing[start : start + settings.batch_size]
-        fail_if_any(run(lbs, plans.lb_out(frozenset(batch)), "lb out"), out_of=every)
+        fail_if_any(phase(lbs, plans.lb_out(frozenset(batch)), "lb out"), out_of=every)
         fail_if_any(
-            run(batch, plan, "batch"),
+            phase(batch, plan, "batch"),
             "; rollout stopped: the load balancers keep the failed host(s) out, the rest stay as they were",
             out_of=every,
         )
-        fail_if_any(run(lbs, plans.lb_out(frozenset()), "lb in"), out_of=every)
+        fail_if_any(phase(lbs, plans.lb_out(frozenset()), "lb in"), out_of=every)
     if not changing:  # the look-ahead already read every host: report it, do not read again
         session.console.phase_done(preview)
-        if verbose:
+        if run.verbose:
             session.console.summary(preview)
         session.console.record(task, settings.app_name, preview, dry_run=False, phase="look-ahead")
-    health = run(apps, plans.serving, "health")
+    health = phase(apps, plans.serving, "health")
     unhealthy = frozenset(r.host for r in health if r.failed)
-    fail_if_any(run(lbs, plans.lb_out(unhealthy), "upstream"), out_of=every)
+    fail_if_any(phase(lbs, plans.lb_out(unhealthy), "upstream"), out_of=every)
     fail_if_any(health, "; the load balancers keep them out until they answer", out_of=every)
     return True
 
 
-def migrate_once(
-    c: Context, settings: Settings, release: Release, hosts: list[str], verbose: bool = False
-) -> None:  # fmt: skip
+def migrate_once(c: Context, settings: Settings, release: Release, hosts: list[str], run: Run) -> None:
     """A deploy with a shared database: the release uploaded to every app host first
     (nothing switches), then the database migrated once, from the first of them, before
     any host serves the release. A failing migration stops the deploy there: every host
     stays on the release it serves."""
     apps = [h for h in hosts if "app" in settings.inventory.roles_of(h)]
-    uploaded = run_reported(c, "deploy", apps, plans.deploy(release, upload_only=True), settings, verbose=verbose,
-                            phase="upload")  # fmt: skip
+    uploaded = run_reported(c, "deploy", apps, plans.deploy(release, upload_only=True), settings, run, "upload")
     fail_if_any(uploaded)
     if any(s.name == "release uploaded" and s.status == "changed" for r in uploaded for s in r.steps):
         fail_if_any(
-            run_reported(c, "deploy", apps[:1], plans.migrate(release), settings, verbose=verbose, phase="migrate"),
+            run_reported(c, "deploy", apps[:1], plans.migrate(release), settings, run, "migrate"),
             "; the migration failed: no host switched, every host serves the release it served",
         )

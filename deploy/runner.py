@@ -29,6 +29,7 @@ from paramiko import SFTPClient
 
 from deploy import cache, manifest
 from deploy import facts as host_facts
+from deploy.cli import Run
 from deploy.connection import ConnectError, connect
 from deploy.console import Console, LineWriter
 from deploy.facts import HostFacts
@@ -173,14 +174,14 @@ class Session:
                 conn.close()
 
     def run_task(
-        self, hosts: list[str], plan: Plan, settings: Settings, config: Config | None = None, dry_run: bool = False,
-        verbose: bool = False, quiet: bool = False,
+        self, hosts: list[str], plan: Plan, settings: Settings, config: Config | None, run: Run,
+        quiet: bool = False,
     ) -> list[HostResult]:  # fmt: skip
         """Run plan on every host concurrently (at most settings.parallel at once) and
         return each host's result; quiet prints nothing (a look-ahead)."""
         pool = ThreadPoolExecutor(max_workers=min(settings.parallel, max(len(hosts), 1)))
         try:
-            return list(pool.map(lambda h: self._run_host(h, plan, settings, config, dry_run, verbose, quiet), hosts))
+            return list(pool.map(lambda h: self._run_host(h, plan, settings, config, run, quiet), hosts))
         except KeyboardInterrupt:  # Ctrl-C (logs --follow): end every host's command, then stop
             self.interrupt()
             raise
@@ -188,8 +189,7 @@ class Session:
             pool.shutdown(wait=True)
 
     def _run_host(
-        self, host: str, plan: Plan, settings: Settings, config: Config | None, dry_run: bool, verbose: bool,
-        quiet: bool,
+        self, host: str, plan: Plan, settings: Settings, config: Config | None, flags: Run, quiet: bool
     ) -> HostResult:  # fmt: skip
         started = time.monotonic()
         self.console.quiet(quiet)
@@ -197,8 +197,8 @@ class Session:
             conn = self.connection(host, config, settings)
         except ConnectError as exc:
             self.console.say(host, f"failed: {exc}")
-            return HostResult(host, error=str(exc), seconds=time.monotonic() - started, dry_run=dry_run)
-        run = HostRun(self, host, conn, settings, dry_run, verbose)
+            return HostResult(host, error=str(exc), seconds=time.monotonic() - started, dry_run=flags.dry_run)
+        run = HostRun(self, host, conn, settings, flags)
         try:
             plan(run)
         except StepFailed as exc:  # a failed step is recorded already; a failure outside one (facts) is not
@@ -217,7 +217,7 @@ class Session:
         run.result.commands = run.commands
         if run.secret:
             self.secrets[host] = run.secret
-        if verbose:
+        if flags.verbose:
             self.console.say(
                 host, f"remote commands: {run.commands}, ssh connections opened so far: {self.opened.get(host, 0)}"
             )
@@ -227,14 +227,15 @@ class Session:
 class HostRun(HostContext):
     """One host during one task: its connection, the operations its steps yield, its result."""
 
-    def __init__(self, session: Session, host: str, conn: Connection, settings: Settings, dry_run: bool, verbose: bool):
+    def __init__(self, session: Session, host: str, conn: Connection, settings: Settings, flags: Run):
         super().__init__(host, settings)
         self.session = session
         self.console = session.console
         self.conn = conn
-        self.dry_run = dry_run
-        self.verbose = verbose
-        self.result = HostResult(host, dry_run=dry_run)
+        self.flags = flags  # the run's flags; `run` is this host's remote command
+        self.dry_run = flags.dry_run
+        self.verbose = flags.verbose
+        self.result = HostResult(host, dry_run=flags.dry_run)
         self.commands = 0
         self._stage = ""
         self._sftp: SFTPClient | None = None

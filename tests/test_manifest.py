@@ -10,6 +10,7 @@ import pytest
 
 from deploy import checks, manifest, plans
 from deploy import settings as s
+from deploy.cli import Run
 from deploy.console import Console
 from deploy.layout import Layout
 from deploy.ops import Diff
@@ -26,7 +27,7 @@ class Writes(HostRun):
     would write) is kept; commands are not sent anywhere."""
 
     def __init__(self, settings: s.Settings, facts: str):
-        super().__init__(Session(Console(False)), "root@203.0.113.5", None, settings, True, False)
+        super().__init__(Session(Console(False)), "root@203.0.113.5", None, settings, Run(dry_run=True))
         self.written: set[str] = set()
         self.facts_text = facts
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy import settings as s
+from deploy.cli import Run
 from deploy.console import Console
 from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Say, Upload
 from deploy.results import StepFailed
@@ -21,7 +22,7 @@ class RecordingRun(HostRun):
     """A HostRun whose commands are recorded; `fails` lists call lines that fail."""
 
     def __init__(self, dry_run: bool, fails: tuple[str, ...] = (), json_mode: bool = False):
-        super().__init__(Session(Console(json_mode)), "root@203.0.113.5", None, s.validate({}), dry_run, False)
+        super().__init__(Session(Console(json_mode)), "root@203.0.113.5", None, s.validate({}), Run(dry_run=dry_run))
         self.sent: list[str] = []
         self.fails = fails
 
