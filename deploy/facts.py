@@ -260,13 +260,13 @@ _TEXTS = {
 
 def read_command(
     layout: Layout, secret_files: list[str], values: dict[str, object], owned_files: list[str],
-    also: tuple[str, list[str]] = ("", []),
+    host_files: list[str], also: tuple[str, list[str]] = ("", []),
 ) -> Shell:  # fmt: skip
     """The one command that reads a host: the files the app owns (its manifest) and the
-    host's own that fabstack writes, the app's secret files (read as the app user),
-    directories, links, packages, processes; with also (a remote file and its call
-    lines), what a read-only task reads besides."""
-    files = [*owned_files, layout.AUTO_UPGRADES, layout.UNATTENDED_UPGRADES, layout.APT_PROXY]
+    host's own that steps write (deploy.steps.host_files), the app's secret files (read
+    as the app user), directories, links, packages, processes; with also (a remote file
+    and its call lines), what a read-only task reads besides."""
+    files = [*owned_files, *host_files]
     lists = {
         "FACT_FILES": files,
         "APP_FACT_FILES": secret_files,

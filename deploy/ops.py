@@ -155,6 +155,8 @@ class Step:
 
     name: str
     action: Callable[..., Steps]
+    files: tuple[str, ...] = ()  # the host's own files it writes (not an app's): the facts read them
+    upkeep: bool = False  # a server's upkeep: provision runs it on every host, after the packages
 
     def __call__(self, *args: Any, **kwargs: Any) -> Steps:
         return self.action(*args, **kwargs)
@@ -169,11 +171,14 @@ class Step:
         return " ".join((self.action.__doc__ or "").split("\n\n")[0].split())
 
 
-def step(name: str) -> Callable[[Callable[..., Steps]], Step]:
-    """Register a generator of operations as a step named name."""
+def step(name: str, files: tuple[str, ...] = (), upkeep: bool = False) -> Callable[[Callable[..., Steps]], Step]:
+    """Register a generator of operations as a step named name; files are the host's own
+    files it writes (an app's are in its manifest, deploy/manifest.py), upkeep puts it
+    in every host's provision. So a new step is its module, its template or script, and
+    its data case: nothing else names it."""
 
     def named(action: Callable[..., Steps]) -> Step:
-        return Step(name, action)
+        return Step(name, action, files, upkeep)
 
     return named
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
+from deploy import steps
 from deploy.ops import Steps
 from deploy.release import Release
 from deploy.results import StepFailed
@@ -40,7 +41,8 @@ def provision(h: HostRun) -> None:
     if "db" in h.roles:
         h.step(database.port_free)
     h.step(server.apt_packages)
-    h.step(server.security_updates)
+    for upkeep in steps.upkeep():  # security updates, the journal's size: every host's
+        h.step(upkeep)
     if h.firewall_here:  # before any service listens on a private address
         h.step(firewall.rules)
     if "db" in h.roles:

@@ -57,6 +57,7 @@ from deploy.ops import (
 from deploy.results import HostResult, StepFailed, StepResult
 from deploy.scripts import Shell
 from deploy.settings import Settings
+from deploy.steps import host_files
 
 SUDO_REJECTED = (
     "sudo rejected the password for {user}; give the right one with fab --prompt-for-sudo-password "
@@ -311,7 +312,7 @@ class HostRun(HostContext):
         secrets = [layout.secret_key, *(layout.secret(n) for n in self.settings.secrets if n != "SECRET_KEY")]
         owned = manifest.owned(layout, self.settings)
         files = [*manifest.of_kind(owned, "file"), *manifest.of_kind(owned, "cron")]
-        return self.gather(host_facts.read_command(layout, secrets, self.values, files, also))
+        return self.gather(host_facts.read_command(layout, secrets, self.values, files, host_files(), also))
 
     # steps ---------------------------------------------------------------------------------
     def step(

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from deploy import checks, manifest, plans
+from deploy import checks, manifest, plans, steps
 from deploy import settings as s
 from deploy.cli import Run
 from deploy.console import Console
@@ -18,7 +18,7 @@ from deploy.runner import HostRun, Session
 
 # Files a host has once, whatever its apps: apt's, nginx's and PostgreSQL's own, each
 # app's part of them in it by name (pg_hba's rules), never one app's file
-HOST_FILES = {Layout.AUTO_UPGRADES, Layout.UNATTENDED_UPGRADES, Layout.APT_PROXY, Layout.NGINX_DEFAULT}
+HOST_FILES = {*steps.host_files(), Layout.NGINX_DEFAULT}
 HOST_FILES |= {Layout.pg_conf("15"), Layout.pg_hba("15")}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from deploy import cache, packages
 from deploy.host import APT_WAIT, HostContext
+from deploy.layout import Layout
 from deploy.ops import Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload, step
 from deploy.render import environment, render
 from deploy.results import StepFailed
@@ -15,7 +16,7 @@ from deploy.steps.files import ensure_file
 from deploy.steps.gunicorn import wanted_manager
 
 
-@step("apt packages")
+@step("apt packages", files=(Layout.APT_PROXY,))
 def apt_packages(h: HostContext) -> Steps:
     """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
     call; the package lists updated first only when they are stale."""
@@ -42,7 +43,7 @@ def apt_packages(h: HostContext) -> Steps:
     yield Command(h.shell(["apt.sh"], "apt_install", "yes" if stale else "no", *missing))
 
 
-@step("security updates")
+@step("security updates", files=(Layout.AUTO_UPGRADES, Layout.UNATTENDED_UPGRADES), upkeep=True)
 def security_updates(h: HostContext) -> Steps:
     """unattended-upgrades for the distribution's security updates only (apt's daily
     timers run it), rebooting at unattended_reboot when one needs it; switched off in
