@@ -13,7 +13,7 @@ from deploy.appenv import app_env
 from deploy.facts import HostFacts
 from deploy.host import HostContext
 from deploy.release import Release
-from deploy.render import VARIABLES, check, environment, render
+from deploy.render import check, environment, names, render, variables
 from deploy.steps import nginx, release
 
 
@@ -65,8 +65,12 @@ def test_user_templates_override_ours(tmp_path):
     assert nginx.site_config(h) == "# mine django\n"
 
 
-def test_our_templates_use_only_the_variables_they_are_given():
-    check(every=True)  # a run checks only a user's templates_dir: ours are checked here
+def test_every_template_of_ours_parses_and_a_step_renders_it():
+    check(every=True)  # a run checks only a user's templates_dir: ours are parsed here
+    sources = "".join(p.read_text() for p in (REPO / "deploy").rglob("*.py"))
+    included = {"nginx-tls.conf.j2", "nginx-acme.conf.j2", "nginx-redirect.conf.j2"}  # by the two sites
+    assert [name for name in names() if f'"{name}"' not in sources and name not in included] == []
+    assert variables("apt-proxy.conf.j2") == {"proxy"}
 
 
 def test_template_errors_are_one_line_and_found_before_any_host(tmp_path):
@@ -78,7 +82,7 @@ def test_template_errors_are_one_line_and_found_before_any_host(tmp_path):
         check(str(tmp_path))
     (tmp_path / "nginx-site.conf.j2").write_text("{{ app_name.nope.deeper }}\n")  # only rendering finds this one
     check(str(tmp_path))
-    context = dict.fromkeys(VARIABLES["nginx-site.conf.j2"], "x")
+    context = dict.fromkeys(variables("nginx-site.conf.j2"), "x")
     with pytest.raises(s.SettingsError, match="has no attribute 'nope'; fix the template or the setting it uses"):
         render(environment(str(tmp_path)), "nginx-site.conf.j2", **context)
 
