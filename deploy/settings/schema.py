@@ -220,6 +220,11 @@ class Settings:
     unattended_reboot: str = setting(
         "", "HH:MM: reboot at that time when a security update needs it; empty: never (fab status shows it).", v.clock
     )
+    journal_max_use: str = setting(
+        "500M",
+        "The most the systemd journal keeps on disk on every host (journald's SystemMaxUse), e.g. 200M or 1G, so a chatty app or a crash loop never fills the disk.",
+        v.size,
+    )
     min_free_disk_mb: int = setting(
         1024,
         "fab check fails when the filesystem that holds the app has less free (MB); deploy refuses a release that would not fit, before it changes anything.",
