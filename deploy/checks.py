@@ -12,7 +12,7 @@ import contextlib
 import time
 
 from deploy import manifest, scripts
-from deploy.facts import CertificateFact, HostFacts
+from deploy.facts import CertificateFact, CheckRead, HostFacts
 from deploy.host import HostContext
 from deploy.plans import refuse
 from deploy.reports import done
@@ -41,37 +41,35 @@ def read_command(h: HostContext) -> scripts.Shell:
     )
 
 
-def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
+def findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     """Each check's problem ('' when fine), from what the host read: for a load balancer
     only what it runs (nginx), for an app host everything."""
     f, app = found, h.layout.app
     nginx_checks = {
-        "nginx -t": "" if f.get("nginx_test") == "ok" else f.get("nginx_test", "nginx -t failed"),
-        "nginx hides its version": "" if int(f.get("server_tokens") or 0) else "nginx runs without server_tokens off",
+        "nginx -t": "" if f.nginx_test == "ok" else f.nginx_test if f.nginx_test is not None else "nginx -t failed",
+        "nginx hides its version": "" if f.server_tokens else "nginx runs without server_tokens off",
     }
     result = {"host key trusted": ""}  # connected: the key matched known_hosts (or accept-new recorded it)
     result |= ssh_findings(found)
     result["everything fabstack made is an app's"] = unexplained(found)
     if "db" in h.roles:
         result |= db_findings(h, found)
-    if "db_reach" in found:
-        reach = found["db_reach"]
+    if found.db_reach is not None:
+        reach = found.db_reach
         result["database closed to this host"] = "" if reach in ("rejected", "refused") else f"PostgreSQL {reach}"
     if not h.is_app and "lb" in h.roles:
         return result | nginx_checks
     if not h.is_app:
         return result
-    owners = f.get("owners", "").split()
-    listening = f.get("listen", "").split()
+    owners, listening = f.owners, f.listen
     public = [a for a in listening if not a.startswith(("127.", "[::1]", "localhost"))]
-    secrets = {k.removeprefix("secret."): v for k, v in f.items() if k.startswith("secret.")}
-    exposed = [f"{path} ({meta or 'missing'})" for path, meta in sorted(secrets.items())
+    exposed = [f"{path} ({meta or 'missing'})" for path, meta in sorted(f.secret.items())
                if meta != f"{app}:{app} 600" and (meta or path == h.layout.secret_key)]  # fmt: skip
-    django = f.get("django_status", "")
+    django = f.django_status
     return result | {
         "app user not root": (
             f"app user {app} has uid 0"
-            if f.get("app_uid") == "0"
+            if f.app_uid == "0"
             else f"gunicorn runs as {', '.join(o for o in owners if o != app)}"
             if set(owners) - {app}
             else "gunicorn is not running"
@@ -81,35 +79,35 @@ def findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
         "gunicorn on loopback only": f"the app user listens on {', '.join(public)}" if public else "",
         "secret files private": f"not app-only (600): {', '.join(exposed)}" if exposed else "",
         "data directory private": ""
-        if f.get("data_dir") == f"{app}:{app} 700"
-        else (f"{h.layout.data} is {f.get('data_dir') or 'missing'}; want {app}:{app} 700"),  # fmt: skip
+        if f.data_dir == f"{app}:{app} 700"
+        else (f"{h.layout.data} is {f.data_dir or 'missing'}; want {app}:{app} 700"),  # fmt: skip
         **nginx_checks,
         "django check --deploy": (
-            "" if django in ("", "0") else f"manage.py check --deploy failed: {f.get('django_error') or django}"
+            "" if django in ("", "0") else f"manage.py check --deploy failed: {f.django_error or django}"
         ),
     }
 
 
-def unexplained(found: dict[str, str]) -> str:
+def unexplained(found: CheckRead) -> str:
     """What is named as fabstack's on the host (a unit, a program, an enabled site, a cron
     file, a pg_hba rule, a Redis user) and no app's record owns: planted by hand, by an
     app, or left by an old run. '' when every one is an app's."""
-    records = [manifest.parse(text) for key, text in found.items() if key.startswith("owns.")]
+    records = [manifest.parse(text) for text in found.owns.values()]
     owned = {item for record in records for item in record}
     files = {o.name for o in owned if o.kind in ("file", "cron", "site")}
     apps = {o.name for o in owned if o.kind == "user"}
     # each app's role to its own database: a rule pairing one app's database with another's role is no app's
     pg = {f"{d}:{u}" for r in records for d in manifest.of_kind(r, "database") for u in manifest.of_kind(r, "role")}
     stray = [
-        *(f"/etc/systemd/system/{n}" for n in found.get("found_units", "").split()),
-        *(f"/etc/supervisor/conf.d/{n}" for n in found.get("found_programs", "").split()),
-        *(f"/etc/nginx/sites-enabled/{n}" for n in found.get("found_sites", "").split()),
-        *(f"/etc/cron.d/{n}" for n in found.get("found_cron", "").split()),
+        *(f"/etc/systemd/system/{n}" for n in found.found_units),
+        *(f"/etc/supervisor/conf.d/{n}" for n in found.found_programs),
+        *(f"/etc/nginx/sites-enabled/{n}" for n in found.found_sites),
+        *(f"/etc/cron.d/{n}" for n in found.found_cron),
     ]
     unknown = [path for path in stray if path not in files and not path.endswith(".d")]
-    unknown += [f"pg_hba rule {rule}" for rule in found.get("found_pg_rules", "").split()
+    unknown += [f"pg_hba rule {rule}" for rule in found.found_pg_rules
                 if rule not in pg and not rule.endswith(":postgres")]  # fmt: skip
-    unknown += [f"Redis user {user}" for user in found.get("found_redis_users", "").split()
+    unknown += [f"Redis user {user}" for user in found.found_redis_users
                 if user not in apps and user != "default"]  # fmt: skip
     if not unknown:
         return ""
@@ -142,12 +140,12 @@ def resource_findings(h: HostContext, read: HostFacts) -> dict[str, str]:
 KEY_ONLY_ROOT = ("no", "prohibit-password", "without-password", "forced-commands-only")
 
 
-def ssh_findings(found: dict[str, str]) -> dict[str, str]:
+def ssh_findings(found: CheckRead) -> dict[str, str]:
     """sshd takes keys only, and root logs in by key or not at all (a password that can
     be guessed is the way in that stays open for months)."""
-    if "ssh_passwords" not in found:
+    if found.ssh_passwords is None:
         return {}
-    passwords, root = found["ssh_passwords"], found.get("ssh_root", "")
+    passwords, root = found.ssh_passwords, found.ssh_root
     return {
         "ssh password login off": (
             ""
@@ -186,13 +184,13 @@ def tls_findings(h: HostContext, cert: CertificateFact | None, now: float) -> di
     }
 
 
-def db_findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
+def db_findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     """PostgreSQL listens on loopback and this host's own address only, and its
     pg_hba.conf lets in nothing but the app's role from the app hosts."""
-    listening = found.get("pg_listen", "").split()
+    listening = found.pg_listen
     allowed = {"127.0.0.1", "[::1]", *h.settings.inventory.addresses("db")}
     wide = [a for a in listening if a.rsplit(":", 1)[0] not in allowed]
-    clients = set(found.get("pg_clients", "").split())
+    clients = set(found.pg_clients)
     apps = set(h.settings.inventory.app_clients())
     strangers = sorted(c.split("/")[0] for c in clients if c.split("/")[0] not in apps)
     return {
@@ -204,8 +202,8 @@ def db_findings(h: HostContext, found: dict[str, str]) -> dict[str, str]:
 
 def check(h: HostRun) -> None:
     read = HostFacts.parse(h.run(read_command(h)))
-    found = read.extra
-    warnings = found.get("django_warnings", "").strip()
+    found = CheckRead.parse(read.extra)
+    warnings = found.django_warnings.strip()
     problems = findings(h, found) | resource_findings(h, read)
     if h.ends_tls:
         problems |= tls_findings(h, read.certificate, time.time())

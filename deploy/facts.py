@@ -9,7 +9,9 @@ else: a step asks `facts.current_release` or `facts.file(path)`, never for a raw
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 from deploy import packages, scripts
 from deploy.layout import Layout
@@ -93,18 +95,18 @@ class HostFacts:
     unit_state: str = ""  # the app's systemd unit: is-active, when its file exists
     unit_enabled: str = ""
     supervisor_state: str = ""  # the app's supervisor program: its state, when its file exists
-    supervisord_running: bool = False
+    supervisord_running: bool = field(default=False, metadata={"key": "supervisord_pid"})
     apt_stamp: int = 0
-    app_uid: str = ""  # '' when the app user does not exist
+    app_uid: str = field(default="", metadata={"key": "user"})  # '' when the app user does not exist
     user_home: str = ""  # the app user's home and comment: fabstack's user has /srv/APP and its comment
     user_comment: str = ""
-    packages: dict[str, str] = field(default_factory=dict)  # name -> dpkg status
+    packages: dict[str, str] = field(default_factory=dict, metadata={"key": "pkg"})  # name -> dpkg status
     # what each fabstack app on this host holds (its names, bind, default server): app -> key -> value
     claims: dict[str, dict[str, str]] = field(default_factory=dict)
     sites: dict[str, SiteFact] = field(default_factory=dict)  # other enabled nginx sites, by file name
     files: dict[str, FileFact] = field(default_factory=dict)
-    dirs: dict[str, str] = field(default_factory=dict)  # path -> 'owner:group mode'
-    links: dict[str, str] = field(default_factory=dict)  # path -> target
+    dirs: dict[str, str] = field(default_factory=dict, metadata={"key": "dir"})  # path -> 'owner:group mode'
+    links: dict[str, str] = field(default_factory=dict, metadata={"key": "link"})  # path -> target
     current: str = ""  # where the `current` link points ('' when there is none)
     default_backup: bool = False
     current_has_wsgi: bool = False  # the current release holds the wsgi module's package
@@ -134,7 +136,11 @@ class HostFacts:
     disk_free: int = 0  # KB free on the filesystem that holds the app (0: not read)
     disk_mount: str = ""  # where that filesystem is mounted
     mem_available: int = 0  # KB of memory available
-    extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides
+    logrotate_timer: str = ""  # is-active of the app's logrotate timer
+    backup_timer: str = ""  # is-active of the db host's daily backup timer
+    db_port_taken_by: str = ""  # a program other than PostgreSQL on its port
+    pg_hba_rules: str = ""  # the host rules of pg_hba.conf: "TYPE DB USER," each
+    extra: dict[str, str] = field(default_factory=dict)  # what a read-only task read besides (StatusRead, CheckRead)
 
     @property
     def current_release(self) -> str:
@@ -166,24 +172,20 @@ class HostFacts:
     @classmethod
     def parse(cls, output: str) -> HostFacts:
         """The key=value lines of facts.sh (and of status.sh or check.sh: their keys land
-        in extra)."""
-        raw: dict[str, str] = {}
-        for line in output.splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                raw[key] = value.strip()
-        facts = cls()
+        in extra, for StatusRead and CheckRead). Every field of a plain type is read from
+        the key of its name (or its metadata's key) by its type; the few of a richer kind
+        have a reader of their own below."""
+        raw = key_values(output)
+        facts, used = typed(cls, raw)
         metas = {}
         for key, value in raw.items():
             kind, _, path = key.partition(".")
-            if kind == "pkg" and path:
-                facts.packages[path] = value
+            if key in used:
+                continue
             elif kind == "sha" and path:
                 facts.files[path] = FileFact(value)
             elif kind == "meta" and path:
                 metas[path] = value
-            elif kind == "dir" and path:
-                facts.dirs[path] = value
             elif kind == "job" and path:
                 kind, state, last = (value.split(" ", 2) + ["", ""])[:3]
                 facts.jobs[path] = JobFact(kind, state, last.strip())
@@ -191,8 +193,6 @@ class HostFacts:
                 manager, *pids = value.split()
                 known = tuple(int(p) for p in pids if p.isdigit())
                 facts.background[path] = BackgroundFact(manager, len(known), known)
-            elif kind == "link" and path:
-                facts.links[path] = value
             elif kind == "site" and path:
                 ports, _, names = value.partition("|")
                 defaults = tuple(p.rpartition(":")[2] for p in ports.split())
@@ -218,14 +218,6 @@ class HostFacts:
                 roles, databases, public = (value.split(",") + ["", "", ""])[:3]
                 facts.db_role_exists, facts.db_exists = roles == "1", databases == "1"
                 facts.db_public_connect = public == "1"
-            elif key in _INTS:
-                setattr(facts, key, int(value or 0) if value.isdigit() else 0)
-            elif key in _LISTS:
-                setattr(facts, key, value.split())
-            elif key in _FLAGS:
-                setattr(facts, _FLAGS[key], bool(value))
-            elif key in _TEXTS:
-                setattr(facts, _TEXTS[key], value)
             else:
                 facts.extra[key] = value
         for path, meta in metas.items():
@@ -237,25 +229,105 @@ class HostFacts:
         return facts
 
 
-_INTS = ("nproc", "now", "apt_stamp", "disk_free", "mem_available")
-_LISTS = ("addresses", "releases", "app_listen", "tcp_listen")
-_FLAGS = {
-    "default_backup": "default_backup",
-    "supervisord_pid": "supervisord_running",
-    "current_has_wsgi": "current_has_wsgi",
-    "redis_included": "redis_included",
-    "redis_acl": "redis_acl",
-    "cron_running": "cron_running",
+def key_values(output: str) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            raw[key] = value.strip()
+    return raw
+
+
+T = TypeVar("T")
+
+
+def typed(cls: type[T], raw: dict[str, str]) -> tuple[T, set[str]]:
+    """An instance of the dataclass cls from raw, each field of a plain type (str, int,
+    bool, list[str], str | None for a key that may be absent, dict[str, str] for the
+    keys KEY.NAME) from its key; and the keys it took."""
+    values: dict[str, Any] = {}
+    used: set[str] = set()
+    for f in fields(cls):  # type: ignore[arg-type]  # cls is a dataclass
+        key = f.metadata.get("key", f.name)
+        if f.type == "dict[str, str]":
+            prefix = key + "."
+            found = {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix) and len(k) > len(prefix)}
+            values[f.name] = found
+            used |= {prefix + k for k in found}
+        elif key in raw and f.type in _READERS:
+            values[f.name] = _READERS[str(f.type)](raw[key])
+            used.add(key)
+    return cls(**values), used
+
+
+_READERS: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "str | None": str,
+    "int": lambda value: int(value) if value.isdigit() else 0,
+    "bool": bool,  # a flag: any value but the empty one
+    "list[str]": str.split,
 }
-_TEXTS = {
-    **{
-        name: name
-        for name in ("os", "arch", "python", "pid1", "systemd", "unit_state", "unit_enabled", "supervisor_state")
-    },
-    **{name: name for name in ("current", "venv_version", "venv_marker", "requirements_marker", "passed")},
-    **{name: name for name in ("app_pid", "nginx_pid", "redis", "firewall", "disk_mount", "user_home", "user_comment")},
-    "user": "app_uid",
-}
+
+
+@dataclass(frozen=True)
+class StatusRead:
+    """What fab status reads besides the facts (deploy/remote/status.sh)."""
+
+    nginx_test: str = ""
+    health: str = "-"
+    updates: str = ""
+    reboot_required: str = ""
+    upstream: str = ""
+    workers: str = "-"
+    worker_class: str = "-"
+    uptime: str = "-"
+
+    @classmethod
+    def parse(cls, raw: dict[str, str]) -> StatusRead:
+        return typed(cls, raw)[0]
+
+
+@dataclass(frozen=True)
+class RecordsRead:
+    """What fab releases reads besides the facts (release.sh's read_release_records)."""
+
+    record: dict[str, str] = field(default_factory=dict)  # release id -> "commit<TAB>when<TAB>subject"
+
+    @classmethod
+    def parse(cls, raw: dict[str, str]) -> RecordsRead:
+        return typed(cls, raw)[0]
+
+
+@dataclass(frozen=True)
+class CheckRead:
+    """What fab check reads besides the facts (deploy/remote/check.sh)."""
+
+    nginx_test: str | None = None
+    server_tokens: int = 0
+    ssh_passwords: str | None = None  # None: sshd's settings could not be read
+    ssh_root: str = ""
+    db_reach: str | None = None  # None: not a host the database should be closed to
+    owners: list[str] = field(default_factory=list)
+    listen: list[str] = field(default_factory=list)
+    app_uid: str = ""
+    data_dir: str = ""
+    django_status: str = ""
+    django_error: str = ""
+    django_warnings: str = ""
+    pg_listen: list[str] = field(default_factory=list)
+    pg_clients: list[str] = field(default_factory=list)
+    found_units: list[str] = field(default_factory=list)
+    found_programs: list[str] = field(default_factory=list)
+    found_sites: list[str] = field(default_factory=list)
+    found_cron: list[str] = field(default_factory=list)
+    found_pg_rules: list[str] = field(default_factory=list)
+    found_redis_users: list[str] = field(default_factory=list)
+    secret: dict[str, str] = field(default_factory=dict)  # path -> "owner:group mode" ('' missing)
+    owns: dict[str, str] = field(default_factory=dict)  # app -> its record's owns=
+
+    @classmethod
+    def parse(cls, raw: dict[str, str]) -> CheckRead:
+        return typed(cls, raw)[0]
 
 
 def read_command(

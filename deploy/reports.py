@@ -10,7 +10,7 @@ from typing import Any
 
 from deploy import scripts
 from deploy.console import Console
-from deploy.facts import BackgroundFact, CertificateFact, HostFacts, JobFact
+from deploy.facts import BackgroundFact, CertificateFact, HostFacts, JobFact, RecordsRead, StatusRead
 from deploy.layout import Layout
 from deploy.ops import Say, Step, Steps
 from deploy.plans import refuse
@@ -37,32 +37,32 @@ def status(h: HostRun) -> None:
     role = "app" if h.is_app else "lb" if "lb" in h.roles else "db"
     port = h.site_port if h.is_app else h.settings.listen_port  # a load balancer: the site through it
     f = h.read_facts(also=("status.sh", [scripts.line("read_status", role, f"127.0.0.1:{port}")]))
-    x = f.extra
+    x = StatusRead.parse(f.extra)
     web = h.is_app or "lb" in h.roles  # a db host alone runs no nginx
     row: dict[str, Any] = {
         "site": h.settings.app_name,  # several apps on a host: a row each (docs/apps.md)
         "reachable": "yes",
         "nginx": ("running" if f.nginx_pid else "stopped") if web else "-",
-        "config": ("ok" if x.get("nginx_test") == "ok" else "invalid") if web else "-",
+        "config": ("ok" if x.nginx_test == "ok" else "invalid") if web else "-",
         "app": "-",
         "release": f.current_release or "-",
         "passed": f.passed or "-",
-        "health": x.get("health", "-"),
+        "health": x.health,
         "disk": f"{_size_kb(f.disk_free)} free" if f.disk_free else "-",
         "memory": f"{_size_kb(f.mem_available)} free" if f.mem_available else "-",
-        "updates": _updates(x.get("updates", ""), x.get("reboot_required") == "yes"),
+        "updates": _updates(x.updates, x.reboot_required == "yes"),
     }
     if h.serves_lb:
-        row["upstream"] = upstream_states(x.get("upstream", ""))
+        row["upstream"] = upstream_states(x.upstream)
     if h.is_app:
         row |= {
             "venv": f.venv_marker[:8] or "missing",
             "app": "running" if f.app_pid else "stopped",
             "manager": gunicorn.running_manager(h) or "-",
             "pid": f.app_pid or "-",
-            "workers": x.get("workers", "-"),
-            "class": x.get("worker_class", "-"),
-            "uptime": x.get("uptime", "-"),
+            "workers": x.workers,
+            "class": x.worker_class,
+            "uptime": x.uptime,
         }
     if "db" in h.roles:
         row["db"] = f"postgresql {f.pg_version} " + ("online" if f.pg_online else "down") if f.pg_version else "missing"
@@ -201,9 +201,9 @@ def releases(h: HostRun) -> None:
     """Release ids, newest first, each with the commit it came from (`-dirty` when the
     work tree had changes), the commit's time and subject; the current one marked."""
     f = h.read_facts(also=("release.sh", ["read_release_records"]))
-    records = {}
+    records, read = {}, RecordsRead.parse(f.extra)
     for rid in f.releases:
-        commit, when, subject = (f.extra.get(f"record.{rid}", "").split("\t") + ["-", "-", "-"])[:3]
+        commit, when, subject = (read.record.get(rid, "").split("\t") + ["-", "-", "-"])[:3]
         records[rid] = {"commit": commit or "-", "time": when or "-", "subject": subject or "-"}
     h.result.data = {"releases": f.releases, "current": f.current_release, "records": records}
     h.step(_list_releases, records, name="releases", report=False)

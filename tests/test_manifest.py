@@ -12,6 +12,7 @@ from deploy import checks, manifest, plans, steps
 from deploy import settings as s
 from deploy.cli import Run
 from deploy.console import Console
+from deploy.facts import CheckRead
 from deploy.layout import Layout
 from deploy.ops import Diff
 from deploy.runner import HostRun, Session
@@ -114,7 +115,7 @@ def test_fab_check_names_what_no_app_s_record_owns():
         "found_pg_rules": "all:postgres shop:shop",
         "found_redis_users": "default shop",
     }
-    assert checks.unexplained(found) == ""  # all the app's, by its record
+    assert checks.unexplained(CheckRead.parse(found)) == ""  # all the app's, by its record
     planted = {
         **found,
         "found_units": found["found_units"] + " fabstack-backdoor.service",
@@ -122,17 +123,17 @@ def test_fab_check_names_what_no_app_s_record_owns():
         "found_pg_rules": "all:postgres shop:shop all:all",
         "found_redis_users": "default shop backdoor",
     }
-    assert checks.unexplained(planted) == (
+    assert checks.unexplained(CheckRead.parse(planted)) == (
         "no app's record on this host owns /etc/systemd/system/fabstack-backdoor.service, "
         "/etc/nginx/sites-enabled/legacy.conf, pg_hba rule all:all and 1 more"
     )
-    assert "Redis user backdoor" in checks.unexplained({**found, "found_redis_users": "shop backdoor"})
+    assert "Redis user backdoor" in checks.unexplained(CheckRead.parse({**found, "found_redis_users": "shop backdoor"}))
 
 
 def test_a_pg_hba_rule_pairing_one_app_s_database_with_another_s_role_is_no_app_s():
     shop, blog = (s.validate({"app_name": n}) for n in ("shop", "blog"))
     found = {f"owns.{x.app_name}": manifest.record(manifest.owned(Layout.of(x), x)) for x in (shop, blog)}
-    assert checks.unexplained({**found, "found_pg_rules": "shop:shop blog:blog"}) == ""
-    assert checks.unexplained({**found, "found_pg_rules": "shop:shop shop:blog"}) == (
+    assert checks.unexplained(CheckRead.parse({**found, "found_pg_rules": "shop:shop blog:blog"})) == ""
+    assert checks.unexplained(CheckRead.parse({**found, "found_pg_rules": "shop:shop shop:blog"})) == (
         "no app's record on this host owns pg_hba rule shop:blog"
     )  # blog's role into shop's database

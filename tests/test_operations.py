@@ -11,7 +11,7 @@ from test_steps import calls, drive, file_facts, host, with_facts, written
 
 from deploy import reports
 from deploy.checks import resource_findings, ssh_findings
-from deploy.facts import HostFacts
+from deploy.facts import CheckRead, HostFacts
 from deploy.ops import UNREACHABLE, Claim
 from deploy.release import Release
 from deploy.results import StepFailed
@@ -86,11 +86,11 @@ def test_security_updates_only_and_a_reboot_only_when_asked():
 
 
 def test_check_wants_ssh_by_key_only():
-    assert ssh_findings({"ssh_passwords": "no", "ssh_root": "prohibit-password"}) == {
+    assert ssh_findings(CheckRead.parse({"ssh_passwords": "no", "ssh_root": "prohibit-password"})) == {
         "ssh password login off": "",
         "ssh root login by key only": "",
     }
-    bad = ssh_findings({"ssh_passwords": "yes", "ssh_root": "yes"})
+    bad = ssh_findings(CheckRead.parse({"ssh_passwords": "yes", "ssh_root": "yes"}))
     assert bad["ssh password login off"].startswith("sshd accepts passwords: set PasswordAuthentication no")
     assert "(PermitRootLogin yes): set PermitRootLogin prohibit-password" in bad["ssh root login by key only"]
 

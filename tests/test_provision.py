@@ -24,6 +24,16 @@ def test_cold_run_provisions_and_deploys_both_host_kinds(cold: ColdRun):
         assert failed == 0 and changed >= 10, cold.first
 
 
+def test_the_journal_is_capped_where_systemd_runs_and_left_alone_elsewhere(cold: ColdRun, remote):
+    systemd, sshd = (remote(h) for h in cold.hosts)
+    dropin = "/etc/systemd/journald.conf.d/50-fabstack.conf"
+    assert "SystemMaxUse=500M" in systemd.run(f"cat {dropin}")
+    # journald itself says the cap it keeps to, since the restart that read the drop-in
+    said = systemd.run("journalctl -b -u systemd-journald -o cat --no-pager | grep 'Journal (' | tail -n 1")
+    assert "max 500.0M" in said, said
+    assert sshd.run(f"[ -e {dropin} ] && echo there || echo absent").strip() == "absent"
+
+
 @pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
 def test_site_answers_through_nginx(cold: ColdRun, remote, index):
     host = cold.hosts[index]

@@ -196,3 +196,17 @@ def test_no_fixed_path_under_a_world_writable_directory():
                 if "XXXXXX" not in (found[2] or "") and not line.lstrip().startswith("#"):
                     fixed.append(f"{path.relative_to(REPO)}:{number}: {found[0]}")
     assert not fixed, fixed
+
+
+def test_no_raw_fact_key_is_read_outside_facts_py():
+    """A fact is a typed field (facts.HostFacts, StatusRead, CheckRead); the raw keys a
+    read-only task read besides are handed, whole, to one of those (X.parse(f.extra))."""
+    import re
+
+    raw = []
+    for path in DEPLOY.rglob("*.py"):
+        if path.name != "facts.py":
+            raw += [
+                f"{path.relative_to(REPO)}: {m}" for m in re.findall(r".{20}\.extra\b(?!\)).{0,10}", path.read_text())
+            ]
+    assert raw == []

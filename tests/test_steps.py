@@ -11,7 +11,7 @@ from conftest import REPO
 
 from deploy import packages
 from deploy import settings as s
-from deploy.facts import HostFacts
+from deploy.facts import CheckRead, HostFacts
 from deploy.host import HostContext
 from deploy.ops import Blocked, Check, Claim, Command, Diff, Handler, Notify, Probe, Publish, Reach, Say, Upload
 from deploy.release import Release
@@ -97,6 +97,10 @@ def test_facts_are_typed():
     assert (x.sha256, x.owner, x.group, x.mode) == ("abc", "root", "adm", "640")
     assert parsed.file("/etc/y") is None and parsed.link("/etc/l") == "/etc/x" and parsed.link("/etc/x") is None
     assert parsed.extra == {"weird": "1"} and not parsed.provisioned and parsed.current_release == ""
+    # a fact is a field: read from the key of its name (or its metadata's) by its type
+    typed = HostFacts.parse("logrotate_timer=active\nuser=998\nsupervisord_pid=42\ndisk_free=x\nreleases=b a\n")
+    assert (typed.logrotate_timer, typed.app_uid, typed.supervisord_running) == ("active", "998", True)
+    assert typed.disk_free == 0 and typed.releases == ["b", "a"] and typed.extra == {}
 
 
 # server ----------------------------------------------------------------------------------
@@ -423,12 +427,12 @@ def test_fab_check_on_the_db_host_names_a_wide_listener_or_a_stranger_let_in():
 
     db = host({}, target="root@10.0.0.13", **FARM)
     good = {"pg_listen": "127.0.0.1:5432 [::1]:5432 10.0.0.13:5432", "pg_clients": "10.0.0.11/32 10.0.0.12/32"}
-    assert set(findings(db, good).values()) == {""}
+    assert set(findings(db, CheckRead.parse(good)).values()) == {""}
     bad = {"pg_listen": "0.0.0.0:5432", "pg_clients": "10.0.0.11/32 0.0.0.0/0"}
-    found = findings(db, bad)
+    found = findings(db, CheckRead.parse(bad))
     assert found["postgresql listens privately"] == "postgresql listens on 0.0.0.0:5432"
     assert found["postgresql lets in the app hosts only"] == "pg_hba.conf lets in 0.0.0.0"
-    assert findings(db, {})["postgresql running"] == "postgresql does not listen"
+    assert findings(db, CheckRead.parse({}))["postgresql running"] == "postgresql does not listen"
 
 
 def test_the_lb_checks_that_postgresql_turns_it_away():
@@ -437,11 +441,13 @@ def test_the_lb_checks_that_postgresql_turns_it_away():
     lb = host({}, target="root@10.0.0.10", **FARM)
     assert "read_db_reach 10.0.0.13 5432 django django" in read_command(lb).line
     assert (
-        findings(lb, {"db_reach": "rejected", "nginx_test": "ok", "server_tokens": "1"})["database closed to this host"]
+        findings(lb, CheckRead.parse({"db_reach": "rejected", "nginx_test": "ok", "server_tokens": "1"}))[
+            "database closed to this host"
+        ]
         == ""
     )
     assert (
-        findings(lb, {"db_reach": "asks for a password"})["database closed to this host"]
+        findings(lb, CheckRead.parse({"db_reach": "asks for a password"}))["database closed to this host"]
         == "PostgreSQL asks for a password"
     )
 

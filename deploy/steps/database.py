@@ -29,7 +29,7 @@ def clients(h: HostContext) -> list[str]:
 @step("postgresql port free")
 def port_free(h: HostContext) -> Steps:
     """db_port is PostgreSQL's or free on this host: checked before anything is installed."""
-    taken = h.facts.extra.get("db_port_taken_by", "")
+    taken = h.facts.db_port_taken_by
     others = sorted({db for db, _, _ in other_apps_rules(h)})
     if others and h.facts.pg_port and h.facts.pg_port != h.settings.db_port:
         raise StepFailed(
@@ -58,7 +58,7 @@ def other_apps_rules(h: HostContext) -> list[tuple[str, str, str]]:
     ADDRESS): several apps may share a db host, and one app's provision keeps the others'."""
     ours = (h.settings.database_name, h.settings.database_user)
     rules = []
-    for rule in h.facts.extra.get("pg_hba_rules", "").split(","):
+    for rule in h.facts.pg_hba_rules.split(","):
         parts = rule.split()
         if len(parts) == 3 and (parts[0], parts[1]) != ours:
             rules.append((parts[0], parts[1], parts[2]))
@@ -124,7 +124,7 @@ def backup_timer(h: HostContext) -> Steps:
     timer = render(jinja, "db-backup.timer.j2", app_name=s.app_name, unit=f"{unit}.service")
     changed = yield from ensure_file(h, f"/etc/systemd/system/{unit}.service", service)
     changed = (yield from ensure_file(h, f"/etc/systemd/system/{unit}.timer", timer)) or changed
-    if changed or h.facts.extra.get("backup_timer") != "active":
+    if changed or h.facts.backup_timer != "active":
         yield Command(h.shell(POSTGRES, "enable_backup_timer"))
 
 

@@ -46,7 +46,7 @@ def logs_rotated(h: HostContext) -> Steps:
         timer = render(jinja, "logrotate.timer.j2", app_name=s.app_name)
         changed = yield from ensure_file(h, service_file, service)
         changed = (yield from ensure_file(h, timer_file, timer)) or changed
-        if changed or h.facts.extra.get("logrotate_timer") != "active":
+        if changed or h.facts.logrotate_timer != "active":
             yield Command(h.shell([], "timers_enabled", f"{layout.logrotate_unit}.timer"))
         return
     yield from ensure_file(h, layout.logrotate_cron, render(jinja, "logrotate.cron.j2", **values))
