@@ -210,3 +210,15 @@ def test_no_raw_fact_key_is_read_outside_facts_py():
                 f"{path.relative_to(REPO)}: {m}" for m in re.findall(r".{20}\.extra\b(?!\)).{0,10}", path.read_text())
             ]
     assert raw == []
+
+
+def test_templates_call_scripts_and_hold_none():
+    """Shell lives in deploy/remote/ (shellchecked); a template that is a script is one
+    line that calls one there, and no unit runs a shell of its own (sh -c '...')."""
+    held = []
+    for path in (REPO / "templates").glob("*.j2"):
+        text = path.read_text()
+        code = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        if text.startswith("#!/bin/sh") and len(code) > 1 or "sh -c" in text:
+            held.append(path.name)
+    assert held == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from deploy import appenv
+from deploy import appenv, scripts
 from deploy.facts import BackgroundFact, JobFact
 from deploy.host import HostContext
 from deploy.ops import Check, Command, Steps, step
@@ -171,15 +171,14 @@ def jobs(h: HostContext) -> Steps:
         if changed:
             yield Command(h.shell([], "timers_enabled", *(f"{unit}.timer" for unit in changed)))
         return
-    runner = render(jinja, "run-job.sh.j2", app_name=s.app_name, run_dir=layout.run, current=layout.current,
-                    env_file=layout.app_env_file)  # fmt: skip
-    yield from ensure_file(h, layout.job_runner, runner, "root", app, "750")
+    yield from ensure_file(h, layout.job_runner, scripts.text("run-job.sh"), "root", app, "750")
     lines = [
         {"name": name, "cron": job.cron,
          "command": " ".join(quote(a) for a in job.command_line(layout.venv)).replace("%", "\\%")}
         for name, job in wanted.items()
     ]  # fmt: skip
-    table = render(jinja, "cron.j2", app_name=s.app_name, runner=layout.job_runner, jobs=lines, log_dir=layout.logs)
+    table = render(jinja, "cron.j2", app_name=s.app_name, runner=layout.job_runner, run_dir=layout.run,
+                   current=layout.current, env_file=layout.app_env_file, jobs=lines, log_dir=layout.logs)  # fmt: skip
     yield from ensure_file(h, layout.cron_file, table)
     if not h.facts.cron_running:
         yield Command(h.shell([], "cron_started"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploy import scripts
 from deploy.host import HostContext
 from deploy.ops import Command, Download, Handler, Notify, Probe, Say, Steps, Upload, step
 from deploy.render import environment, render
@@ -110,7 +111,10 @@ def app_password(h: HostContext) -> Steps:
     yield from app_copy(h, h.layout.db_password_file, "DB_PASSWORD", "postgres.sh", "app_db_password")
 
 
-@step("daily backups")
+BACKUP_PROGRAM = "/usr/local/lib/fabstack/db-backup"  # deploy/remote/db-backup.sh, one for the host's apps
+
+
+@step("daily backups", files=(BACKUP_PROGRAM,))
 def backup_timer(h: HostContext) -> Steps:
     """A daily pg_dump on the db host (a systemd timer), keeping the newest db_backup_keep;
     a host without systemd is told to schedule fab db.backup instead."""
@@ -119,9 +123,10 @@ def backup_timer(h: HostContext) -> Steps:
         return
     s, layout, unit = h.settings, h.layout, h.layout.backup_unit
     jinja = environment(s.templates_dir)
-    service = render(jinja, "db-backup.service.j2", app_name=s.app_name, backups=layout.backups,
+    service = render(jinja, "db-backup.service.j2", app_name=s.app_name, backups=layout.backups, program=BACKUP_PROGRAM,
                      keep=s.db_backup_keep, port=s.db_port, db_name=s.database_name)  # fmt: skip
     timer = render(jinja, "db-backup.timer.j2", app_name=s.app_name, unit=f"{unit}.service")
+    yield from ensure_file(h, BACKUP_PROGRAM, scripts.text("db-backup.sh"), "root", "root", "755")
     changed = yield from ensure_file(h, f"/etc/systemd/system/{unit}.service", service)
     changed = (yield from ensure_file(h, f"/etc/systemd/system/{unit}.timer", timer)) or changed
     if changed or h.facts.backup_timer != "active":

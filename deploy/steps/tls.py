@@ -9,6 +9,7 @@ running nginx (deploy/steps/nginx.py puts the location in the site first).
 
 from __future__ import annotations
 
+from deploy import scripts
 from deploy.facts import CertificateFact, HostFacts
 from deploy.host import HostContext
 from deploy.ops import Command, Handler, Notify, Probe, Say, Steps, step
@@ -36,7 +37,10 @@ def certificate_files(h: HostContext) -> Steps:
         yield Notify(Handler.RELOAD_NGINX)
 
 
-@step("certbot renewal hook")
+HOOK_PROGRAM = "/usr/local/lib/fabstack/certbot-deployed"  # deploy/remote/certbot-deployed.sh
+
+
+@step("certbot renewal hook", files=(HOOK_PROGRAM,))
 def acme_files(h: HostContext) -> Steps:
     """certbot's side on the ACME host: the deploy hook that reloads nginx after a renewal
     and, for a private ACME server, the CA its renewals trust."""
@@ -45,7 +49,8 @@ def acme_files(h: HostContext) -> Steps:
         return
     jinja = environment(s.templates_dir)
     lineage = layout.acme_certificate.rsplit("/", 1)[0]
-    hook = render(jinja, "certbot-deploy-hook.sh.j2", app_name=s.app_name, lineage=lineage)
+    hook = render(jinja, "certbot-deploy-hook.sh.j2", app_name=s.app_name, lineage=lineage, program=HOOK_PROGRAM)
+    yield from ensure_file(h, HOOK_PROGRAM, scripts.text("certbot-deployed.sh"), "root", "root", "755")
     yield from ensure_file(h, layout.acme_hook, hook, "root", "root", "755")
     if tls.directory_ca:
         yield from ensure_file(h, layout.acme_ca, tls.directory_ca, "root", "root", "644")
