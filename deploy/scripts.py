@@ -6,6 +6,7 @@ helpers. Every value that reaches a shell is quoted here and nowhere else.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -56,9 +57,19 @@ def calls(files: Iterable[str], lines: list[str], values: Mapping[str, object] |
         for needed in (*NEEDS.get(name, ()), name):
             if needed not in names:
                 names.append(needed)
-    assignments = "".join(f"{key}={quote(value)}\n" for key, value in (values or {}).items())
-    line = "; ".join(lines)
-    return Shell(assignments + "".join(text(name) for name in names) + "\n".join(lines) + "\n", line)
+    body = "".join(text(name) for name in names) + "\n".join(lines) + "\n"
+    read = reads(body)
+    assignments = "".join(f"{key}={quote(value)}\n" for key, value in (values or {}).items() if key in read)
+    return Shell("set -u\n" + assignments + body, "; ".join(lines))
+
+
+READ = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)(?![a-z])(:?[-=+])?")
+
+
+def reads(script: str) -> set[str]:
+    """The upper-case variables a script reads ($NAME, ${NAME...}): all it is sent, so a
+    call carries what its functions use, not every value of every script."""
+    return {name for name, default in READ.findall(script)} if script else set()
 
 
 def line(function: str, *args: object) -> str:

@@ -222,3 +222,24 @@ def test_templates_call_scripts_and_hold_none():
         if text.startswith("#!/bin/sh") and len(code) > 1 or "sh -c" in text:
             held.append(path.name)
     assert held == []
+
+
+def test_a_call_is_sent_exactly_the_values_its_scripts_read_and_every_one_it_needs():
+    """Scripts run with set -u: a variable read and neither sent nor set in the script is
+    an error on the host, caught here; and a call carries no value its functions do not read."""
+    import re
+
+    from test_steps import host
+
+    given = set(host().values)
+    for path in sorted((DEPLOY / "remote").glob("*.sh")):
+        if path.read_text().startswith("#!"):
+            continue  # a program installed on the host, given its values as arguments
+        shell = scripts.call([path.name], "true", values=dict.fromkeys(given, "v"))  # one line each
+        sent = set(re.findall(r"^([A-Z][A-Z0-9_]*)=v$", shell.text, re.M))
+        read = scripts.reads(shell.text)
+        assert shell.text.startswith("set -u\n") and sent == read & given, path.name
+        defaulted = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):?[-=+]", shell.text))  # ${X:-} is safe unset
+        local = set(re.findall(r"(?:^|[\s;(])([A-Z][A-Z0-9_]*)=", shell.text, re.M))
+        facts_lists = {"FACT_FILES", "APP_FACT_FILES", "FACT_DIRS", "FACT_LINKS", "FACT_PACKAGES", "PG_PROBE_PY"}
+        assert read - given - defaulted - local - facts_lists == set(), path.name

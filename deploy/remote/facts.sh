@@ -52,7 +52,7 @@ read_sites() {
 # shellcheck disable=SC2086,SC2046,SC1091 # the lists are space-separated paths without spaces
 read_facts() {
     . /etc/os-release 2>/dev/null
-    echo "os=$ID $VERSION_ID"
+    echo "os=${ID:-} ${VERSION_ID:-}"
     echo "nproc=$(nproc)"
     echo "arch=$(uname -m)"
     echo "addresses=$(hostname -I 2>/dev/null)"
