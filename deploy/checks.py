@@ -62,7 +62,9 @@ def findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     if not h.is_app:
         return result
     owners, listening = f.owners, f.listen
-    public = [a for a in listening if not a.startswith(("127.", "[::1]", "localhost"))]
+    # on its unix socket gunicorn listens on no TCP address; on a bind of your own, loopback only
+    socket = h.bind.startswith("unix:")
+    reachable = [a for a in listening if socket or not a.startswith(("127.", "[::1]", "localhost"))]
     exposed = [f"{path} ({meta or 'missing'})" for path, meta in sorted(f.secret.items())
                if meta != f"{app}:{app} 600" and (meta or path == h.layout.secret_key)]  # fmt: skip
     django = f.django_status
@@ -76,7 +78,7 @@ def findings(h: HostContext, found: CheckRead) -> dict[str, str]:
             if not owners
             else ""
         ),  # fmt: skip
-        "gunicorn on loopback only": f"the app user listens on {', '.join(public)}" if public else "",
+        "gunicorn only through nginx": f"the app user listens on {', '.join(reachable)}" if reachable else "",
         "secret files private": f"not app-only (600): {', '.join(exposed)}" if exposed else "",
         "data directory private": ""
         if f.data_dir == f"{app}:{app} 700"

@@ -117,7 +117,6 @@ class HostFacts:
     releases: list[str] = field(default_factory=list)  # newest first
     app_pid: str = ""
     app_listen: list[str] = field(default_factory=list)
-    tcp_listen: list[str] = field(default_factory=list)  # every TCP listener's address (with bind unset)
     nginx_pid: str = ""
     pg_version: str = ""  # a db host: PostgreSQL's first cluster, when installed
     pg_port: int = 0

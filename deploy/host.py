@@ -104,30 +104,10 @@ class HostContext:
 
     @property
     def bind(self) -> str:
-        """Where gunicorn listens: the bind setting; else what this app holds on the host
-        (chosen once, kept); else 127.0.0.1 and the first port from 8000 that no other
-        app on the host holds."""
-        if self.settings.bind:
-            return self.settings.bind
-        claims = self.facts.claims
-        mine = claims.get(self.settings.app_name, {}).get("bind")
-        if mine:
-            return mine
-        taken = {c.get("bind") for app, c in claims.items() if app != self.settings.app_name}
-        in_use = {f"127.0.0.1:{port}" for port in self.loopback_ports_in_use}
-        return next(f"127.0.0.1:{p}" for p in range(8000, 9000) if f"127.0.0.1:{p}" not in taken | in_use)
-
-    @property
-    def loopback_ports_in_use(self) -> set[str]:
-        """Ports something listens on where 127.0.0.1 would clash (loopback or every
-        address), this app's own gunicorn left out (an app from before the records)."""
-        everywhere = ("127.0.0.1", "0.0.0.0", "*", "[::]", "[::ffff:127.0.0.1]")
-        mine = set(self.facts.app_listen)
-        return {
-            port
-            for address, _, port in (entry.rpartition(":") for entry in self.facts.tcp_listen if entry not in mine)
-            if address in everywhere
-        }
+        """Where gunicorn listens: the bind setting, else the app's unix socket, which
+        only nginx may reach (a port on 127.0.0.1 is open to every local user, another
+        app's included, who could forge the X-Forwarded-* headers gunicorn trusts)."""
+        return self.settings.bind or f"unix:{self.layout.socket}"
 
     @property
     def first_app_host(self) -> bool:
@@ -197,7 +177,6 @@ class HostContext:
             "BACKGROUND": "yes" if self.is_app else "",
             "REDIS_ROLE": "yes" if self.runs_redis else "",
             "FIREWALL_ROLE": "yes" if self.firewall_here else "",
-            "PICK_PORT": "yes" if self.is_app and not s.bind else "",
             "SITES": "yes" if self.is_app or self.serves_lb else "",
             "REDIS_PORT": REDIS_PORT,
         }

@@ -34,7 +34,10 @@ class Layout:
     data = property(lambda self: f"{self.root}/shared/data")
     secret_key = property(lambda self: f"{self.root}/shared/data/secret_key")
     database = property(lambda self: f"{self.root}/shared/data/db.sqlite3")
+    # gunicorn's sockets: the app's own directory, which only nginx (group www-data) may
+    # enter, so no other local user (another app's) reaches gunicorn past nginx
     run = property(lambda self: f"{self.root}/run")
+    socket = property(lambda self: f"{self.root}/run/gunicorn.sock")
     logs = property(lambda self: f"/var/log/{self.app}")
     # nginx's logs of the app's sites, in a directory of their own: rotated by fabstack's
     # rule (the distribution's rotates /var/log/nginx/*.log, never these)
@@ -178,6 +181,6 @@ class Layout:
             (self.shared, "root", "root", "755"),
             (self.media, app, app, "755"),
             (self.data, app, app, "700"),
-            (self.run, app, app, "755"),
+            (self.run, app, "www-data", "750"),
             (self.logs, app, "adm", "750"),
         ]

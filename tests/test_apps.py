@@ -52,7 +52,10 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
     assert "probe=unclaimed" in r.run("cat /var/log/nginx/shop/access.log")
     assert "probe=unclaimed" not in r.run("cat /var/log/nginx/blog/access.log")
     binds = r.run("cat /etc/fabstack/shop/claims /etc/fabstack/blog/claims | grep ^bind=").split()
-    assert binds == ["bind=127.0.0.1:8000", "bind=127.0.0.1:8001"], binds  # chosen without a clash
+    assert binds == ["bind=unix:/srv/shop/run/gunicorn.sock", "bind=unix:/srv/blog/run/gunicorn.sock"], binds
+    # one app's user cannot reach the other's gunicorn past nginx (it could on a loopback port)
+    reach = "setpriv --reuid blog --regid blog --init-groups curl --noproxy '*' -s --unix-socket /srv/shop/run/gunicorn.sock "
+    assert r.run(reach + "-H 'Host: shop.test' http://shop.test/; echo \" $?\"").strip() == "7"
     assert r.run("ps -o user= -p $(systemctl show -p MainPID --value gunicorn-blog.service)").strip() == "blog"
     for settings in (shop, blog):
         again = fab("-H", host.target, "provision", "deploy", settings=settings)
@@ -99,10 +102,10 @@ def test_two_apps_on_one_host_each_answer_their_names_and_a_clash_is_refused(lab
         "app 'shop' is this host's default server; set default_server: false for app 'news'": {
             "server_name": "news.test"
         },
-        "bind 127.0.0.1:8001 is app 'blog''s on this host; give app 'news' another port": {
+        "bind unix:/srv/blog/run/gunicorn.sock is app 'blog''s on this host; give app 'news' another port": {
             "server_name": "news.test",
             "default_server": "false",
-            "bind": "127.0.0.1:8001",
+            "bind": "unix:/srv/blog/run/gunicorn.sock",
         },
     }
     for message, more in cases.items():

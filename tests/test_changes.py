@@ -78,7 +78,7 @@ def test_release_that_fails_its_health_check_is_rolled_back(live, remote, tmp_pa
     run = fab("-H", host.target, "deploy", "--project", project, settings=cold.settings)
     assert run.code == 1, run
     assert "release current: changed" in run.out and "rollback: changed" in run.out
-    assert "does not answer on 127.0.0.1:8000/: 127.0.0.1:8000/: HTTP 500" in run.out
+    assert "does not answer: GET / on unix:/srv/django/run/gunicorn.sock: HTTP 500" in run.out
     # an answer is judged at once: three 500s, not health_retries (150) tries
     errors_after = r.run("grep -c '\"GET / HTTP/1.1\" 500' /var/log/django/access.log || true").strip()
     assert int(errors_after) - int(errors_before) == BAD_ANSWERS, run

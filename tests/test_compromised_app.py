@@ -134,6 +134,6 @@ def test_a_listener_the_app_opens_is_found_whatever_its_pidfile_says(hosts, cold
         r.run("for i in $(seq 50); do ss -Hltn | grep -q ':8765 ' && break; sleep 0.1; done")
         found = fab("-H", host.target, "check", settings=settings)
         assert found.code == 1, found
-        assert "step 'gunicorn on loopback only' failed: the app user listens on 0.0.0.0:8765" in found.out
+        assert "step 'gunicorn only through nginx' failed: the app user listens on 0.0.0.0:8765" in found.out
     finally:
         r.run("pkill -u django -f 'http.server' || true")

@@ -323,7 +323,7 @@ def test_check_passes_on_a_healthy_farm_and_names_what_breaks(farm, cold, tmp_pa
             in broken.out
         )
         assert (
-            f"{farm[2].target}: step 'gunicorn on loopback only' failed: the app user listens on 0.0.0.0:8765"
+            f"{farm[2].target}: step 'gunicorn only through nginx' failed: the app user listens on 0.0.0.0:8765"
             in broken.out
         )
     finally:

@@ -71,7 +71,26 @@ def test_only_nginx_and_sshd_listen_beyond_loopback(cold: ColdRun, remote, index
     exposed = [ln for ln in listeners if not any(a in ln.split()[3] for a in ("127.0.0.1:", "[::1]:"))]
     names = {ln.split('(("')[1].split('"')[0] for ln in exposed}
     assert names <= {"nginx", "sshd"}, listeners
-    assert any("127.0.0.1:8000" in ln and "gunicorn" in ln for ln in listeners)
+    # gunicorn listens on no TCP port at all, not even loopback's, which every local user
+    # (another app's) could reach past nginx with forged X-Forwarded-* headers
+    assert not any("gunicorn" in ln for ln in listeners), listeners
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["systemd", "sshd"])
+def test_only_nginx_reaches_gunicorn(cold: ColdRun, remote, index):
+    r = remote(cold.hosts[index])
+    socket = "/srv/django/run/gunicorn.sock"
+    assert r.run("stat -c '%U:%G %a' /srv/django/run").strip() == "django:www-data 750"
+
+    def answer(user: str) -> str:
+        """curl's HTTP code and exit status asking gunicorn's socket as USER."""
+        return r.run(
+            f"setpriv --reuid {user} --regid {user} --init-groups curl --noproxy '*' -s -o /dev/null -w '%{{http_code}}' "
+            f"-H 'Host: localhost' --unix-socket {socket} http://localhost/; echo \" $?\""
+        ).strip()
+
+    assert answer("www-data") == "200 0"  # nginx's user: Django answers
+    assert answer("nobody") == "000 7"  # any other local user: no connection
 
 
 def test_second_run_changes_nothing(cold: ColdRun):

@@ -56,7 +56,7 @@ def test_nginx_site_proxies_with_headers_and_safe_aliases():
     assert "server_name example.com www.example.com;" in site
     assert "location /static/ {\n        alias /srv/django/current/staticfiles/;" in site
     assert "location /media/ {\n        alias /srv/django/shared/media/;" in site
-    assert "proxy_pass http://django_app;" in site and "server 127.0.0.1:8000;" in site
+    assert "proxy_pass http://django_app;" in site and "server unix:/srv/django/run/gunicorn.sock;" in site
 
 
 def test_user_templates_override_ours(tmp_path):

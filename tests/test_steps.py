@@ -21,7 +21,7 @@ from deploy.steps import database, gunicorn, health, nginx, release, server
 HOST = "root@203.0.113.5"
 CONVERGED = {
     "pid1": "systemd", "systemd": "running", "python": "3.11.2", "nproc": "2", "now": "1000", "apt_stamp": "900",
-    "user": "999", "nginx_pid": "10", "app_pid": "20", "app_listen": "127.0.0.1:8000", "unit_state": "active",
+    "user": "999", "nginx_pid": "10", "app_pid": "20", "app_listen": "", "unit_state": "active",
     "unit_enabled": "enabled", "venv_version": "3.11.2", "current": "/srv/django/releases/bbb",
     "releases": "bbb aaa", "passed": "bbb", "venv_marker": "m",
     **{f"pkg.{p}": "installed" for p in (*packages.APP, *packages.UPDATES)},
@@ -280,7 +280,12 @@ def test_gunicorn_running_acts_on_what_was_notified():
         h = host()
         h.notify(handler)
         assert calls(drive(gunicorn.running(h))) == [f"command: {call}"]
-    moved = host(with_facts(app_listen="127.0.0.1:8001"))  # a HUP does not always move the listener
+    # a master from before the unix socket, on a loopback port: a restart moves it (a HUP may not)
+    old = host(with_facts(app_listen="127.0.0.1:8000"))
+    assert calls(drive(gunicorn.running(old))) == ["command: restart_app systemd"]
+    own = with_facts(app_listen="127.0.0.1:9000")
+    assert calls(drive(gunicorn.running(host(own, bind="127.0.0.1:9000")))) == []
+    moved = host(with_facts(app_listen="127.0.0.1:8001"), bind="127.0.0.1:9000")
     assert calls(drive(gunicorn.running(moved))) == ["command: restart_app systemd"]
     nohup = host(with_facts(pid1="sh", app_pid=""))
     assert calls(drive(gunicorn.running(nohup))) == ["command: start_app nohup"]
@@ -498,22 +503,18 @@ def test_a_db_host_shared_by_apps_keeps_the_other_apps_access_rules():
     )
 
 
-def test_bind_unset_takes_the_app_s_own_then_the_first_port_nothing_holds():
+def test_bind_unset_is_the_app_s_own_socket_never_a_port_other_users_reach():
     from deploy.steps import claims
 
     fresh = {k: v for k, v in CONVERGED.items() if k not in ("app_pid", "app_listen")}
-    assert host(fresh).bind == "127.0.0.1:8000"
-    other = with_facts(**{"claim.shop.bind": "127.0.0.1:8000"})
-    assert host({**fresh, **other}, app_name="blog").bind == "127.0.0.1:8001"
-    # something not recorded holds 8001 on every address, and 8002 on loopback (an app from before the records)
-    busy = {**fresh, **other, "tcp_listen": "0.0.0.0:80 0.0.0.0:8001 127.0.0.1:8002 [::]:8003 10.0.0.5:8004"}
-    assert host(busy, app_name="blog").bind == "127.0.0.1:8004"  # another address's port is free on loopback
-    # this app's own gunicorn, from before the records: its port is its own
-    own = {**CONVERGED, "tcp_listen": "127.0.0.1:8000 0.0.0.0:80"}
-    assert host(own).bind == "127.0.0.1:8000"
-    kept = {**busy, "claim.blog.bind": "127.0.0.1:8002"}
-    assert host(kept, app_name="blog").bind == "127.0.0.1:8002"  # once chosen, kept
-    assert host(busy, app_name="blog", bind="127.0.0.1:9000").bind == "127.0.0.1:9000"
+    assert host(fresh).bind == "unix:/srv/django/run/gunicorn.sock"
+    assert host(fresh, app_name="blog").bind == "unix:/srv/blog/run/gunicorn.sock"
+    # an app from before the socket held a loopback port in its record: it moves to the socket
+    old = with_facts(**{"claim.django.bind": "127.0.0.1:8000", "app_listen": "127.0.0.1:8000"})
+    assert host(old).bind == "unix:/srv/django/run/gunicorn.sock"
+    assert host(old, bind="127.0.0.1:9000").bind == "127.0.0.1:9000"  # a bind of your own is kept
+    # nginx alone may enter the socket's directory: the app's, group www-data, no other bits
+    assert ("/srv/django/run", "django", "www-data", "750") in host().layout.directories()
     # the claims an lb-only host records hold no bind: it runs no gunicorn
     lb = host(fresh, hosts=[{"host": HOST, "roles": ["lb"]}, {"host": "root@203.0.113.6", "roles": ["app"]}])
     assert "bind=\n" in claims.claims_text(lb)

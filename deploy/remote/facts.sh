@@ -114,9 +114,6 @@ read_facts() {
     read_tls
     read_claims
     [ -n "$SITES" ] && read_sites
-    # bind unset: the ports already taken on loopback, by anything (an app from before these
-    # records, a service of the host's own), so the one chosen is free
-    [ -n "$PICK_PORT" ] && echo "tcp_listen=$(ss -Hltn 2>/dev/null | awk '{printf "%s ", $4}')"
     [ -n "$REDIS_ROLE" ] && read_redis_facts
     [ -n "$FIREWALL_ROLE" ] && read_firewall
     [ -n "$BACKGROUND" ] && read_background && read_jobs

@@ -97,7 +97,7 @@ wait_healthy() {
     done
     echo "last lines of gunicorn's logs:" >&2
     app_logs_tail 12 | tail -n 12 >&2
-    echo "gunicorn $1 but does not answer on $BIND${HEALTH_PATH:-/}: ${why:-its master exited}" >&2
+    echo "gunicorn $1 but does not answer: ${why:-its master exited}" >&2
     return 1
 }
 

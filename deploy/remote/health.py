@@ -29,11 +29,11 @@ try:
     conn.request("GET", path, headers={"Host": host})
     status = conn.getresponse().status
 except (OSError, http.client.HTTPException) as exc:
-    print(f"{address}{path}: {exc}", file=sys.stderr)
+    print(f"GET {path} on {address}: {exc}", file=sys.stderr)
     sys.exit(2)
 if status in (502, 504):
-    print(f"{address}{path}: HTTP {status} (nothing behind nginx answers yet)", file=sys.stderr)
+    print(f"GET {path} on {address}: HTTP {status} (nothing behind nginx answers yet)", file=sys.stderr)
     sys.exit(2)
 if status >= (400 if strict else 500):
-    print(f"{address}{path}: HTTP {status}", file=sys.stderr)
+    print(f"GET {path} on {address}: HTTP {status}", file=sys.stderr)
     sys.exit(1)

@@ -88,7 +88,7 @@ class Settings:
     listen_port: int = setting(80, "Port nginx listens on.", v.port)
     bind: str = setting(
         "",
-        "Where gunicorn listens; loopback or a unix socket only. Empty: 127.0.0.1 and the first port from 8000 that no other app on the host holds (kept once chosen).",
+        "Where gunicorn listens; loopback or a unix socket only. Empty: the app's unix socket /srv/APP/run/gunicorn.sock, in a directory only the app and nginx may enter (a loopback port is open to every local user, other apps' included).",
         v.bind,
     )
     workers: int | str = setting("auto", "gunicorn worker processes, or auto: 2 x the host's cores + 1.", v.workers)

@@ -104,7 +104,7 @@ def bind(value: str) -> str:
     if not host or not number.isdigit() or port(int(number)):
         return "use HOST:PORT (e.g. 127.0.0.1:8000) or unix:/path"
     if host in ("0.0.0.0", "::", "[::]", "*"):
-        return "gunicorn must be reachable only through nginx: bind to 127.0.0.1:PORT"
+        return "gunicorn must be reachable only through nginx: leave bind unset (its unix socket) or bind to 127.0.0.1:PORT"
     return ""
 
 

@@ -93,10 +93,11 @@ def running(h: HostContext) -> Steps:
 
 
 def _bound_elsewhere(h: HostContext) -> bool:
-    """The running master listens on TCP addresses other than `bind` (a HUP does not
-    always move gunicorn's listener, so this takes a restart)."""
+    """The running master listens on TCP addresses other than `bind` (none for a unix
+    socket: a master from before the socket still on 127.0.0.1:PORT); a HUP does not
+    always move gunicorn's listener, so this takes a restart."""
     listening, bind = h.facts.app_listen, h.bind
-    return bool(listening) and not bind.startswith("unix:") and listening != [bind]
+    return bool(listening) and listening != ([] if bind.startswith("unix:") else [bind])
 
 
 @step("app stopped: no release here passed its health check (nginx answers 503)")
