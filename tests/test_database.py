@@ -497,6 +497,11 @@ def test_a_second_app_shares_the_farm_and_its_postgresql(farm, tmp_path):
         assert "django:_kombu.binding.celery" in redis_as(r, "django", "--scan")
         for attempt in ("get django:celery", "config get requirepass", "acl setuser backdoor on", "config rewrite"):
             assert "NOPERM" in redis_as(r, "django-blog", attempt), attempt
+        # nor reaches django's workers through pub/sub: their remote control (a shutdown
+        # broadcast) and their events (task names and arguments)
+        for channel in ("django:/0.celery.pidbox", "django:/0.celeryev/task.succeeded", "/0.celery.pidbox"):
+            assert "NOPERM" in redis_as(r, "django-blog", f"publish {channel} x"), channel
+        assert redis_as(r, "django-blog", "publish django-blog:/1.celery.pidbox x") == "0"  # its own: no one listens
         assert "NOAUTH" in r.run("redis-cli ping 2>&1")  # the default user is off
         again = fab("provision", settings=settings)  # the first app's provision keeps the second's access
         assert again.code == 0 and again.changed() == 0, again

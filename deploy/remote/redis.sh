@@ -12,21 +12,34 @@
 read_redis_facts() {
     [ -f /etc/redis/redis.conf ] || return 0
     grep -qxF "include $REDIS_AUTH" /etc/redis/redis.conf && echo "redis_included=yes"
-    grep -q "^user $APP on " "$REDIS_AUTH" 2> /dev/null && echo "redis_acl=yes"
+    m=
+    read -r m 2> /dev/null < "$REDIS_URL_FILE"
+    [ -n "$m" ] && [ "$(sed -n "s/^user $APP on #[0-9a-f]* //p" "$REDIS_AUTH" 2> /dev/null)" = "$(redis_rules "${m##*/}")" ] &&
+        echo "redis_acl=yes"
     if redis-cli -p "$REDIS_PORT" ping 2>&1 | grep -qE 'PONG|NOAUTH'; then echo "redis=online"; else echo "redis=down"; fi
     file_facts "$REDIS_CONF" "$REDIS_AUTH" "$REDIS_URL_FILE"
 }
 
-# redis_setup: the app's own ACL user on the shared Redis: a password of its own (made
-# once, never on a command line; REDIS_AUTH holds its sha256 only, root:redis 640), its
-# keys under `APP:` (the settings fabstack generates give Celery that prefix), no
-# @admin or @dangerous command (no CONFIG GET of a password, no ACL SETUSER, no CONFIG
-# REWRITE); root's copy of the app's URL; a database number of the app's own, the first
-# that no other app's URL holds. Once no app on this Redis uses its default user (the
-# shared password before), that user is turned off (REDIS_DEFAULT_OFF).
+# redis_rules DB: what the app's Redis user may do, on its database number DB: keys under
+# `APP:` (the settings fabstack generates give Celery that prefix, for its channels too),
+# pub/sub channels under `APP:` (SUBSCRIBE and PUBLISH match the pattern; a PSUBSCRIBE's
+# pattern must stand in the list as it is written, so Celery's own are: its workers'
+# remote control and its events), every command but @admin and @dangerous (no CONFIG GET
+# of a password, no ACL SETUSER, no CONFIG REWRITE).
+redis_rules() {
+    echo "~$APP:* resetchannels &$APP:* &$APP:/$1.celery.pidbox &$APP:/$1.celeryev/* &$APP:/$1.celeryev/worker.* &$APP:/$1.celeryev/task.* +@all -@admin -@dangerous"
+}
+
+# redis_setup: the app's own ACL user on the shared Redis (redis_rules), with a password
+# of its own (made once, never on a command line; REDIS_AUTH holds its sha256 only,
+# root:redis 640); root's copy of the app's URL; a database number of the app's own,
+# the first that no other app's URL holds. A user from before today's rules keeps its
+# password and database. Once no app on this Redis uses its default user (the shared
+# password before), that user is turned off (REDIS_DEFAULT_OFF).
 redis_setup() {
-    if [ ! -s "$REDIS_URL_FILE" ] || ! grep -q "^user $APP on " "$REDIS_AUTH" 2> /dev/null; then
-        install -d -o root -g root -m 750 "${REDIS_URL_FILE%/*}" || return 1
+    install -d -o root -g root -m 750 "${REDIS_URL_FILE%/*}" || return 1
+    hash=$(sed -n "s/^user $APP on #\([0-9a-f]*\) .*/\1/p" "$REDIS_AUTH" 2> /dev/null)
+    if [ ! -s "$REDIS_URL_FILE" ] || [ -z "$hash" ]; then
         used=''
         for f in /etc/fabstack/*/redis_url; do
             [ -s "$f" ] && [ "$f" != "$REDIS_URL_FILE" ] && used="$used $(sed 's|.*/||' "$f")"
@@ -36,11 +49,14 @@ redis_setup() {
         [ "$db" -lt 16 ] || { echo "Redis here has no free database for $APP (16 apps hold them)" >&2 && return 1; }
         password=$(python3 -c 'import secrets; print(secrets.token_hex(24))') || return 1
         hash=$(printf %s "$password" | sha256sum) || return 1
-        (umask 077 && echo "user $APP on #${hash%% *} ~$APP:* &* +@all -@admin -@dangerous" > "$REDIS_AUTH.new" &&
-            echo "redis://$APP:$password@127.0.0.1:$REDIS_PORT/$db" > "$REDIS_URL_FILE.new") || return 1
-        chown root:redis "$REDIS_AUTH.new" && chmod 640 "$REDIS_AUTH.new" &&
-            mv -f "$REDIS_AUTH.new" "$REDIS_AUTH" && mv -f "$REDIS_URL_FILE.new" "$REDIS_URL_FILE" || return 1
+        hash=${hash%% *}
+        (umask 077 && echo "redis://$APP:$password@127.0.0.1:$REDIS_PORT/$db" > "$REDIS_URL_FILE.new") &&
+            mv -f "$REDIS_URL_FILE.new" "$REDIS_URL_FILE" || return 1
     fi
+    url=$(cat "$REDIS_URL_FILE") || return 1
+    (umask 077 && echo "user $APP on #$hash $(redis_rules "${url##*/}")" > "$REDIS_AUTH.new") &&
+        chown root:redis "$REDIS_AUTH.new" && chmod 640 "$REDIS_AUTH.new" && mv -f "$REDIS_AUTH.new" "$REDIS_AUTH" ||
+        return 1
     for f in "$REDIS_CONF" "$REDIS_AUTH"; do
         grep -qxF "include $f" /etc/redis/redis.conf || echo "include $f" >> /etc/redis/redis.conf || return 1
     done
