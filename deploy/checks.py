@@ -18,6 +18,7 @@ from deploy.plans import refuse
 from deploy.reports import done
 from deploy.results import StepFailed
 from deploy.runner import HostRun
+from deploy.settings import Settings
 from deploy.settings.tls import WARN_DAYS, uncovered
 
 
@@ -38,6 +39,18 @@ def read_command(h: HostContext) -> scripts.Shell:
         lines.append("read_tls")
     return scripts.calls(
         ["check.sh", "postgres.sh", "tls.sh"], lines, {**h.values, "PG_PROBE_PY": scripts.text("pg_probe.py")}
+    )
+
+
+def sqlite_on_a_farm(settings: Settings) -> str:
+    """The one line that says a farm without a db host keeps a database per app host
+    ('' when it does not): not refused, since a farm of apps that write nothing runs so."""
+    apps = settings.inventory.with_role("app")
+    if len(apps) < 2 or settings.postgresql:
+        return ""
+    return (
+        f"fabstack: SQLite on {len(apps)} app hosts: each keeps its own database, and a write on one is not on "
+        "the others; give one host roles: [db] for one PostgreSQL database"
     )
 
 
@@ -80,6 +93,7 @@ def findings(h: HostContext, found: CheckRead) -> dict[str, str]:
         ),  # fmt: skip
         "gunicorn only through nginx": f"the app user listens on {', '.join(reachable)}" if reachable else "",
         "secret files private": f"not app-only (600): {', '.join(exposed)}" if exposed else "",
+        "one database for every app host": sqlite_on_a_farm(h.settings).removeprefix("fabstack: "),
         "data directory private": ""
         if f.data_dir == f"{app}:{app} 700"
         else (f"{h.layout.data} is {f.data_dir or 'missing'}; want {app}:{app} 700"),  # fmt: skip

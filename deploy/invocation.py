@@ -15,7 +15,7 @@ from pathlib import Path
 
 from invoke import Context, Exit
 
-from deploy import manifest, plans, render
+from deploy import checks, manifest, plans, render
 from deploy import settings as settings_mod
 from deploy.cli import Run
 from deploy.connection import check_host_string
@@ -210,6 +210,11 @@ def run_manage(c: Context, settings: Settings, args: str, run: Run) -> None:
         raise Exit(code=code)
 
 
+def note_sqlite_on_a_farm(c: Context, settings: Settings) -> None:
+    if line := checks.sqlite_on_a_farm(settings):
+        session_of(c).console.write(line)
+
+
 def provision(c: Context, settings: Settings, run: Run) -> None:
     """fab provision, in phases where one host makes what others need: a db host first
     (PostgreSQL, the app's role, its password made there; the password is then read into
@@ -217,6 +222,7 @@ def provision(c: Context, settings: Settings, run: Run) -> None:
     lbs, the first lb next (certbot there), its certificate then copied to the others."""
     hosts = hosts_of(c, settings, run.role, run.limit)
     dry_run = run.dry_run
+    note_sqlite_on_a_farm(c, settings)
 
     def phase(on: list[str], plan: Plan, with_settings: Settings, name: str, dry: bool = dry_run) -> list[HostResult]:
         done = run_reported(c, "provision", on, plan, with_settings, dataclasses.replace(run, dry_run=dry), name)
@@ -230,6 +236,9 @@ def provision(c: Context, settings: Settings, run: Run) -> None:
     rest = [h for h in hosts if h not in first]
     if dbs and not dry_run and any(h not in dbs for h in rest):  # a dry run may have nothing to read yet
         settings = with_shared_secrets(c, settings, dbs[0], run)
+    keeper = farm_key_host(settings)
+    if keeper and "SECRET_KEY" not in settings.secret_values and any(h in app_hosts(settings) for h in rest):
+        settings = with_farm_key(c, settings, keeper, run)
     name = "app" if first else ""
     issuer, copies = acme_lbs(settings)
     here = [h for h in copies if h in rest]
@@ -262,6 +271,26 @@ def with_shared_secrets(c: Context, settings: Settings, db: str, run: Run) -> Se
     return dataclasses.replace(settings, secret_values={**settings.secret_values, **values})
 
 
+def app_hosts(settings: Settings) -> list[str]:
+    return [m.host for m in settings.inventory.with_role("app")]
+
+
+def farm_key_host(settings: Settings) -> str:
+    """Where a farm keeps its one SECRET_KEY: its db host, else its first app host; ''
+    with one app host, whose own key is the site's."""
+    apps, dbs = settings.inventory.with_role("app"), settings.inventory.with_role("db")
+    return (dbs or apps)[0].host if len(apps) > 1 else ""
+
+
+def with_farm_key(c: Context, settings: Settings, keeper: str, run: Run) -> Settings:
+    """settings holding the farm's one SECRET_KEY, made on keeper the first time (a dry
+    run only reads it: before the first provision each host shows its own)."""
+    key = _read_secret(c, settings, keeper, plans.farm_key(not run.dry_run), "the farm's secret key", run, run.dry_run)
+    if not key:
+        return settings
+    return dataclasses.replace(settings, secret_values={**settings.secret_values, "SECRET_KEY": key})
+
+
 def acme_lbs(settings: Settings) -> tuple[str, list[str]]:
     """With an ACME certificate and several lbs: the lb that asks certbot, and the others."""
     lbs = [m.host for m in settings.inventory.with_role("lb")]
@@ -280,13 +309,15 @@ def with_certificate_copy(c: Context, settings: Settings, issuer: str, run: Run)
     return dataclasses.replace(settings, site_tls=copy)
 
 
-def _read_secret(c: Context, settings: Settings, host: str, plan: Plan, what: str, run: Run) -> str:
+def _read_secret(
+    c: Context, settings: Settings, host: str, plan: Plan, what: str, run: Run, may_be_empty: bool = False
+) -> str:
     """What plan reads on host into this run's memory (a real read, in a dry run too);
-    exit 1 naming host when it cannot."""
+    exit 1 naming host when it cannot (or reads nothing, unless may_be_empty)."""
     session = session_of(c)
     (read,) = session.run_task([host], plan, settings, c.config, dataclasses.replace(run, dry_run=False), quiet=True)
     value = session.secrets.pop(host, "")
-    if read.failed or not value.strip():
+    if read.failed or not (value.strip() or may_be_empty):
         raise Exit(
             f"fabstack: could not read {what} on {host} ({read.error or 'none there'}); run fab provision on it first",
             code=1,

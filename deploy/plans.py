@@ -108,6 +108,16 @@ def shared_secrets(h: HostRun) -> None:
     h.secret = "\n".join(lines)
 
 
+def farm_key(make: bool) -> Plan:
+    """Read the farm's one SECRET_KEY on its key host, made first when make and there is
+    none: into this run's memory only (never printed, recorded or put in --json)."""
+
+    def plan(h: HostRun) -> None:
+        h.secret = h.run(h.shell(["secret_key.sh"], "farm_secret_key", "yes" if make else "no")).strip()
+
+    return plan
+
+
 def tls_renew(force: bool) -> Plan:
     """certbot renews the ACME host's certificate when due (force: now)."""
 

@@ -4,6 +4,7 @@ project (made at test time) sharing one database; only the app hosts get in."""
 from __future__ import annotations
 
 import hashlib
+import http.cookiejar
 import re
 import secrets
 import shlex
@@ -11,6 +12,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +169,56 @@ def worker_masters(remote: Remote) -> list[tuple[str, str, str]]:
     celery = {pid: (ppid, user) for pid, ppid, user, args in rows if "bin/celery" in args}
     return [(pid, user, remote.run(f"readlink /proc/{pid}/cwd").strip())
             for pid, (ppid, user) in celery.items() if ppid not in celery]  # fmt: skip
+
+
+ADMIN = "from django.contrib.auth.models import User; User.objects.create_superuser('boss', 'b@example.com', '{0}')"
+NEW_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > /srv/django/shared/data/secret_key"
+
+
+def logged_in(lb: Host, password: str) -> Callable[[], tuple[int, str, str]]:
+    """Django's admin logged in through the lb (its form, its CSRF token, a cookie jar):
+    a function that GETs /admin/ in that session, answering (status, final URL, body)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    login = f"http://{lb.address}/admin/login/?next=/admin/"
+    with opener.open(login, timeout=10) as answer:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', answer.read().decode()).group(1)
+    form = {"csrfmiddlewaretoken": token, "username": "boss", "password": password, "next": "/admin/"}
+    opener.open(urllib.request.Request(login, data=urllib.parse.urlencode(form).encode()), timeout=10).close()
+
+    def admin() -> tuple[int, str, str]:
+        with opener.open(f"http://{lb.address}/admin/", timeout=10) as answer:
+            return answer.status, answer.url, answer.read().decode(errors="replace")
+
+    return admin
+
+
+def test_one_secret_key_for_the_farm_so_a_login_holds_on_every_app_host(farm, remote):
+    (lb, app1, app2, db), _, settings = farm
+    key_file = "/srv/django/shared/data/secret_key"
+    # a farm from before one key: each app host made its own (sessions signed on one were void on the other)
+    remote(app2).run(f"runuser -u django -- sh -c {shlex.quote(NEW_KEY)}")
+    run = fab("provision", settings=settings)
+    assert run.code == 0, run.out[-3000:]
+    assert f"[{app2.target}] secret key: this host's own key is replaced by the app's one SECRET_KEY" in run.out
+    keys = {remote(h).run(f"runuser -u django -- sha256sum {key_file}").split()[0] for h in (app1, app2)}
+    kept = remote(db).run(
+        "sha256sum /etc/fabstack/django/secret_key; stat -c '%U:%G %a' /etc/fabstack/django/secret_key"
+    )
+    assert keys == {kept.split()[0]} and kept.split("\n")[1] == "root:root 600", (keys, kept)
+    assert fab("provision", settings=settings).changed() == 0
+    # a superuser logs in through the lb, then 20 admin pages in a row, whichever app host answers
+    password = secrets.token_urlsafe(16)
+    made = fab("manage", "--", "shell", "-c", ADMIN.format(password), settings=settings)
+    assert made.code == 0, made
+    served = "grep -c 'GET /admin/ HTTP' /var/log/django/access.log || true"
+    before = [int(remote(h).run(served)) for h in (app1, app2)]
+    admin = logged_in(lb, password)
+    pages = [admin() for _ in range(20)]
+    assert [(status, url.endswith("/admin/"), "Site administration" in body) for status, url, body in pages] == [
+        (200, True, True)
+    ] * 20, [url for _, url, _ in pages]
+    after = [int(remote(h).run(served)) for h in (app1, app2)]
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)  # both app hosts served the session
 
 
 def test_a_celery_worker_runs_the_site_s_tasks_with_redis_on_the_db_host(farm):

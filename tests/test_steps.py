@@ -3,6 +3,7 @@ command tests): no host, no connection. The lab tests run the same steps for rea
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 
@@ -628,3 +629,37 @@ def test_an_app_database_that_every_role_may_connect_to_is_closed():
     opened = host({**facts, "pg_objects": "1,1,1"}, target="root@10.0.0.13", **FARM)
     assert opened.facts.db_public_connect  # PostgreSQL's default: CONNECT for PUBLIC
     assert calls(drive(database.database(opened))) == ["command: ensure_database"]
+
+
+# one SECRET_KEY for a farm ------------------------------------------------------------------
+FARM_OF_TWO = [{"host": "root@10.0.0.11"}, {"host": "root@10.0.0.12"}]
+
+
+def test_a_farm_keeps_its_one_secret_key_on_its_db_host_else_its_first_app_host():
+    from deploy import checks, invocation
+
+    assert invocation.farm_key_host(s.validate({})) == ""  # one host: its own key is the site's
+    assert invocation.farm_key_host(s.validate({"hosts": FARM_OF_TWO})) == "root@10.0.0.11"
+    with_db = [{"host": "root@10.0.0.10", "roles": ["lb"]}, *FARM_OF_TWO, {"host": "root@10.0.0.13", "roles": ["db"]}]
+    assert invocation.farm_key_host(s.validate({"hosts": with_db})) == "root@10.0.0.13"
+    lone = [{"host": "root@10.0.0.10", "roles": ["lb"]}, {"host": "root@10.0.0.11"}]
+    assert invocation.farm_key_host(s.validate({"hosts": lone})) == ""
+    # SQLite on two app hosts: said, naming the fix; with a db host, or on one host, nothing
+    said = checks.sqlite_on_a_farm(s.validate({"hosts": FARM_OF_TWO}))
+    assert said.startswith("fabstack: SQLite on 2 app hosts: each keeps its own database") and "roles: [db]" in said
+    assert checks.sqlite_on_a_farm(s.validate({"hosts": with_db})) == checks.sqlite_on_a_farm(s.validate({})) == ""
+
+
+def test_the_farm_s_key_replaces_a_host_s_own_and_says_so():
+    key_file = "/srv/django/shared/data/secret_key"
+    farm = dataclasses.replace(s.validate({"hosts": FARM_OF_TWO}), secret_values={"SECRET_KEY": "k" * 50})
+    own = HostFacts.parse("".join(f"{k}={v}\n" for k, v in with_facts(**{f"sha.{key_file}": "0" * 64,
+                                                                        f"meta.{key_file}": "django:django 600"}).items()))  # fmt: skip
+    ops = calls(drive(server.secret_key(HostContext("root@10.0.0.12", farm, own))))
+    staged = "/tmp/stage/srv_django_shared_data_secret_key"
+    assert ops == [f"diff: {key_file}", "upload: srv_django_shared_data_secret_key",
+                   f"command: put_app_file {staged} {key_file} 600", "notify: RELOAD_APP",
+                   "say: secret key: this host's own key is replaced by the app's one SECRET_KEY (the farm's, or your "
+                   "secrets:); sessions and signed links made with the old key end"]  # fmt: skip
+    fresh = calls(drive(server.secret_key(HostContext("root@10.0.0.12", farm, HostFacts.parse("")))))
+    assert not [op for op in fresh if op.startswith("say:")]  # a new host has no key to lose

@@ -8,7 +8,7 @@ from pathlib import Path
 from deploy import cache, packages
 from deploy.host import APT_WAIT, HostContext
 from deploy.layout import Layout
-from deploy.ops import Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload, step
+from deploy.ops import Changes, Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload, step
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.scripts import plain, quote
@@ -161,7 +161,12 @@ def secret_key(h: HostContext) -> Steps:
     """Django's SECRET_KEY, readable by the app user alone: from the secrets setting, or
     generated on the host (so it never leaves it)."""
     if "SECRET_KEY" in h.settings.secret_values:
-        yield from _secret_file(h, "SECRET_KEY")
+        had = h.facts.file(h.layout.secret_key)
+        if (yield from _secret_file(h, "SECRET_KEY")) and had:
+            yield Say(
+                "secret key: this host's own key is replaced by the app's one SECRET_KEY (the farm's, or your "
+                "secrets:); sessions and signed links made with the old key end"
+            )
         return
     found, app = h.facts.file(h.layout.secret_key), h.layout.app
     if found and found.has_mode(app, app, "600"):
@@ -177,9 +182,12 @@ def secrets(h: HostContext) -> Steps:
             yield from _secret_file(h, name)
 
 
-def _secret_file(h: HostContext, name: str) -> Steps:
-    """Uploaded over SFTP, never on a command line or in a diff; the app reloads to read it."""
+def _secret_file(h: HostContext, name: str) -> Changes:
+    """Uploaded over SFTP, never on a command line or in a diff; the app reloads to read
+    it. Returns whether it changed."""
     value = h.settings.secret_values[name] + "\n"
     app = h.layout.app
     if (yield from ensure_file(h, h.layout.secret(name), value, app, app, "600", secret=True)):
         yield Notify(Handler.RELOAD_APP)
+        return True
+    return False
