@@ -31,6 +31,7 @@ def app_env(settings: Settings, facts: HostFacts) -> dict[str, str]:
     return {
         "DJANGO_SETTINGS_MODULE": s.django_settings,
         "DJANGO_SECRET_KEY_FILE": layout.secret_key,
+        "DJANGO_SECRET_KEY_FALLBACK_FILE": layout.secret_key_fallback,
         "DJANGO_ALLOWED_HOSTS": ",".join(allowed_hosts(s, facts)),
         "DJANGO_DB_PATH": layout.database,
         "DJANGO_MEDIA_ROOT": layout.media,

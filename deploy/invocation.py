@@ -24,6 +24,8 @@ from deploy.results import HostResult
 from deploy.runner import Plan, Session
 from deploy.settings import REDIS_URL, Settings, SettingsError
 from deploy.settings.inventory import ROLES
+from deploy.steps import server
+from deploy.steps.server import FALLBACK
 
 Report = Callable[[Console, list[HostResult]], None]
 SESSION = "fabstack_session"  # the invoke config key the executor puts the run's Session under
@@ -285,10 +287,34 @@ def farm_key_host(settings: Settings) -> str:
 def with_farm_key(c: Context, settings: Settings, keeper: str, run: Run) -> Settings:
     """settings holding the farm's one SECRET_KEY, made on keeper the first time (a dry
     run only reads it: before the first provision each host shows its own)."""
-    key = _read_secret(c, settings, keeper, plans.farm_key(not run.dry_run), "the farm's secret key", run, run.dry_run)
+    read = _read_secret(c, settings, keeper, plans.farm_key(not run.dry_run), "the farm's secret key", run, run.dry_run)
+    key, _, fallback = read.partition("\n")
     if not key:
         return settings
-    return dataclasses.replace(settings, secret_values={**settings.secret_values, "SECRET_KEY": key})
+    keys = {"SECRET_KEY": key, **({FALLBACK: fallback.strip()} if fallback.strip() else {})}
+    return dataclasses.replace(settings, secret_values={**settings.secret_values, **keys})
+
+
+def rotate_secret_key(c: Context, settings: Settings, run: Run) -> None:
+    """fab secret.rotate: a new SECRET_KEY, the old one kept as Django's fallback so the
+    sessions and links it signed stay good. A farm's on its key host, then every app
+    host gets both; a single host's by its app user there. Each app reloads gracefully."""
+    if "SECRET_KEY" in settings.secret_values:
+        raise Exit(
+            "fabstack: SECRET_KEY comes from your secrets: setting; put a new value there (fab secret.rotate "
+            "rotates the keys fabstack makes)",
+            code=2,
+        )
+    keeper = farm_key_host(settings)
+    if not keeper:
+        execute(c, "secret.rotate", plans.secret_key_applied(server.rotate_key), settings, run)
+        return
+    if run.dry_run:  # what a rotation would do: the key host's step, listed
+        run_reported(c, "secret.rotate", [keeper], plans.rotate_farm_key, settings, run)
+        return
+    fail_if_any(run_reported(c, "secret.rotate", [keeper], plans.rotate_farm_key, settings, run, "key"))
+    settings = with_farm_key(c, settings, keeper, run)
+    execute(c, "secret.rotate", plans.secret_key_applied(server.secret_key), settings, run)
 
 
 def acme_lbs(settings: Settings) -> tuple[str, list[str]]:

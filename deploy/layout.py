@@ -33,6 +33,8 @@ class Layout:
     media = property(lambda self: f"{self.root}/shared/media")
     data = property(lambda self: f"{self.root}/shared/data")
     secret_key = property(lambda self: f"{self.root}/shared/data/secret_key")
+    # the key before the last `fab secret.rotate` (Django's SECRET_KEY_FALLBACKS)
+    secret_key_fallback = property(lambda self: f"{self.root}/shared/data/secret_key_fallback")
     database = property(lambda self: f"{self.root}/shared/data/db.sqlite3")
     # gunicorn's sockets: the app's own directory, which only nginx (group www-data) may
     # enter, so no other local user (another app's) reaches gunicorn past nginx
@@ -80,6 +82,7 @@ class Layout:
 
     # the app's one SECRET_KEY for a farm of app hosts, on its key host (root's, 600)
     farm_key = property(lambda self: f"/etc/fabstack/{self.app}/secret_key")
+    farm_key_fallback = property(lambda self: f"/etc/fabstack/{self.app}/secret_key_fallback")
     # root's copy of the app's database password on the db host (root:postgres 640)
     db_password_file = property(lambda self: f"/etc/fabstack/{self.app}/db_password")
     backups = property(lambda self: f"/var/backups/fabstack/{self.app}")  # root's copies of the app's data
@@ -159,7 +162,7 @@ class Layout:
             "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
             "NGINX_SITE": self.nginx_site, "NGINX_LINK": self.nginx_link, "LB_SITE": self.nginx_lb_site, "LB_LINK": self.nginx_lb_link, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP, "BUILDS": self.BUILDS,
-            "DB_PASSWORD_FILE": self.db_password_file, "FARM_KEY": self.farm_key, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
+            "DB_PASSWORD_FILE": self.db_password_file, "FARM_KEY": self.farm_key, "FARM_KEY_FALLBACK": self.farm_key_fallback, "DB_PATH": self.database, "BACKUPS": self.backups, "BACKUP_UNIT": self.backup_unit,
             "ACME_WEBROOT": self.ACME_WEBROOT, "REDIS_CONF": self.redis_conf, "REDIS_AUTH": self.redis_auth,
             "REDIS_URL_FILE": self.redis_url_file, "REDIS_DEFAULT_OFF": self.REDIS_DEFAULT_OFF, "FIREWALL_FILE": self.firewall_file,
             "FIREWALL_TABLE": self.firewall_table, "FIREWALL_UNIT": self.firewall_unit,

@@ -59,7 +59,7 @@ def owned(layout: Layout, settings: Settings) -> tuple[Owned, ...]:
         f"/etc/systemd/system/{layout.backup_unit}.timer", layout.firewall_unit_file, layout.redis_conf,
         layout.redis_auth, layout.acme_hook, layout.certbot_dropin, layout.gunicorn_conf, layout.app_env_file,
         layout.job_runner, layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.logrotate_conf,
-        layout.claims, layout.db_password_file, layout.farm_key, layout.redis_url_file, layout.firewall_file,
+        layout.claims, layout.db_password_file, layout.farm_key, layout.farm_key_fallback, layout.redis_url_file, layout.firewall_file,
         *map(layout.bg_unit_file, processes),
         *(path for j in s.jobs for path in layout.job_files(j.name)),
     ]  # fmt: skip

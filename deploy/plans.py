@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 
 from deploy import steps
-from deploy.ops import Steps
+from deploy.ops import Step, Steps
 from deploy.release import Release
 from deploy.results import StepFailed
 from deploy.runner import HostRun, Plan
@@ -106,6 +106,25 @@ def shared_secrets(h: HostRun) -> None:
     if h.settings.redis:
         lines.append("REDIS_URL=" + h.run(h.shell(["redis.sh"], "read_redis_url")).strip())
     h.secret = "\n".join(lines)
+
+
+def secret_key_applied(key_step: Step) -> Plan:
+    """fab secret.rotate on the app hosts: key_step (a single host's own key rotated, or
+    the farm's keys written), then the app reloaded to read them."""
+
+    def plan(h: HostRun) -> None:
+        h.read_facts()
+        if h.is_app:
+            h.step(key_step)
+            if h.facts.current_release:
+                h.step(gunicorn.running)
+
+    return plan
+
+
+def rotate_farm_key(h: HostRun) -> None:
+    """fab secret.rotate on the farm's key host."""
+    h.step(server.rotate_farm_key)
 
 
 def farm_key(make: bool) -> Plan:

@@ -53,6 +53,12 @@ def tls_renew(c, run: Run, force=False):
     each_app(c, load_apps(run.settings, run.app), lambda s: invocation.tls_renew(c, s, force, run))
 
 
+@fab_task(name="rotate")
+def secret_rotate(c, run: Run):
+    """A new SECRET_KEY (the farm's one, or each single host's); the old one stays Django's fallback, so sessions hold."""
+    each_app(c, load_apps(run.settings, run.app), lambda s: invocation.rotate_secret_key(c, s, run), run.limit)
+
+
 def _host_task(name: str, doc: str, plan, report=None):
     def host_task(c, run: Run):
         apps = load_apps(run.settings, run.app)
@@ -175,6 +181,7 @@ def steps(c):
 
 db = Collection("db", db_backup, db_restore, db_backups)
 tls = Collection("tls", tls_renew)
+secret = Collection("secret", secret_rotate)
 
 ns = Collection(
     provision,
@@ -205,4 +212,5 @@ ns = Collection(
     lab,
     db,
     tls,
+    secret,
 )

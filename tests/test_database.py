@@ -219,6 +219,14 @@ def test_one_secret_key_for_the_farm_so_a_login_holds_on_every_app_host(farm, re
     ] * 20, [url for _, url, _ in pages]
     after = [int(remote(h).run(served)) for h in (app1, app2)]
     assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)  # both app hosts served the session
+    # a new key: the session the old one signed holds through Django's SECRET_KEY_FALLBACKS
+    rotated = fab("secret.rotate", settings=settings)
+    assert rotated.code == 0, rotated.out[-3000:]
+    digest = "runuser -u django -- sha256sum {0}"
+    new_keys = {remote(h).run(digest.format(key_file)).split()[0] for h in (app1, app2)}
+    fallbacks = {remote(h).run(digest.format(key_file + "_fallback")).split()[0] for h in (app1, app2)}
+    assert len(new_keys) == 1 and new_keys != keys and fallbacks == keys, (keys, new_keys, fallbacks)
+    assert [admin()[:2] for _ in range(20)] == [(200, f"http://{lb.address}/admin/")] * 20
 
 
 def test_a_celery_worker_runs_the_site_s_tasks_with_redis_on_the_db_host(farm):

@@ -17,6 +17,16 @@ put_file() {
     cat > "$1.fabstack-new" && chmod "$2" "$1.fabstack-new" && mv -f "$1.fabstack-new" "$1"
 }
 
+# rotate_secret PATH FALLBACK: PATH's secret becomes FALLBACK, and PATH a new one.
+rotate_secret() {
+    refuse_link "$1"
+    refuse_link "$2"
+    umask 077
+    [ -s "$1" ] || { echo "no secret at $1 yet; run fab provision first" >&2 && exit 1; }
+    cat "$1" > "$2.fabstack-new" && mv -f "$2.fabstack-new" "$2" &&
+        python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > "$1.fabstack-new" && mv -f "$1.fabstack-new" "$1"
+}
+
 # new_secret PATH: a random secret at PATH unless it holds one already; mode 600.
 new_secret() {
     refuse_link "$1"

@@ -156,6 +156,9 @@ def virtualenv(h: HostContext) -> Steps:
     yield Notify(Handler.RESTART_APP)  # a new interpreter or gunicorn needs a new master, not a HUP
 
 
+FALLBACK = "SECRET_KEY_FALLBACK"  # a secret value: the farm's key before its last rotation
+
+
 @step("secret key")
 def secret_key(h: HostContext) -> Steps:
     """Django's SECRET_KEY, readable by the app user alone: from the secrets setting, or
@@ -167,6 +170,8 @@ def secret_key(h: HostContext) -> Steps:
                 "secret key: this host's own key is replaced by the app's one SECRET_KEY (the farm's, or your "
                 "secrets:); sessions and signed links made with the old key end"
             )
+        if FALLBACK in h.settings.secret_values:  # the farm's key before its last rotation
+            yield from _secret_file(h, FALLBACK)
         return
     found, app = h.facts.file(h.layout.secret_key), h.layout.app
     if found and found.has_mode(app, app, "600"):
@@ -174,11 +179,27 @@ def secret_key(h: HostContext) -> Steps:
     yield Command(h.shell([], "new_secret", h.layout.secret_key))
 
 
+@step("secret key rotated")
+def rotate_key(h: HostContext) -> Steps:
+    """fab secret.rotate on a host that keeps its own key (a single app host): the key
+    becomes the fallback, a new one is made there by the app user, and the app reloads
+    (gracefully: what the old key signed stays good through SECRET_KEY_FALLBACKS)."""
+    yield Command(h.shell(["secret_key.sh"], "rotate_secret_key", h.layout.secret_key, h.layout.secret_key_fallback))
+    yield Notify(Handler.RELOAD_APP)
+
+
+@step("farm key rotated")
+def rotate_farm_key(h: HostContext) -> Steps:
+    """fab secret.rotate on the farm's key host: its key becomes the fallback, a new one
+    is made (the app hosts get both next)."""
+    yield Command(h.shell(["secret_key.sh"], "rotate_farm_key"))
+
+
 @step("secrets")
 def secrets(h: HostContext) -> Steps:
     """The other secrets from the settings, each in its own file (app user, mode 600)."""
     for name in h.settings.secret_values:
-        if name != "SECRET_KEY":
+        if name not in ("SECRET_KEY", FALLBACK):
             yield from _secret_file(h, name)
 
 
