@@ -104,6 +104,22 @@ def findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     }
 
 
+def farm_key_findings(h: HostContext, read: HostFacts) -> dict[str, str]:
+    """On an app host of a farm: its SECRET_KEY is the farm's one (the check task read the
+    farm's into the settings' secret values), so a session holds on every host."""
+    key = h.settings.secret_values.get("SECRET_KEY")
+    if not (h.is_app and len(h.settings.inventory.with_role("app")) > 1):
+        return {}
+    found = read.file(h.layout.secret_key)
+    if key is None:
+        problem = "the farm keeps no SECRET_KEY yet: run fab provision"
+    elif not (found and found.holds(key + "\n", h.layout.app, h.layout.app, "600")):
+        problem = f"{h.layout.secret_key} is not the farm's one key: run fab provision"
+    else:
+        problem = ""
+    return {"one SECRET_KEY for the farm": problem}
+
+
 def unexplained(found: CheckRead) -> str:
     """What is named as fabstack's on the host (a unit, a program, an enabled site, a cron
     file, a pg_hba rule, a Redis user) and no app's record owns: planted by hand, by an
@@ -220,7 +236,7 @@ def check(h: HostRun) -> None:
     read = HostFacts.parse(h.run(read_command(h)))
     found = CheckRead.parse(read.extra)
     warnings = found.django_warnings.strip()
-    problems = findings(h, found) | resource_findings(h, read)
+    problems = findings(h, found) | resource_findings(h, read) | farm_key_findings(h, read)
     if h.ends_tls:
         problems |= tls_findings(h, read.certificate, time.time())
     h.result.data = {name: problem or "ok" for name, problem in problems.items()} | {

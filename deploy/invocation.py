@@ -295,6 +295,15 @@ def with_farm_key(c: Context, settings: Settings, keeper: str, run: Run) -> Sett
     return dataclasses.replace(settings, secret_values={**settings.secret_values, **keys})
 
 
+def with_farm_key_read(c: Context, settings: Settings, run: Run) -> Settings:
+    """settings holding the farm's one SECRET_KEY as it is now, for fab check (read, never
+    made); settings as they are for one app host or a key of your own."""
+    keeper = farm_key_host(settings)
+    if not keeper or "SECRET_KEY" in settings.secret_values:
+        return settings
+    return with_farm_key(c, settings, keeper, dataclasses.replace(run, dry_run=True))
+
+
 def rotate_secret_key(c: Context, settings: Settings, run: Run) -> None:
     """fab secret.rotate: a new SECRET_KEY, the old one kept as Django's fallback so the
     sessions and links it signed stay good. A farm's on its key host, then every app

@@ -53,6 +53,16 @@ def tls_renew(c, run: Run, force=False):
     each_app(c, load_apps(run.settings, run.app), lambda s: invocation.tls_renew(c, s, force, run))
 
 
+@fab_task()
+def check(c, run: Run):
+    """Security check per host: host key, app user, gunicorn bind, secret modes, one farm key, check --deploy, nginx -t."""
+
+    def check_app(s):
+        execute(c, "check", checks.check, invocation.with_farm_key_read(c, s, run), run)
+
+    each_app(c, load_apps(run.settings, run.app), check_app, run.limit)
+
+
 @fab_task(name="rotate")
 def secret_rotate(c, run: Run):
     """A new SECRET_KEY (the farm's one, or each single host's); the old one stays Django's fallback, so sessions hold."""
@@ -201,11 +211,7 @@ ns = Collection(
     _host_task("reload", "Graceful reload: HUP the master, every worker replaced.", plans.app_control("reload")),
     _host_task("restart-nginx", "Restart nginx, refused when nginx -t fails.", plans.nginx_control("restart")),
     _host_task("reload-nginx", "Reload nginx's config, refused when nginx -t fails.", plans.nginx_control("reload")),
-    _host_task(
-        "check",
-        "Security check per host: host key, app user, gunicorn bind, secret modes, check --deploy, nginx -t.",
-        checks.check,
-    ),
+    check,
     _host_task("start-nginx", "Start nginx, refused when nginx -t fails.", plans.nginx_control("start")),
     _host_task("stop-nginx", "Stop nginx.", plans.nginx_control("stop")),
     _host_task("nginx-configtest", "Test nginx's configuration (nginx -t).", plans.nginx_control("configtest")),

@@ -197,6 +197,9 @@ def test_one_secret_key_for_the_farm_so_a_login_holds_on_every_app_host(farm, re
     key_file = "/srv/django/shared/data/secret_key"
     # a farm from before one key: each app host made its own (sessions signed on one were void on the other)
     remote(app2).run(f"runuser -u django -- sh -c {shlex.quote(NEW_KEY)}")
+    found = fab("check", settings=settings)
+    mismatch = f"{key_file} is not the farm's one key: run fab provision"
+    assert found.code == 1 and mismatch in found.out, found.out[-3000:]
     run = fab("provision", settings=settings)
     assert run.code == 0, run.out[-3000:]
     assert f"[{app2.target}] secret key: this host's own key is replaced by the app's one SECRET_KEY" in run.out
@@ -206,6 +209,8 @@ def test_one_secret_key_for_the_farm_so_a_login_holds_on_every_app_host(farm, re
     )
     assert keys == {kept.split()[0]} and kept.split("\n")[1] == "root:root 600", (keys, kept)
     assert fab("provision", settings=settings).changed() == 0
+    check = fab("check", settings=settings)
+    assert check.code == 0 and f"[{app2.target}] one SECRET_KEY for the farm: ok" in check.out, check.out[-3000:]
     # a superuser logs in through the lb, then 20 admin pages in a row, whichever app host answers
     password = secrets.token_urlsafe(16)
     made = fab("manage", "--", "shell", "-c", ADMIN.format(password), settings=settings)
