@@ -217,7 +217,12 @@ def note_sqlite_on_a_farm(c: Context, settings: Settings) -> None:
         session_of(c).console.write(line)
 
 
-def provision(c: Context, settings: Settings, run: Run) -> None:
+# provision's last phase behind load balancers (deploy.rollout.rolling_restarts): given
+# the hosts and the phase's name, it provisions those that roll and returns the rest
+Roll = Callable[[Settings, list[str], str], list[str]]
+
+
+def provision(c: Context, settings: Settings, run: Run, roll: Roll | None = None) -> None:
     """fab provision, in phases where one host makes what others need: a db host first
     (PostgreSQL, the app's role, its password made there; the password is then read into
     memory and uploaded to each app host over SFTP); with an ACME certificate and several
@@ -256,6 +261,8 @@ def provision(c: Context, settings: Settings, run: Run) -> None:
         if stale and not dry_run:
             phase(stale, plans.certificate_copy, with_certificate_copy(c, settings, issuer, run), "copy", False)
         rest, name = [h for h in rest if h not in lbs], "app"
+    if rest and roll and not dry_run:
+        rest = roll(settings, rest, name)
     if rest:
         phase(rest, plans.provision, settings, name)
 

@@ -60,6 +60,45 @@ def rolling(c: Context, task: str, plan: Plan, settings: Settings, run: Run) -> 
     return True
 
 
+# the steps of a provision that give the app a new master (or stop it for a switch of
+# process manager): a request in flight on that host then fails unless the lbs sent it
+# elsewhere first
+RESTARTS = ("gunicorn running", "process manager")
+
+
+def rolling_restarts(c: Context, settings: Settings, run: Run, hosts: list[str], name: str) -> list[str]:
+    """provision's last phase behind load balancers: the app hosts whose provision would
+    restart or reload gunicorn (a new environment, config or virtualenv) go batch by
+    batch, each out of the upstream while it changes, after the other hosts; returns
+    the hosts still to provision at once (all of them when nothing restarts, or this is
+    not a rolling run: -H hosts, no lb, batch_size 0)."""
+    lbs = [m.host for m in settings.inventory.with_role("lb")]
+    apps = [h for h in hosts if "app" in settings.inventory.roles_of(h)]
+    if c.config.get("fabstack_hosts") or not lbs or not settings.batch_size or not apps:
+        return hosts
+    session = session_of(c)
+    preview = session.run_task(
+        apps, plans.provision, settings, c.config, dataclasses.replace(run, dry_run=True), quiet=True
+    )
+    fail_if_any(preview)
+    restarting = [r.host for r in preview if any(s.name in RESTARTS and s.status == "changed" for s in r.steps)]
+    if not restarting:
+        return hosts
+    every = len(set(hosts) | set(lbs))
+    session.console.say(
+        "rolling", f"{len(restarting)} of {len(apps)} app host(s) restart, {settings.batch_size} at a time"
+    )
+    others = [h for h in hosts if h not in restarting]
+    if others:
+        fail_if_any(run_reported(c, "provision", others, plans.provision, settings, run, phase=name), out_of=every)
+    for start in range(0, len(restarting), settings.batch_size):
+        batch = restarting[start : start + settings.batch_size]
+        for hosts_now, plan, phase in ((lbs, plans.lb_out(frozenset(batch)), "lb out"),
+                                       (batch, plans.provision, "batch"), (lbs, plans.lb_out(frozenset()), "lb in")):  # fmt: skip
+            fail_if_any(run_reported(c, "provision", hosts_now, plan, settings, run, phase=phase), out_of=every)
+    return []
+
+
 def migrate_once(c: Context, settings: Settings, release: Release, hosts: list[str], run: Run) -> None:
     """A deploy with a shared database: the release uploaded to every app host first
     (nothing switches), then the database migrated once, from the first of them, before

@@ -12,7 +12,7 @@ from deploy.invocation import each_app, execute, execute_in_one_report, hosts_of
 from deploy.invocation import provision as run_provision
 from deploy.lab.tasks import lab
 from deploy.release import release_of
-from deploy.rollout import migrate_once, rolling
+from deploy.rollout import migrate_once, rolling, rolling_restarts
 from deploy.steps import registered
 
 brief = Console.brief
@@ -24,7 +24,8 @@ READ_ONLY = ("settings", "app", "verbose", "json")  # the run flags of a task wi
 def provision(c, run: Run, workers=None, worker_class=None, server_name=None):
     """Set up the server: nginx, python3, app user, virtualenv, gunicorn and nginx configs."""
     apps = load_apps(run.settings, run.app, workers=workers, worker_class=worker_class, server_name=server_name)
-    each_app(c, apps, lambda s: run_provision(c, s, run), run.limit)
+    roll = lambda s, hosts, name: rolling_restarts(c, s, run, hosts, name)  # noqa: E731
+    each_app(c, apps, lambda s: run_provision(c, s, run, roll), run.limit)
 
 
 @fab_task(help={"project": "Django project to deploy (default: the bundled sample)"})

@@ -189,6 +189,24 @@ def test_rolling_deploy_broken_release_and_rollback_under_load(farm, cold, tmp_p
     assert served_bodies(farm[0], 9) == {"V2": 9}
 
 
+def test_a_provision_that_restarts_the_app_rolls_host_by_host_under_load(farm, cold, tmp_path):
+    settings = write_settings(tmp_path, farm, cold)
+    assert fab("provision", "deploy", "--project", release_project(tmp_path, "V1"), settings=settings).code == 0
+    data = yaml.safe_load(Path(settings).read_text())
+    data["env"] = {"FABSTACK_ROLL_MARK": "1"}  # a new environment: every app host's gunicorn takes it
+    Path(settings).write_text(yaml.safe_dump(data))
+    with Load(farm[0].address) as load:
+        run = fab("provision", settings=settings)
+    print(f"provision with a new env under load: {load.sent} requests, {load.failed} failed")
+    assert run.code == 0, run
+    assert "[rolling] 3 of 3 app host(s) restart, 1 at a time" in run.out, run.out[-3000:]
+    assert load.failed == 0 and load.sent > 20, (load.sent, load.failed)
+    for host in farm[1:]:
+        assert "FABSTACK_ROLL_MARK=1" in Remote(host).run("cat /srv/django/config/gunicorn.conf.py")
+    again = fab("provision", settings=settings)
+    assert again.code == 0 and again.changed() == 0 and "[rolling]" not in again.out, again
+
+
 def served_bodies(lb, count: int) -> dict[str, int]:
     seen: collections.Counter = collections.Counter()
     for _ in range(count):
