@@ -5,6 +5,7 @@ one remote command; what they find goes into the host's result data (and so into
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from deploy.steps.server import venv_marker
 
 STATUS_COLUMNS = (
     "site", "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv",
+    "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv", "key",
 )  # fmt: skip
 
 
@@ -57,6 +58,8 @@ def status(h: HostRun) -> None:
     if h.is_app:
         row |= {
             "venv": f.venv_marker[:8] or "missing",
+            # the SECRET_KEY's sha256, its first 8: the same on every app host of a farm
+            "key": key.sha256[:8] if (key := f.file(h.layout.secret_key)) else "missing",
             "app": "running" if f.app_pid else "stopped",
             "manager": gunicorn.running_manager(h) or "-",
             "pid": f.app_pid or "-",
@@ -87,6 +90,12 @@ def status(h: HostRun) -> None:
     short = [name for name, count in wanted.items() if name not in f.background or f.background[name].running < count]
     stopped = [name for name, job in f.jobs.items() if job.state != "active"]
     problems += [f"background process {name} not running" for name in short]
+    if (
+        h.is_app
+        and "SECRET_KEY" in h.settings.secret_values
+        and row["key"] != _sha8(h.settings.secret_values["SECRET_KEY"])
+    ):
+        problems.append("its SECRET_KEY is not the farm's one key: run fab provision")
     if h.is_app and f.venv_marker != venv_marker(h):
         problems.append(
             "its virtualenv is not the one the settings ask for (every app host's VENV is the same): run fab provision"
@@ -102,6 +111,10 @@ def status(h: HostRun) -> None:
     if h.is_app and row["passed"] != "-" and row["release"] not in ("-", row["passed"]):
         problems.append(f"release {row['release']} has not passed its health check")
     h.step(refuse if problems else done, *(["; ".join(problems)] if problems else []), name="status", report=False)
+
+
+def _sha8(secret: str) -> str:
+    return hashlib.sha256((secret + "\n").encode()).hexdigest()[:8]
 
 
 def _updates(counts: str, reboot: bool) -> str:

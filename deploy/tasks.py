@@ -177,8 +177,8 @@ def remove(c, run: Run, yes=False, purge=False):
 @fab_task()
 def status(c, run: Run):
     """A row per app per host: reachable, nginx and its config test, app, manager, pid,
-    workers, release, health, uptime."""
-    apps = load_apps(run.settings, run.app)
+    workers, release, health, uptime, the SECRET_KEY's hash (one on a farm)."""
+    apps = [invocation.with_farm_key_read(c, s, run) for s in load_apps(run.settings, run.app)]
     execute_in_one_report(c, "status", apps, reports.status, reports.status_table, run)
 
 

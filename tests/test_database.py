@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.cookiejar
+import json
 import re
 import secrets
 import shlex
@@ -211,6 +212,9 @@ def test_one_secret_key_for_the_farm_so_a_login_holds_on_every_app_host(farm, re
     assert fab("provision", settings=settings).changed() == 0
     check = fab("check", settings=settings)
     assert check.code == 0 and f"[{app2.target}] one SECRET_KEY for the farm: ok" in check.out, check.out[-3000:]
+    status = fab("status", "--json", settings=settings)
+    rows = [h["data"] for h in json.loads(status.out)["runs"][0]["hosts"] if h["host"] in (app1.target, app2.target)]
+    assert status.code == 0 and [row["key"] for row in rows] == [kept.split()[0][:8]] * 2, status.out[-2000:]
     # a superuser logs in through the lb, then 20 admin pages in a row, whichever app host answers
     password = secrets.token_urlsafe(16)
     made = fab("manage", "--", "shell", "-c", ADMIN.format(password), settings=settings)
