@@ -24,7 +24,7 @@ from deploy.results import HostResult
 from deploy.runner import Plan, Session
 from deploy.settings import REDIS_URL, Settings, SettingsError
 from deploy.settings.inventory import ROLES
-from deploy.steps import server
+from deploy.steps import database, server
 from deploy.steps.server import FALLBACK
 
 Report = Callable[[Console, list[HostResult]], None]
@@ -402,28 +402,43 @@ def data_host(c: Context, settings: Settings) -> str:
 
 
 def backup(c: Context, settings: Settings, to: str, run: Run) -> Path:
-    """fab db.backup: a copy of the app's data on its host and in `to` here, checked."""
+    """fab db.backup: a copy of the app's data on its host and in `to` here, checked; and
+    of its uploads (media), from the first app host, beside it (NAME.media.tar.gz)."""
     kind = "dump" if settings.postgresql else "sqlite3"
     name = f"{settings.app_name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.{kind}"
     local = Path(to) / name
-    host = data_host(c, settings)
-    fail_if_any(run_reported(c, "db.backup", [host], plans.backup(name, str(local)), settings, run))
+    host, uploads = data_host(c, settings), hosts_of(c, settings, role="app")[0]
+    data = run_reported(
+        c, "db.backup", [host], plans.one_step(database.backup, name, str(local)), settings, run, "data"
+    )
+    fail_if_any(data)
+    media = plans.one_step(database.media_backup, media_of(name), media_of(str(local)))
+    fail_if_any(run_reported(c, "db.backup", [uploads], media, settings, run, "media"))
     return local
 
 
+def media_of(backup: str) -> str:
+    """The uploads' backup beside the data's: APP-TIME.media.tar.gz."""
+    return f"{backup.rsplit('.', 1)[0]}.media.tar.gz"
+
+
 def restore(c: Context, settings: Settings, path: str, yes: bool, run: Run) -> None:
-    """fab db.restore FILE --yes: the app stopped on every app host, the data replaced,
-    the app started again (also when the restore fails)."""
+    """fab db.restore FILE --yes: the app stopped on every app host, the data replaced
+    (and the uploads, from the media backup beside FILE, when there is one), the app
+    started again (also when the restore fails)."""
     if not Path(path).is_file():
         raise Exit(f"fabstack: no backup file {path}; fab db.backups lists them", code=2)
     if not yes:
         raise Exit(f"fabstack: db.restore replaces the app's data with {path}; add --yes to do it", code=2)
     apps = hosts_of(c, settings, role="app")
+    media = media_of(path)
     fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("stop"), settings, run, phase="stop"))
     try:
-        restored = run_reported(
-            c, "db.restore", [data_host(c, settings)], plans.restore(path), settings, run, phase="restore"
-        )
+        restore = plans.one_step(database.restore, path)
+        restored = run_reported(c, "db.restore", [data_host(c, settings)], restore, settings, run, phase="restore")
+        if Path(media).is_file() and not any(r.failed for r in restored):
+            uploads = plans.one_step(database.media_restore, media)
+            restored += run_reported(c, "db.restore", apps[:1], uploads, settings, run, phase="media")
     finally:
         fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("start"), settings, run, phase="start"))
     fail_if_any(restored)
@@ -434,7 +449,7 @@ def list_backups(c: Context, settings: Settings, where: str) -> None:
     found = sorted(Path(where).glob(f"{settings.app_name}-*"), key=lambda p: p.name, reverse=True)
     console = session_of(c).console
     for path in found:
-        if path.suffix in (".dump", ".sqlite3"):
+        if path.suffix in (".dump", ".sqlite3") or path.name.endswith(".media.tar.gz"):
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             console.write(f"{path}  {path.stat().st_size} bytes  sha256 {sha}")
     if not found:

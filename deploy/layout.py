@@ -158,7 +158,7 @@ class Layout:
             "APP": self.app, "ROOT": self.root, "VENV": self.venv, "VENV_MARKER": self.venv_marker,
             "REQUIREMENTS_MARKER": self.requirements_marker, "RELEASES": self.releases, "CURRENT": self.current,
             "STATE": self.state, "PASSED": self.passed, "RECORD": self.master_record, "CONFIG": self.gunicorn_conf,
-            "DATA": self.data, "LOGS": self.logs, "UNIT": self.unit, "UNIT_FILE": self.unit_file,
+            "DATA": self.data, "MEDIA": self.media, "LOGS": self.logs, "UNIT": self.unit, "UNIT_FILE": self.unit_file,
             "PROGRAM": self.program, "PROGRAM_FILE": self.program_file, "SUPERVISOR_LOG": self.supervisor_log,
             "NGINX_SITE": self.nginx_site, "NGINX_LINK": self.nginx_link, "LB_SITE": self.nginx_lb_site, "LB_LINK": self.nginx_lb_link, "NGINX_DEFAULT": self.NGINX_DEFAULT,
             "NGINX_DEFAULT_BACKUP": self.NGINX_DEFAULT_BACKUP, "APT_STAMP": self.APT_STAMP, "BUILDS": self.BUILDS,

@@ -209,20 +209,11 @@ def migrate(new: Release) -> Plan:
     return plan
 
 
-def backup(name: str, local: str) -> Plan:
-    """The app's data copied on the host that holds it, and to local here."""
+def one_step(action: Step, *args: str) -> Plan:
+    """A plan of one step on the host that holds what it needs (a backup, a restore)."""
 
     def plan(h: HostRun) -> None:
-        h.step(database.backup, name, local)
-
-    return plan
-
-
-def restore(local: str) -> Plan:
-    """The app's data replaced by the backup at local (the app stopped around it)."""
-
-    def plan(h: HostRun) -> None:
-        h.step(database.restore, local)
+        h.step(action, *args)
 
     return plan
 

@@ -405,22 +405,34 @@ def current(host) -> str:
         r.conn.close()
 
 
-def test_backup_drop_restore(farm, tmp_path):
-    (lb, _, _, db), _, settings = farm
+def test_backup_drop_restore(farm, tmp_path, remote):
+    (lb, app1, _, db), _, settings = farm
+    upload = "/srv/django/shared/media/photo.bin"  # an upload, as the app writes one
+    a = remote(app1)
+    a.run(f"runuser -u django -- sh -c 'head -c 100000 /dev/urandom > {upload}'")
+    uploaded = a.run(f"sha256sum {upload}").split()[0]
     run = fab("db.backup", "--to", str(tmp_path), settings=settings)
     assert run.code == 0, run.out[-3000:]
     (copy,) = tmp_path.glob("django-*.dump")
+    (media,) = tmp_path.glob("django-*.media.tar.gz")  # the uploads beside the data
+    assert media.name == copy.name.replace(".dump", ".media.tar.gz")
+    media_sha = a.run(f"sha256sum /var/backups/fabstack/django/{media.name}").split()[0]
+    assert media_sha == hashlib.sha256(media.read_bytes()).hexdigest() and f"sha256 {media_sha}" in run.out
     d = Remote(db)
     try:
         on_host = d.run(f"sha256sum /var/backups/fabstack/django/{copy.name}").split()[0]
         assert on_host == hashlib.sha256(copy.read_bytes()).hexdigest() and f"sha256 {on_host}" in run.out
         d.run("runuser -u postgres -- psql -d django -c 'DROP TABLE notes_note'")
+        a.run(f"rm {upload}")
         assert get(f"http://{lb.address}/notes/")[0] == 500  # the table is gone
         refused = fab("db.restore", str(copy), settings=settings)
         assert refused.code == 2 and "add --yes" in refused.err, refused
         restored = fab("db.restore", str(copy), "--yes", settings=settings)
         assert restored.code == 0, restored.out[-3000:]
         assert get(f"http://{lb.address}/notes/") == (200, "notes: shared")  # the rows are back
+        assert a.run(f"sha256sum {upload}").split()[0] == uploaded  # and the upload
+        assert a.run(f"stat -c %U {upload}").strip() == "django"
+        a.run(f"rm {upload}")
         listing = fab("db.backups", "--where", str(tmp_path), settings=settings)
         assert f"{copy}  {copy.stat().st_size} bytes  sha256 {on_host}" in listing.out, listing
     finally:

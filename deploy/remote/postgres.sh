@@ -116,6 +116,21 @@ restore_database() {
     esac
 }
 
+# backup_media NAME: the app's uploads (its media directory) as BACKUPS/NAME, a tar.gz
+# the app user makes of its own directory (root never reads through it); its sha256 and
+# size, as backup_database prints them.
+backup_media() {
+    umask 077
+    mkdir -p "$BACKUPS" || return 1
+    as_app "$MEDIA" tar -czf - . > "$BACKUPS/$1" || return 1
+    echo "$(sha256sum < "$BACKUPS/$1" | cut -d' ' -f1) $(stat -c %s "$BACKUPS/$1")"
+}
+
+# restore_media FILE: the app's uploads replaced by the backup FILE, by the app user.
+restore_media() {
+    as_app "$MEDIA" sh -c 'find . -mindepth 1 -delete && tar -xzf - --no-same-owner' < "$1"
+}
+
 # enable_backup_timer: systemd reads the backup units; the daily timer runs.
 enable_backup_timer() {
     systemctl daemon-reload && systemctl enable -q --now "$BACKUP_UNIT.timer"

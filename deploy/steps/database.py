@@ -141,7 +141,18 @@ def kind(h: HostContext) -> str:
 def backup(h: HostContext, name: str, local: str) -> Steps:
     """The app's data copied on the host (kept there too) and here; the copy here is
     checked against the host's by size and sha256."""
-    made = (yield Probe(h.shell(POSTGRES, "backup_database", kind(h), name))) or ""
+    yield from _copied_here(h, (yield Probe(h.shell(POSTGRES, "backup_database", kind(h), name))), name, local)
+
+
+@step("media backup")
+def media_backup(h: HostContext, name: str, local: str) -> Steps:
+    """The app's uploads (media) as a tar.gz, on the host and here, checked as the data is."""
+    yield from _copied_here(h, (yield Probe(h.shell(POSTGRES, "backup_media", name))), name, local)
+
+
+def _copied_here(h: HostContext, made: str | None, name: str, local: str) -> Steps:
+    """The host's backup `name` (its sha256 and size in made) downloaded to local, equal."""
+    made = made or ""
     copied = yield Download(f"{h.layout.backups}/{name}", local)
     if copied and copied.split() != made.split():
         raise StepFailed(f"the copy of {name} differs from the host's ({copied} here, {made.strip()} there); run again")
@@ -154,3 +165,10 @@ def restore(h: HostContext, local: str) -> Steps:
     """The app's data replaced by the backup at local (uploaded first, its size checked)."""
     staged = yield Upload(Path(local).name, Path(local).read_bytes())
     yield Command(h.shell(POSTGRES, "restore_database", kind(h), staged))
+
+
+@step("media restore")
+def media_restore(h: HostContext, local: str) -> Steps:
+    """The app's uploads replaced by the media backup at local, by the app user."""
+    staged = yield Upload(Path(local).name, Path(local).read_bytes())
+    yield Command(h.shell(POSTGRES, "restore_media", staged))
