@@ -9,6 +9,7 @@ HTTP (the guide's setup) always has the HTTPS ones. Its errors fail the check.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 
 from deploy import manifest, scripts
@@ -35,6 +36,7 @@ def read_command(h: HostContext) -> scripts.Shell:
     if h.is_app:
         secrets = sorted(h.layout.secret(name) for name in {"SECRET_KEY", *h.settings.secrets})
         lines.append(scripts.line("read_app_checks", *secrets))
+        lines.append(scripts.line("read_key_sha", h.layout.secret_key))
     if h.ends_tls:
         lines.append("read_tls")
     return scripts.calls(
@@ -104,16 +106,15 @@ def findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     }
 
 
-def farm_key_findings(h: HostContext, read: HostFacts) -> dict[str, str]:
+def farm_key_findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     """On an app host of a farm: its SECRET_KEY is the farm's one (the check task read the
     farm's into the settings' secret values), so a session holds on every host."""
     key = h.settings.secret_values.get("SECRET_KEY")
     if not (h.is_app and len(h.settings.inventory.with_role("app")) > 1):
         return {}
-    found = read.file(h.layout.secret_key)
     if key is None:
         problem = "the farm keeps no SECRET_KEY yet: run fab provision"
-    elif not (found and found.holds(key + "\n", h.layout.app, h.layout.app, "600")):
+    elif found.key_sha != hashlib.sha256((key + "\n").encode()).hexdigest():
         problem = f"{h.layout.secret_key} is not the farm's one key: run fab provision"
     else:
         problem = ""
@@ -236,7 +237,7 @@ def check(h: HostRun) -> None:
     read = HostFacts.parse(h.run(read_command(h)))
     found = CheckRead.parse(read.extra)
     warnings = found.django_warnings.strip()
-    problems = findings(h, found) | resource_findings(h, read) | farm_key_findings(h, read)
+    problems = findings(h, found) | resource_findings(h, read) | farm_key_findings(h, found)
     if h.ends_tls:
         problems |= tls_findings(h, read.certificate, time.time())
     h.result.data = {name: problem or "ok" for name, problem in problems.items()} | {

@@ -321,6 +321,7 @@ class CheckRead:
     found_cron: list[str] = field(default_factory=list)
     found_pg_rules: list[str] = field(default_factory=list)
     found_redis_users: list[str] = field(default_factory=list)
+    key_sha: str = ""  # the SECRET_KEY file's sha256
     secret: dict[str, str] = field(default_factory=dict)  # path -> "owner:group mode" ('' missing)
     owns: dict[str, str] = field(default_factory=dict)  # app -> its record's owns=
 

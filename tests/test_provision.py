@@ -82,15 +82,15 @@ def test_only_nginx_reaches_gunicorn(cold: ColdRun, remote, index):
     socket = "/srv/django/run/gunicorn.sock"
     assert r.run("stat -c '%U:%G %a' /srv/django/run").strip() == "django:www-data 750"
 
-    def answer(user: str) -> str:
+    def answer(user: str, group: str) -> str:
         """curl's HTTP code and exit status asking gunicorn's socket as USER."""
         return r.run(
-            f"setpriv --reuid {user} --regid {user} --init-groups curl --noproxy '*' -s -o /dev/null -w '%{{http_code}}' "
+            f"setpriv --reuid {user} --regid {group} --init-groups curl --noproxy '*' -s -o /dev/null -w '%{{http_code}}' "
             f"-H 'Host: localhost' --unix-socket {socket} http://localhost/; echo \" $?\""
         ).strip()
 
-    assert answer("www-data") == "200 0"  # nginx's user: Django answers
-    assert answer("nobody") == "000 7"  # any other local user: no connection
+    assert answer("www-data", "www-data") == "200 0"  # nginx's user: Django answers
+    assert answer("nobody", "nogroup") == "000 7"  # any other local user: no connection
 
 
 def test_second_run_changes_nothing(cold: ColdRun):

@@ -672,12 +672,12 @@ def test_fab_check_finds_an_app_host_whose_key_is_not_the_farm_s():
     farm = dataclasses.replace(s.validate({"hosts": FARM_OF_TWO}), secret_values={"SECRET_KEY": "k" * 50})
 
     def found(sha: str) -> dict[str, str]:
-        facts = HostFacts.parse(f"sha.{key_file}={sha}\nmeta.{key_file}=django:django 600\n")
-        return checks.farm_key_findings(HostContext("root@10.0.0.12", farm, facts), facts)
+        h = HostContext("root@10.0.0.12", farm, HostFacts.parse(""))
+        return checks.farm_key_findings(h, CheckRead.parse({"key_sha": sha}))
 
     assert found(hashlib.sha256(("k" * 50 + "\n").encode()).hexdigest()) == {"one SECRET_KEY for the farm": ""}
     assert found("0" * 64) == {
         "one SECRET_KEY for the farm": f"{key_file} is not the farm's one key: run fab provision"
     }
     alone = HostContext(HOST, s.validate({}), HostFacts.parse(""))
-    assert checks.farm_key_findings(alone, alone.facts) == {}  # one app host: its own key is the site's
+    assert checks.farm_key_findings(alone, CheckRead.parse({})) == {}  # one app host: its own key is the site's

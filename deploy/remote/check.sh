@@ -37,6 +37,13 @@ read_app_checks() {
     true
 }
 
+# read_key_sha PATH: the sha256 of the app's SECRET_KEY file, read as the app user (the
+# farm's one-key check compares it).
+read_key_sha() {
+    # shellcheck disable=SC2016 # expanded by the app user's shell
+    echo "key_sha=$(as_app / sh -c 'sha256sum < "$1" | cut -d" " -f1' - "$1" 2> /dev/null)"
+}
+
 # read_db_reach ADDRESS PORT USER DATABASE: `db_reach=` what PostgreSQL at ADDRESS does
 # when this host knocks (deploy/remote/pg_probe.py, in $PG_PROBE_PY).
 read_db_reach() {
