@@ -95,7 +95,6 @@ def findings(h: HostContext, found: CheckRead) -> dict[str, str]:
         ),  # fmt: skip
         "gunicorn only through nginx": f"the app user listens on {', '.join(reachable)}" if reachable else "",
         "secret files private": f"not app-only (600): {', '.join(exposed)}" if exposed else "",
-        "one database for every app host": sqlite_on_a_farm(h.settings).removeprefix("fabstack: "),
         "data directory private": ""
         if f.data_dir == f"{app}:{app} 700"
         else (f"{h.layout.data} is {f.data_dir or 'missing'}; want {app}:{app} 700"),  # fmt: skip
@@ -240,11 +239,16 @@ def check(h: HostRun) -> None:
     problems = findings(h, found) | resource_findings(h, read) | farm_key_findings(h, found)
     if h.ends_tls:
         problems |= tls_findings(h, read.certificate, time.time())
+    # SQLite on a farm: a warning, not a failure (a farm of apps that write nothing runs so)
+    sqlite = sqlite_on_a_farm(h.settings).removeprefix("fabstack: ") if h.is_app else ""
     h.result.data = {name: problem or "ok" for name, problem in problems.items()} | {
-        "django warnings": warnings or "none"
+        "django warnings": warnings or "none",
+        "database warning": sqlite or "none",
     }
     for name, problem in problems.items():
         with contextlib.suppress(StepFailed):  # recorded; the other checks still run
             h.step(refuse if problem else done, *([problem] if problem else []), name=name)
     if warnings:
         h.console.say(h.host, f"django check --deploy warnings: {warnings} (details: fab manage -- check --deploy)")
+    if sqlite:
+        h.console.say(h.host, f"warning: {sqlite}")
