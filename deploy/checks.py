@@ -34,8 +34,7 @@ def read_command(h: HostContext) -> scripts.Shell:
         s = h.settings
         lines.append(scripts.line("read_db_reach", dbs[0].address, s.db_port, s.database_user, s.database_name))
     if h.is_app:
-        secrets = sorted(h.layout.secret(name) for name in {"SECRET_KEY", *h.settings.secrets})
-        lines.append(scripts.line("read_app_checks", *secrets))
+        lines.append(scripts.line("read_app_checks", *sorted(h.layout.secret_files(h.settings.secrets))))
         lines.append(scripts.line("read_key_sha", h.layout.secret_key))
     if h.ends_tls:
         lines.append("read_tls")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from deploy.settings import Settings
@@ -170,6 +171,11 @@ class Layout:
             "LOGROTATE_CONF": self.logrotate_conf, "LOGROTATE_STATE": self.logrotate_state,
             "LOGROTATE_UNIT": self.logrotate_unit,
         }  # fmt: skip
+
+    def secret_files(self, names: Iterable[str]) -> list[str]:
+        """Every secret file of the app: SECRET_KEY's, the key before the last rotation,
+        and those of NAMES (the secrets setting); the facts and fab check read them all."""
+        return [self.secret_key, self.secret_key_fallback, *(self.secret(n) for n in names if n != "SECRET_KEY")]
 
     def secret(self, name: str) -> str:
         """Where secret NAME lives on the host (SECRET_KEY: the secret_key file)."""

@@ -309,7 +309,7 @@ class HostRun(HostContext):
         """The facts every plan starts from (deploy/remote/facts.sh); with also, a
         read-only task's own reads in the same command."""
         layout = self.layout
-        secrets = [layout.secret_key, *(layout.secret(n) for n in self.settings.secrets if n != "SECRET_KEY")]
+        secrets = layout.secret_files(self.settings.secrets)
         owned = manifest.owned(layout, self.settings)
         files = [*manifest.of_kind(owned, "file"), *manifest.of_kind(owned, "cron")]
         return self.gather(host_facts.read_command(layout, secrets, self.values, files, host_files(), also))

@@ -681,3 +681,22 @@ def test_fab_check_finds_an_app_host_whose_key_is_not_the_farm_s():
     }
     alone = HostContext(HOST, s.validate({}), HostFacts.parse(""))
     assert checks.farm_key_findings(alone, CheckRead.parse({})) == {}  # one app host: its own key is the site's
+
+
+def test_the_key_before_a_rotation_is_read_with_the_other_secrets():
+    # the facts read the fallback's checksum: without it every provision after a rotation
+    # wrote it again (changed=2 on each app host, and a rolling restart for nothing)
+    layout = host().layout
+    assert layout.secret_files(["API_TOKEN"]) == [
+        "/srv/django/shared/data/secret_key", "/srv/django/shared/data/secret_key_fallback",
+        "/srv/django/shared/data/api_token",
+    ]  # fmt: skip
+    key_file, fallback = layout.secret_key, layout.secret_key_fallback
+    keys = {"SECRET_KEY": "k" * 50, "SECRET_KEY_FALLBACK": "o" * 50}
+    farm = dataclasses.replace(s.validate({"hosts": FARM_OF_TWO}), secret_values=keys)
+    sha = {
+        path: hashlib.sha256((value + "\n").encode()).hexdigest()
+        for path, value in ((key_file, keys["SECRET_KEY"]), (fallback, keys["SECRET_KEY_FALLBACK"]))
+    }
+    facts = HostFacts.parse("".join(f"sha.{p}={v}\nmeta.{p}=django:django 600\n" for p, v in sha.items()))
+    assert drive(server.secret_key(HostContext("root@10.0.0.12", farm, facts))) == []
