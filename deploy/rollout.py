@@ -80,8 +80,10 @@ def rolling_restarts(c: Context, settings: Settings, run: Run, hosts: list[str],
     preview = session.run_task(
         apps, plans.provision, settings, c.config, dataclasses.replace(run, dry_run=True), quiet=True
     )
-    fail_if_any(preview)
-    restarting = [r.host for r in preview if any(s.name in RESTARTS and s.status == "changed" for s in r.steps)]
+    # a host the look-ahead could not read goes with the others, where its failure is reported
+    restarting = [
+        r.host for r in preview if not r.failed and any(s.name in RESTARTS and s.status == "changed" for s in r.steps)
+    ]
     if not restarting:
         return hosts
     every = len(set(hosts) | set(lbs))

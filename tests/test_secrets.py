@@ -91,8 +91,9 @@ def test_check_reports_what_is_unsafe_and_provision_repairs_it(host, cold, tmp_p
     assert "django check --deploy warnings: W" in run.out  # plain HTTP: Django's HTTPS advice is listed
     assert "(details: fab manage -- check --deploy)" in run.out  # and how to read it
     r = Remote(host)
-    r.run(  # what a hand edit could do: gunicorn on every address, the key readable by all
-        "sed -i 's/^bind = .*/bind = \"0.0.0.0:8000\"/' /srv/django/config/gunicorn.conf.py "
+    r.run(  # what a hand edit could do: gunicorn on every address too, the key readable by all
+        'sed -i \'s|^bind = .*|bind = ["unix:/srv/django/run/gunicorn.sock", "0.0.0.0:8000"]|\' '
+        "/srv/django/config/gunicorn.conf.py "
         "&& chmod 644 /srv/django/shared/data/secret_key"
     )
     assert fab("-H", host.target, "restart", settings=cold.settings).code == 0  # with the edited config
