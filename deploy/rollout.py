@@ -91,13 +91,15 @@ def rolling_restarts(c: Context, settings: Settings, run: Run, hosts: list[str],
         "rolling", f"{len(restarting)} of {len(apps)} app host(s) restart, {settings.batch_size} at a time"
     )
     others = [h for h in hosts if h not in restarting]
-    if others:
-        fail_if_any(run_reported(c, "provision", others, plans.provision, settings, run, phase=name), out_of=every)
+    # the others' failures (an unreachable host) are reported at the end, as in a provision
+    # that does not roll: they stop no other host; a batch that fails stops the rollout
+    done = run_reported(c, "provision", others, plans.provision, settings, run, phase=name) if others else []
     for start in range(0, len(restarting), settings.batch_size):
         batch = restarting[start : start + settings.batch_size]
         for hosts_now, plan, phase in ((lbs, plans.lb_out(frozenset(batch)), "lb out"),
                                        (batch, plans.provision, "batch"), (lbs, plans.lb_out(frozenset()), "lb in")):  # fmt: skip
             fail_if_any(run_reported(c, "provision", hosts_now, plan, settings, run, phase=phase), out_of=every)
+    fail_if_any(done, out_of=every)
     return []
 
 
