@@ -46,11 +46,10 @@ def read_command(h: HostContext) -> scripts.Shell:
 def sqlite_on_a_farm(settings: Settings) -> str:
     """The one line that says a farm without a db host keeps a database per app host
     ('' when it does not): not refused, since a farm of apps that write nothing runs so."""
-    apps = settings.inventory.with_role("app")
-    if len(apps) < 2 or settings.postgresql:
+    if not settings.farm or settings.postgresql:
         return ""
     return (
-        f"fabstack: SQLite on {len(apps)} app hosts: each keeps its own database, and a write on one is not on "
+        f"fabstack: SQLite on {len(settings.inventory.with_role('app'))} app hosts: each keeps its own database, and a write on one is not on "
         "the others; give one host roles: [db] for one PostgreSQL database"
     )
 
@@ -108,7 +107,7 @@ def farm_key_findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     """On an app host of a farm: its SECRET_KEY is the farm's one (the check task read the
     farm's into the settings' secret values), so a session holds on every host."""
     key = h.settings.secret_values.get("SECRET_KEY")
-    if not (h.is_app and len(h.settings.inventory.with_role("app")) > 1):
+    if not (h.is_app and h.settings.farm):
         return {}
     if key is None:
         problem = "the farm keeps no SECRET_KEY yet: run fab provision"

@@ -287,8 +287,8 @@ def app_hosts(settings: Settings) -> list[str]:
 def farm_key_host(settings: Settings) -> str:
     """Where a farm keeps its one SECRET_KEY: its db host, else its first app host; ''
     with one app host, whose own key is the site's."""
-    apps, dbs = settings.inventory.with_role("app"), settings.inventory.with_role("db")
-    return (dbs or apps)[0].host if len(apps) > 1 else ""
+    keepers = settings.inventory.with_role("db") or settings.inventory.with_role("app")
+    return keepers[0].host if settings.farm else ""
 
 
 def with_farm_key(c: Context, settings: Settings, keeper: str, run: Run) -> Settings:

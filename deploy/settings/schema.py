@@ -261,6 +261,12 @@ class Settings:
         return self.database == "postgresql" or bool(self.inventory.with_role("db"))
 
     @property
+    def farm(self) -> bool:
+        """More than one app host: what a single host keeps for itself (its SECRET_KEY, its
+        SQLite database) the app hosts of a farm must share."""
+        return len(self.inventory.with_role("app")) > 1
+
+    @property
     def database_name(self) -> str:
         return self.db_name or self.app_name.replace("-", "_")
 
