@@ -187,7 +187,8 @@ def test_no_fixed_path_under_a_world_writable_directory():
     """Root never writes at a path another user could make first: a file under /tmp is
     named by mktemp (a template with XXXXXX), never by a name anyone can work out."""
     fixed = []
-    sources = [*MODULES.values(), *(DEPLOY / "remote").iterdir(), *(REPO / "templates").rglob("*.j2")]
+    remote = [p for p in (DEPLOY / "remote").iterdir() if p.is_file()]  # not a __pycache__ of its .py files
+    sources = [*MODULES.values(), *remote, *(REPO / "templates").rglob("*.j2")]
     for path in sources:
         if "lab" in path.relative_to(DEPLOY if path.is_relative_to(DEPLOY) else REPO).parts:
             continue  # the lab: test servers on this machine, not a host's
