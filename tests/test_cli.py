@@ -202,3 +202,11 @@ def test_limit_picks_the_apps_whose_inventory_has_the_host(tmp_path):
     assert names("root@10.0.0.12") == ["shop", "blog"]
     assert names("") == ["shop", "blog"]
     assert names("10.0.0.99") == ["shop", "blog"]  # no app has it: hosts_of names the inventory
+
+
+def test_secret_rotate_refuses_a_key_the_settings_give_before_any_host(tmp_path):
+    settings = tmp_path / "fabstack.yaml"
+    settings.write_text("secrets:\n  SECRET_KEY: env:SHOP_SECRET_KEY\n")
+    run = fab("-H", "root@192.0.2.1", "secret.rotate", settings=settings, env={"SHOP_SECRET_KEY": "k" * 50})
+    assert run.code == 2, run  # TEST-NET: nothing there to reach, and nothing was tried
+    assert "SECRET_KEY comes from your secrets: setting; put a new value there" in run.err, run
