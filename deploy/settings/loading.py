@@ -101,7 +101,7 @@ def _refuse_clashes(apps: list[Settings]) -> None:
                 raise SettingsError(f"server_name {same[0]} is in {both}; give each app names of its own")
             if a.bind and a.bind == b.bind:
                 raise SettingsError(
-                    f"bind {a.bind} is in {both}; give each its own, or leave bind unset for a free one"
+                    f"bind {a.bind} is in {both}; give each its own, or leave bind unset for its own unix socket"
                 )
             if a.default_server and b.default_server:
                 raise SettingsError(f"{both} both have default_server: true; a host has one, set it on one of them")

@@ -73,7 +73,7 @@ def no_clash(h: HostContext) -> Steps:
         if h.is_app and held.get("bind") == h.bind:
             raise StepFailed(
                 f"bind {h.bind} is app {other!r}'s on this host; give app {app!r} another port, or leave bind "
-                "unset for a free one"
+                "unset for its own unix socket"
             )
     return
     yield
