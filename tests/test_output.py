@@ -99,6 +99,7 @@ def test_status_table_has_a_row_per_host(cold):
         "MEMORY",
         "UPDATES",
         "VENV",
+        "KEY",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}
