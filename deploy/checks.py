@@ -9,7 +9,6 @@ HTTP (the guide's setup) always has the HTTPS ones. Its errors fail the check.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 
 from deploy import manifest, scripts
@@ -21,6 +20,7 @@ from deploy.results import StepFailed
 from deploy.runner import HostRun
 from deploy.settings import Settings
 from deploy.settings.tls import WARN_DAYS, uncovered
+from deploy.steps.server import secret_sha256
 
 
 def read_command(h: HostContext) -> scripts.Shell:
@@ -111,7 +111,7 @@ def farm_key_findings(h: HostContext, found: CheckRead) -> dict[str, str]:
         return {}
     if key is None:
         problem = "the farm keeps no SECRET_KEY yet: run fab provision"
-    elif found.key_sha != hashlib.sha256((key + "\n").encode()).hexdigest():
+    elif found.key_sha != secret_sha256(key):
         problem = f"{h.layout.secret_key} is not the farm's one key: run fab provision"
     else:
         problem = ""

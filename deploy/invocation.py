@@ -329,10 +329,11 @@ def rotate_secret_key(c: Context, settings: Settings, run: Run) -> None:
     if not keeper:
         execute(c, "secret.rotate", plans.secret_key_applied(server.rotate_key), settings, run)
         return
+    rotate = plans.one_step(server.rotate_farm_key)
     if run.dry_run:  # what a rotation would do: the key host's step, listed
-        run_reported(c, "secret.rotate", [keeper], plans.rotate_farm_key, settings, run)
+        run_reported(c, "secret.rotate", [keeper], rotate, settings, run)
         return
-    fail_if_any(run_reported(c, "secret.rotate", [keeper], plans.rotate_farm_key, settings, run, "key"))
+    fail_if_any(run_reported(c, "secret.rotate", [keeper], rotate, settings, run, "key"))
     settings = with_farm_key(c, settings, keeper, run)
     execute(c, "secret.rotate", plans.secret_key_applied(server.secret_key), settings, run)
 

@@ -122,11 +122,6 @@ def secret_key_applied(key_step: Step) -> Plan:
     return plan
 
 
-def rotate_farm_key(h: HostRun) -> None:
-    """fab secret.rotate on the farm's key host."""
-    h.step(server.rotate_farm_key)
-
-
 def farm_key(make: bool) -> Plan:
     """Read the farm's one SECRET_KEY on its key host, made first when make and there is
     none: into this run's memory only (never printed, recorded or put in --json)."""

@@ -5,7 +5,6 @@ one remote command; what they find goes into the host's result data (and so into
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -19,7 +18,7 @@ from deploy.results import HostResult
 from deploy.runner import HostRun, Plan
 from deploy.settings.tls import WARN_DAYS
 from deploy.steps import gunicorn
-from deploy.steps.server import venv_marker
+from deploy.steps.server import secret_sha256, venv_marker
 
 STATUS_COLUMNS = (
     "site", "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
@@ -93,7 +92,7 @@ def status(h: HostRun) -> None:
     if (
         h.is_app
         and "SECRET_KEY" in h.settings.secret_values
-        and row["key"] != _sha8(h.settings.secret_values["SECRET_KEY"])
+        and row["key"] != secret_sha256(h.settings.secret_values["SECRET_KEY"])[:8]
     ):
         problems.append("its SECRET_KEY is not the farm's one key: run fab provision")
     if h.is_app and f.venv_marker != venv_marker(h):
@@ -111,10 +110,6 @@ def status(h: HostRun) -> None:
     if h.is_app and row["passed"] != "-" and row["release"] not in ("-", row["passed"]):
         problems.append(f"release {row['release']} has not passed its health check")
     h.step(refuse if problems else done, *(["; ".join(problems)] if problems else []), name="status", report=False)
-
-
-def _sha8(secret: str) -> str:
-    return hashlib.sha256((secret + "\n").encode()).hexdigest()[:8]
 
 
 def _updates(counts: str, reboot: bool) -> str:

@@ -23,17 +23,18 @@ rotate_secret() {
     refuse_link "$2"
     umask 077
     [ -s "$1" ] || { echo "no secret at $1 yet; run fab provision first" >&2 && exit 1; }
-    cat "$1" > "$2.fabstack-new" && mv -f "$2.fabstack-new" "$2" &&
-        python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > "$1.fabstack-new" && mv -f "$1.fabstack-new" "$1"
+    cat "$1" > "$2.fabstack-new" && mv -f "$2.fabstack-new" "$2" && random_secret "$1"
+}
+
+# random_secret PATH: a new random secret at PATH, written aside and moved in whole.
+random_secret() {
+    python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > "$1.fabstack-new" && mv -f "$1.fabstack-new" "$1"
 }
 
 # new_secret PATH: a random secret at PATH unless it holds one already; mode 600.
 new_secret() {
     refuse_link "$1"
     umask 077
-    if [ ! -s "$1" ]; then
-        python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > "$1.fabstack-new" &&
-            mv -f "$1.fabstack-new" "$1"
-    fi
+    if [ ! -s "$1" ]; then random_secret "$1"; fi
     chmod 600 "$1"
 }

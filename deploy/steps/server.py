@@ -203,6 +203,12 @@ def secrets(h: HostContext) -> Steps:
             yield from _secret_file(h, name)
 
 
+def secret_sha256(value: str) -> str:
+    """The sha256 of the file that holds a secret's value (the value and a newline): what
+    check and status compare a host's SECRET_KEY with."""
+    return hashlib.sha256((value + "\n").encode()).hexdigest()
+
+
 def _secret_file(h: HostContext, name: str) -> Changes:
     """Uploaded over SFTP, never on a command line or in a diff; the app reloads to read
     it. Returns whether it changed."""
