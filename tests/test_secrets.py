@@ -108,3 +108,18 @@ def test_check_reports_what_is_unsafe_and_provision_repairs_it(host, cold, tmp_p
     again = fab("-H", host.target, "check", settings=cold.settings)
     assert again.code == 0, again
     assert ":8000" not in r.run("ss -Hltn")  # back on its unix socket
+
+
+def test_a_single_host_rotates_its_own_key_and_keeps_the_old_one_as_fallback(host, cold):
+    r = Remote(host)
+    digest = "runuser -u django -- sha256sum /srv/django/shared/data/{0} 2>/dev/null | cut -d' ' -f1"
+    assert fab("-H", host.target, "provision", "deploy", settings=cold.settings).code == 0
+    old = r.run(digest.format("secret_key")).strip()
+    rotated = fab("-H", host.target, "secret.rotate", settings=cold.settings)
+    assert rotated.code == 0, rotated
+    new, fallback = r.run(digest.format("secret_key")).strip(), r.run(digest.format("secret_key_fallback")).strip()
+    assert new and new != old and fallback == old, (old, new, fallback)
+    assert r.run("stat -c '%U:%G %a' /srv/django/shared/data/secret_key_fallback").strip() == "django:django 600"
+    assert "It works" in r.run("curl --noproxy '*' -s http://127.0.0.1/")  # the app reloaded with both keys
+    again = fab("-H", host.target, "provision", settings=cold.settings)
+    assert again.code == 0 and again.changed() == 0, again
