@@ -36,10 +36,14 @@ def read_command(h: HostContext) -> scripts.Shell:
     if h.is_app:
         lines.append(scripts.line("read_app_checks", *sorted(h.layout.secret_files(h.settings.secrets))))
         lines.append(scripts.line("read_key_sha", h.layout.secret_key))
+    if h.shares_media:
+        lines += ["read_media_facts", "read_media_writable"]
     if h.ends_tls:
         lines.append("read_tls")
     return scripts.calls(
-        ["check.sh", "postgres.sh", "tls.sh"], lines, {**h.values, "PG_PROBE_PY": scripts.text("pg_probe.py")}
+        ["check.sh", "postgres.sh", "tls.sh", "media.sh"],
+        lines,
+        {**h.values, "PG_PROBE_PY": scripts.text("pg_probe.py")},
     )
 
 
@@ -116,6 +120,23 @@ def farm_key_findings(h: HostContext, found: CheckRead) -> dict[str, str]:
     else:
         problem = ""
     return {"one SECRET_KEY for the farm": problem}
+
+
+def media_findings(h: HostContext, read: HostFacts, found: CheckRead) -> dict[str, str]:
+    """On an app host of a farm with shared media: the volume mounted at the media
+    directory, its marker seen (else nginx answers 503 here), the app able to write."""
+    if not h.shares_media:
+        return {}
+    media = h.layout.media
+    if read.media_mount != "fuse.glusterfs":
+        problem = f"not mounted at {media} (the load balancers take this host out): run fab provision"
+    elif not read.media_marker:
+        problem = f"the volume at {media} has no {h.layout.media_marker}: run fab provision"
+    elif not found.media_writable:
+        problem = f"the app cannot write {media}: run fab provision"
+    else:
+        problem = ""
+    return {"shared media": problem}
 
 
 def unexplained(found: CheckRead) -> str:
@@ -235,6 +256,7 @@ def check(h: HostRun) -> None:
     found = CheckRead.parse(read.extra)
     warnings = found.django_warnings.strip()
     problems = findings(h, found) | resource_findings(h, read) | farm_key_findings(h, found)
+    problems |= media_findings(h, read, found)
     if h.ends_tls:
         problems |= tls_findings(h, read.certificate, time.time())
     # SQLite on a farm: a warning, not a failure (a farm of apps that write nothing runs so)

@@ -128,6 +128,13 @@ class HostFacts:
     redis_included: bool = False  # redis.conf includes fabstack's files
     redis_acl: bool = False  # the app has a Redis ACL user of its own (not the shared default user)
     firewall: str = ""  # loaded when fabstack's nftables table is there
+    glusterd: str = ""  # an app host sharing media: online or down
+    media_brick: str = ""  # the brick directory's "owner:group mode" ('' missing): the volume root's
+    media_volume: str = ""  # the app's GlusterFS volume: 1 started, 0 made, '' none
+    media_bricks: list[str] = field(default_factory=list)  # the addresses of its bricks' hosts
+    media_allow: str = ""  # the clients its auth.allow lets in
+    media_mount: str = ""  # the type of what is mounted at the media directory ('' nothing)
+    media_marker: bool = False  # the volume's marker file is seen at the media directory
     certificate: CertificateFact | None = None  # a host that ends TLS: the one it serves, if any
     background: dict[str, BackgroundFact] = field(default_factory=dict)  # process -> manager, pids
     jobs: dict[str, JobFact] = field(default_factory=dict)  # scheduled job -> how it runs, when it last ran
@@ -322,6 +329,7 @@ class CheckRead:
     found_pg_rules: list[str] = field(default_factory=list)
     found_redis_users: list[str] = field(default_factory=list)
     key_sha: str = ""  # the SECRET_KEY file's sha256
+    media_writable: bool = False  # the app may write its shared media directory
     secret: dict[str, str] = field(default_factory=dict)  # path -> "owner:group mode" ('' missing)
     owns: dict[str, str] = field(default_factory=dict)  # app -> its record's owns=
 

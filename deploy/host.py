@@ -89,10 +89,18 @@ class HostContext:
         return self.runs_redis and self.member is not None
 
     @property
+    def shares_media(self) -> bool:
+        """An app host of a farm with shared_media: its media directory is the app's
+        GlusterFS volume, with a brick (a copy) here."""
+        return self.is_app and self.settings.farm and self.settings.shared_media
+
+    @property
     def firewall_here(self) -> bool:
-        """fabstack's firewall table lives here: every host with `firewall: true`, and a
-        farm's Redis host (Redis has no access rules of its own)."""
-        return self.settings.firewall or self.redis_on_farm
+        """fabstack's firewall table lives here: every host with `firewall: true`, a
+        farm's Redis host (Redis has no access rules of its own), and the app hosts that
+        share media (glusterd's bricks answer any address the volume's own rule lets
+        through; the app hosts alone may reach them)."""
+        return self.settings.firewall or self.redis_on_farm or self.shares_media
 
     @property
     def background_here(self) -> list[Process]:
@@ -179,4 +187,7 @@ class HostContext:
             "FIREWALL_ROLE": "yes" if self.firewall_here else "",
             "SITES": "yes" if self.is_app or self.serves_lb else "",
             "REDIS_PORT": REDIS_PORT,
+            "MEDIA_ROLE": "yes" if self.shares_media else "",
+            "MEDIA_PEERS": " ".join(s.inventory.addresses("app")),
+            "MEDIA_SELF": self.member.address if self.member else "",
         }

@@ -218,8 +218,9 @@ def note_sqlite_on_a_farm(c: Context, settings: Settings) -> None:
 
 
 # provision's last phase behind load balancers (deploy.rollout.rolling_restarts): given
-# the hosts and the phase's name, it provisions those that roll and returns the rest
-Roll = Callable[[Settings, list[str], str], list[str]]
+# the hosts and the phase's name, it provisions those that roll and returns the rest,
+# and the results of those it provisioned
+Roll = Callable[[Settings, list[str], str], tuple[list[str], list[HostResult]]]
 
 
 def provision(c: Context, settings: Settings, run: Run, roll: Roll | None = None) -> None:
@@ -261,10 +262,15 @@ def provision(c: Context, settings: Settings, run: Run, roll: Roll | None = None
         if stale and not dry_run:
             phase(stale, plans.certificate_copy, with_certificate_copy(c, settings, issuer, run), "copy", False)
         rest, name = [h for h in rest if h not in lbs], "app"
+    provisioned: list[HostResult] = []
     if rest and roll and not dry_run:
-        rest = roll(settings, rest, name)
+        rest, provisioned = roll(settings, rest, name)
     if rest:
-        phase(rest, plans.provision, settings, name)
+        provisioned += phase(rest, plans.provision, settings, name)
+    unmounted = [r.host for r in provisioned if r.data.get("media_mounted") is False]
+    if unmounted:  # the farm's shared media: the volume, once glusterd runs on every app host
+        phase(app_hosts(settings)[:1], plans.media_volume, settings, "media volume")
+        phase(unmounted, plans.media_mounted, settings, "media mount")
 
 
 def with_shared_secrets(c: Context, settings: Settings, db: str, run: Run) -> Settings:

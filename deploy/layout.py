@@ -32,6 +32,14 @@ class Layout:
     gunicorn_conf = property(lambda self: f"{self.root}/config/gunicorn.conf.py")
     shared = property(lambda self: f"{self.root}/shared")
     media = property(lambda self: f"{self.root}/shared/media")
+    # a farm's shared media: the app's GlusterFS volume, its brick on each app host (in
+    # root's own directory), its mount unit (systemd names it after the path), and the
+    # file at the volume's root that says it is mounted (nginx checks it)
+    volume = property(lambda self: f"fabstack-{self.app}")
+    brick = property(lambda self: f"/var/lib/fabstack/bricks/{self.app}")
+    media_unit = property(lambda self: systemd_path_name(self.media) + ".mount")
+    media_unit_file = property(lambda self: f"/etc/systemd/system/{self.media_unit}")
+    media_marker = property(lambda self: f"{self.root}/shared/media/.fabstack-volume")
     data = property(lambda self: f"{self.root}/shared/data")
     secret_key = property(lambda self: f"{self.root}/shared/data/secret_key")
     # the key before the last `fab secret.rotate` (Django's SECRET_KEY_FALLBACKS)
@@ -169,7 +177,8 @@ class Layout:
             "FIREWALL_TABLE": self.firewall_table, "FIREWALL_UNIT": self.firewall_unit,
             "FIREWALL_UNIT_FILE": self.firewall_unit_file, "NGINX_LOGS": self.nginx_logs,
             "LOGROTATE_CONF": self.logrotate_conf, "LOGROTATE_STATE": self.logrotate_state,
-            "LOGROTATE_UNIT": self.logrotate_unit,
+            "LOGROTATE_UNIT": self.logrotate_unit, "VOLUME": self.volume, "BRICK": self.brick,
+            "MEDIA_UNIT": self.media_unit, "MEDIA_UNIT_FILE": self.media_unit_file, "MEDIA_MARKER": self.media_marker,
         }  # fmt: skip
 
     def secret_files(self, names: Iterable[str]) -> list[str]:
@@ -195,3 +204,18 @@ class Layout:
             (self.run, app, "www-data", "750"),
             (self.logs, app, "adm", "750"),
         ]
+
+
+def systemd_path_name(path: str) -> str:
+    """A path as systemd names its mount unit (systemd-escape --path): slashes become
+    dashes, and every byte but [A-Za-z0-9:_.] is \\xNN (a leading dot too)."""
+    out = []
+    for i, byte in enumerate(path.strip("/").encode()):
+        char = chr(byte)
+        if char == "/":
+            out.append("-")
+        elif (char.isascii() and char.isalnum()) or char in ":_" or (char == "." and i > 0):
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "".join(out) or "-"

@@ -51,7 +51,7 @@ def owned(layout: Layout, settings: Settings) -> tuple[Owned, ...]:
         layout.unit, *(f"{layout.logrotate_unit}.{end}" for end in ("service", "timer")),
         *(f"{layout.backup_unit}.{end}" for end in ("service", "timer")), layout.firewall_unit,
         *(f"{layout.bg_unit(name)}.service" for name in processes),
-        *(f"{layout.job_unit(j.name)}.{end}" for j in s.jobs for end in ("service", "timer")),
+        *(f"{layout.job_unit(j.name)}.{end}" for j in s.jobs for end in ("service", "timer")), layout.media_unit,
     ]  # fmt: skip
     files = [
         layout.nginx_site, layout.nginx_lb_site, layout.unit_file, *programs, layout.logrotate_state,
@@ -60,7 +60,7 @@ def owned(layout: Layout, settings: Settings) -> tuple[Owned, ...]:
         layout.redis_auth, layout.acme_hook, layout.certbot_dropin, layout.gunicorn_conf, layout.app_env_file,
         layout.job_runner, layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.logrotate_conf,
         layout.claims, layout.db_password_file, layout.farm_key, layout.farm_key_fallback, layout.redis_url_file, layout.firewall_file,
-        *map(layout.bg_unit_file, processes),
+        *map(layout.bg_unit_file, processes), layout.media_unit_file,
         *(path for j in s.jobs for path in layout.job_files(j.name)),
     ]  # fmt: skip
     items = [

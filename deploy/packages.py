@@ -13,6 +13,7 @@ FIREWALL = ("nftables",)  # Redis on a farm's db host: reachable by the app host
 TLS = ("openssl",)  # a host that ends TLS: its certificate read and checked
 ACME = ("certbot",)  # the host that gets the certificate from an ACME CA
 UPDATES = ("unattended-upgrades",)  # security updates by themselves (unattended_upgrades)
+MEDIA = ("glusterfs-server",)  # a farm's shared media: a brick and a mount on every app host
 CRON = ("cron",)  # scheduled jobs and log rotation on a host without systemd
 BY_MANAGER = {"supervisor": ("supervisor",)}  # what a process manager brings
 KNOWN = tuple(
@@ -27,6 +28,7 @@ KNOWN = tuple(
             *TLS,
             *ACME,
             *CRON,
+            *MEDIA,
             *(p for extra in BY_MANAGER.values() for p in extra),
         ]
     )
@@ -41,6 +43,7 @@ def wanted(
     cron: bool = False,
     firewall: bool = False,
     updates: bool = False,
+    media: bool = False,
 ) -> tuple[str, ...]:
     """The packages a host with these roles needs, its app kept running by manager;
     tls: "acme" on the host that gets the certificate, "files" where one is put."""
@@ -59,6 +62,8 @@ def wanted(
         wanted += UPDATES
     if cron:
         wanted += CRON
+    if media:
+        wanted += MEDIA
     if tls:
         wanted += TLS + (ACME if tls == "acme" else ())
     return tuple(dict.fromkeys(wanted))

@@ -21,6 +21,7 @@ from deploy.steps import (
     firewall,
     gunicorn,
     health,
+    media,
     nginx,
     redis,
     release,
@@ -56,6 +57,10 @@ def provision(h: HostRun) -> None:
     if h.is_app:
         h.step(server.app_user)
         h.step(server.directories)
+        if h.shares_media:  # glusterd; the volume, when there is one, at the media directory
+            h.step(media.glusterd)
+            h.step(media.mounted)
+            h.result.data["media_mounted"] = h.facts.media_mount == "fuse.glusterfs" or h.dry_run
         h.step(server.virtualenv)
         h.step(server.secret_key)
         if set(h.settings.secrets) - {"SECRET_KEY"}:
@@ -94,6 +99,22 @@ def provision(h: HostRun) -> None:
             h.step(nginx.running)
     if h.ends_tls and h.facts.certificate:  # the other lbs compare their copy with it
         h.result.data["certificate_sha256"] = h.facts.certificate.sha256
+
+
+def media_volume(h: HostRun) -> None:
+    """A farm's shared media, on its first app host: every app host in GlusterFS's pool,
+    the app's volume made (or a brick added for a new app host) and started."""
+    h.read_facts()
+    h.step(media.volume)
+
+
+def media_mounted(h: HostRun) -> None:
+    """A farm's shared media on an app host: the volume mounted at the media directory,
+    then the nginx site that checks it's there."""
+    h.read_facts()
+    h.step(media.mounted)
+    h.step(nginx.site)
+    h.step(nginx.running)
 
 
 def shared_secrets(h: HostRun) -> None:
@@ -309,6 +330,8 @@ def remove(purge: bool) -> Plan:
                 h.step(database.dropped)
         if h.runs_redis:
             h.step(redis.removed)
+        if h.shares_media:  # before anything goes: a purge deletes the media directory
+            h.step(media.unmounted, purge)
         h.step(claims.removed, purge)  # a load balancer: its lb site and records
 
     return plan

@@ -12,6 +12,7 @@ from deploy import plans
 from deploy.cli import Run
 from deploy.invocation import fail_if_any, run_reported, session_of
 from deploy.release import Release
+from deploy.results import HostResult
 from deploy.runner import Plan
 from deploy.settings import Settings
 
@@ -66,16 +67,18 @@ def rolling(c: Context, task: str, plan: Plan, settings: Settings, run: Run) -> 
 RESTARTS = ("gunicorn running", "process manager")
 
 
-def rolling_restarts(c: Context, settings: Settings, run: Run, hosts: list[str], name: str) -> list[str]:
+def rolling_restarts(
+    c: Context, settings: Settings, run: Run, hosts: list[str], name: str
+) -> tuple[list[str], list[HostResult]]:
     """provision's last phase behind load balancers: the app hosts whose provision would
     restart or reload gunicorn (a new environment, config or virtualenv) go batch by
     batch, each out of the upstream while it changes, after the other hosts; returns
     the hosts still to provision at once (all of them when nothing restarts, or this is
-    not a rolling run: -H hosts, no lb, batch_size 0)."""
+    not a rolling run: -H hosts, no lb, batch_size 0), and the results of those it did."""
     lbs = [m.host for m in settings.inventory.with_role("lb")]
     apps = [h for h in hosts if "app" in settings.inventory.roles_of(h)]
     if c.config.get("fabstack_hosts") or not lbs or not settings.batch_size or not apps:
-        return hosts
+        return hosts, []
     session = session_of(c)
     preview = session.run_task(
         apps, plans.provision, settings, c.config, dataclasses.replace(run, dry_run=True), quiet=True
@@ -85,7 +88,7 @@ def rolling_restarts(c: Context, settings: Settings, run: Run, hosts: list[str],
         r.host for r in preview if not r.failed and any(s.name in RESTARTS and s.status == "changed" for s in r.steps)
     ]
     if not restarting:
-        return hosts
+        return hosts, []
     every = len(set(hosts) | set(lbs))
     session.console.say(
         "rolling", f"{len(restarting)} of {len(apps)} app host(s) restart, {settings.batch_size} at a time"
@@ -94,13 +97,16 @@ def rolling_restarts(c: Context, settings: Settings, run: Run, hosts: list[str],
     # the others' failures (an unreachable host) are reported at the end, as in a provision
     # that does not roll: they stop no other host; a batch that fails stops the rollout
     done = run_reported(c, "provision", others, plans.provision, settings, run, phase=name) if others else []
+    provisioned = list(done)
     for start in range(0, len(restarting), settings.batch_size):
         batch = restarting[start : start + settings.batch_size]
         for hosts_now, plan, phase in ((lbs, plans.lb_out(frozenset(batch)), "lb out"),
                                        (batch, plans.provision, "batch"), (lbs, plans.lb_out(frozenset()), "lb in")):  # fmt: skip
-            fail_if_any(run_reported(c, "provision", hosts_now, plan, settings, run, phase=phase), out_of=every)
+            results = run_reported(c, "provision", hosts_now, plan, settings, run, phase=phase)
+            fail_if_any(results, out_of=every)
+            provisioned += results if phase == "batch" else []
     fail_if_any(done, out_of=every)
-    return []
+    return [], provisioned
 
 
 def migrate_once(c: Context, settings: Settings, release: Release, hosts: list[str], run: Run) -> None:

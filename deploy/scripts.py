@@ -15,7 +15,7 @@ from importlib import resources
 
 # What each file's functions call in other files (common.sh comes with every one).
 NEEDS = {
-    "facts.sh": ("gunicorn.sh", "postgres.sh", "tls.sh", "background.sh", "redis.sh", "firewall.sh"),
+    "facts.sh": ("gunicorn.sh", "postgres.sh", "tls.sh", "background.sh", "redis.sh", "firewall.sh", "media.sh"),
     "background.sh": (),
     "status.sh": ("gunicorn.sh",),
     "release.sh": (),

@@ -188,6 +188,7 @@ class Lab:
                 "systemd-nspawn", "-q", "-b", "-D", str(root), f"--network-namespace-path=/run/netns/{host.netns}",
                 "-M", host.name, "--register=no", "--keep-unit",
                 "--capability=CAP_NET_ADMIN",  # its own network namespace: a firewall of its own, as a server has
+                "--bind=/dev/fuse",  # FUSE, as a server's kernel has it: a GlusterFS client mounts through it
             ]  # fmt: skip
             cgroups = host_cgroups(host.netns)
             for cgroup in cgroups:

@@ -10,11 +10,13 @@ refuse_link() {
     fi
 }
 
-# put_file PATH MODE: standard input to PATH, atomically, with MODE.
+# put_file PATH MODE: standard input to PATH, atomically, with MODE; written aside under
+# a name of its own, so two hosts writing one file of a shared volume never meet.
 put_file() {
     refuse_link "$1"
     umask 077
-    cat > "$1.fabstack-new" && chmod "$2" "$1.fabstack-new" && mv -f "$1.fabstack-new" "$1"
+    new=$(mktemp "$1.fabstack-new.XXXXXX") || exit 1
+    cat > "$new" && chmod "$2" "$new" && mv -f "$new" "$1"
 }
 
 # rotate_secret PATH FALLBACK: PATH's secret becomes FALLBACK, and PATH a new one.
@@ -37,4 +39,10 @@ new_secret() {
     umask 077
     if [ ! -s "$1" ]; then random_secret "$1"; fi
     chmod 600 "$1"
+}
+
+# copy_in FROM INTO: FROM's files copied into INTO (a farm's new shared media volume),
+# with their times and modes; a name INTO holds already is kept, never overwritten.
+copy_in() {
+    cp -a -n "$1/." "$2/"
 }

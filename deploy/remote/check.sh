@@ -44,6 +44,13 @@ read_key_sha() {
     echo "key_sha=$(as_app / sh -c 'sha256sum < "$1" | cut -d" " -f1' - "$1" 2> /dev/null)"
 }
 
+# read_media_writable: `media_writable=yes` when the app user may write its media
+# directory (asked of the kernel; nothing is written).
+read_media_writable() {
+    as_app / test -w "$MEDIA" && echo "media_writable=yes"
+    true
+}
+
 # read_db_reach ADDRESS PORT USER DATABASE: `db_reach=` what PostgreSQL at ADDRESS does
 # when this host knocks (deploy/remote/pg_probe.py, in $PG_PROBE_PY).
 read_db_reach() {

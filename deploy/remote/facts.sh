@@ -5,18 +5,19 @@
 #
 # Set before use: the layout's values (APP, UNIT, UNIT_FILE, PROGRAM, PROGRAM_FILE,
 # APT_STAMP, VENV, VENV_MARKER, REQUIREMENTS_MARKER, PASSED, RELEASES, CURRENT,
-# NGINX_DEFAULT_BACKUP), WSGI_PACKAGE (the wsgi module's top package), DB_ROLE (yes on a db host: postgres.sh's read_db_facts) and,
+# NGINX_DEFAULT_BACKUP, media.sh's), WSGI_PACKAGE (the wsgi module's top package), DB_ROLE (yes on a db host: postgres.sh's read_db_facts) and,
 # space-separated, FACT_FILES (files root reads), APP_FACT_FILES
 # (files read as the app user), FACT_DIRS, FACT_LINKS, FACT_PACKAGES.
 
 # FILE_FACTS: `sha.PATH=` and `meta.PATH=` lines for the regular files among "$@" (a
 # symlink is not one: it reads as missing, so a step replaces it). Kept as text so the
-# app user's shell can run it too.
+# app user's shell can run it too. -z: a name with a backslash (a mount unit's) as it is,
+# not escaped.
 # shellcheck disable=SC2016 # expanded by the shell that runs it
 FILE_FACTS='found=
 for f; do [ -f "$f" ] && [ ! -L "$f" ] && found="$found $f"; done
 if [ -n "$found" ]; then
-    sha256sum $found | sed "s/^\([0-9a-f]*\)  \(.*\)$/sha.\2=\1/"
+    sha256sum -z $found | tr "\\0" "\\n" | sed "s/^\([0-9a-f]*\)  \(.*\)$/sha.\2=\1/"
     stat -c "meta.%n=%U:%G %a" $found
 fi'
 eval "file_facts() {
@@ -116,6 +117,7 @@ read_facts() {
     [ -n "$SITES" ] && read_sites
     [ -n "$REDIS_ROLE" ] && read_redis_facts
     [ -n "$FIREWALL_ROLE" ] && read_firewall
+    [ -n "$MEDIA_ROLE" ] && read_media_facts
     [ -n "$BACKGROUND" ] && read_background && read_jobs
     pid=
     read -r pid 2>/dev/null < /run/nginx.pid

@@ -122,6 +122,10 @@ class Settings:
         "/static/", "URL prefix nginx serves from the release's collected static files.", v.url_prefix
     )
     media_url: str = setting("/media/", "URL prefix nginx serves from the shared media directory.", v.url_prefix)
+    shared_media: bool = setting(
+        True,
+        "On a farm (more than one app host): the media directory is one GlusterFS volume, a copy on every app host, mounted at the same path on each, so an upload is served by every host at once. false: each app host keeps its own (for a site that stores no uploads).",
+    )
     static_dir: str = setting(
         "staticfiles", "The project's STATIC_ROOT, relative to the project root (no '..').", v.relative_path
     )

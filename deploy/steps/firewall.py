@@ -1,7 +1,7 @@
 """fabstack's firewall: one nftables table of the app's own on a host. With `firewall:
 true`, nothing comes in but what the host's roles serve, to those they serve it to;
-without it, only Redis on a farm's db host is guarded (it has no access rules of its
-own). New rules are tried before they are kept: loaded with a guard that puts the old
+without it, only what has no access rules of its own is guarded: Redis on a farm's db
+host, glusterd and the bricks of a farm's shared media. New rules are tried before they are kept: loaded with a guard that puts the old
 ones back after ROLLBACK_SECONDS unless fab, logging in again through the new ones,
 stands it down. Rules that shut SSH out undo themselves; the run says so."""
 
@@ -15,11 +15,14 @@ from deploy.steps.files import ensure_file
 
 FIREWALL = ["firewall.sh"]
 ROLLBACK_SECONDS = 60
+GLUSTERD_PORT = 24007
+BRICK_PORTS = (49152, 60999)  # glusterd.vol's base-port and max-port
 
 
-def _service(name: str, ports: list[int], clients: list[str]) -> dict:
-    """One rule of the table: ports open to clients (every address when empty)."""
-    shown = str(ports[0]) if len(ports) == 1 else "{ " + ", ".join(map(str, ports)) + " }"
+def _service(name: str, ports: list[int], clients: list[str], ranges: tuple[tuple[int, int], ...] = ()) -> dict:
+    """One rule of the table: ports (and ranges of ports) open to clients (every address when empty)."""
+    words = [*map(str, ports), *(f"{low}-{high}" for low, high in ranges)]
+    shown = words[0] if len(words) == 1 else "{ " + ", ".join(words) + " }"
     return {
         "name": name,
         "ports": shown,
@@ -40,9 +43,11 @@ def services(h: HostContext) -> list[dict]:
     """What this host lets in, and from where: by role with `firewall: true`, else Redis alone."""
     s = h.settings
     apps = s.inventory.addresses("app")
-    redis = [_service("redis", [REDIS_PORT], apps)] if h.redis_on_farm else []
+    guarded = [_service("redis", [REDIS_PORT], apps)] if h.redis_on_farm else []
+    if h.shares_media:  # glusterd, and the bricks on the ports it hands out
+        guarded.append(_service("glusterfs", [GLUSTERD_PORT], apps, (BRICK_PORTS,)))
     if not s.firewall:
-        return redis
+        return guarded
     wanted = [_service("ssh", [ssh_port(h)], [str(n) for n in s.ssh_from])]
     if public_ports(h):
         wanted.append(_service("web", public_ports(h), []))
@@ -50,7 +55,7 @@ def services(h: HostContext) -> list[dict]:
         wanted.append(_service("app site", [s.app_port], s.inventory.addresses("lb")))
     if "db" in h.roles and h.member is not None and s.postgresql:
         wanted.append(_service("postgresql", [s.db_port], apps))
-    return wanted + redis
+    return wanted + guarded
 
 
 def public_ports(h: HostContext) -> list[int]:

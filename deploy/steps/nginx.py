@@ -11,6 +11,7 @@ from deploy.host import HostContext
 from deploy.ops import Command, Diff, Handler, Notify, Probe, Steps, Upload, step
 from deploy.render import environment, render
 from deploy.settings.tls import has_ocsp
+from deploy.steps import media
 
 NGINX = ["nginx.sh"]
 # Seconds an idle keepalive connection lives at each end of the lb -> app host hop. The
@@ -85,6 +86,7 @@ def site_config(h: HostContext) -> str:
         static_root=f"{layout.current}/{s.static_dir}",
         media_url=s.media_url,
         media_root=layout.media,
+        media_guard=media.guard(h),
         **IDLE_TIMEOUTS,
         **(dict(zip(("tls", "acme"), tls_context(h), strict=True)) if not m else {"tls": None, "acme": None}),
     )

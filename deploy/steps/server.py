@@ -28,6 +28,7 @@ def apt_packages(h: HostContext) -> Steps:
         h.uses_cron,
         h.firewall_here,
         h.settings.unattended_upgrades,
+        h.shares_media,
     )
     if h.settings.apt_proxy:  # before apt needs it
         proxy = render(environment(h.settings.templates_dir), "apt-proxy.conf.j2", proxy=h.settings.apt_proxy)
