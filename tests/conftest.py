@@ -207,6 +207,18 @@ def later(request):
 """
 
 
+def with_view(project: Path, name: str, code: str) -> None:
+    """code (a view function NAME) added to the notes app, served at /notes/NAME/."""
+    views = project / "notes" / "views.py"
+    views.write_text(views.read_text() + code)
+    urls = project / "mysite" / "urls.py"
+    text = urls.read_text()
+    text = re.sub(r"from notes\.views import (.*)", rf"from notes.views import \1, {name}", text, count=1)
+    urls.write_text(
+        text.replace("path('notes/', index),", f"path('notes/', index),\n    path('notes/{name}/', {name}),")
+    )
+
+
 def with_celery(project: Path) -> None:
     """Celery wired in as its docs say (mysite/celery.py, a shared task): /notes/later/
     enqueues a note that a worker writes, after `sleep` seconds; committed."""
@@ -214,14 +226,7 @@ def with_celery(project: Path) -> None:
     init = project / "mysite" / "__init__.py"
     init.write_text(init.read_text() + "from .celery import app as celery_app\n\n__all__ = ('celery_app',)\n")
     (project / "notes" / "tasks.py").write_text(TASKS)
-    views = project / "notes" / "views.py"
-    views.write_text(views.read_text() + LATER)
-    urls = project / "mysite" / "urls.py"
-    urls.write_text(
-        urls.read_text()
-        .replace("from notes.views import index", "from notes.views import index, later")
-        .replace("path('notes/', index),", "path('notes/', index),\n    path('notes/later/', later),")
-    )
+    with_view(project, "later", LATER)
     (project / "requirements.txt").write_text("celery[redis]>=5.4\n")
     git(project, "add", ".")
     git(project, "commit", "-q", "-m", "Celery: notes written by a worker")
@@ -363,8 +368,19 @@ def cold(lab: Lab, tmp_path_factory) -> ColdRun:
 
 @pytest.fixture(scope="session")
 def deployed_snapshot(lab: Lab, cold: ColdRun) -> str:
-    """The cold sshd host, provisioned and deployed, saved for other tests to start from."""
+    """The cold sshd host, provisioned and deployed, saved for other tests to start from;
+    with the distribution's glusterfs-server unpacked once here, not on each farm's app
+    hosts (a farm's shared media needs it: provision finds it there and starts it)."""
     assert cold.first.code == 0, cold.first
+    r = Remote(cold.hosts[1])
+    try:
+        r.run(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends glusterfs-server > /dev/null"
+            # no glusterd identity in the image: each host started from it makes its own
+            " && { pkill -x glusterd || true; } && rm -f /var/lib/glusterd/glusterd.info"
+        )
+    finally:
+        r.conn.close()
     lab.snapshot("deployed", cold.hosts[1].name)
     return "deployed"
 

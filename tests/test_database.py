@@ -20,7 +20,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ColdRun, FabRun, Remote, fab, get, git, sample_variant, stock_project, with_celery
+from conftest import (
+    BIN,
+    ColdRun,
+    FabRun,
+    Remote,
+    fab,
+    get,
+    git,
+    sample_variant,
+    stock_project,
+    with_celery,
+    with_view,
+)
 
 from deploy.lab import Host, Lab
 
@@ -62,6 +74,87 @@ except psycopg.OperationalError as exc:
 """
 
 
+UPLOAD_VIEW = """
+
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.middleware.csrf import get_token
+
+
+@login_required
+def upload(request):
+    if request.method == "POST":
+        name = default_storage.save("uploads/" + request.FILES["file"].name, request.FILES["file"])
+        return HttpResponse(default_storage.url(name))
+    return HttpResponse(f'<input name="csrfmiddlewaretoken" value="{get_token(request)}">')
+"""
+# on an app host: sha256 of a URL as its own nginx serves it (the lbs' port, from loopback)
+SHA_HERE = """
+import hashlib, sys, urllib.request, urllib.error
+try:
+    print(hashlib.sha256(urllib.request.urlopen("http://127.0.0.1:8080" + sys.argv[1], timeout=10).read()).hexdigest())
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+"""
+
+
+def with_uploads(project: Path) -> None:
+    """A view that stores a posted file with Django's default storage, for logged-in
+    users, with Django's CSRF check (its GET gives the token): committed."""
+    with_view(project, "upload", UPLOAD_VIEW)
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "Uploads: a file stored in MEDIA_ROOT")
+
+
+class Uploader:
+    """A logged-in user of the site behind the lb who POSTs files (multipart, with the
+    session's CSRF token) and reads them back through the lb."""
+
+    def __init__(self, lb: Host, password: str, user: str):
+        self.lb = lb
+        self.opener = admin_session(lb, password, user)
+        with self.opener.open(f"http://{lb.address}/notes/upload/", timeout=10) as answer:
+            self.token = re.search(r'value="([^"]+)"', answer.read().decode()).group(1)
+
+    def upload(self, name: str, content: bytes) -> str:
+        """The stored file's URL."""
+        boundary = secrets.token_hex(16)
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="csrfmiddlewaretoken"\r\n\r\n{self.token}\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + content
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            f"http://{self.lb.address}/notes/upload/", data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}",
+                     "Referer": f"http://{self.lb.address}/notes/upload/"},
+        )  # fmt: skip
+        with self.opener.open(request, timeout=30) as answer:
+            return answer.read().decode().strip()
+
+    def sha(self, url: str) -> str:
+        return sha_through(self.lb, url)
+
+
+def sha_through(lb: Host, url: str) -> str:
+    """sha256 of url through the lb, or the HTTP status / error when it fails."""
+    try:
+        with urllib.request.urlopen(f"http://{lb.address}{url}", timeout=30) as answer:
+            return hashlib.sha256(answer.read()).hexdigest()
+    except urllib.error.HTTPError as exc:
+        return str(exc.code)
+    except OSError as exc:
+        return str(exc)
+
+
+def sha_on(r: Remote, url: str) -> str:
+    return r.run(f"python3 -c {shlex.quote(SHA_HERE)} {shlex.quote(url)}").strip()
+
+
 @pytest.fixture(scope="module")
 def farm(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path_factory):
     hosts = lab.up(count=4, init="systemd", prefix="pg", snapshot=deployed_snapshot)
@@ -69,6 +162,7 @@ def farm(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path_factory):
     root = tmp_path_factory.mktemp("pg")
     project = stock_project(root / "mysite", "dotenv-" + secrets.token_hex(8))
     with_celery(project)  # issue 18: a Celery worker on every app host, Redis on the db host
+    with_uploads(project)
     lb, app1, app2, db = hosts
     base = yaml.safe_load(cold.settings.read_text()) or {}
     inventory = [{"host": lb.target, "roles": ["lb"]}, {"host": app1.target}, {"host": app2.target},
@@ -176,15 +270,21 @@ ADMIN = "from django.contrib.auth.models import User; User.objects.create_superu
 NEW_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))' > /srv/django/shared/data/secret_key"
 
 
-def logged_in(lb: Host, password: str) -> Callable[[], tuple[int, str, str]]:
-    """Django's admin logged in through the lb (its form, its CSRF token, a cookie jar):
-    a function that GETs /admin/ in that session, answering (status, final URL, body)."""
+def admin_session(lb: Host, password: str, user: str = "boss") -> urllib.request.OpenerDirector:
+    """A cookie jar logged in to Django's admin through the lb (its form, its CSRF token)."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     login = f"http://{lb.address}/admin/login/?next=/admin/"
     with opener.open(login, timeout=10) as answer:
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', answer.read().decode()).group(1)
-    form = {"csrfmiddlewaretoken": token, "username": "boss", "password": password, "next": "/admin/"}
+    form = {"csrfmiddlewaretoken": token, "username": user, "password": password, "next": "/admin/"}
     opener.open(urllib.request.Request(login, data=urllib.parse.urlencode(form).encode()), timeout=10).close()
+    return opener
+
+
+def logged_in(lb: Host, password: str) -> Callable[[], tuple[int, str, str]]:
+    """A function that GETs /admin/ in an admin session through the lb, answering
+    (status, final URL, body)."""
+    opener = admin_session(lb, password)
 
     def admin() -> tuple[int, str, str]:
         with opener.open(f"http://{lb.address}/admin/", timeout=10) as answer:
@@ -236,6 +336,91 @@ def test_one_secret_key_for_the_farm_so_a_login_holds_on_every_app_host(farm, re
     fallbacks = {remote(h).run(digest.format(key_file + "_fallback")).split()[0] for h in (app1, app2)}
     assert len(new_keys) == 1 and new_keys != keys and fallbacks == keys, (keys, new_keys, fallbacks)
     assert [admin()[:2] for _ in range(20)] == [(200, f"http://{lb.address}/admin/")] * 20
+
+
+def uploader(lb: Host, settings: Path, user: str) -> Uploader:
+    password = secrets.token_urlsafe(16)
+    made = fab("manage", "--", "shell", "-c", ADMIN.replace("boss", user).format(password), settings=settings)
+    assert made.code == 0, made
+    return Uploader(lb, password, user)
+
+
+def test_an_upload_through_the_lb_is_one_file_on_every_app_host(farm, remote):
+    (lb, app1, app2, _), _, settings = farm
+    content = secrets.token_bytes(200_000)
+    url = uploader(lb, settings, "poster").upload("photo.bin", content)
+    assert url.startswith("/media/uploads/photo"), url
+    wanted = hashlib.sha256(content).hexdigest()
+    assert [sha_through(lb, url) for _ in range(20)] == [wanted] * 20  # whichever app host the lb picks
+    name = url.removeprefix("/media/")
+    for host in (app1, app2):
+        r = remote(host)
+        assert sha_on(r, url) == wanted, host.name  # each app host's own nginx
+        # a copy in each host's brick, the app's: the volume, replicated, not a sync
+        brick = f"/var/lib/fabstack/bricks/django/{name}"
+        assert r.run(f"sha256sum {brick}; stat -c %U {brick}").split()[::2] == [wanted, "django"], host.name
+        assert r.run("findmnt -n -o FSTYPE /srv/django/shared/media").strip() == "fuse.glusterfs"
+    # a host whose mount is gone answers 503 (never an empty media directory); the lb
+    # serves from the other; provision mounts it again
+    a1 = remote(app1)
+    a1.run("systemctl stop srv-django-shared-media.mount")
+    assert sha_on(a1, url) == "503" and a1.run("stat -c '%U %a' /srv/django/shared/media").strip() == "root 700"
+    assert [sha_through(lb, url) for _ in range(10)] == [wanted] * 10
+    check = fab("check", settings=settings)
+    assert check.code == 1 and "not mounted at /srv/django/shared/media" in check.out, check.out[-3000:]
+    again = fab("provision", settings=settings)
+    assert again.code == 0 and f"[{app1.target}] media mounted: changed" in again.out, again.out[-3000:]
+    assert sha_on(a1, url) == wanted
+    assert fab("provision", settings=settings).changed() == 0
+    check = fab("check", settings=settings)
+    assert check.code == 0 and f"[{app1.target}] shared media: ok" in check.out, check.out[-3000:]
+
+
+def test_uploads_go_on_while_an_app_host_is_power_cycled_and_it_serves_them_back(farm, lab: Lab, remote):
+    (lb, app1, app2, _), _, settings = farm
+    client = uploader(lb, settings, "rebooter")
+    stored: list[tuple[str, str]] = []
+    failed: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:  # uploads, each read back at once through the lb, until stopped
+        n = 0
+        while not stop.is_set() and n < 2000:
+            n += 1
+            content = secrets.token_bytes(20_000)
+            try:
+                url = client.upload(f"u{n}.bin", content)
+            except OSError as exc:
+                failed.append(f"upload {n}: {exc}")
+                continue
+            wanted = hashlib.sha256(content).hexdigest()
+            got = client.sha(url)
+            if got != wanted:
+                failed.append(f"GET {url}: {got}")
+            stored.append((url, wanted))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        wait_until(lambda: len(stored) >= 5, 60, "uploads before the power cut")
+        lab.power_cycle(app2.name)
+        cut = len(stored)
+        r2 = remote(app2)  # back when its own nginx serves the newest upload from the volume
+        wait_until(lambda: len(stored) > cut + 5 and sha_on(r2, stored[-1][0]) == stored[-1][1], 120, "app2 back")
+    finally:
+        stop.set()
+        thread.join()
+    print(f"{len(stored)} uploads, {len(stored) - cut} after app2's power cut; failed: {failed}")
+    assert failed == [] and len(stored) > cut
+    during = stored[cut:]
+    assert [sha_on(r2, url) for url, _ in during] == [wanted for _, wanted in during]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds}s"
+        time.sleep(0.2)
 
 
 def test_a_celery_worker_runs_the_site_s_tasks_with_redis_on_the_db_host(farm):
