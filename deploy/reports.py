@@ -22,7 +22,7 @@ from deploy.steps.server import secret_sha256, venv_marker
 
 STATUS_COLUMNS = (
     "site", "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv", "key",
+    "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv", "key", "media",
 )  # fmt: skip
 
 
@@ -66,6 +66,8 @@ def status(h: HostRun) -> None:
             "class": x.worker_class,
             "uptime": x.uptime,
         }
+    if h.shares_media:  # a farm's one media volume, mounted here (else nginx answers 503 here)
+        row["media"] = "shared" if f.media_mount == "fuse.glusterfs" and f.media_marker else "not mounted"
     if "db" in h.roles:
         row["db"] = f"postgresql {f.pg_version} " + ("online" if f.pg_online else "down") if f.pg_version else "missing"
     if h.ends_tls:
@@ -95,6 +97,8 @@ def status(h: HostRun) -> None:
         and row["key"] != secret_sha256(h.settings.secret_values["SECRET_KEY"])[:8]
     ):
         problems.append("its SECRET_KEY is not the farm's one key: run fab provision")
+    if row.get("media") == "not mounted":
+        problems.append("its shared media volume is not mounted (nginx answers 503 here): run fab provision")
     if h.is_app and f.venv_marker != venv_marker(h):
         problems.append(
             "its virtualenv is not the one the settings ask for (every app host's VENV is the same): run fab provision"
