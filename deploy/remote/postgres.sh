@@ -116,19 +116,25 @@ restore_database() {
     esac
 }
 
-# backup_media NAME: the app's uploads (its media directory) as BACKUPS/NAME, a tar.gz
-# the app user makes of its own directory (root never reads through it); its sha256 and
-# size, as backup_database prints them.
+# backup_media NAME KEEP: the app's uploads (its media directory; a farm's shared volume,
+# without its marker) as BACKUPS/NAME, a tar.gz the app user makes of its own directory
+# (root never reads through it), keeping the newest KEEP; its sha256 and size, as
+# backup_database prints them.
 backup_media() {
     umask 077
     mkdir -p "$BACKUPS" || return 1
-    as_app "$MEDIA" tar -czf - . > "$BACKUPS/$1" || return 1
+    as_app "$MEDIA" tar -czf - --exclude="./${MEDIA_MARKER##*/}" . > "$BACKUPS/$1" || return 1
     echo "$(sha256sum < "$BACKUPS/$1" | cut -d' ' -f1) $(stat -c %s "$BACKUPS/$1")"
+    # shellcheck disable=SC2012 # the names are fabstack's: APP-TIME.media.tar.gz
+    ls -1t "$BACKUPS/$APP"-*.media.tar.gz | tail -n +"$(($2 + 1))" | xargs -r rm -f --
 }
 
-# restore_media FILE: the app's uploads replaced by the backup FILE, by the app user.
+# restore_media FILE: the app's uploads replaced by the backup FILE, by the app user (a
+# farm's volume keeps its marker: the hosts go on serving).
 restore_media() {
-    as_app "$MEDIA" sh -c 'find . -mindepth 1 -delete && tar -xzf - --no-same-owner' < "$1"
+    # shellcheck disable=SC2016 # expanded by the app user's shell
+    as_app "$MEDIA" sh -c 'find . -mindepth 1 -maxdepth 1 ! -name "$0" -exec rm -rf -- {} + &&
+        tar -xzf - --no-same-owner --exclude="./$0"' "${MEDIA_MARKER##*/}" < "$1"
 }
 
 # enable_backup_timer: systemd reads the backup units; the daily timer runs.

@@ -146,8 +146,10 @@ def backup(h: HostContext, name: str, local: str) -> Steps:
 
 @step("media backup")
 def media_backup(h: HostContext, name: str, local: str) -> Steps:
-    """The app's uploads (media) as a tar.gz, on the host and here, checked as the data is."""
-    yield from _copied_here(h, (yield Probe(h.shell(POSTGRES, "backup_media", name))), name, local)
+    """The app's uploads (media) as a tar.gz, on the host and here, checked as the data
+    is; the host keeps the newest db_backup_keep."""
+    made = yield Probe(h.shell(POSTGRES, "backup_media", name, h.settings.db_backup_keep))
+    yield from _copied_here(h, made, name, local)
 
 
 def _copied_here(h: HostContext, made: str | None, name: str, local: str) -> Steps:
