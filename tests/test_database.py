@@ -10,6 +10,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.error
@@ -368,12 +369,23 @@ def test_an_upload_through_the_lb_is_one_file_on_every_app_host(farm, remote):
     assert [sha_through(lb, url) for _ in range(10)] == [wanted] * 10
     check = fab("check", settings=settings)
     assert check.code == 1 and "not mounted at /srv/django/shared/media" in check.out, check.out[-3000:]
+    assert media_column(settings, app1, app2) == ["not mounted", "shared"]
     again = fab("provision", settings=settings)
     assert again.code == 0 and f"[{app1.target}] media mounted: changed" in again.out, again.out[-3000:]
     assert sha_on(a1, url) == wanted
     assert fab("provision", settings=settings).changed() == 0
     check = fab("check", settings=settings)
     assert check.code == 0 and f"[{app1.target}] shared media: ok" in check.out, check.out[-3000:]
+    assert media_column(settings, app1, app2) == ["shared", "shared"]
+
+
+def media_column(settings: Path, *hosts: Host) -> list[str]:
+    """fab status's media column on hosts (a host whose volume is not mounted fails it)."""
+    status = fab("status", "--json", settings=settings)
+    rows = {h["host"]: h["data"] for h in json.loads(status.out)["runs"][0]["hosts"]}
+    column = [rows[h.target].get("media", "") for h in hosts]
+    assert status.code == (1 if "not mounted" in column else 0), status.out[-2000:]
+    return column
 
 
 def test_uploads_go_on_while_an_app_host_is_power_cycled_and_it_serves_them_back(farm, lab: Lab, remote):
@@ -591,7 +603,7 @@ def current(host) -> str:
 
 
 def test_backup_drop_restore(farm, tmp_path, remote):
-    (lb, app1, _, db), _, settings = farm
+    (lb, app1, app2, db), _, settings = farm
     upload = "/srv/django/shared/media/photo.bin"  # an upload, as the app writes one
     a = remote(app1)
     a.run(f"runuser -u django -- sh -c 'head -c 100000 /dev/urandom > {upload}'")
@@ -617,7 +629,19 @@ def test_backup_drop_restore(farm, tmp_path, remote):
         assert get(f"http://{lb.address}/notes/") == (200, "notes: shared")  # the rows are back
         assert a.run(f"sha256sum {upload}").split()[0] == uploaded  # and the upload
         assert a.run(f"stat -c %U {upload}").strip() == "django"
+        # on the farm's one media volume: the other app host has it too, and both still
+        # have the volume's marker (nginx serves on), which the backup did not carry
+        b = remote(app2)
+        assert b.run(f"sha256sum {upload}").split()[0] == uploaded
+        assert b.run("cat /srv/django/shared/media/.fabstack-volume").strip() == "fabstack-django"
+        with tarfile.open(media) as archive:
+            assert "./.fabstack-volume" not in archive.getnames() and "./photo.bin" in archive.getnames()
         a.run(f"rm {upload}")
+        (tmp_path / "more").mkdir()
+        for _ in range(2):  # the first app host keeps the newest db_backup_keep (2) media archives
+            assert fab("db.backup", "--to", str(tmp_path / "more"), settings=settings).code == 0
+        kept = a.run("ls /var/backups/fabstack/django").split()
+        assert len(kept) == 2 and all(name.endswith(".media.tar.gz") for name in kept), kept
         listing = fab("db.backups", "--where", str(tmp_path), settings=settings)
         assert f"{copy}  {copy.stat().st_size} bytes  sha256 {on_host}" in listing.out, listing
     finally:
