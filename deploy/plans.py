@@ -60,7 +60,8 @@ def provision(h: HostRun) -> None:
         if h.shares_media:  # glusterd; the volume, when there is one, at the media directory
             h.step(media.glusterd)
             h.step(media.mounted)
-            h.result.data["media_mounted"] = h.facts.media_mount == "fuse.glusterfs" or h.dry_run
+            mounted = h.facts.media_mount == "fuse.glusterfs" and media.volume_complete(h)
+            h.result.data["media_mounted"] = mounted or h.dry_run
         h.step(server.virtualenv)
         h.step(server.secret_key)
         if set(h.settings.secrets) - {"SECRET_KEY"}:

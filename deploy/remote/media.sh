@@ -67,12 +67,13 @@ media_volume() {
         [ "$peer" = "$MEDIA_SELF" ] && continue
         gluster peer probe "$peer" > /dev/null || return 1
     done
-    for peer in $MEDIA_PEERS; do # probed: connected, or the volume commands refuse it
+    for peer in $MEDIA_PEERS; do # probed: in the pool and connected, or the volume commands refuse it
         [ "$peer" = "$MEDIA_SELF" ] && continue
         i=0
-        until gluster pool list | awk -v p="$peer" '$2 == p && $3 == "Connected" { f = 1 } END { exit !f }'; do
+        until gluster peer status | awk -v p="$peer" '/^Hostname:/ { h = $2 }
+            /^State: Peer in Cluster \(Connected\)/ && h == p { f = 1 } END { exit !f }'; do
             i=$((i + 1))
-            [ "$i" -lt 300 ] || { echo "gluster peer $peer is not connected after 30 s" >&2 && return 1; }
+            [ "$i" -lt 300 ] || { echo "gluster peer $peer is not in the pool after 30 s: $(gluster peer status)" >&2 && return 1; }
             sleep 0.1
         done
     done

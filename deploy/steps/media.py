@@ -57,10 +57,10 @@ def mount_unit(h: HostContext) -> str:
 def mounted(h: HostContext) -> Steps:
     """The volume at the media directory (a mount unit where systemd runs, so it comes
     back at boot), the volume's root the app's, its marker there; nginx told, since its
-    site checks the marker. Nothing before the volume exists (the first provision of a
-    farm mounts it in a phase of its own)."""
+    site checks the marker. Nothing before the volume has a brick on every app host (a
+    farm's first provision, a new app host: mounted in a phase of their own)."""
     f, layout = h.facts, h.layout
-    if not f.media_volume:
+    if not volume_complete(h):  # the volume's own phase first: made, or a brick added for this host
         return
     unit_changed = False
     if f.pid1 == "systemd":
