@@ -197,14 +197,18 @@ class Provenance:
         return "\t".join([commit, self.time or "-", self.subject.replace("\t", " ") or "-"])
 
 
-def provenance(project: Path) -> Provenance:
+def provenance(project: Path, exclude: tuple[str, ...] = ()) -> Provenance:
+    """The commit the project is at, and whether what a release holds differs from it
+    (what exclude leaves out, the settings file among it, makes no release dirty)."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True, check=True).stdout
 
     try:
         commit = git("rev-parse", "HEAD").strip()
         time, _, subject = git("log", "-1", "--format=%cI %s").strip().partition(" ")
-        dirty = bool(git("status", "--porcelain", "--", ".").strip())
+        left_out = [f":(exclude){pattern.lstrip('/')}" for pattern in exclude if not pattern.startswith("!")]
+        dirty = bool(git("status", "--porcelain", "--", ".", *left_out).strip())
     except (OSError, subprocess.CalledProcessError):
         return Provenance()
     return Provenance(commit, dirty, time, subject)

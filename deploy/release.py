@@ -19,7 +19,8 @@ from pathlib import Path
 
 from deploy.ignore import Provenance, link_target, provenance, release_files
 from deploy.render import environment, render
-from deploy.settings import GENERATED_SETTINGS, Settings
+from deploy.settings import GENERATED_SETTINGS, Settings, project
+from deploy.settings.project import Requirements
 
 RECORD = ".fabstack-release"  # in each release: its provenance, one tab-separated line
 
@@ -30,6 +31,7 @@ class Release:
     static_dir: str
     exclude: tuple[str, ...] = ()
     generated: tuple[tuple[str, str], ...] = field(default=())  # (name, text) files fabstack adds
+    requirements_file: str = ""  # the requirements setting (empty: requirements.txt, else pyproject.toml)
 
     def files(self) -> list[Path]:
         """The project's files a release holds (deploy/ignore.py says which)."""
@@ -60,7 +62,7 @@ class Release:
 
     @cached_property
     def provenance(self) -> Provenance:
-        return provenance(self.project)
+        return provenance(self.project, self.exclude)
 
     @cached_property
     def archive(self) -> bytes:
@@ -82,15 +84,23 @@ class Release:
         return len(self._content)
 
     @cached_property
+    def needs(self) -> Requirements:
+        """The project's requirements, its includes inlined, its constraints apart."""
+        return project.requirements(self.project, self.requirements_file)
+
+    @property
     def requirements(self) -> str:
-        path = self.project / "requirements.txt"
-        text = path.read_text() if path.is_file() else ""
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        return "\n".join(lines) + "\n" if lines else ""
+        return self.needs.text
+
+    @property
+    def requirements_key(self) -> str:
+        """What the built requirements depend on: every line of every file included."""
+        constraints = self.needs.constraints_text
+        return self.requirements + ("-c\n" + constraints if constraints else "")
 
     @property
     def requirements_marker(self) -> str:
-        return hashlib.sha256(self.requirements.encode()).hexdigest()[:16]
+        return hashlib.sha256(self.requirements_key.encode()).hexdigest()[:16]
 
 
 def release_of(settings: Settings) -> Release:
@@ -105,4 +115,5 @@ def release_of(settings: Settings) -> Release:
             static_dir=settings.static_dir,
         )
         generated = ((f"{GENERATED_SETTINGS}.py", text),)
-    return Release(settings.project, settings.static_dir, tuple(settings.exclude), generated)
+    exclude = (*settings.exclude, *filter(None, [settings.settings_file]))  # the settings file: never shipped
+    return Release(settings.project, settings.static_dir, exclude, generated, settings.requirements)

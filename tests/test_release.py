@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy import settings as s
 from deploy.ignore import LinkOutside, check_links, ignored, parse_rules
-from deploy.release import RECORD, Release
+from deploy.release import RECORD, Release, release_of
 
 
 def names(release: Release) -> list[str]:
@@ -146,3 +147,19 @@ def test_a_link_inside_the_project_is_packed_as_a_relative_link_never_read(tmp_p
     renamed.symlink_to("../assets/logo.txt")
     assert members(Release(root, "staticfiles"))["app/same.py"].linkname == "../assets/logo.txt"
     assert Release(root, "staticfiles").id != Release(root, "staticfiles", exclude=("app/same.py",)).id
+
+
+def test_the_settings_file_in_the_project_is_never_shipped_nor_makes_the_release_dirty(tmp_path, monkeypatch):
+    root = make(
+        tmp_path / "p", {"manage.py": "", "mysite/__init__.py": "", "mysite/wsgi.py": "", "mysite/settings.py": ""}
+    )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "."], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], cwd=root, check=True)
+    (root / "fabstack.yaml").write_text(f"project_path: {root}\nwsgi_module: mysite.wsgi:application\n")  # untracked
+    monkeypatch.chdir(root)
+    release = release_of(s.load("fabstack.yaml"))
+    assert "fabstack.yaml" not in names(release) and not release.provenance.dirty
+    (root / "new.py").write_text("")  # anything else untracked still counts
+    assert release_of(s.load("fabstack.yaml")).provenance.dirty
