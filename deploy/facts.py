@@ -340,19 +340,20 @@ class CheckRead:
 
 def read_command(
     layout: Layout, secret_files: list[str], values: dict[str, object], owned_files: list[str],
-    host_files: list[str], also: tuple[str, list[str]] = ("", []),
+    host_files: list[str], also: tuple[str, list[str]] = ("", []), extra_packages: tuple[str, ...] = (),
 ) -> Shell:  # fmt: skip
     """The one command that reads a host: the files the app owns (its manifest) and the
     host's own that steps write (deploy.steps.host_files), the app's secret files (read
-    as the app user), directories, links, packages, processes; with also (a remote file
-    and its call lines), what a read-only task reads besides."""
+    as the app user), directories, links, packages (fabstack's, and extra_packages: the
+    system_packages setting), processes; with also (a remote file and its call lines),
+    what a read-only task reads besides."""
     files = [*owned_files, *host_files]
     lists = {
         "FACT_FILES": files,
         "APP_FACT_FILES": secret_files,
         "FACT_DIRS": [spec[0] for spec in layout.directories()],
         "FACT_LINKS": [layout.nginx_link, layout.nginx_lb_link, layout.NGINX_DEFAULT_LINK],
-        "FACT_PACKAGES": packages.KNOWN,
+        "FACT_PACKAGES": list(dict.fromkeys([*packages.KNOWN, *extra_packages])),
     }
     files_also, lines_also = also
     return scripts.calls(

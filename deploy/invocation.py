@@ -212,9 +212,12 @@ def run_manage(c: Context, settings: Settings, args: str, run: Run) -> None:
         raise Exit(code=code)
 
 
-def note_sqlite_on_a_farm(c: Context, settings: Settings) -> None:
-    if line := checks.sqlite_on_a_farm(settings):
-        session_of(c).console.write(line)
+def say_notes(c: Context, settings: Settings) -> None:
+    """The lines provision and deploy say before they start: the settings module fabstack
+    chose among the project's, SQLite on a farm."""
+    for line in (settings.project_note, checks.sqlite_on_a_farm(settings)):
+        if line:
+            session_of(c).console.write(line)
 
 
 # provision's last phase behind load balancers (deploy.rollout.rolling_restarts): given
@@ -230,7 +233,7 @@ def provision(c: Context, settings: Settings, run: Run, roll: Roll | None = None
     lbs, the first lb next (certbot there), its certificate then copied to the others."""
     hosts = hosts_of(c, settings, run.role, run.limit)
     dry_run = run.dry_run
-    note_sqlite_on_a_farm(c, settings)
+    say_notes(c, settings)
 
     def phase(on: list[str], plan: Plan, with_settings: Settings, name: str, dry: bool = dry_run) -> list[HostResult]:
         done = run_reported(c, "provision", on, plan, with_settings, dataclasses.replace(run, dry_run=dry), name)

@@ -312,7 +312,8 @@ class HostRun(HostContext):
         secrets = layout.secret_files(self.settings.secrets)
         owned = manifest.owned(layout, self.settings)
         files = [*manifest.of_kind(owned, "file"), *manifest.of_kind(owned, "cron")]
-        return self.gather(host_facts.read_command(layout, secrets, self.values, files, host_files(), also))
+        extra = tuple(self.settings.system_packages) if self.is_app else ()
+        return self.gather(host_facts.read_command(layout, secrets, self.values, files, host_files(), also, extra))
 
     # steps ---------------------------------------------------------------------------------
     def step(

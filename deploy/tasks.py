@@ -36,7 +36,7 @@ def deploy(c, run: Run, project=None):
         raise Exit("fabstack: --project names one app's code; with several apps add --app NAME", code=2)
 
     def deploy_app(s):
-        invocation.note_sqlite_on_a_farm(c, s)
+        invocation.say_notes(c, s)
         release = release_of(s)
         plan = plans.deploy(release)
         if s.postgresql and not run.dry_run:  # one shared database: migrated once, before any host switches

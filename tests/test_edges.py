@@ -83,7 +83,7 @@ def test_each_break_of_the_edges_is_refused_naming_the_key(raw, expect):
         {"allowed_hosts": [".example.com", "203.0.113.5", "[2001:db8::1]", "*", "localhost"]},
         {"lb_method": "hash", "lb_hash_key": "$cookie_sessionid$http_user_agent"},
         {"static_dir": "assets/collected"},
-        {"settings_module": "mysite.settings.production"},
+        {"settings_module": "sample.settings"},  # the sample project's; a settings package's: test_settings.py
         {"bind": "unix:/srv/django/run/gunicorn.sock"},
         {"hosts": [{"host": "root@web1.example.com"}, {"host": "root@10.0.0.6", "address": "2001:db8::6"}]},
     ],

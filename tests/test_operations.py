@@ -3,19 +3,23 @@ role firewall as operations from facts (the lab tests are tests/test_health.py).
 
 from __future__ import annotations
 
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from conftest import REPO
 from test_steps import calls, drive, file_facts, host, with_facts, written
 
-from deploy import reports
+from deploy import reports, scripts
+from deploy import settings as s
 from deploy.checks import resource_findings, ssh_findings
 from deploy.facts import CheckRead, HostFacts
-from deploy.ops import UNREACHABLE, Claim
-from deploy.release import Release
+from deploy.ops import UNREACHABLE, Claim, Upload
+from deploy.release import Release, release_of
 from deploy.results import StepFailed
 from deploy.runner import Session
+from deploy.settings.project import Requirements
 from deploy.steps import firewall, release, rotation, server
 
 
@@ -172,13 +176,69 @@ def test_the_first_host_to_claim_a_build_makes_it_and_the_others_wait_for_it(tmp
 def test_the_project_s_requirements_are_built_as_wheels_once_and_installed_from_them():
     project = REPO / "templates" / "sample"
     new = Release(project, "staticfiles")
-    object.__setattr__(new, "requirements", "six==1.16.0\n")  # a project with a requirement
+    object.__setattr__(new, "needs", Requirements(("six==1.16.0",)))  # a project with a requirement
     built = calls(drive(release.project_requirements(host(), new)))
     assert built[0] == "upload: requirements.txt" and built[1].startswith(
         "publish: build_wheels /tmp/stage/requirements.txt "
     )
     seen = drive(release.project_requirements(host(), new), build=str(REPO / "README.md"))
     assert calls(seen)[2].startswith("command: install_wheels /tmp/stage/requirements.txt /tmp/stage/wheels-")
+
+
+def nested_project(root: Path) -> Path:
+    """startproject's layout as real projects grow it: requirements.txt includes another
+    file (which includes a third) and a constraints file."""
+    files = {
+        "manage.py": "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'proj.settings')\n",
+        "proj/__init__.py": "", "proj/settings.py": "", "proj/wsgi.py": "",
+        "requirements.txt": "-r requirements/production.txt\n-c constraints.txt\n",
+        "requirements/production.txt": "-r base.txt  # shared\ndj-database-url>=2\n",
+        "requirements/base.txt": "# the framework\nDjango>=5.2,<6\n",
+        "constraints.txt": "dj-database-url==2.3.0\n",
+    }  # fmt: skip
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_requirements_includes_are_followed_and_constraints_kept_apart(tmp_path):
+    project = nested_project(tmp_path)
+    new = release_of(s.validate({"project_path": str(project)}))
+    assert new.needs.lines == ("Django>=5.2,<6", "dj-database-url>=2")
+    assert new.needs.constraints == ("dj-database-url==2.3.0",)
+    ops = calls(drive(release.project_requirements(host(), new)))
+    assert ops[:2] == ["upload: constraints.txt", "upload: requirements.txt"], ops
+    staged = [op for op in drive(release.project_requirements(host(), new)) if isinstance(op, Upload)]
+    assert staged[1].content == b"-c /tmp/stage/constraints.txt\nDjango>=5.2,<6\ndj-database-url>=2\n"
+    marker = new.requirements_marker
+    (project / "constraints.txt").write_text("dj-database-url==2.2.0\n")  # an included file changes: a new build
+    assert release_of(s.validate({"project_path": str(project)})).requirements_marker != marker
+
+
+def test_a_requirements_include_out_of_the_project_or_missing_is_refused_naming_the_key(tmp_path):
+    project = nested_project(tmp_path / "p")
+    (tmp_path / "elsewhere.txt").write_text("six\n")
+    (project / "requirements" / "base.txt").write_text("-r ../../elsewhere.txt\n")
+    with pytest.raises(
+        s.SettingsError,
+        match=r"setting requirements='': requirements/base.txt: -r \.\./\.\./elsewhere.txt leads out of the project",
+    ):
+        s.validate({"project_path": str(project)})
+    with pytest.raises(s.SettingsError, match=r"setting requirements='requirements/none.txt': .* is not a file"):
+        s.validate({"project_path": str(project), "requirements": "requirements/none.txt"})
+
+
+def test_pyproject_dependencies_are_the_requirements_without_a_requirements_file(tmp_path):
+    project = nested_project(tmp_path)
+    (project / "requirements.txt").unlink()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\ndependencies = ["Django>=5.2", "celery[redis]>=5.4"]\n'
+    )
+    needs = release_of(s.validate({"project_path": str(project)})).needs
+    assert (needs.lines, needs.source) == (("Django>=5.2", "celery[redis]>=5.4"), "pyproject.toml")
+    chosen = s.validate({"project_path": str(project), "requirements": "requirements/production.txt"})
+    assert release_of(chosen).needs.lines == ("Django>=5.2,<6", "dj-database-url>=2")
 
 
 def test_apt_goes_through_the_apt_proxy_setting():
@@ -203,3 +263,19 @@ def test_the_new_settings_refuse_bad_values_in_one_line_naming_the_key():
         with pytest.raises(s.SettingsError) as refused:
             s.validate({key: value})
         assert key in str(refused.value) and fix in str(refused.value) and "\n" not in str(refused.value), refused
+
+
+@pytest.mark.parametrize(
+    ("output", "package"),
+    [
+        ("error: command 'x86_64-linux-gnu-gcc' failed: No such file or directory", "build-essential"),
+        ("  Error: pg_config executable not found.", "libpq-dev"),
+        ("src/uwsgi.h:4:10: fatal error: Python.h: No such file or directory", "python3-dev"),
+        ("The headers or library files could not be found for jpeg,", "libjpeg-dev"),
+    ],
+)
+def test_a_build_that_lacks_a_compiler_or_headers_names_the_package(output, package):
+    script = scripts.text("python.sh") + '\nbuild_hint "$1"'
+    said = subprocess.run(["sh", "-c", script, "sh", output], capture_output=True, text=True, check=True).stdout
+    assert said.startswith("a requirement builds from source and needs ") and package in said, said
+    assert said.rstrip().endswith("to system_packages")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import REPO, fab
 
@@ -102,15 +104,80 @@ def test_env_names_and_values_are_checked(env, message):
         s.validate({"env": env})
 
 
+def project_files(root: Path, files: dict[str, str]) -> Path:
+    """A project of these files (path: text) under root."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def default(module: str) -> str:
+    return f"os.environ.setdefault('DJANGO_SETTINGS_MODULE', '{module}')\n"
+
+
 def test_wsgi_module_is_found_from_manage_py_or_asked_for(tmp_path):
-    (tmp_path / "mysite").mkdir()
-    (tmp_path / "mysite" / "__init__.py").write_text("")
-    (tmp_path / "mysite" / "wsgi.py").write_text("")
-    (tmp_path / "manage.py").write_text("os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')\n")
+    project_files(tmp_path, {"mysite/__init__.py": "", "mysite/wsgi.py": "", "mysite/settings.py": ""})
+    (tmp_path / "manage.py").write_text(default("mysite.settings"))
+    found = s.validate({"project_path": str(tmp_path)})
+    assert (found.wsgi_module, found.project_settings) == ("mysite.wsgi:application", "mysite.settings")
+    (tmp_path / "manage.py").write_text("print('custom')\n")  # the one package with a wsgi.py
     assert s.validate({"project_path": str(tmp_path)}).wsgi_module == "mysite.wsgi:application"
-    (tmp_path / "manage.py").write_text("print('custom')\n")
+    (tmp_path / "mysite" / "wsgi.py").unlink()
     with pytest.raises(s.SettingsError, match="set wsgi_module to your project's module:callable"):
         s.validate({"project_path": str(tmp_path)})
+
+
+def test_a_settings_package_s_production_module_is_served_and_said(tmp_path):
+    project = project_files(
+        tmp_path,
+        {
+            "manage.py": default("proj.settings.dev"),
+            "proj/__init__.py": "",
+            "proj/wsgi.py": default("proj.settings.dev"),
+            "proj/settings/__init__.py": "",
+            "proj/settings/base.py": "",
+            "proj/settings/dev.py": "from .base import *\n",
+            "proj/settings/production.py": "from .base import *\n",
+        },
+    )
+    found = s.validate({"project_path": str(project)})
+    assert (found.wsgi_module, found.project_settings) == ("proj.wsgi:application", "proj.settings.production")
+    assert found.project_note == (
+        "fabstack: settings module proj.settings.production (the project's default, proj.settings.dev, is for "
+        "development); set settings_module to choose another"
+    )
+    chosen = s.validate({"project_path": str(project), "settings_module": "proj.settings.dev"})
+    assert (chosen.project_settings, chosen.project_note) == ("proj.settings.dev", "")
+
+
+def test_cookiecutter_django_s_layout_serves_what_its_wsgi_py_names(tmp_path):
+    project = project_files(
+        tmp_path,
+        {
+            "manage.py": default("config.settings.local"),
+            "config/__init__.py": "",
+            "config/wsgi.py": default("config.settings.production"),
+            "config/settings/__init__.py": "",
+            "config/settings/local.py": "",
+            "config/settings/production.py": "",
+        },
+    )
+    found = s.validate({"project_path": str(project)})
+    assert (found.wsgi_module, found.project_settings, found.project_note) == (
+        "config.wsgi:application",
+        "config.settings.production",
+        "",
+    )
+
+
+def test_a_settings_module_the_project_does_not_have_is_refused_naming_the_key(tmp_path):
+    project = project_files(tmp_path, {"mysite/__init__.py": "", "mysite/wsgi.py": "", "mysite/settings.py": ""})
+    (project / "manage.py").write_text(default("mysite.settings.prod"))
+    with pytest.raises(s.SettingsError, match=r"setting settings_module='mysite.settings.prod': .* not found in"):
+        s.validate({"project_path": str(project)})
+    with pytest.raises(s.SettingsError, match=r"setting settings_module='mysite.production': .* not found in"):
+        s.validate({"project_path": str(project), "settings_module": "mysite.production"})
 
 
 def test_flags_override_the_file(tmp_path):

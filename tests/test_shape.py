@@ -158,6 +158,7 @@ def test_every_setting_read_in_deploy_is_one_the_schema_declares():
         "inventory",
         "secret_values",
         "site_tls",
+        "project_note",
         "background",
         "jobs",
     }

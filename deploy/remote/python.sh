@@ -76,11 +76,34 @@ unpack_venv() {
 # the other hosts of this kind (prints its path and sha256; pip's output goes to stderr).
 build_wheels() {
     build=$(new_build) || return 1
-    mkdir "$build/wheels" &&
-        pip_cmd wheel --disable-pip-version-check -q -w "$build/wheels" -r "$1" >&2 &&
-        pip_install --no-index --find-links "$build/wheels" -r "$1" >&2 &&
+    mkdir "$build/wheels" || return 1
+    if ! out=$(pip_cmd wheel --disable-pip-version-check -q -w "$build/wheels" -r "$1" 2>&1); then
+        echo "$out" >&2
+        build_hint "$out" >&2
+        return 1
+    fi
+    echo "$out" >&2
+    pip_install --no-index --find-links "$build/wheels" -r "$1" >&2 &&
         (umask 077 && tar -C "$build/wheels" -czf "$build/wheels.tar.gz" .) && rm -rf "$build/wheels" &&
         echo "$2" > "$REQUIREMENTS_MARKER" && packed "$build/wheels.tar.gz"
+}
+
+# build_hint OUTPUT: the last line a failed build says, when its output shows what the
+# host lacks: the Debian package that brings it, for the system_packages setting.
+build_hint() {
+    case $1 in
+        *"pg_config"*) need="libpq-dev build-essential" what="PostgreSQL's pg_config and a C compiler" ;;
+        *"Python.h: No such file"*) need="python3-dev" what="Python's headers" ;;
+        *"jpeglib.h"* | *"for jpeg"*) need="libjpeg-dev zlib1g-dev" what="libjpeg's headers" ;;
+        *"zlib.h"*) need="zlib1g-dev" what="zlib's headers" ;;
+        *"mysql_config"* | *"pkg-config"*"mysqlclient"*) need="default-libmysqlclient-dev pkg-config" what="MySQL's client headers" ;;
+        *"libxml/"* | *"libxslt"*) need="libxml2-dev libxslt1-dev" what="libxml2's headers" ;;
+        *"C compiler"* | *"gcc' failed"* | *"command 'cc' failed"* | *"unable to execute 'gcc'"* | *"gcc: not found"* | \
+            *"x86_64-linux-gnu-gcc': No such file"* | *"aarch64-linux-gnu-gcc': No such file"*)
+            need="build-essential python3-dev" what="a C compiler" ;;
+        *) return 0 ;;
+    esac
+    echo "a requirement builds from source and needs $what: add $need to system_packages"
 }
 
 # install_wheels FILE ARCHIVE MARKER: the project's requirements.txt installed from the

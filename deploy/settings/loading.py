@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from deploy.ignore import LinkOutside, check_links
 from deploy.settings import background, tls
+from deploy.settings import project as project_files
 from deploy.settings.background import BackgroundError
 from deploy.settings.inventory import InventoryError
 from deploy.settings.inventory import parse as parse_inventory
@@ -164,8 +164,8 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
                 f"setting {where} holds a control character (a newline, tab or escape); use one line of plain text"
             )
         values[name] = _coerce(key, value)
-    if not values["wsgi_module"]:
-        values["wsgi_module"] = _find_wsgi_module(values["project_path"])
+    found = project_files.find(project_of(values["project_path"]), values["wsgi_module"], values["settings_module"])
+    values["wsgi_module"], values["settings_module"] = found.wsgi_module, found.settings_module
     try:
         inventory = parse_inventory(values["hosts"], values["lb_method"])
     except InventoryError as exc:
@@ -188,7 +188,10 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
         if inventory.members and not inventory.with_role("db"):
             raise SettingsError("setting redis=true: Redis runs on the inventory's db host; give a host the db role")
         values["secrets"] = {**values["secrets"], REDIS_URL: "redis:"}
-    settings = Settings(**values, source=source, inventory=inventory, secret_values=secret_values, site_tls=site_tls)
+    settings = Settings(
+        **values, source=source, inventory=inventory, secret_values=secret_values, site_tls=site_tls,
+        project_note=found.note,
+    )  # fmt: skip
     _check_project(settings)
     try:
         return dataclasses.replace(
@@ -253,16 +256,8 @@ def type_name(key: Key) -> str:
     return " or ".join(t.__name__ for t in types)
 
 
-def _find_wsgi_module(project_path: str) -> str:
-    """PACKAGE.wsgi:application, PACKAGE from manage.py's DJANGO_SETTINGS_MODULE default
-    (what `django-admin startproject` writes); '' when manage.py does not say."""
-    project = Path(project_path).expanduser() if project_path else SAMPLE_PROJECT
-    try:
-        manage = (project / "manage.py").read_text(errors="replace")
-    except OSError:
-        return ""  # _check_project names the problem
-    found = re.search(r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)\.settings['"]""", manage)
-    return f"{found[1]}.wsgi:application" if found else ""
+def project_of(project_path: str) -> Path:
+    return Path(project_path).expanduser() if project_path else SAMPLE_PROJECT
 
 
 def _check_project(settings: Settings) -> None:
@@ -283,9 +278,17 @@ def _check_project(settings: Settings) -> None:
             "set wsgi_module to your project's module:callable, e.g. mysite.wsgi:application"
         )
     module = settings.wsgi_module.split(":")[0]
-    as_path = project / Path(*module.split("."))
-    if not (as_path.with_suffix(".py").is_file() or (as_path / "__init__.py").is_file()):
+    if not project_files.module_exists(project, module):
         raise SettingsError(
             f"setting wsgi_module={settings.wsgi_module!r}: {module} not found in {project}; "
             "set wsgi_module to your project's module:callable"
+        )
+    try:
+        project_files.requirements(project, settings.requirements)
+    except project_files.RequirementsError as exc:
+        raise SettingsError(f"setting requirements={settings.requirements!r}: {exc}") from None
+    if not project_files.module_exists(project, settings.project_settings):
+        raise SettingsError(
+            f"setting settings_module={settings.project_settings!r}: {settings.project_settings} not found in "
+            f"{project}; set settings_module to your project's settings module, e.g. mysite.settings.production"
         )

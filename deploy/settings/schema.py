@@ -62,15 +62,27 @@ class Settings:
     )
     wsgi_module: str = setting(
         "",
-        "The WSGI callable gunicorn serves; empty: found from manage.py (PACKAGE.settings gives PACKAGE.wsgi:application).",
+        "The WSGI callable gunicorn serves; empty: PACKAGE.wsgi:application, PACKAGE the one that holds the settings module manage.py names (or the only one with a wsgi.py).",
         v.wsgi,
     )
     settings_module: str = setting(
-        "", "Your project's settings module; empty: the wsgi module's package + .settings.", v.python_module
+        "",
+        "Your project's settings module; empty: the default your wsgi.py (else manage.py) sets, and its `production` sibling when that default is a `dev`/`local` module of a settings package.",
+        v.python_module,
     )
     production_settings: bool = setting(
         True,
         "Serve with the settings module fabstack generates in each release (your settings, then SECRET_KEY, DEBUG off, ALLOWED_HOSTS, DATABASES, STATIC_ROOT, MEDIA_ROOT from the server); false: your settings module alone, reading the DJANGO_* environment fabstack sets.",
+    )
+    requirements: str = setting(
+        "",
+        "The project's requirements file (its `-r` and `-c` includes followed inside the project); empty: requirements.txt, else pyproject.toml's [project] dependencies.",
+        v.requirements_file,
+    )
+    system_packages: list = setting(
+        [],
+        "Debian packages every app host gets with apt before the project's requirements are built (build-essential, python3-dev, libpq-dev, libjpeg-dev ...).",
+        v.debian_packages,
     )
     env: dict = setting(
         {},
@@ -244,6 +256,19 @@ class Settings:
     site_tls: Tls | None = None  # the tls setting parsed (None: plain HTTP)
     background: tuple[Process, ...] = ()  # the processes setting parsed
     jobs: tuple[Job, ...] = ()  # the schedule setting parsed
+    project_note: str = ""  # one line when fabstack chose the project's settings module among several
+
+    @property
+    def settings_file(self) -> str:
+        """The settings file's path relative to the project, when it lies in the project
+        ('' otherwise): never part of a release, nor what makes one -dirty."""
+        path = Path(self.source.split(" apps.")[0])
+        if self.source == "defaults" or not path.is_file():
+            return ""
+        try:
+            return str(path.resolve().relative_to(self.project.resolve()))
+        except ValueError:
+            return ""
 
     @property
     def project(self) -> Path:

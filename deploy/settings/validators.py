@@ -184,6 +184,21 @@ def relative_path(value: str) -> str:
     return ""
 
 
+def requirements_file(value: str) -> str:
+    """A requirements file inside the project, or empty (requirements.txt, else pyproject.toml)."""
+    if value and relative_path(value):
+        return "use a path relative to the project root, without '..', e.g. requirements/production.txt"
+    return ""
+
+
+def debian_packages(value: list) -> str:
+    """Debian package names (lowercase letters, digits, + - .; two characters at least)."""
+    bad = [p for p in value if not isinstance(p, str) or not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p)]
+    if bad:
+        return f"{bad[0]!r} is not a Debian package name; use names like build-essential, libpq-dev"
+    return ""
+
+
 def python_module(value: str) -> str:
     """A dotted Python module name, or empty (the default)."""
     if value and not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", value):

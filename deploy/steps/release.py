@@ -98,14 +98,20 @@ def manage_command(h: HostContext, args: str) -> Shell:
 
 @step("project requirements")
 def project_requirements(h: HostContext, release: Release) -> Steps:
-    """The project's own requirements.txt, installed into the virtualenv when it changed:
+    """The project's own requirements (requirements.txt with its -r and -c includes, or
+    the requirements setting's file, or pyproject.toml's dependencies), installed into
+    the virtualenv when they changed:
     built as wheels once per kind of host (the first host to need them, from the package
     index) and installed from those wheels everywhere, so the other hosts need no index."""
     if not release.requirements or h.facts.requirements_marker == release.requirements_marker:
         return
-    staged = yield Upload("requirements.txt", release.requirements.encode())
+    text = release.requirements
+    if release.needs.constraints:  # the -c files' lines, in a file of their own that pip reads as constraints
+        constraints = yield Upload("constraints.txt", release.needs.constraints_text.encode())
+        text = f"-c {constraints}\n{text}"
+    staged = yield Upload("requirements.txt", text.encode())
     facts = h.facts
-    key = "wheels-" + cache.key(facts.os, facts.arch, facts.python, release.requirements)
+    key = "wheels-" + cache.key(facts.os, facts.arch, facts.python, release.requirements_key)
     archive = yield Claim(key)
     if archive:
         wheels = yield Upload(f"{key}.tar.gz", Path(archive).read_bytes())

@@ -18,8 +18,9 @@ from deploy.steps.gunicorn import wanted_manager
 
 @step("apt packages", files=(Layout.APT_PROXY,))
 def apt_packages(h: HostContext) -> Steps:
-    """nginx, python3, python3-venv (and supervisor when it manages the app) in one apt-get
-    call; the package lists updated first only when they are stale."""
+    """nginx, python3, python3-venv (and supervisor when it manages the app; on an app
+    host, the system_packages setting's, for the project's builds) in one apt-get call;
+    the package lists updated first only when they are stale."""
     wanted = packages.wanted(
         h.roles,
         wanted_manager(h),
@@ -29,7 +30,7 @@ def apt_packages(h: HostContext) -> Steps:
         h.firewall_here,
         h.settings.unattended_upgrades,
         h.shares_media,
-    )
+    ) + (tuple(h.settings.system_packages) if h.is_app else ())
     if h.settings.apt_proxy:  # before apt needs it
         proxy = render(environment(h.settings.templates_dir), "apt-proxy.conf.j2", proxy=h.settings.apt_proxy)
         yield from ensure_file(h, h.layout.APT_PROXY, proxy)
