@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
+import sys
 
 import pytest
 from conftest import REPO
@@ -174,3 +176,74 @@ def test_app_site_keeps_no_idle_connection_to_gunicorn():
         site = nginx.site_config(FakeHostRun(s.validate(inventory), {}, host="root@10.0.0.11"))
         upstream = site[site.index("upstream ") : site.index("}")]
         assert "keepalive" not in upstream and 'Connection ""' not in site, site
+
+
+PROJECT_SETTINGS = """
+import os
+
+SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]  # django-environ and cookiecutter read these at import
+DATABASE_URL = os.environ["DATABASE_URL"]
+REDIS_URL = os.environ["REDIS_URL"]
+API_TOKEN = os.environ["API_TOKEN"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x", "ATOMIC_REQUESTS": True,
+                         "CONN_MAX_AGE": 60, "OPTIONS": {"sslmode": "disable"}}}
+CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://localhost:6379/0"}}
+SECURE_HSTS_SECONDS = 3600
+"""
+
+
+def generated_settings(tmp_path, monkeypatch, project_settings: str, env: dict[str, str]) -> dict:
+    """fabstack's generated settings module run over a project settings module of
+    project_settings' text, with env (NAME: a secret file's text for NAME_FILE), as a
+    host's app process runs it; its globals."""
+    (tmp_path / "proj_settings.py").write_text(project_settings)
+    code = render(environment(""), "fabstack_settings.py.j2", project_settings="proj_settings", static_dir="static")
+    for name in [n for n in os.environ if n.startswith("DJANGO_") or n in ("DATABASE_URL", "REDIS_URL", "API_TOKEN")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.endswith("_FILE"):
+            (tmp_path / name).write_text(value + "\n")
+            value = str(tmp_path / name)
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("proj_settings", None)
+    scope: dict = {"__file__": str(tmp_path / "fabstack_settings.py")}
+    exec(compile(code, "fabstack_settings.py", "exec"), scope)
+    return scope
+
+
+def test_generated_settings_give_the_environment_projects_read_and_keep_what_is_theirs(tmp_path, monkeypatch):
+    env = {
+        "DJANGO_SECRET_KEY_FILE": "k" * 50, "DJANGO_DB_PASSWORD_FILE": "p@ss/word", "DJANGO_REDIS_URL_FILE":
+        "redis://django:secret@10.0.0.13:6379/0", "DJANGO_API_TOKEN_FILE": "token", "DJANGO_DB_ENGINE": "postgresql",
+        "DJANGO_DB_HOST": "10.0.0.13", "DJANGO_DB_PORT": "5432", "DJANGO_DB_NAME": "django", "DJANGO_DB_USER": "django",
+        "DJANGO_ALLOWED_HOSTS": "example.com", "DJANGO_STATIC_URL": "/static/", "DJANGO_MEDIA_URL": "/media/",
+        "DJANGO_MEDIA_ROOT": "/srv/django/shared/media", "DJANGO_DB_PATH": "/srv/django/shared/data/db.sqlite3",
+        "DJANGO_HTTPS": "1", "DJANGO_HSTS_SECONDS": "0",
+    }  # fmt: skip
+    scope = generated_settings(tmp_path, monkeypatch, PROJECT_SETTINGS, env)
+    assert scope["DATABASE_URL"] == "postgres://django:p%40ss%2Fword@10.0.0.13:5432/django"
+    assert (scope["SECRET_KEY"], scope["API_TOKEN"]) == ("k" * 50, "token")
+    db = scope["DATABASES"]["default"]
+    assert (db["HOST"], db["PASSWORD"], db["ATOMIC_REQUESTS"], db["CONN_MAX_AGE"]) == (
+        "10.0.0.13", "p@ss/word", True, 60,
+    )  # fmt: skip
+    assert db["OPTIONS"]["sslmode"] == "disable" and db["OPTIONS"]["connect_timeout"] == 5
+    assert scope["CELERY_RESULT_BACKEND"] == scope["CELERY_BROKER_URL"] == "redis://django:secret@10.0.0.13:6379/0"
+    assert scope["CACHES"]["default"] == {
+        "BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://django:secret@10.0.0.13:6379/0",
+        "KEY_PREFIX": "django",
+    }  # fmt: skip
+    assert scope["SECURE_HSTS_SECONDS"] == 3600  # tls.hsts 0: the project's own stays
+
+
+def test_generated_settings_keep_a_value_the_env_setting_gives(tmp_path, monkeypatch):
+    env = {
+        "DJANGO_SECRET_KEY_FILE": "k" * 50, "DATABASE_URL": "postgres://elsewhere/db", "REDIS_URL": "redis://r/1",
+        "API_TOKEN": "t", "DJANGO_ALLOWED_HOSTS": "", "DJANGO_STATIC_URL": "/s/", "DJANGO_MEDIA_URL": "/m/",
+        "DJANGO_MEDIA_ROOT": "/m", "DJANGO_DB_PATH": "/srv/django/shared/data/db.sqlite3",
+    }  # fmt: skip
+    scope = generated_settings(tmp_path, monkeypatch, PROJECT_SETTINGS, env)
+    assert scope["DATABASE_URL"] == "postgres://elsewhere/db"  # the project read the env setting's value
+    assert scope["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    assert scope["DATABASES"]["default"]["ATOMIC_REQUESTS"] is True
