@@ -279,3 +279,20 @@ def test_a_build_that_lacks_a_compiler_or_headers_names_the_package(output, pack
     said = subprocess.run(["sh", "-c", script, "sh", output], capture_output=True, text=True, check=True).stdout
     assert said.startswith("a requirement builds from source and needs ") and package in said, said
     assert said.rstrip().endswith("to system_packages")
+
+
+def test_the_project_s_pins_win_over_what_fabstack_adds(tmp_path):
+    project = nested_project(tmp_path)
+    (project / "requirements" / "base.txt").write_text("Django==5.2.8\npsycopg[c]==3.2.3\n")
+    settings = s.validate({"project_path": str(project), "database": "postgresql"})
+    ours = server.requirements(settings)
+    assert [r.split(">")[0].split("[")[0] for r in ours] == ["gunicorn", "gevent"], ours  # its Django, its psycopg
+    (project / "requirements" / "base.txt").write_text("psycopg2-binary==2.9.10\n")  # one driver, whichever
+    assert not any(
+        r.startswith("psycopg")
+        for r in server.requirements(s.validate({"project_path": str(project), "database": "postgresql"}))
+    )
+    (project / "requirements" / "base.txt").write_text("six\n")
+    assert "psycopg[binary]>=3.1" in server.requirements(
+        s.validate({"project_path": str(project), "database": "postgresql"})
+    )

@@ -155,3 +155,24 @@ def _read(project: Path, path: Path, lines: list[str], constraints: list[str], s
 def _bare(line: str) -> str:
     """A requirements line without its comment ('' for a comment or a blank line)."""
     return "" if line.lstrip().startswith("#") else line.split(" #", 1)[0].strip()
+
+
+NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+# one driver, whichever distribution brings it: a project's psycopg[c] and our
+# psycopg[binary] would be two builds of one module, of two versions
+FAMILIES = {"psycopg-binary": "psycopg", "psycopg-c": "psycopg", "psycopg2": "psycopg", "psycopg2-binary": "psycopg"}
+
+
+def name_of(requirement: str) -> str:
+    """A requirement's distribution name, normalised (PEP 503): `Django>=5` -> django."""
+    found = NAME_RE.match(requirement)
+    return re.sub(r"[-_.]+", "-", found[1]).lower() if found else ""
+
+
+def family(name: str) -> str:
+    return FAMILIES.get(name, name)
+
+
+def names(needs: Requirements) -> list[str]:
+    """The distributions the project's requirements name (options and URLs left out)."""
+    return [n for n in (name_of(line) for line in needs.lines if not line.startswith("-")) if n]

@@ -12,6 +12,8 @@ from deploy.ops import Changes, Claim, Command, Handler, Notify, Probe, Publish,
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.scripts import plain, quote
+from deploy.settings import Settings
+from deploy.settings import project as project_files
 from deploy.steps.files import ensure_file
 from deploy.steps.gunicorn import wanted_manager
 
@@ -114,15 +116,19 @@ def directories(h: HostContext) -> Steps:
         yield Command(h.shell([], "install_dirs", *wrong))
 
 
-def requirements(settings) -> list[str]:
+def requirements(settings: Settings) -> list[str]:
     """What the virtualenv holds: Django, gunicorn with its gevent extra, gevent, and
-    PostgreSQL's driver when the app uses it."""
-    return [
+    PostgreSQL's driver when the app uses it; but none the project's own requirements
+    name (the project's pins win: its psycopg, in whichever of its forms, is the only
+    one, never beside ours)."""
+    ours = [
         f"Django{settings.django_version}",
         f"gunicorn[gevent]{settings.gunicorn_version}",
         f"gevent{settings.gevent_version}",
         *(["psycopg[binary]>=3.1"] if settings.postgresql else []),
     ]
+    named = project_files.names(project_files.requirements(settings.project, settings.requirements))
+    return [r for r in ours if project_files.family(project_files.name_of(r)) not in map(project_files.family, named)]
 
 
 def venv_marker(h: HostContext) -> str:
