@@ -172,6 +172,7 @@ class HostContext:
             "HEALTH_HOST": names[0] if names else "localhost",
             "HEALTH_TIMEOUT": s.health_timeout,
             "HEALTH_STRICT": 1 if s.health_path else 0,
+            "HEALTH_SCHEME": "https" if s.site_tls else "http",  # what nginx tells the app
             "HEALTH_RETRIES": s.health_retries,
             "BAD_ANSWERS": BAD_ANSWERS,
             "APT_WAIT": APT_WAIT,

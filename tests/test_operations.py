@@ -3,6 +3,7 @@ role firewall as operations from facts (the lab tests are tests/test_health.py).
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import threading
 from pathlib import Path
@@ -296,3 +297,41 @@ def test_the_project_s_pins_win_over_what_fabstack_adds(tmp_path):
     assert "psycopg[binary]>=3.1" in server.requirements(
         s.validate({"project_path": str(project), "database": "postgresql"})
     )
+
+
+class Redirecting(http.server.BaseHTTPRequestHandler):
+    """/ -> /en/ (a language prefix) -> 200; /secure -> https://same host/; /away -> another site."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        where = {"/": "/en/", "/secure": f"https://{self.headers['Host']}/", "/away": "http://other.example/"}
+        if self.path in where and not (self.path == "/secure" and self.headers["X-Forwarded-Proto"] == "https"):
+            self.send_response(301)
+            self.send_header("Location", where[self.path])
+        else:
+            self.send_response(200 if self.path in ("/en/", "/secure") else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("path", "scheme", "code", "said"),
+    [
+        ("/", "http", 0, ""),  # followed on the same address to its 200
+        ("/secure", "http", 1, "HTTP 301 to https://example.com/, and this site serves no HTTPS"),
+        ("/secure", "https", 0, ""),  # behind nginx's HTTPS the app sees https and answers
+        ("/away", "http", 0, ""),
+    ],
+)
+def test_the_health_check_follows_redirects_and_fails_one_to_https_nothing_serves(path, scheme, code, said):
+    server_ = http.server.HTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server_.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server_.server_address[1]}"
+        argv = ["python3", "-c", scripts.text("health.py"), address, path, "example.com", "5", "1", scheme]
+        run = subprocess.run(argv, capture_output=True, text=True)
+    finally:
+        server_.shutdown()
+    assert run.returncode == code and said in run.stderr, run

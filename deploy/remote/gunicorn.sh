@@ -8,7 +8,7 @@
 # Set before use (deploy/scripts.py): APP, VENV, CONFIG (gunicorn's), LOGS, STATE,
 # RECORD (root's pid file for nohup), PASSED, UNIT and UNIT_FILE (systemd), PROGRAM and
 # PROGRAM_FILE (supervisor), SUPERVISOR_LOG, BIND, HEALTH_PY (deploy/remote/health.py),
-# HEALTH_PATH, HEALTH_HOST, HEALTH_TIMEOUT, HEALTH_STRICT, HEALTH_RETRIES, BAD_ANSWERS.
+# HEALTH_PATH, HEALTH_HOST, HEALTH_TIMEOUT, HEALTH_STRICT, HEALTH_SCHEME, HEALTH_RETRIES, BAD_ANSWERS.
 
 # is_master PID: PID is a gunicorn running as the app user.
 is_master() {
@@ -35,7 +35,7 @@ alive() {
 # health_check ADDRESS: GET the health path from ADDRESS (deploy/remote/health.py):
 # 0 healthy, 1 an answer that says no, 2 nothing answers.
 health_check() {
-    python3 -c "$HEALTH_PY" "$1" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT"
+    python3 -c "$HEALTH_PY" "$1" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT" "$HEALTH_SCHEME"
 }
 
 # app_logs_tail N: the last N lines of gunicorn's logs. The app's own log directory is
@@ -84,7 +84,7 @@ wait_healthy() {
             break
         fi
         if alive && ready "$2"; then
-            why=$(as_app / python3 -c "$HEALTH_PY" "$BIND" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT" 2>&1)
+            why=$(as_app / python3 -c "$HEALTH_PY" "$BIND" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT" "$HEALTH_SCHEME" 2>&1)
             case $? in
                 0) return 0 ;;
                 1)
