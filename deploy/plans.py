@@ -37,8 +37,9 @@ def provision(h: HostRun) -> None:
     h.read_facts()
     if h.is_app or h.serves_lb:  # before anything changes: no name, port or default server another app holds
         h.step(claims.no_clash)
-    if h.is_app:  # and no account or directory of another program's
+    if h.is_app:  # and no account or directory of another program's, and a Python that runs the project's Django
         h.step(server.app_account)
+        h.step(release.python_fits)
     if "db" in h.roles:
         h.step(database.port_free)
     h.step(server.apt_packages)
@@ -190,6 +191,7 @@ def deploy(new: Release, upload_only: bool = False) -> Plan:
         h.read_facts()
         if h.step(release.provisioned):
             return  # a dry run on a host not provisioned yet: nothing more to compare
+        h.step(release.python_fits)
         h.step(release.room_for_release, new)
         h.step(release.project_requirements, new)
         h.step(release.upload, new)

@@ -338,3 +338,17 @@ def test_apps_on_hosts_they_do_not_share_may_use_the_same_names(tmp_path):
         "  blog: {server_name: a.test, hosts: [root@10.0.0.12]}\n"
     )
     assert [a.app_name for a in s.load_apps(_apps_file(tmp_path, text))] == ["shop", "blog"]
+
+
+def test_django_6_on_a_python_3_11_host_is_refused_in_one_line_naming_where_it_runs():
+    from deploy.settings.project import Requirements, python_too_old
+
+    six = Requirements(("Django>=6.0,<6.1", "celery"))
+    assert python_too_old(six, "3.11.2", "debian 12") == (
+        "the project's requirements ask for Django 6, which needs Python 3.12+; this host has 3.11 (debian 12): "
+        "use a host with Debian 13 (trixie) or Ubuntu 24.04, or a Django its Python runs"
+    )
+    assert python_too_old(six, "", "debian 12").startswith("the project's requirements ask for Django 6")
+    assert python_too_old(six, "3.13.5", "debian 13") == ""
+    assert python_too_old(Requirements(("Django~=5.2",)), "3.11.2", "debian 12") == ""
+    assert python_too_old(Requirements(("six",)), "3.9.2", "debian 11") == ""  # no Django named: pip decides

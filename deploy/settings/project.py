@@ -176,3 +176,36 @@ def family(name: str) -> str:
 def names(needs: Requirements) -> list[str]:
     """The distributions the project's requirements name (options and URLs left out)."""
     return [n for n in (name_of(line) for line in needs.lines if not line.startswith("-")) if n]
+
+
+# the Python each Django release line needs at least, and the distributions' own
+DJANGO_PYTHON = {4: (3, 8), 5: (3, 10), 6: (3, 12)}
+DISTRIBUTION_PYTHON = {"debian 11": "3.9", "debian 12": "3.11", "debian 13": "3.13", "ubuntu 22.04": "3.10",
+                       "ubuntu 24.04": "3.12"}  # fmt: skip
+NEWER = "Debian 13 (trixie) or Ubuntu 24.04"
+LOWER_RE = re.compile(r"(?:>=|==|~=|===|>)\s*(\d+)")
+
+
+def django_floor(needs: Requirements) -> int:
+    """The lowest Django major version the project's requirements allow (0: they do not say)."""
+    floors = [int(m) for line in needs.lines if name_of(line) == "django" for m in LOWER_RE.findall(line)]
+    return max(floors, default=0)
+
+
+def python_too_old(needs: Requirements, python: str, os_release: str) -> str:
+    """One line when the host's Python (else its distribution's) is older than the Django
+    the requirements ask for needs ('' when it fits, or nothing says)."""
+    have = python or DISTRIBUTION_PYTHON.get(os_release, "")
+    floor = django_floor(needs)
+    wanted = DJANGO_PYTHON.get(floor) or (DJANGO_PYTHON[max(DJANGO_PYTHON)] if floor > max(DJANGO_PYTHON) else None)
+    if not have or not wanted:
+        return ""
+    version = tuple(int(p) for p in have.split(".")[:2] if p.isdigit())
+    if version >= wanted:
+        return ""
+    needed = ".".join(map(str, wanted))
+    return (
+        f"the project's requirements ask for Django {floor}, which needs Python {needed}+; this host has "
+        f"{'.'.join(map(str, version))} ({os_release or 'its distribution'}): use a host with {NEWER}, "
+        f"or a Django its Python runs"
+    )

@@ -14,6 +14,7 @@ from deploy.release import Release
 from deploy.render import environment, render
 from deploy.results import StepFailed
 from deploy.scripts import Shell
+from deploy.settings import project as project_files
 from deploy.steps.files import ensure_file
 
 RELEASE = ["release.sh"]
@@ -81,6 +82,19 @@ def provisioned(h: HostContext) -> Steps:
             "this host is not provisioned: run fab provision on it first",
             "(not provisioned yet: after fab provision, the release would be uploaded and started)",
         )
+
+
+@step("python fits")
+def python_fits(h: HostContext) -> Steps:
+    """The host's Python runs the Django the project asks for (Django 6 needs 3.12+, which
+    Debian 12 does not have): refused before anything on the host changes, naming the
+    distributions that have it."""
+    needs = project_files.requirements(h.settings.project, h.settings.requirements)
+    problem = project_files.python_too_old(needs, h.facts.python, h.facts.os)
+    if problem:
+        raise StepFailed(problem)
+    return
+    yield
 
 
 @step("current release")
