@@ -86,6 +86,10 @@ def status(h: HostRun) -> None:
         h.result.data = row
         h.step(refuse, "not provisioned: run fab provision", name="status", report=False)
         return
+    if h.is_app and not f.app_uid:  # another app's host, a misspelt --app: not "stopped"
+        h.step(refuse, f"app {h.settings.app_name} is not on this host: run fab provision, or name another with --app",
+               name="status", report=False)  # fmt: skip
+        return
     problems += [f"{k} {row[k]}" for k in ("nginx", "config", "app") if row[k] in ("stopped", "invalid")]
     problems += [f"db {row['db']}"] if "db" in row and not f.pg_online else []
     short = [name for name, count in wanted.items() if name not in f.background or f.background[name].running < count]

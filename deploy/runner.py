@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import hashlib
 import os
+import re
 import shlex
 import threading
 import time
@@ -225,6 +226,28 @@ class Session:
         return run.result
 
 
+EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Failure|Refused)\b.*")
+PIP_ERROR_RE = re.compile(r"^(ERROR|error): ")
+
+
+def headline(output: list[str]) -> str:
+    """The line that says why a command failed: the exception a Python traceback ends
+    with (not a warning printed after it), pip's last `error:` line (not its closing
+    `hint: See above for details.`), else the last line."""
+    lines = [line.strip() for line in output if line.strip()]
+    if not lines:
+        return ""
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        raised = [line for line in lines if EXCEPTION_RE.match(line)]
+        if raised:
+            return raised[-1]
+    if lines[-1].startswith(("hint:", "note:")):
+        errors = [line for line in lines if PIP_ERROR_RE.match(line)]
+        if errors:
+            return errors[-1]
+    return lines[-1]
+
+
 class HostRun(HostContext):
     """One host during one task: its connection, the operations its steps yield, its result."""
 
@@ -258,8 +281,7 @@ class HostRun(HostContext):
             raise StepFailed(SUDO_REJECTED.format(user=self.conn.user), shell.line) from None
         if check and result.exited != 0:
             output = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            message = output[-1] if output else f"exit code {result.exited}"
-            raise StepFailed(message, shell.line, "\n".join(output[-15:]))
+            raise StepFailed(headline(output) or f"exit code {result.exited}", shell.line, "\n".join(output[-15:]))
         return result.stdout
 
     def stream(self, shell: Shell) -> None:

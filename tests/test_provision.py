@@ -168,3 +168,13 @@ def test_noop_rerun_is_one_remote_command_over_one_connection(cold: ColdRun, ind
         "remote commands: 1, ssh connections opened so far: 1",
         "remote commands: 0, ssh connections opened so far: 1",
     ], run
+
+
+def test_logs_and_status_of_an_app_the_host_does_not_have_say_so(cold: ColdRun, tmp_path):
+    settings = tmp_path / "ghost.yaml"
+    settings.write_text("app_name: ghost\n")  # a misspelt app, or another app's host
+    target = cold.hosts[0].target
+    for task in ("logs", "status"):
+        run = fab("-H", target, task, settings=settings)
+        said = "app ghost is not on this host: run fab provision, or name another with --app"
+        assert run.code == 1 and said in run.out + run.err, (task, run)

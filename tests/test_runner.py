@@ -14,7 +14,7 @@ from deploy.cli import Run
 from deploy.console import Console
 from deploy.ops import Blocked, Check, Command, Diff, Handler, Notify, Probe, Say, Upload
 from deploy.results import StepFailed
-from deploy.runner import HostRun, Session, keep_copy
+from deploy.runner import HostRun, Session, headline, keep_copy
 from deploy.scripts import plain
 
 
@@ -170,3 +170,30 @@ def test_a_download_is_private_from_its_first_byte(tmp_path):
         os.umask(old)
     assert h._sftp.modes == [0o600]  # never the umask's 644, even for a moment
     assert (tmp_path / "copy.dump").read_bytes() == b"rows" and shown.endswith(" 4")
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        (  # Wagtail's warning printed after the traceback: the exception is the headline
+            'Traceback (most recent call last):\n  File "manage.py", line 22, in <module>\n'
+            "django.core.management.base.SystemCheckError: SystemCheckError: System check identified some issues:\n"
+            "?: (postgres.E005) 'django.contrib.postgres' must be in INSTALLED_APPS.\n"
+            "WARNING: wagtail.W001 something else",
+            "django.core.management.base.SystemCheckError: SystemCheckError: System check identified some issues:",
+        ),
+        (
+            'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: this migration fails\n',
+            "RuntimeError: this migration fails",
+        ),
+        (  # pip's closing hint is not why
+            "error: subprocess-exited-with-error\n  × Getting requirements to build wheel did not run successfully.\n"
+            "      Error: pg_config executable not found.\nerror: metadata-generation-failed\n"
+            "hint: See above for details.",
+            "error: metadata-generation-failed",
+        ),
+        ("just one line", "just one line"),
+    ],
+)
+def test_a_failure_s_headline_is_the_line_that_says_why(output, said):
+    assert headline(output.splitlines()) == said
