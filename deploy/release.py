@@ -96,7 +96,14 @@ class Release:
     def requirements_key(self) -> str:
         """What the built requirements depend on: every line of every file included."""
         constraints = self.needs.constraints_text
-        return self.requirements + ("-c\n" + constraints if constraints else "")
+        archives = "".join(
+            f"{name} {hashlib.sha256(self.archive_bytes(name)).hexdigest()}\n" for name in self.needs.files
+        )
+        return self.requirements + ("-c\n" + constraints if constraints else "") + archives
+
+    def archive_bytes(self, name: str) -> bytes:
+        """A requirement that is an archive in the project (a vendored sdist or wheel)."""
+        return (self.project / name).read_bytes()
 
     @property
     def requirements_marker(self) -> str:

@@ -335,3 +335,22 @@ def test_the_health_check_follows_redirects_and_fails_one_to_https_nothing_serve
     finally:
         server_.shutdown()
     assert run.returncode == code and said in run.stderr, run
+
+
+def test_a_vendored_archive_in_the_requirements_is_uploaded_and_its_bytes_are_in_the_key(tmp_path):
+    project = nested_project(tmp_path)
+    (project / "vendor").mkdir()
+    (project / "vendor" / "tinyext-0.1.tar.gz").write_bytes(b"an sdist")
+    (project / "requirements" / "base.txt").write_text("Django>=5.2,<6\nvendor/tinyext-0.1.tar.gz\n")
+    new = release_of(s.validate({"project_path": str(project)}))
+    ops = drive(release.project_requirements(host(), new))
+    uploads = [op for op in ops if isinstance(op, Upload)]
+    assert [u.name for u in uploads] == ["tinyext-0.1.tar.gz", "constraints.txt", "requirements.txt"]
+    assert uploads[0].content == b"an sdist"
+    assert b"\n/tmp/stage/tinyext-0.1.tar.gz\n" in uploads[2].content
+    marker = new.requirements_marker
+    (project / "vendor" / "tinyext-0.1.tar.gz").write_bytes(b"another sdist")  # same name, new bytes: a new build
+    assert release_of(s.validate({"project_path": str(project)})).requirements_marker != marker
+    (project / "requirements" / "base.txt").write_text("vendor/none-0.1.tar.gz\n")
+    with pytest.raises(s.SettingsError, match="vendor/none-0.1.tar.gz: no such archive in the project"):
+        s.validate({"project_path": str(project)})

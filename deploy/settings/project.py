@@ -90,6 +90,7 @@ class Requirements:
     lines: tuple[str, ...] = ()
     constraints: tuple[str, ...] = ()
     source: str = ""
+    files: tuple[str, ...] = ()  # the lines that are archives in the project (a vendored sdist or wheel)
 
     @property
     def text(self) -> str:
@@ -101,6 +102,9 @@ class Requirements:
 
 
 INCLUDE_RE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)\s*$")
+# a requirement that is an archive in the project, by its path from the project's root
+# (where pip runs): a vendored sdist or wheel, uploaded with the requirements
+ARCHIVE_RE = re.compile(r"^(\./)?[\w.+-]+(/[\w.+-]+)*\.(tar\.gz|tgz|zip|whl)$")
 
 
 def requirements(project: Path, setting: str = "") -> Requirements:
@@ -114,7 +118,12 @@ def requirements(project: Path, setting: str = "") -> Requirements:
         constraints: list[str] = []
         root = project.resolve()
         _read(root, (root / name).resolve(), lines, constraints, [])
-        return Requirements(tuple(lines), tuple(constraints), name)
+        files = tuple(line for line in lines if ARCHIVE_RE.match(line))
+        for line in files:
+            target = (root / line).resolve()
+            if not target.is_relative_to(root) or not target.is_file():
+                raise RequirementsError(f"{line}: no such archive in the project (a path is read from its root)")
+        return Requirements(tuple(lines), tuple(constraints), name, files)
     pyproject = project / "pyproject.toml"
     if pyproject.is_file():
         try:

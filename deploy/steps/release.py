@@ -120,6 +120,9 @@ def project_requirements(h: HostContext, release: Release) -> Steps:
     if not release.requirements or h.facts.requirements_marker == release.requirements_marker:
         return
     text = release.requirements
+    for name in release.needs.files:  # a vendored archive: uploaded, and named by where it is on the host
+        staged_archive = yield Upload(Path(name).name, release.archive_bytes(name))
+        text = "".join(f"{staged_archive if line == name else line}\n" for line in text.splitlines())
     if release.needs.constraints:  # the -c files' lines, in a file of their own that pip reads as constraints
         constraints = yield Upload("constraints.txt", release.needs.constraints_text.encode())
         text = f"-c {constraints}\n{text}"
