@@ -12,13 +12,15 @@ import io
 import secrets
 import shlex
 import tarfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ColdRun, Remote, fab, get, git, stock_project
 
-from deploy.lab import Lab
+from deploy.lab import Host, Lab
 
 pytestmark = pytest.mark.lab
 
@@ -196,3 +198,143 @@ def test_the_database_url_s_password_is_in_no_output_and_no_file_others_can_read
             assert found.strip() == "", found
         finally:
             r.conn.close()
+
+
+# cookiecutter-django's conventions, as its template generates them: pyproject.toml and no
+# requirements.txt, config/ with settings/{base,local,production}.py read by
+# django-environ (DJANGO_SECRET_KEY, DATABASE_URL, REDIS_URL at import), manage.py on
+# local and wsgi.py on production, Celery with a result backend, a Redis cache,
+# ATOMIC_REQUESTS, a pinned psycopg, a redirect of every page to HTTPS by default.
+COOKIECUTTER = {
+    "pyproject.toml": '[project]\nname = "shop"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = [\n'
+    '    "Django>=5.2,<6",\n    "django-environ>=0.11",\n    "celery[redis]>=5.4",\n    "psycopg[binary]==3.2.10",\n]\n',
+    "manage.py": "#!/usr/bin/env python\nimport os\nimport sys\n\nif __name__ == '__main__':\n"
+    "    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings.local')\n"
+    "    from django.core.management import execute_from_command_line\n\n    execute_from_command_line(sys.argv)\n",
+    "config/__init__.py": "from .celery_app import app as celery_app\n\n__all__ = ('celery_app',)\n",
+    "config/celery_app.py": "import os\n\nfrom celery import Celery\n\n"
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings.local')\napp = Celery('shop')\n"
+    "app.config_from_object('django.conf:settings', namespace='CELERY')\napp.autodiscover_tasks()\n",
+    "config/wsgi.py": "import os\n\nfrom django.core.wsgi import get_wsgi_application\n\n"
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings.production')\n"
+    "application = get_wsgi_application()\n",
+    "config/urls.py": "from django.contrib import admin\nfrom django.urls import path\n\nfrom shop.views import cached, work\n\n"
+    "urlpatterns = [path('admin/', admin.site.urls), path('work/', work), path('cached/', cached)]\n",
+    "config/settings/__init__.py": "",
+    "config/settings/base.py": """from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = environ.Env()
+SECRET_KEY = env("DJANGO_SECRET_KEY")
+DATABASES = {"default": env.db("DATABASE_URL")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = True
+REDIS_URL = env("REDIS_URL")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+INSTALLED_APPS = ["django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
+                  "django.contrib.sessions", "django.contrib.messages", "django.contrib.staticfiles", "shop"]
+MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "django.contrib.sessions.middleware.SessionMiddleware",
+              "django.middleware.common.CommonMiddleware", "django.middleware.csrf.CsrfViewMiddleware",
+              "django.contrib.auth.middleware.AuthenticationMiddleware",
+              "django.contrib.messages.middleware.MessageMiddleware"]
+ROOT_URLCONF = "config.urls"
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
+              "OPTIONS": {"context_processors": ["django.template.context_processors.request",
+                                                 "django.contrib.auth.context_processors.auth",
+                                                 "django.contrib.messages.context_processors.messages"]}}]
+STATIC_URL = "static/"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+""",
+    "config/settings/local.py": "from .base import *  # noqa: F403\n\nDEBUG = True\n",
+    "config/settings/production.py": "from .base import *  # noqa: F403\nfrom .base import env\n\nDEBUG = False\n"
+    "ALLOWED_HOSTS = env.list('DJANGO_ALLOWED_HOSTS')\n"
+    "SECURE_SSL_REDIRECT = env.bool('DJANGO_SECURE_SSL_REDIRECT', default=True)\n",
+    "shop/__init__.py": "",
+    "shop/tasks.py": "from celery import shared_task\n\n\n@shared_task\ndef add(x, y):\n    return x + y\n",
+    "shop/views.py": """from django.core.cache import cache
+from django.http import HttpResponse
+
+from .tasks import add
+
+
+def work(request):
+    return HttpResponse(add.delay(2, 3).id)
+
+
+def cached(request):
+    if "set" in request.GET:
+        cache.set("greeting", request.GET["set"], 600)
+    return HttpResponse(str(cache.get("greeting")))
+""",
+    ".gitignore": ".env\n__pycache__/\n",
+}
+
+
+def cookiecutter_project(root: Path) -> Path:
+    for name, text in COOKIECUTTER.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "As the template made it")
+    return root
+
+
+def shop_page(lb: Host, path: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://{lb.address}{path}", headers={"Host": "shop.test"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def test_a_cookiecutter_django_project_deploys_unmodified_with_celery_results_and_one_cache(grown, tmp_path):
+    (lb, app1, app2, db), _, grown_settings = grown
+    project = cookiecutter_project(tmp_path / "shop")
+    settings = tmp_path / "shop.yaml"
+    hosts = yaml.safe_load(grown_settings.read_text())["hosts"]
+    worker = {"worker": {"command": "celery -A config.celery_app worker -l info --concurrency 1"}}
+    config = {"hosts": hosts, "app_name": "shop", "project_path": str(project), "server_name": "shop.test",
+              "default_server": False, "redis": True, "workers": 2, "processes": worker}  # fmt: skip
+    settings.write_text(yaml.safe_dump(config))
+    # the template redirects every page to HTTPS, which nothing serves without tls: refused
+    first = fab("provision", "deploy", settings=settings)
+    assert first.code == 1 and "this site serves no HTTPS" in first.out + first.err, (first.out + first.err)[-3000:]
+    settings.write_text(yaml.safe_dump({**config, "env": {"DJANGO_SECURE_SSL_REDIRECT": "False"}}))
+    run = fab("provision", "deploy", settings=settings)
+    assert run.code == 0, (run.out + run.err)[-4000:]
+    # a task's result, from the worker through Redis's result backend
+    status, task = shop_page(lb, "/work/")
+    assert status == 200 and task, (status, task)
+    result = f"from celery.result import AsyncResult; print('result', AsyncResult('{task}').get(timeout=60))"
+    shown = fab("manage", "--", "shell", "-c", result, settings=settings)
+    assert shown.code == 0 and "result 5" in shown.out, shown
+    # one cache for the farm: set through one app host, read on the other
+    set_on = fab("-H", app1.target, "manage", "--", "shell", "-c",
+                 "from django.core.cache import cache; cache.set('farm', 'one', 600)", settings=settings)  # fmt: skip
+    assert set_on.code == 0, set_on
+    got = fab("-H", app2.target, "manage", "--", "shell", "-c",
+              "from django.core.cache import cache; print('cached', cache.get('farm'))", settings=settings)  # fmt: skip
+    assert "cached one" in got.out, got
+    assert {shop_page(lb, "/cached/?set=hi")[1]} | {shop_page(lb, "/cached/")[1] for _ in range(10)} == {"hi"}
+    # the project's own database setting kept; one psycopg, the project's pin
+    kept = fab("manage", "--", "shell", "-c",
+               "from django.conf import settings; print('atomic', settings.DATABASES['default']['ATOMIC_REQUESTS'])",
+               settings=settings)  # fmt: skip
+    assert "atomic True" in kept.out, kept
+    r = Remote(app1)
+    try:
+        listed = r.run(
+            '/srv/shop/venv/bin/python -c "from importlib.metadata import distributions as d; '
+            "print(sorted(f'{x.name}=={x.version}' for x in d() if x.name.lower().startswith('psycopg')))\""
+        )
+    finally:
+        r.conn.close()
+    assert listed.strip() == "['psycopg-binary==3.2.10', 'psycopg==3.2.10']", listed
+    again = fab("provision", "deploy", settings=settings)
+    assert again.code == 0 and again.changed() == 0, again.out[-3000:]
