@@ -270,6 +270,7 @@ def test_the_new_settings_refuse_bad_values_in_one_line_naming_the_key():
     ("output", "package"),
     [
         ("error: command 'x86_64-linux-gnu-gcc' failed: No such file or directory", "build-essential"),
+        ("error: [Errno 2] No such file or directory: 'x86_64-linux-gnu-gcc'", "build-essential"),  # setuptools 80
         ("  Error: pg_config executable not found.", "libpq-dev"),
         ("src/uwsgi.h:4:10: fatal error: Python.h: No such file or directory", "python3-dev"),
         ("The headers or library files could not be found for jpeg,", "libjpeg-dev"),

@@ -98,8 +98,7 @@ build_hint() {
         *"zlib.h"*) need="zlib1g-dev" what="zlib's headers" ;;
         *"mysql_config"* | *"pkg-config"*"mysqlclient"*) need="default-libmysqlclient-dev pkg-config" what="MySQL's client headers" ;;
         *"libxml/"* | *"libxslt"*) need="libxml2-dev libxslt1-dev" what="libxml2's headers" ;;
-        *"C compiler"* | *"gcc' failed"* | *"command 'cc' failed"* | *"unable to execute 'gcc'"* | *"gcc: not found"* | \
-            *"x86_64-linux-gnu-gcc': No such file"* | *"aarch64-linux-gnu-gcc': No such file"*)
+        *"C compiler"* | *"gcc'"* | *"command 'cc' failed"* | *"gcc: not found"*)
             need="build-essential python3-dev" what="a C compiler" ;;
         *) return 0 ;;
     esac
