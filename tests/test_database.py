@@ -425,7 +425,15 @@ def test_uploads_go_on_while_an_app_host_is_power_cycled_and_it_serves_them_back
         stop.set()
         thread.join()
     print(f"{len(stored)} uploads, {len(stored) - cut} after app2's power cut; failed: {failed}")
-    assert failed == [] and len(stored) > cut
+    assert [f for f in failed if not f.startswith("upload ")] == [] and len(stored) > cut  # every read good
+    # the one upload in flight to app2 when its power went may fail (a POST is never sent
+    # twice); none on the surviving host's path: the lb's error log names app2 for it
+    uploads_failed = [f for f in failed if f.startswith("upload ")]
+    assert len(uploads_failed) <= 1, uploads_failed
+    if uploads_failed:
+        errors = remote(lb).run("grep -F 'POST /notes/upload/' /var/log/nginx/django/lb-error.log || true")
+        upstreams = set(re.findall(r'upstream: "http://([\d.]+):', errors))
+        assert upstreams == {app2.address}, errors
     during = stored[cut:]
     assert [sha_on(r2, url) for url, _ in during] == [wanted for _, wanted in during]
 
