@@ -3,10 +3,11 @@ changes nothing, then the real provision + deploy serves, and a rerun changes no
 
 from __future__ import annotations
 
+import secrets
 import urllib.request
 
 import pytest
-from conftest import ColdRun, Remote, changed_paths, fab
+from conftest import ColdRun, Remote, changed_paths, fab, git, stock_project
 
 from deploy.lab import Lab
 
@@ -44,3 +45,34 @@ def test_provision_deploy_and_a_rerun_on_debian_13(trixie, cold: ColdRun):
     assert r.run("systemctl is-active gunicorn-django.service").strip() == "active"
     again = fab("-H", trixie.target, "provision", "deploy", settings=cold.settings)
     assert again.code == 0 and again.changed() == 0, again
+
+
+def django6_settings(tmp_path, cold: ColdRun):
+    """The stock project made at test time, pinned to Django 6 (Python 3.12+)."""
+    project = stock_project(tmp_path / "six", "six-" + secrets.token_hex(8))
+    (project / "requirements.txt").write_text("Django>=6.0,<6.1\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "Django 6")
+    settings = tmp_path / "six.yaml"
+    settings.write_text(cold.settings.read_text() + f"project_path: {project}\n")
+    return settings
+
+
+def test_django_6_is_refused_on_debian_12_unchanged_and_deploys_on_debian_13(trixie, cold: ColdRun, tmp_path):
+    settings = django6_settings(tmp_path, cold)
+    bookworm = cold.hosts[0]
+    r = Remote(bookworm)
+    before = r.tree()
+    refused = fab("-H", bookworm.target, "provision", "deploy", settings=settings)
+    said = "the project's requirements ask for Django 6, which needs Python 3.12+; this host has 3.11 (debian 12)"
+    assert refused.code == 1 and said in refused.out + refused.err, refused
+    assert changed_paths(before, r.tree(), ignore=VOLATILE) == [], refused.out[-2000:]
+    run = fab("-H", trixie.target, "provision", "deploy", settings=settings)
+    assert run.code == 0, (run.out + run.err)[-3000:]
+    t = Remote(trixie)
+    version = t.run("/srv/django/venv/bin/python -c 'import django; print(django.get_version())'").strip()
+    assert version.startswith("6.0"), version
+    with urllib.request.urlopen(f"http://{trixie.address}/notes/?add=six", timeout=10) as response:
+        assert response.read().decode() == "notes: six"
+    again = fab("-H", trixie.target, "provision", "deploy", settings=settings)
+    assert again.code == 0 and again.changed() == 0, again.out[-2000:]
