@@ -346,9 +346,16 @@ def test_a_vendored_archive_in_the_requirements_is_uploaded_and_its_bytes_are_in
     new = release_of(s.validate({"project_path": str(project)}))
     ops = drive(release.project_requirements(host(), new))
     uploads = [op for op in ops if isinstance(op, Upload)]
-    assert [u.name for u in uploads] == ["tinyext-0.1.tar.gz", "constraints.txt", "requirements.txt"]
+    names = ["tinyext-0.1.tar.gz", "constraints.txt", "requirements.txt", "requirements-install.txt"]
+    assert [u.name for u in uploads] == names
     assert uploads[0].content == b"an sdist"
-    assert b"\n/tmp/stage/tinyext-0.1.tar.gz\n" in uploads[2].content
+    assert b"\n/tmp/stage/tinyext-0.1.tar.gz\n" in uploads[2].content  # built from the archive
+    assert b"\ntinyext==0.1\n" in uploads[3].content  # installed as the wheel built from it, with no index
+    build = [c for c in calls(ops) if "build_wheels" in c]
+    assert build == [
+        "publish: build_wheels /tmp/stage/requirements.txt "
+        f"{new.requirements_marker} /tmp/stage/requirements-install.txt"
+    ], build
     marker = new.requirements_marker
     (project / "vendor" / "tinyext-0.1.tar.gz").write_bytes(b"another sdist")  # same name, new bytes: a new build
     assert release_of(s.validate({"project_path": str(project)})).requirements_marker != marker

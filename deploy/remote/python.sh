@@ -71,9 +71,11 @@ unpack_venv() {
     mv "$VENV.new" "$VENV" && rm -rf "$VENV.old"
 }
 
-# build_wheels FILE MARKER: the project's requirements.txt built as wheels (from the
-# package index), installed from them, and the wheels packed in a new build directory for
-# the other hosts of this kind (prints its path and sha256; pip's output goes to stderr).
+# build_wheels FILE MARKER [INSTALL_FILE]: the project's requirements (FILE) built as
+# wheels (from the package index), installed from them (INSTALL_FILE: FILE with each
+# vendored archive named by its name and version, which its wheel satisfies), and the
+# wheels packed in a new build directory for the other hosts of this kind (prints its
+# path and sha256; pip's output goes to stderr).
 build_wheels() {
     build=$(new_build) || return 1
     mkdir "$build/wheels" || return 1
@@ -83,7 +85,7 @@ build_wheels() {
         return 1
     fi
     echo "$out" >&2
-    pip_install --no-index --find-links "$build/wheels" -r "$1" >&2 &&
+    pip_install --no-index --find-links "$build/wheels" -r "${3:-$1}" >&2 &&
         (umask 077 && tar -C "$build/wheels" -czf "$build/wheels.tar.gz" .) && rm -rf "$build/wheels" &&
         echo "$2" > "$REQUIREMENTS_MARKER" && packed "$build/wheels.tar.gz"
 }

@@ -119,23 +119,36 @@ def project_requirements(h: HostContext, release: Release) -> Steps:
     index) and installed from those wheels everywhere, so the other hosts need no index."""
     if not release.requirements or h.facts.requirements_marker == release.requirements_marker:
         return
-    text = release.requirements
-    for name in release.needs.files:  # a vendored archive: uploaded, and named by where it is on the host
+    build = install = release.requirements
+    for name in release.needs.files:  # a vendored archive: built from where it is uploaded, installed as its wheel
         staged_archive = yield Upload(Path(name).name, release.archive_bytes(name))
-        text = "".join(f"{staged_archive if line == name else line}\n" for line in text.splitlines())
+        build = "".join(f"{staged_archive if line == name else line}\n" for line in build.splitlines())
+        install = "".join(f"{pinned_archive(name) if line == name else line}\n" for line in install.splitlines())
     if release.needs.constraints:  # the -c files' lines, in a file of their own that pip reads as constraints
         constraints = yield Upload("constraints.txt", release.needs.constraints_text.encode())
-        text = f"-c {constraints}\n{text}"
-    staged = yield Upload("requirements.txt", text.encode())
+        build, install = f"-c {constraints}\n{build}", f"-c {constraints}\n{install}"
+    staged = yield Upload("requirements.txt", build.encode())
+    installed = (yield Upload("requirements-install.txt", install.encode())) if install != build else staged
     facts = h.facts
     key = "wheels-" + cache.key(facts.os, facts.arch, facts.python, release.requirements_key)
     archive = yield Claim(key)
     if archive:
         wheels = yield Upload(f"{key}.tar.gz", Path(archive).read_bytes())
-        yield Command(h.shell(["python.sh"], "install_wheels", staged, wheels, release.requirements_marker))
+        yield Command(h.shell(["python.sh"], "install_wheels", installed, wheels, release.requirements_marker))
     else:
-        yield Publish(key, h.shell(["python.sh"], "build_wheels", staged, release.requirements_marker))
+        yield Publish(key, h.shell(["python.sh"], "build_wheels", staged, release.requirements_marker, installed))
     yield Notify(Handler.RESTART_APP)
+
+
+def pinned_archive(path: str) -> str:
+    """A vendored archive's requirement once it is built: its name and version, from its
+    file name (NAME-VERSION.tar.gz, NAME-VERSION-TAGS.whl), which the wheel built from it satisfies."""
+    stem = Path(path).name
+    if stem.endswith(".whl"):
+        name, version = stem.split("-")[:2]
+    else:
+        name, _, version = re.sub(r"\.(tar\.gz|tgz|zip)$", "", stem).rpartition("-")
+    return f"{name}=={version}"
 
 
 RELEASE_MARGIN_MB = 32  # compiled bytecode, collected static files, the staging copy
