@@ -1,6 +1,9 @@
 """Benchmark: cold and no-op runs of provision + deploy on 1, 3 and 8 lab hosts.
 
 Run as root from the repo: .venv/bin/python bench/run.py [--sizes 1,3,8] [--repeat 3]
+[--kinds cold,change]. --kinds change times the run a team makes most: one file of the
+app edited, then `fab deploy`, on 1 and 3 hosts and on 1 lb + 2 app hosts, with each
+step's seconds on the first app host.
 Each size runs the guide's steps as a plain script (bench/plain.sh) on fresh hosts, the
 yardstick, then fabstack cold twice on fresh hosts: first with the controller's build cache empty
 (one host builds the virtualenv, the others wait for it), then with it warm (no host
@@ -14,7 +17,9 @@ figure for scripts. Nothing here asserts: figures are for reading, not for passi
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -112,6 +117,49 @@ def plain_run(lab, size: int) -> tuple[float, float]:
     return seconds, sum(host_cpu(h) for h in hosts) - before
 
 
+STEP_RE = re.compile(r"^\[(?P<host>[^\]]+)\] (?P<step>[^:]+): (?:ok|changed) (?P<seconds>[\d.]+)s$")
+
+
+def step_times(output: str, host: str) -> dict[str, float]:
+    """Seconds of each step of host in a --verbose run's output (a step run twice: summed)."""
+    found: dict[str, float] = {}
+    for line in output.splitlines():
+        m = STEP_RE.match(line.strip())
+        if m and m["host"] == host:
+            found[m["step"]] = found.get(m["step"], 0.0) + float(m["seconds"])
+    return found
+
+
+def change_run(lab, size: int, repeat: int, farm: bool = False) -> tuple[float, dict[str, float]]:
+    """The run a team makes most: one file of the app edited, then `fab deploy`, on hosts
+    provisioned and deployed once (size single hosts, or with farm 1 lb + size app hosts):
+    (median seconds, median seconds of each step on the first app host)."""
+    lab.down()
+    hosts = lab.up(count=size + (1 if farm else 0), init="sshd", prefix="ch")
+    project = lab.home / "bench-change"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.copytree(REPO / "templates" / "sample", project)
+    settings = lab.home / "bench-change.yaml"
+    inventory = [{"host": hosts[0].target, "roles": ["lb"]}, *({"host": h.target} for h in hosts[1:])]
+    settings.write_text(json.dumps({"project_path": str(project), **({"hosts": inventory} if farm else {})}))
+    targets = [] if farm else ["-H", ",".join(h.target for h in hosts)]
+    first = hosts[1 if farm else 0].target
+    os.environ["FABSTACK_SETTINGS"] = str(settings)
+    try:
+        timed(*targets, "provision", "deploy")
+        runs = []
+        views = project / "sample" / "views.py"
+        for n in range(repeat):
+            views.write_text(views.read_text() + f"\n# change {n}\n")  # one file of the app changed
+            seconds, out = timed(*targets, "deploy", "--verbose")
+            runs.append((seconds, step_times(out, first)))
+    finally:
+        del os.environ["FABSTACK_SETTINGS"]
+    steps = sorted({name for _, found in runs for name in found})
+    medians = {name: statistics.median(found.get(name, 0.0) for _, found in runs) for name in steps}
+    return statistics.median(seconds for seconds, _ in runs), medians
+
+
 def many_hosts_noop(lab, count: int, repeat: int) -> tuple[float, int, int]:
     """count hosts from a snapshot of a provisioned one, converged once (an sshd-only host
     starts nothing at boot), then no-op runs: (median seconds, commands and connections per host)."""
@@ -139,7 +187,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,3,8")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--noop-hosts", type=int, default=0, help="also: a no-op on this many hosts from a snapshot")
+    parser.add_argument(
+        "--kinds", default="cold", help="cold (cold and no-op runs, the plain script), change (a one-file deploy)"
+    )
     args = parser.parse_args()
+    if "change" in args.kinds.split(","):
+        changes(args)
+    if "cold" not in args.kinds.split(","):
+        return
     lab = default_lab()
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(REPO / "deploy"), str(REPO / "fabfile.py")], check=True
@@ -202,6 +257,26 @@ def main() -> None:
             print(f"bench cold_ratio_{size}_to_1={cold[size] / cold[1]:.2f}")
     if any(r[0] == 1 for r in rows):
         print(f"bench ssh_connect_s={fresh:.4f} ssh_command_s={reused:.4f}")
+
+
+def changes(args) -> None:
+    """--kinds change: a one-file deploy on 1 and 3 single hosts and a 1 lb + 2 app farm,
+    with the first app host's steps (median seconds)."""
+    lab = default_lab()
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "deploy"), str(REPO / "fabfile.py")], check=True
+    )
+    shapes = [(f"{n} host(s)", n, False) for n in (int(s) for s in args.sizes.split(",") if s)] + [
+        ("1 lb + 2 app", 2, True)
+    ]
+    for name, size, farm in shapes:
+        seconds, steps = change_run(lab, size, args.repeat, farm)
+        lab.down()
+        shown = ", ".join(f"{step} {t:.2f}" for step, t in sorted(steps.items(), key=lambda s: -s[1]) if t >= 0.05)
+        print(f"change deploy, {name}: {seconds:.2f} s (median of {args.repeat}); steps: {shown}")
+        key = name.replace(" ", "_").replace("(s)", "").replace("+", "plus")
+        print(f"bench change={key} seconds={seconds:.3f}")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
