@@ -100,6 +100,7 @@ def test_status_table_has_a_row_per_host(cold):
         "UPDATES",
         "VENV",
         "KEY",
+        "MEDIA",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}
