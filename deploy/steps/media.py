@@ -9,13 +9,12 @@ empty media directory. docs/decisions.md says why GlusterFS and how it is set.""
 from __future__ import annotations
 
 from deploy.host import HostContext
-from deploy.layout import Layout
 from deploy.ops import Command, Handler, Notify, Steps, step
 from deploy.render import environment, render
 from deploy.steps.files import ensure_file
 
 MEDIA = ["media.sh"]
-OPTIONS_SET = "1"  # the volume's status in glusterd's record: started
+STARTED = "1"  # the volume's status in glusterd's record: started
 
 
 @step("glusterd")
@@ -31,7 +30,7 @@ def glusterd(h: HostContext) -> Steps:
 def volume_complete(h: HostContext) -> bool:
     """The volume is started, with a brick on every app host, and only they may connect."""
     f, peers = h.facts, h.settings.inventory.addresses("app")
-    return f.media_volume == OPTIONS_SET and set(f.media_bricks) == set(peers) and f.media_allow == ",".join(peers)
+    return f.media_volume == STARTED and set(f.media_bricks) == set(peers) and f.media_allow == ",".join(peers)
 
 
 @step("media volume")
@@ -42,7 +41,7 @@ def volume(h: HostContext) -> Steps:
         return
     yield Command(h.shell(MEDIA, "media_volume"))
     peers = h.settings.inventory.addresses("app")
-    h.facts.media_volume, h.facts.media_bricks, h.facts.media_allow = OPTIONS_SET, peers, ",".join(peers)
+    h.facts.media_volume, h.facts.media_bricks, h.facts.media_allow = STARTED, peers, ",".join(peers)
 
 
 def mount_unit(h: HostContext) -> str:
@@ -86,4 +85,4 @@ def unmounted(h: HostContext, purge: bool) -> Steps:
 
 def guard(h: HostContext) -> str:
     """The marker the app's nginx site checks ('' when this host's media is its own)."""
-    return Layout.of(h.settings).media_marker if h.shares_media and h.facts.media_volume else ""
+    return h.layout.media_marker if h.shares_media and h.facts.media_volume else ""
