@@ -68,6 +68,9 @@ def test_a_string_setting_refuses_what_would_break_out_of_its_place(name):
         ({"bind": "unix:/run/x.sock; rm -rf /"}, "bind="),
         ({"static_url": "/static/../"}, "static_url='/static/../' is invalid"),
         ({"env": {"NOTE": "a\x1b]0;title\x07"}}, "setting env.NOTE holds a control character"),
+        ({"system_packages": ["libpq-dev; rm -rf /"]}, "is not a Debian package name"),
+        ({"system_packages": ["build-essential\npython3-dev"]}, "setting system_packages[0] holds a control character"),
+        ({"requirements": "../other/requirements.txt"}, "requirements='../other/requirements.txt' is invalid"),
     ],
 )  # fmt: skip
 def test_each_break_of_the_edges_is_refused_naming_the_key(raw, expect):
