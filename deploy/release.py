@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +24,19 @@ from deploy.settings import GENERATED_SETTINGS, Settings, project
 from deploy.settings.project import Requirements
 
 RECORD = ".fabstack-release"  # in each release: its provenance, one tab-separated line
+MANIFEST = ".fabstack-files"  # in each release: each file's sha256, mode and link target (JSON)
+
+Entry = tuple[str, bytes, int, str]  # name, data, mode, link target
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What makes a release on a host from one it has (its base): an archive of the
+    entries that differ, and the names to remove from the base's links first (NUL-separated)."""
+
+    base: str
+    archive: bytes
+    remove: bytes
 
 
 @dataclass(frozen=True)
@@ -37,10 +51,11 @@ class Release:
         """The project's files a release holds (deploy/ignore.py says which)."""
         return release_files(self.project, self.static_dir, list(self.exclude))
 
-    def _tar(self, with_record: bool) -> bytes:
-        """The tar: files with their bytes and executable bit, links as links (never
-        followed: LinkOutside for one leading out of the project), mtimes 0."""
-        entries: list[tuple[str, bytes, int, str]] = []  # name, data, mode, link target
+    @cached_property
+    def _entries(self) -> list[Entry]:
+        """The files with their bytes and executable bit, links as links (never followed:
+        LinkOutside for one leading out of the project), and the generated files; sorted."""
+        entries: list[Entry] = []
         for path in self.files():
             name = str(path.relative_to(self.project))
             if path.is_symlink():
@@ -48,11 +63,21 @@ class Release:
             else:
                 entries.append((name, path.read_bytes(), 0o755 if path.stat().st_mode & 0o100 else 0o644, ""))
         entries += [(name, text.encode(), 0o644, "") for name, text in self.generated]
-        if with_record:
-            entries.append((RECORD, (self.provenance.line() + "\n").encode(), 0o644, ""))
+        return sorted(entries)
+
+    def _records(self) -> list[Entry]:
+        """What each upload adds to the content: the provenance record and the manifest."""
+        return [
+            (RECORD, (self.provenance.line() + "\n").encode(), 0o644, ""),
+            (MANIFEST, json.dumps(self.manifest, sort_keys=True).encode(), 0o644, ""),
+        ]
+
+    @staticmethod
+    def _tar(entries: list[Entry]) -> bytes:
+        """A tar of entries, mtimes 0: the same entries always give the same bytes."""
         raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data, mode, target in sorted(entries):
+            for name, data, mode, target in entries:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(data), mode, 0
                 if target:
@@ -61,17 +86,52 @@ class Release:
         return raw.getvalue()
 
     @cached_property
+    def manifest(self) -> dict[str, str]:
+        """Each entry's name and `SHA256 MODE LINK`: what a later release compares."""
+        return {
+            name: f"{hashlib.sha256(data).hexdigest()} {mode:o} {target}" for name, data, mode, target in self._entries
+        }
+
+    def delta(self, base: str, base_manifest: str, python: str) -> Delta | None:
+        """The delta from a release the host has (base, with its manifest as read
+        there); None when a full archive is needed: no manifest, or a name that is a
+        file in one release and a directory in the other. python (the host's, 3.11.2)
+        names the bytecode files of a changed or removed module, so none is reused."""
+        try:
+            old = json.loads(base_manifest)
+        except ValueError:
+            return None
+        if not isinstance(old, dict) or not old:
+            return None
+        new = self.manifest
+        if _dirs(new) & old.keys() or _dirs(old) & new.keys():
+            return None
+        changed = [name for name in new if old.get(name) != new[name]]
+        gone = [name for name in old if name not in new]
+        tag = "cpython-" + "".join(python.split(".")[:2])
+        bytecode = [
+            f"{name.rpartition('/')[0]}/__pycache__/{Path(name).stem}.{tag}{opt}.pyc".lstrip("/")
+            for name in changed + gone
+            if name.endswith(".py")
+            for opt in ("", ".opt-1", ".opt-2")
+        ]
+        remove = [*changed, *gone, *bytecode, RECORD, MANIFEST]
+        wanted = set(changed)
+        archive = self._tar([e for e in self._entries if e[0] in wanted] + self._records())
+        return Delta(base, gzip.compress(archive, mtime=0), "\0".join(remove).encode())
+
+    @cached_property
     def provenance(self) -> Provenance:
         return provenance(self.project, self.exclude)
 
     @cached_property
     def archive(self) -> bytes:
         """What is uploaded: the files, the generated ones, and the provenance record."""
-        return gzip.compress(self._tar(with_record=True), mtime=0)
+        return gzip.compress(self._tar(self._entries + self._records()), mtime=0)
 
     @cached_property
     def _content(self) -> bytes:
-        return self._tar(with_record=False)
+        return self._tar(self._entries)
 
     @cached_property
     def id(self) -> str:
@@ -108,6 +168,11 @@ class Release:
     @property
     def requirements_marker(self) -> str:
         return hashlib.sha256(self.requirements_key.encode()).hexdigest()[:16]
+
+
+def _dirs(manifest: dict[str, str]) -> set[str]:
+    """Every directory above a name of manifest."""
+    return {name.rsplit("/", i)[0] for name in manifest for i in range(1, name.count("/") + 1)}
 
 
 def release_of(settings: Settings) -> Release:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import urllib.request
+from pathlib import Path
 
 import pytest
-from conftest import ColdRun, broken_site_templates, converged_pair, fab, sample_variant
+from conftest import MODEL, ColdRun, broken_site_templates, converged_pair, fab, get, sample_variant
 
 from deploy.host import BAD_ANSWERS
 from deploy.lab import Lab
@@ -197,3 +199,80 @@ def test_releases_rollback_and_pruning(live, remote, tmp_path, cold):
     with urllib.request.urlopen(f"http://{host.address}/media/kept.txt", timeout=10) as response:
         assert response.read() == b"kept-upload\n"
     assert r.run(f"{PY} -c {shlex.quote(SQL_COUNT)}").strip() == "1"
+
+
+MIGRATION = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.CreateModel(
+            name="Note",
+            fields=[("id", models.BigAutoField(primary_key=True)), ("text", models.CharField(max_length=200))],
+        )
+    ]
+"""
+# every file of a release but its bytecode (which records the path it was compiled at;
+# Python puts the real one in at import): sha256, mode and owner, by name
+TREE = "cd {0} && find . -path '*/__pycache__' -prune -o \\( -type f -o -type l \\) -printf '%P %m %u:%g\\n' | sort; " \
+    "find . -path '*/__pycache__' -prune -o -type f -print0 | sort -z | xargs -0 sha256sum"  # fmt: skip
+
+
+def release_tree(r, release: str) -> str:
+    return r.run(TREE.format(shlex.quote(release)))
+
+
+def test_a_code_change_ships_what_differs_and_makes_the_release_a_full_upload_makes(live, remote, tmp_path, cold):
+    host = live[1]
+    r = remote(host)
+    a = sample_variant(tmp_path, "delta-a", title="Delta A")
+    assert fab("-H", host.target, "deploy", "--project", a, settings=cold.settings).code == 0
+    release_a = current_release(r)
+    css_a = r.run(f"sha256sum < {release_a}/staticfiles/site.css")
+    # B: a view, a static file changed and one added, a model and its migration
+    b = sample_variant(
+        tmp_path, "delta-b", title="Delta B",
+        append={"static/site.css": "\nbody { color: teal }\n", "sample/settings.py": '\nINSTALLED_APPS += ["sample"]\n'},
+    )  # fmt: skip
+    (Path(b) / "static" / "added.css").write_text("h1 { color: navy }\n")
+    (Path(b) / "sample" / "models.py").write_text(MODEL)
+    (Path(b) / "sample" / "migrations").mkdir()
+    (Path(b) / "sample" / "migrations" / "__init__.py").write_text("")
+    (Path(b) / "sample" / "migrations" / "0001_initial.py").write_text(MIGRATION)
+    run = fab("-H", host.target, "deploy", "--project", b, settings=cold.settings)
+    assert run.code == 0, run
+    release_b = current_release(r)
+    assert "Delta B" in page(host.address)
+    # made on links to A: the unchanged files are A's (two names, one file), the changed ones are not
+    assert r.run(f"stat -c %h {release_b}/manage.py").strip() != "1"
+    assert r.run(f"stat -c %h {release_b}/sample/views.py").strip() == "1"
+    # the changed and the new static file are served; A's copy was not written through a link
+    assert get(f"http://{host.address}/static/added.css") == (200, "h1 { color: navy }\n")
+    assert get(f"http://{host.address}/static/site.css")[1].endswith("body { color: teal }\n")
+    assert r.run(f"sha256sum < {release_a}/staticfiles/site.css") == css_a
+    # the new migration ran on the host's database
+    shown = fab("-H", host.target, "manage", "showmigrations sample", settings=cold.settings)
+    assert "[X] 0001_initial" in shown.out, shown
+    # C: one view changed: its static files are B's, linked, not collected again
+    c = sample_variant(
+        tmp_path, "delta-c", title="Delta C", append={"sample/settings.py": '\nINSTALLED_APPS += ["sample"]\n'}
+    )
+    shutil.copytree(Path(b) / "static", Path(c) / "static", dirs_exist_ok=True)
+    shutil.copytree(Path(b) / "sample" / "migrations", Path(c) / "sample" / "migrations")
+    (Path(c) / "sample" / "models.py").write_text(MODEL)
+    assert fab("-H", host.target, "deploy", "--project", c, settings=cold.settings).code == 0
+    release_c = current_release(r)
+    assert "Delta C" in page(host.address)
+    assert r.run(f"stat -c %i {release_c}/staticfiles/added.css") == r.run(
+        f"stat -c %i {release_b}/staticfiles/added.css"
+    )
+    # B made again from the whole archive (its base has no manifest to compare): the same tree
+    delta_tree = release_tree(r, release_b)
+    assert fab("-H", host.target, "rollback", "--to", release_a.rsplit("/", 1)[1], settings=cold.settings).code == 0
+    r.run(f"rm -rf {release_b} {release_c} && rm {release_a}/.fabstack-files")
+    again = fab("-H", host.target, "deploy", "--project", b, settings=cold.settings)
+    assert again.code == 0 and current_release(r) == release_b, again
+    assert r.run(f"stat -c %h {release_b}/manage.py").strip() == "1"  # a full unpack this time
+    assert release_tree(r, release_b) == delta_tree

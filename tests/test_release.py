@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 
 from deploy import settings as s
 from deploy.ignore import LinkOutside, check_links, ignored, parse_rules
-from deploy.release import RECORD, Release, release_of
+from deploy.release import MANIFEST, RECORD, Release, release_of
 
 
 def names(release: Release) -> list[str]:
@@ -163,3 +166,55 @@ def test_the_settings_file_in_the_project_is_never_shipped_nor_makes_the_release
     assert "fabstack.yaml" not in names(release) and not release.provenance.dirty
     (root / "new.py").write_text("")  # anything else untracked still counts
     assert release_of(s.load("fabstack.yaml")).provenance.dirty
+
+
+def unpacked(archive: bytes, into: Path) -> Path:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="tar")
+    return into
+
+
+def tree(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file and link under root: its bytes (or link target) and mode."""
+    return {
+        str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_text(), p.lstat().st_mode)
+        for p in sorted(root.rglob("*"))
+        if not p.is_dir() or p.is_symlink()
+    }
+
+
+def test_a_delta_on_its_base_makes_the_release_byte_for_byte(tmp_path):
+    """What the host does with a delta (deploy/remote/release.sh: the base's files, less
+    the names to remove, then the delta's archive) gives exactly the full release."""
+    old = make(tmp_path / "old", {"manage.py": "m", "app/views.py": "v1", "app/gone.py": "g", "app/x.css": "c"})
+    base = Release(old, "static")
+    shutil.copytree(old, tmp_path / "new", symlinks=True)
+    new_project = make(tmp_path / "new", {"app/views.py": "v2", "app/added.py": "a"})
+    (new_project / "app" / "gone.py").unlink()
+    (new_project / "app" / "link").symlink_to("views.py")
+    new = Release(new_project, "static")
+    delta = new.delta(base.id, json.dumps(base.manifest), "3.11.2")
+    assert delta is not None and delta.base == base.id
+    removed = delta.remove.decode().split("\0")
+    assert {"app/views.py", "app/gone.py", "app/__pycache__/views.cpython-311.pyc", RECORD, MANIFEST} <= set(removed)
+    assert "manage.py" not in removed and "app/x.css" not in removed  # unchanged: kept as links
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(delta.archive))) as tar:
+        shipped = tar.getnames()
+    assert sorted(shipped) == sorted(["app/added.py", "app/link", "app/views.py", RECORD, MANIFEST])
+    made = unpacked(base.archive, tmp_path / "made")
+    (made / "app" / "__pycache__").mkdir()
+    (made / "app" / "__pycache__" / "views.cpython-311.pyc").write_text("stale")
+    for name in removed:
+        if (made / name).is_file() or (made / name).is_symlink():
+            (made / name).unlink()
+    unpacked(gzip.decompress(delta.archive), made)
+    shutil.rmtree(made / "app" / "__pycache__")  # emptied: the host's compileall fills it again
+    assert tree(made) == tree(unpacked(new.archive, tmp_path / "full"))
+
+
+def test_no_delta_without_a_manifest_or_when_a_file_becomes_a_directory(tmp_path):
+    old = Release(make(tmp_path / "old", {"manage.py": "m", "app": "a file"}), "static")
+    new = Release(make(tmp_path / "new", {"manage.py": "m", "app/views.py": "v"}), "static")
+    assert new.delta(old.id, json.dumps(old.manifest), "3.11.2") is None
+    assert old.delta(new.id, json.dumps(new.manifest), "3.11.2") is None
+    assert new.delta(old.id, "", "3.11.2") is None and new.delta(old.id, "not json", "3.11.2") is None

@@ -208,6 +208,7 @@ def test_deploy_steps_on_a_new_release():
     new = Release(REPO / "templates" / "sample", "staticfiles")
     h = host()
     assert calls(drive(release.upload(h, new))) == [
+        "probe: read_manifest bbb",  # the current release's manifest: none here, so the whole release goes
         "upload: release.tar.gz",
         f"command: unpack_release {new.id} /tmp/stage/release.tar.gz staticfiles sample.wsgi "
         f"'/srv/django/releases/\\.{new.id}\\.partial/staticfiles' yes",  # its own database: migrated here
@@ -339,7 +340,7 @@ def test_app_control(action, running, expected):
 def test_health_check_records_the_release_that_passed():
     assert calls(drive(health.passes(host(), "bbb"))) == ["check: health_check 127.0.0.1:80"]
     h = host()
-    assert calls(drive(health.passes(h, "ccc"))) == ["check: health_check 127.0.0.1:80", "command: record_passed ccc"]
+    assert calls(drive(health.passes(h, "ccc"))) == ["command: health_passed 127.0.0.1:80 ccc"]
     assert h.facts.passed == "ccc"
     behind = host(target="root@10.0.0.11", hosts=["root@10.0.0.11", {"host": "root@10.0.0.10", "roles": ["lb"]}])
     assert calls(drive(health.answers(behind))) == ["check: health_check 127.0.0.1:8080"]

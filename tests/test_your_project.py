@@ -62,7 +62,9 @@ def test_a_stock_project_deploys_unmodified(site):
         current = r.run("readlink /srv/django/current").strip()
         assert r.run(f"ls -A {current}").split() == sorted(
             [
+                ".fabstack-files",
                 ".fabstack-release",
+                ".fabstack-static-key",
                 ".gitignore",
                 "__pycache__",
                 "fabstack_settings.py",

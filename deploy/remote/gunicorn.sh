@@ -170,6 +170,12 @@ switch_current() {
     ln -sfn "$1" "$CURRENT.new" && mv -T "$CURRENT.new" "$CURRENT"
 }
 
+# health_passed ADDRESS ID: the health check from ADDRESS passes, then ID is recorded
+# as the release that passed (one command: a deploy's last round trip).
+health_passed() {
+    health_check "$1" && record_passed "$2"
+}
+
 # record_passed ID: root's record of the release that last passed its health check.
 record_passed() {
     mkdir -p "$STATE" && echo "$1" > "$PASSED.new" && mv -f "$PASSED.new" "$PASSED"

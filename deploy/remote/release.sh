@@ -1,12 +1,25 @@
 # Releases: the project unpacked and checked beside the live one, then named.
 #
-# Set before use: APP, VENV, RELEASES, APP_ENV (common.sh's app_run).
+# Set before use: APP, VENV, RELEASES, APP_ENV (common.sh's app_run), PREPARE_PY
+# (deploy/remote/prepare_release.py).
 
-# unpack_release ID ARCHIVE STATIC_DIR WSGI_MODULE STATIC_REGEX MIGRATE: releases/ID
-# from the archive: its wsgi module imported (a broken app stops here, before the live
-# site is touched), migrated (MIGRATE yes: a database of this host's own; a shared one
-# is migrated once per deploy, by migrate_release), static files collected, modes set,
-# then named by a rename. A release that fails any check leaves nothing behind.
+# In each release: the key of the static files' inputs they were collected from.
+STATIC_KEY=.fabstack-static-key
+
+# unpack_release ID ARCHIVE STATIC_DIR WSGI_MODULE STATIC_REGEX MIGRATE [BASE REMOVE]:
+# releases/ID from the archive, made ready (deploy/remote/prepare_release.py: its wsgi
+# module imported, so a broken app stops here before the live site is touched; migrated
+# when MIGRATE is yes, a database of this host's own, a shared one being migrated once
+# per deploy by migrate_release; static files collected), modes set, then named by a
+# rename. A release that fails any check leaves nothing behind.
+#
+# With BASE, ARCHIVE holds only what differs from releases/BASE: the new release starts
+# as hard links to BASE's files, less the names in REMOVE (NUL-separated: what changed,
+# what is gone, and the bytecode of both), then the archive on top. Nothing is ever
+# written through a link: every name that changes is removed first, Python replaces a
+# bytecode file rather than rewriting it, and root's modes are the ones BASE has. When
+# the static files' inputs are BASE's (the same key), BASE's collected files are linked
+# rather than collected again.
 #
 # One unpack of a release at a time (flock): a run whose connection dropped leaves its
 # commands running on the host, and a rerun's unpack removed the directory the first was
@@ -16,17 +29,22 @@ unpack_release() {
     partial="$RELEASES/.$1.partial"
     static="$partial/$3"
     lock="$RELEASES/.$1.lock"
+    base=${7:+$RELEASES/$7}
     exec 9> "$lock" && flock 9 || return
     if [ -d "$RELEASES/$1" ]; then
         rm -f "$lock"
         return 0
     fi
     {
-        rm -rf "$partial" && mkdir -p "$partial" && tar -xzf "$2" -C "$partial" --no-same-owner &&
+        rm -rf "$partial" && release_start "$partial" "$base" "$3" "${8:-}" &&
+            tar -xzf "$2" -C "$partial" --no-same-owner &&
             install -d -o "$APP" -g "$APP" -m 755 "$static" &&
-            app_run "$partial" "$VENV/bin/python" -c "import $4" &&
-            { [ "$6" != yes ] || app_run "$partial" "$VENV/bin/python" manage.py migrate --noinput -v 0; } &&
-            app_run "$partial" "$VENV/bin/python" manage.py collectstatic --noinput -v 0 &&
+            base_key=$(cat "$base/$STATIC_KEY" 2> /dev/null || true) &&
+            out=$(app_run "$partial" "$VENV/bin/python" -c "$PREPARE_PY" "$4" "$6" "$base_key") &&
+            key=$(printf '%s\n' "$out" | sed -n 's/^fabstack-static-key=//p') &&
+            { printf '%s\n' "$out" | grep -v '^fabstack-static-key=' || true; } &&
+            static_linked "$static" "$base/$3" "$key" "$base_key" &&
+            echo "$key" > "$partial/$STATIC_KEY" &&
             { "$VENV/bin/python" -m compileall -q -x "$5" "$partial" > /dev/null || true; } &&
             release_modes "$partial" "$static" &&
             static_path_open "$partial" "$3" &&
@@ -37,6 +55,30 @@ unpack_release() {
         rm -rf "$partial" "$lock"
         return "$status"
     }
+}
+
+# release_start PARTIAL BASE STATIC_DIR REMOVE: an empty directory, or (with BASE) hard
+# links to BASE's files but its collected static files and its static key, less the
+# names in REMOVE.
+release_start() {
+    if [ -z "$2" ]; then
+        mkdir -p "$1"
+        return
+    fi
+    cp -al "$2" "$1" && rm -rf "${1:?}/$3" "${1:?}/$STATIC_KEY" &&
+        (cd "$1" && xargs -0 rm -rf -- < "$4")
+}
+
+# static_linked STATIC BASE_STATIC KEY BASE_KEY: with the base release's static key,
+# its collected files (root's) linked in place of the empty directory the app left.
+static_linked() {
+    [ -n "$3" ] && [ "$3" = "$4" ] || return 0
+    rm -rf "$1" && cp -al "$2" "$1"
+}
+
+# read_manifest ID: releases/ID's manifest (nothing for a release made before it had one).
+read_manifest() {
+    cat "$RELEASES/$1/.fabstack-files" 2> /dev/null || true
 }
 
 # migrate_release ID: the shared database migrated by releases/ID (once per deploy,

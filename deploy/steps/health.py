@@ -19,10 +19,11 @@ def passes(h: HostContext, release_id: str) -> Steps:
     release has passed once (a run cut off before its check, or a first release that
     failed with nothing to return to, is checked again, never taken on trust). The host
     records the release that passed, in a root-owned file."""
-    yield from answers(h)
-    if h.facts.passed != release_id:
-        yield Command(h.shell(["gunicorn.sh"], "record_passed", release_id))
-        h.facts.passed = release_id
+    if h.facts.passed == release_id:
+        yield from answers(h)
+        return
+    yield Command(h.shell(["gunicorn.sh"], "health_passed", f"127.0.0.1:{h.site_port}", release_id))
+    h.facts.passed = release_id
 
 
 # after a rollback: the release it went back to must pass too

@@ -9,7 +9,7 @@ from pathlib import Path
 from deploy import cache
 from deploy.appenv import app_env
 from deploy.host import HostContext
-from deploy.ops import Blocked, Claim, Command, Handler, Notify, Publish, Say, Steps, Upload, step
+from deploy.ops import Blocked, Claim, Command, Handler, Notify, Probe, Publish, Say, Steps, Upload, step
 from deploy.release import Release
 from deploy.render import environment, render
 from deploy.results import StepFailed
@@ -180,13 +180,22 @@ def upload(h: HostContext, release: Release) -> Steps:
     collected, then named."""
     if release.id in h.facts.releases:
         return
-    archive = yield Upload("release.tar.gz", release.archive)
+    base, delta = h.facts.current_release, None
+    if base in h.facts.releases and h.facts.python:  # ship what differs from the current release
+        delta = release.delta(base, (yield Probe(h.shell(RELEASE, "read_manifest", base))) or "", h.facts.python)
+    if delta:
+        on_base: tuple[str, ...] = (base, (yield Upload("release-remove", delta.remove)))
+        archive = yield Upload("release-delta.tar.gz", delta.archive)
+    else:
+        on_base, archive = (), (yield Upload("release.tar.gz", release.archive))
     static_dir = h.settings.static_dir
     # root compiles the code only, never inside the static files the app wrote
     static_regex = re.escape(f"{h.layout.releases}/.{release.id}.partial/{static_dir}")
     wsgi = h.settings.wsgi_module.split(":")[0]
     own_database = "no" if h.settings.postgresql else "yes"
-    yield Command(h.shell(RELEASE, "unpack_release", release.id, archive, static_dir, wsgi, static_regex, own_database))
+    yield Command(
+        h.shell(RELEASE, "unpack_release", release.id, archive, static_dir, wsgi, static_regex, own_database, *on_base)
+    )
     h.facts.releases = [release.id, *h.facts.releases]
 
 
