@@ -253,7 +253,7 @@ def test_a_code_change_ships_what_differs_and_makes_the_release_a_full_upload_ma
     assert get(f"http://{host.address}/static/site.css")[1].endswith("body { color: teal }\n")
     assert r.run(f"sha256sum < {release_a}/staticfiles/site.css") == css_a
     # the new migration ran on the host's database
-    shown = fab("-H", host.target, "manage", "showmigrations sample", settings=cold.settings)
+    shown = fab("-H", host.target, "manage", "--", "showmigrations", "sample", settings=cold.settings)
     assert "[X] 0001_initial" in shown.out, shown
     # C: one view changed: its static files are B's, linked, not collected again
     c = sample_variant(
