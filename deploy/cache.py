@@ -1,4 +1,4 @@
-"""The controller's cache of builds hosts share (issue 20): a virtualenv's contents,
+"""The controller's cache of builds hosts share: a virtualenv's contents,
 built once on one host of a kind and sent, compressed, to the others. Keyed by what
 decides the bits (the OS release, the architecture, the Python and the requirements),
 so a host of another kind never gets them; kept for the next runs."""

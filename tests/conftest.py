@@ -45,7 +45,7 @@ SUMMARY = re.compile(r"^(\S+) ok=(\d+) changed=(\d+) failed=(\d+)$", re.M)
 os.environ["FABSTACK_LAB_DIR"] = str(TEST_HOME)
 os.environ.setdefault("FABSTACK_LAB_CACHE", "/var/lib/fabstack-lab/images")
 os.environ["FABSTACK_LAB_SUBNET"] = TEST_SUBNET
-# the controller's cache of builds shared by hosts (issue 20): the suite's own, emptied
+# the controller's cache of builds shared by hosts: the suite's own, emptied
 # when the lab starts, so the cold run builds the virtualenv once and the rest reuse it
 BUILD_CACHE = TEST_HOME / "build-cache"
 os.environ["FABSTACK_CACHE"] = str(BUILD_CACHE)
@@ -130,7 +130,7 @@ def sample_variant(tmp_path: Path, name: str, title: str = "", append: dict[str,
     return str(project)
 
 
-# A project as a Django developer makes it (issue 15): made at test time, never committed.
+# A project as a Django developer makes it: made at test time, never committed.
 BIN = Path(sys.executable).parent
 MODEL = "from django.db import models\n\n\nclass Note(models.Model):\n    text = models.CharField(max_length=200)\n"
 VIEWS = """from django.http import HttpResponse

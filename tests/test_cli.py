@@ -1,4 +1,4 @@
-"""The command line as a new user meets it (issue 23), without hosts: run flags anywhere."""
+"""The command line as a new user meets it, without hosts: run flags anywhere."""
 
 from __future__ import annotations
 

@@ -164,7 +164,7 @@ def farm(lab: Lab, cold: ColdRun, deployed_snapshot: str, tmp_path_factory):
     (other,) = lab.up(count=1, init="sshd", prefix="pgx")  # an unrelated host on the same network
     root = tmp_path_factory.mktemp("pg")
     project = stock_project(root / "mysite", "dotenv-" + secrets.token_hex(8))
-    with_celery(project)  # issue 18: a Celery worker on every app host, Redis on the db host
+    with_celery(project)  # a Celery worker on every app host, Redis on the db host
     with_uploads(project)
     lb, app1, app2, db = hosts
     base = yaml.safe_load(cold.settings.read_text()) or {}

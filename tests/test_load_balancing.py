@@ -216,7 +216,7 @@ def served_bodies(lb, count: int) -> dict[str, int]:
     return dict(seen)
 
 
-# Soak (issue 13): the lb never fails over while every app host is healthy --------------
+# Soak: the lb never fails over while every app host is healthy --------------
 UPSTREAM_ERRORS = ("upstream prematurely closed", "connect() failed", "no live upstreams", "recv() failed")
 LB_ERROR_LOG = "/var/log/nginx/django/lb-error.log"
 

@@ -1,4 +1,4 @@
-"""The code's shape (issue 14), checked: no import cycle in deploy/, no shell longer
+"""The code's shape, checked: no import cycle in deploy/, no shell longer
 than three lines in a Python string (it belongs in deploy/remote/*.sh), no step that
 looks at the dry-run flag, every remote script known to the package."""
 

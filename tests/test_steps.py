@@ -370,7 +370,7 @@ def test_the_env_setting_reaches_the_app_and_a_changed_value_reloads_it():
     assert "SHOP_CURRENCY=USD" in changed.values["APP_ENV"].split("\n")  # manage.py and fab manage see it too
 
 
-# PostgreSQL (issue 16) ----------------------------------------------------------------------
+# PostgreSQL ----------------------------------------------------------------------
 FARM = {
     "hosts": [
         {"host": "root@10.0.0.10", "roles": ["lb"]},

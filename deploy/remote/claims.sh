@@ -1,4 +1,4 @@
-# Several apps on one host (issue 24): one app taken off, the others untouched.
+# Several apps on one host: one app taken off, the others untouched.
 #
 # Set before use: the layout's values (APP, ROOT, DATA, LOGS, NGINX_LOGS, NGINX_SITE, NGINX_LINK, LB_SITE, LB_LINK,
 # LOGROTATE_CONF, BACKUPS).

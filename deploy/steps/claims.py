@@ -1,4 +1,4 @@
-"""Several apps on one host (issue 24): each records what it holds -- its server names,
+"""Several apps on one host: each records what it holds -- its server names,
 where gunicorn listens, whether its site is nginx's default server -- in
 /etc/fabstack/APP/claims, and an app whose settings want what another holds is refused
 before anything on the host changes, naming both."""
