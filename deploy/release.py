@@ -96,7 +96,9 @@ class Release:
         """The delta from a release the host has (base, with its manifest as read
         there); None when a full archive is needed: no manifest, or a name that is a
         file in one release and a directory in the other. python (the host's, 3.11.2)
-        names the bytecode files of a changed or removed module, so none is reused."""
+        names the bytecode files of a changed or removed module, so none is reused; a
+        directory no name of the new release is in goes whole, with the bytecode the
+        host compiled there."""
         try:
             old = json.loads(base_manifest)
         except ValueError:
@@ -108,6 +110,8 @@ class Release:
             return None
         changed = [name for name in new if old.get(name) != new[name]]
         gone = [name for name in old if name not in new]
+        kept_dirs = _dirs(new)
+        gone_dirs = sorted(d for d in _dirs(old) - kept_dirs if d.rpartition("/")[0] in kept_dirs | {""})
         tag = "cpython-" + "".join(python.split(".")[:2])
         bytecode = [
             f"{name.rpartition('/')[0]}/__pycache__/{Path(name).stem}.{tag}{opt}.pyc".lstrip("/")
@@ -115,7 +119,7 @@ class Release:
             if name.endswith(".py")
             for opt in ("", ".opt-1", ".opt-2")
         ]
-        remove = [*changed, *gone, *bytecode, RECORD, MANIFEST]
+        remove = [*changed, *gone, *gone_dirs, *bytecode, RECORD, MANIFEST]
         wanted = set(changed)
         archive = self._tar([e for e in self._entries if e[0] in wanted] + self._records())
         return Delta(base, gzip.compress(archive, mtime=0), "\0".join(remove).encode())

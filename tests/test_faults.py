@@ -72,10 +72,13 @@ def test_full_disk_during_upload_leaves_the_live_release(host, cold, tmp_path):
     finally:
         r.run("umount -l /tmp")
     assert run.code == 1, run
-    stage, written, size = re.search(r"release.tar.gz to (\S+) stopped at (\d+) of (\d+) bytes", run.out).groups()
+    found = re.search(r"upload of (\S+) to (\S+) stopped at (\d+) of (\d+) bytes", run.out)
+    assert found, run
+    archive, stage, written, size = found.groups()
+    assert archive == "release-delta.tar.gz"  # the host has a release: only what differs ships, the blob among it
     assert stage.startswith("/tmp/fabstack.") and int(written) < int(size) and int(size) > 1_000_000
     assert (
-        f"release uploaded: failed: upload of release.tar.gz to {stage} stopped at {written} of {size} bytes; "
+        f"release uploaded: failed: upload of {archive} to {stage} stopped at {written} of {size} bytes; "
         f"is the host's disk full? (df -h {stage})"
     ) in run.out
     assert r.run("readlink /srv/django/current; sha256sum /srv/django/config/gunicorn.conf.py") == before

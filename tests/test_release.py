@@ -186,17 +186,22 @@ def tree(root: Path) -> dict[str, tuple[str, int]]:
 def test_a_delta_on_its_base_makes_the_release_byte_for_byte(tmp_path):
     """What the host does with a delta (deploy/remote/release.sh: the base's files, less
     the names to remove, then the delta's archive) gives exactly the full release."""
-    old = make(tmp_path / "old", {"manage.py": "m", "app/views.py": "v1", "app/gone.py": "g", "app/x.css": "c"})
+    old = make(
+        tmp_path / "old",
+        {"manage.py": "m", "app/views.py": "v1", "app/gone.py": "g", "app/x.css": "c", "old/sub/a.py": "a"},
+    )
     base = Release(old, "static")
     shutil.copytree(old, tmp_path / "new", symlinks=True)
     new_project = make(tmp_path / "new", {"app/views.py": "v2", "app/added.py": "a"})
     (new_project / "app" / "gone.py").unlink()
+    shutil.rmtree(new_project / "old")  # another project deployed as the same app
     (new_project / "app" / "link").symlink_to("views.py")
     new = Release(new_project, "static")
     delta = new.delta(base.id, json.dumps(base.manifest), "3.11.2")
     assert delta is not None and delta.base == base.id
     removed = delta.remove.decode().split("\0")
     assert {"app/views.py", "app/gone.py", "app/__pycache__/views.cpython-311.pyc", RECORD, MANIFEST} <= set(removed)
+    assert "old" in removed and "old/sub" not in removed  # the directory goes whole
     assert "manage.py" not in removed and "app/x.css" not in removed  # unchanged: kept as links
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(delta.archive))) as tar:
         shipped = tar.getnames()
@@ -204,8 +209,11 @@ def test_a_delta_on_its_base_makes_the_release_byte_for_byte(tmp_path):
     made = unpacked(base.archive, tmp_path / "made")
     (made / "app" / "__pycache__").mkdir()
     (made / "app" / "__pycache__" / "views.cpython-311.pyc").write_text("stale")
-    for name in removed:
-        if (made / name).is_file() or (made / name).is_symlink():
+    (made / "old" / "sub" / "__pycache__").mkdir()  # compiled on the host: in no manifest
+    for name in removed:  # rm -rf
+        if (made / name).is_dir() and not (made / name).is_symlink():
+            shutil.rmtree(made / name)
+        elif (made / name).is_file() or (made / name).is_symlink():
             (made / name).unlink()
     unpacked(gzip.decompress(delta.archive), made)
     shutil.rmtree(made / "app" / "__pycache__")  # emptied: the host's compileall fills it again
