@@ -84,6 +84,19 @@ def test_a_stock_project_deploys_unmodified(site):
     assert f"  {commit}  " in listing.out and "A stock project with a notes app  (current)" in listing.out, listing
 
 
+def test_a_project_deploys_first_on_a_host_provisioned_for_another(lab: Lab, cold: ColdRun, site):
+    """Provisioned with one project's settings (the sample's wsgi module), never deployed,
+    then deployed with another's: gunicorn's config changes before any release was
+    served, and its check must not trip over the `current` that does not exist yet."""
+    _, project, settings, _ = site
+    (host,) = lab.up(count=1, init="sshd", prefix="ypf")
+    assert fab("-H", host.target, "provision", settings=cold.settings).code == 0
+    run = fab("-H", host.target, "deploy", settings=settings)
+    assert run.code == 0, run
+    assert get(f"http://{host.address}/notes/") == (200, "notes: ")
+    assert ".gunicorn-check.py" not in Remote(host).run("ls -A /srv/django/config").split()  # the copy checked
+
+
 def test_a_row_survives_deploys_and_a_rollback(site):
     host, project, settings, _ = site
     base = f"http://{host.address}"

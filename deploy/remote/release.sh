@@ -115,8 +115,20 @@ static_path_open() {
 
 # check_gunicorn_config CONFIG RELEASE WSGI_MODULE: gunicorn itself accepts CONFIG and
 # loads the app from RELEASE with it, as the app user with the app's environment.
+# gunicorn refuses a config whose `chdir` does not exist before --chdir overrides it:
+# on a host that never served a release (no `current` yet) a copy naming RELEASE is
+# checked instead, root's in root's config directory.
 check_gunicorn_config() {
-    if ! out=$(app_run "$2" "$VENV/bin/gunicorn" --check-config --config "$1" --chdir "$2" 2>&1); then
+    checked=$1
+    if [ ! -e "$CURRENT" ]; then
+        checked=${1%/*}/.gunicorn-check.py
+        install -o root -g "$APP" -m 640 /dev/null "$checked" &&
+            sed "s|^chdir = .*|chdir = \"$2\"|" "$1" > "$checked" || return 1
+    fi
+    out=$(app_run "$2" "$VENV/bin/gunicorn" --check-config --config "$checked" --chdir "$2" 2>&1)
+    status=$?
+    [ "$checked" = "$1" ] || rm -f "$checked"
+    if [ "$status" -ne 0 ]; then
         echo "$out" | tail -n 15
         echo "gunicorn rejected the new config (wsgi_module $3): $(echo "$out" | grep -v '^ ' | tail -n 1); the app keeps running on the old one (a new project? fab deploy tries the config with the release it uploads)"
         return 1
