@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import shlex
 import shutil
 import urllib.request
@@ -25,6 +27,19 @@ def page(address: str) -> str:
 def live(lab: Lab, deployed_snapshot: str, cold: ColdRun):
     """Two hosts started from the deployed snapshot (systemd and sshd), converged again."""
     return converged_pair(lab, deployed_snapshot, cold.settings, "l")
+
+
+def fetched(url: str, **headers: str) -> tuple[dict[str, str], bytes]:
+    """One answer's headers (the last of a name) and body, as the server sent them."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+        return dict(response.headers.items()), response.read()
+
+
+# the sample's static files hashed by name, as many projects collect them
+HASHED = (
+    '\nSTORAGES = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},'
+    ' "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"}}\n'
+)
 
 
 def gunicorn_pids(r) -> tuple[str, set[str]]:
@@ -234,7 +249,7 @@ def test_a_code_change_ships_what_differs_and_makes_the_release_a_full_upload_ma
     # B: a view, a static file changed and one added, a model and its migration
     b = sample_variant(
         tmp_path, "delta-b", title="Delta B",
-        append={"static/site.css": "\nbody { color: teal }\n", "sample/settings.py": '\nINSTALLED_APPS += ["sample"]\n'},
+        append={"static/site.css": "\nbody { color: teal }\n", "sample/settings.py": '\nINSTALLED_APPS += ["sample"]\n' + HASHED},
     )  # fmt: skip
     (Path(b) / "static" / "added.css").write_text("h1 { color: navy }\n")
     (Path(b) / "sample" / "models.py").write_text(MODEL)
@@ -252,12 +267,22 @@ def test_a_code_change_ships_what_differs_and_makes_the_release_a_full_upload_ma
     assert get(f"http://{host.address}/static/added.css") == (200, "h1 { color: navy }\n")
     assert get(f"http://{host.address}/static/site.css")[1].endswith("body { color: teal }\n")
     assert r.run(f"sha256sum < {release_a}/staticfiles/site.css") == css_a
+    # served as compressed once at collection, a hashed name kept a year, the plain one an hour
+    plain_headers, plain = fetched(f"http://{host.address}/static/site.css")
+    zipped_headers, zipped = fetched(f"http://{host.address}/static/site.css", **{"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in plain_headers and plain_headers["Cache-Control"] == "max-age=3600"
+    assert zipped_headers["Content-Encoding"] == "gzip" and zipped_headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(zipped) == plain and len(zipped) < len(plain)
+    hashed = json.loads(r.run(f"cat {release_b}/staticfiles/staticfiles.json"))["paths"]["site.css"]
+    assert hashed != "site.css"
+    hashed_headers, body = fetched(f"http://{host.address}/static/{hashed}")
+    assert hashed_headers["Cache-Control"] == "public, max-age=31536000, immutable" and body == plain
     # the new migration ran on the host's database
     shown = fab("-H", host.target, "manage", "--", "showmigrations", "sample", settings=cold.settings)
     assert "[X] 0001_initial" in shown.out, shown
     # C: one view changed: its static files are B's, linked, not collected again
     c = sample_variant(
-        tmp_path, "delta-c", title="Delta C", append={"sample/settings.py": '\nINSTALLED_APPS += ["sample"]\n'}
+        tmp_path, "delta-c", title="Delta C", append={"sample/settings.py": '\nINSTALLED_APPS += ["sample"]\n' + HASHED}
     )
     shutil.copytree(Path(b) / "static", Path(c) / "static", dirs_exist_ok=True)
     shutil.copytree(Path(b) / "sample" / "migrations", Path(c) / "sample" / "migrations")
