@@ -23,6 +23,10 @@ server {
 }
 SITE
 cd /srv/plain/app
+# a rerun (the next change, deployed the guide's way): the old gunicorn stopped first
+if pkill -f 'gunicorn .*sample.wsgi'; then
+    for _ in $(seq 100); do pgrep -f 'gunicorn .*sample.wsgi' >/dev/null || break; sleep 0.1; done
+fi
 /srv/plain/venv/bin/gunicorn -w 3 -k gevent -b 127.0.0.1:8000 --daemon \
     -e DJANGO_SECRET_KEY_FILE=/srv/plain/secret -e DJANGO_ALLOWED_HOSTS='*' sample.wsgi:application
 nginx -t -q

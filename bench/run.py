@@ -1,9 +1,11 @@
 """Benchmark: cold and no-op runs of provision + deploy on 1, 3 and 8 lab hosts.
 
 Run as root from the repo: .venv/bin/python bench/run.py [--sizes 1,3,8] [--repeat 3]
-[--kinds cold,change]. --kinds change times the run a team makes most: one file of the
-app edited, then `fab deploy`, on 1 and 3 hosts and on 1 lb + 2 app hosts, with each
-step's seconds on the first app host.
+[--kinds cold,change,serve]. --kinds change times the run a team makes most: one file of
+the app edited, then `fab deploy`, on 1 and 3 hosts and on 1 lb + 2 app hosts, with each
+step's seconds on the first app host, beside the plain script run again. --kinds serve
+measures the site itself: a stock project (startproject, made here) served the guide's
+way and fabstack's, requests per second by wrk (apt-get install wrk).
 Each size runs the guide's steps as a plain script (bench/plain.sh) on fresh hosts, the
 yardstick, then fabstack cold twice on fresh hosts: first with the controller's build cache empty
 (one host builds the virtualenv, the others wait for it), then with it warm (no host
@@ -108,13 +110,35 @@ def plain_run(lab, size: int) -> tuple[float, float]:
     lab.down()
     hosts = lab.up(count=size, init="sshd", prefix="p")
     before = sum(host_cpu(h) for h in hosts)
+    seconds = plain_script(lab, hosts, REPO / "templates/sample")
+    return seconds, sum(host_cpu(h) for h in hosts) - before
+
+
+def plain_script(lab, hosts: list, project: Path) -> float:
+    """bench/plain.sh with project on hosts at once: its seconds."""
     started = time.monotonic()
-    script = [str(REPO / "bench/plain.sh"), str(REPO / "templates/sample"), str(lab.known_hosts)]
+    script = [str(REPO / "bench/plain.sh"), str(project), str(lab.known_hosts)]
     proc = subprocess.run([*script, *(h.target for h in hosts)], capture_output=True, text=True)
-    seconds = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit(f"bench/plain.sh failed:\n{proc.stdout}\n{proc.stderr}")
-    return seconds, sum(host_cpu(h) for h in hosts) - before
+    return time.monotonic() - started
+
+
+def plain_change_run(lab, size: int, repeat: int) -> float:
+    """The guide's way to ship a one-file change: the whole plain script again on hosts
+    it set up once (median seconds)."""
+    lab.down()
+    hosts = lab.up(count=size, init="sshd", prefix="pc")
+    project = lab.home / "bench-plain-change"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.copytree(REPO / "templates" / "sample", project)
+    plain_script(lab, hosts, project)
+    views = project / "sample" / "views.py"
+    runs = []
+    for n in range(repeat):
+        views.write_text(views.read_text() + f"\n# change {n}\n")
+        runs.append(plain_script(lab, hosts, project))
+    return statistics.median(runs)
 
 
 STEP_RE = re.compile(r"^\[(?P<host>[^\]]+)\] (?P<step>[^:]+): (?:ok|changed) (?P<seconds>[\d.]+)s$")
@@ -182,15 +206,87 @@ def many_hosts_noop(lab, count: int, repeat: int) -> tuple[float, int, int]:
     return statistics.median(seconds for seconds, _ in runs), commands, connections
 
 
+SERVED: tuple[
+    tuple[str, dict[str, str]], ...
+] = (  # what --kinds serve asks for: the admin's page, and one of its static files
+    ("/admin/login/", {}),
+    ("/static/admin/css/base.css", {}),
+    ("/static/admin/css/base.css", {"Accept-Encoding": "gzip"}),
+)
+
+
+def stock_project(root: Path) -> Path:
+    """startproject's layout, in a git repository (fabstack ships what git keeps)."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    subprocess.run([Path(sys.executable).parent / "django-admin", "startproject", "mysite", str(root)], check=True)
+    (root / "requirements.txt").write_text("django>=5.2,<6\n")
+    identity = ["-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "startproject"]):
+        subprocess.run(["git", *identity, *args], cwd=root, check=True)
+    return root
+
+
+def requests_per_second(url: str, headers: dict[str, str]) -> float:
+    """wrk -t2 -c32 for 8 s: requests per second (every answer must be a 2xx)."""
+    flags = [f for name, value in headers.items() for f in ("-H", f"{name}: {value}")]
+    out = subprocess.run(["wrk", "-t2", "-c32", "-d8s", *flags, url], capture_output=True, text=True, check=True)
+    if "Non-2xx" in out.stdout:
+        sys.exit(f"wrk {url}: answers other than 2xx\n{out.stdout}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    if not found:
+        sys.exit(f"wrk {url}: no figure\n{out.stdout}")
+    return float(found[1])
+
+
+def serve(args) -> None:
+    """--kinds serve: the same stock project on two fresh hosts, one the guide's way
+    (bench/plain.sh, then bench/guide-stock.sh), one by fabstack; each path asked in
+    turns, args.repeat rounds."""
+    if not shutil.which("wrk"):
+        sys.exit("--kinds serve needs wrk: apt-get install wrk")
+    lab = default_lab()
+    lab.down()
+    guide, ours = lab.up(count=2, init="sshd", prefix="sv")
+    project = stock_project(lab.home / "bench-serve")
+    plain_script(lab, [guide], REPO / "templates/sample")
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab.known_hosts}", guide.target]
+    archive = subprocess.run(["tar", "-czf", "-", "-C", str(project), "."], capture_output=True, check=True).stdout
+    subprocess.run([*ssh, "cat > /tmp/stock-app.tgz"], input=archive, check=True)
+    with open(REPO / "bench/guide-stock.sh", "rb") as script:
+        subprocess.run([*ssh, "sh", "-s", "mysite"], stdin=script, check=True)
+    settings = lab.home / "bench-serve.yaml"
+    settings.write_text(json.dumps({"project_path": str(project)}))
+    timed("-H", ours.target, "--settings", str(settings), "provision", "deploy")
+    found: dict[tuple[int, str], list[float]] = {}
+    for _ in range(args.repeat):
+        for index, (path, headers) in enumerate(SERVED):
+            for name, host in (("guide", guide), ("fabstack", ours)):
+                found.setdefault((index, name), []).append(requests_per_second(f"http://{host.address}{path}", headers))
+    lab.down()
+    print(f"{'path':<42} {'guide req/s':>16} {'fabstack req/s':>16} {'fabstack / guide':>17}")
+    for index, (path, headers) in enumerate(SERVED):
+        shown = path + (" (gzip)" if headers else "")
+        g, f = found[(index, "guide")], found[(index, "fabstack")]
+        ratio = statistics.median(f) / statistics.median(g)
+        print(f"{shown:<42} {min(g):>7.0f}-{max(g):<8.0f} {min(f):>7.0f}-{max(f):<8.0f} {ratio:>17.2f}")
+        print(f"bench serve={shown.replace(' ', '')} guide_rps={statistics.median(g):.0f} fabstack_rps={statistics.median(f):.0f}")  # fmt: skip
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,3,8")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--noop-hosts", type=int, default=0, help="also: a no-op on this many hosts from a snapshot")
     parser.add_argument(
-        "--kinds", default="cold", help="cold (cold and no-op runs, the plain script), change (a one-file deploy)"
+        "--kinds",
+        default="cold",
+        help="cold (cold and no-op runs, the plain script), change (a one-file deploy), serve (the site under load)",
     )
     args = parser.parse_args()
+    if "serve" in args.kinds.split(","):
+        serve(args)
     if "change" in args.kinds.split(","):
         changes(args)
     if "cold" not in args.kinds.split(","):
@@ -270,12 +366,14 @@ def changes(args) -> None:
         ("1 lb + 2 app", 2, True)
     ]
     for name, size, farm in shapes:
+        plain = None if farm else plain_change_run(lab, size, args.repeat)
         seconds, steps = change_run(lab, size, args.repeat, farm)
         lab.down()
         shown = ", ".join(f"{step} {t:.2f}" for step, t in sorted(steps.items(), key=lambda s: -s[1]) if t >= 0.05)
-        print(f"change deploy, {name}: {seconds:.2f} s (median of {args.repeat}); steps: {shown}")
+        beside = f"; the plain script again {plain:.2f} s" if plain else ""
+        print(f"change deploy, {name}: {seconds:.2f} s (median of {args.repeat}){beside}; steps: {shown}")
         key = name.replace(" ", "_").replace("(s)", "").replace("+", "plus")
-        print(f"bench change={key} seconds={seconds:.3f}")
+        print(f"bench change={key} seconds={seconds:.3f}" + (f" plain_s={plain:.3f}" if plain else ""))
         sys.stdout.flush()
 
 
