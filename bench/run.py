@@ -162,9 +162,12 @@ def step_times(output: str, host: str) -> dict[str, float]:
     return found
 
 
-def change_run(lab, size: int, repeat: int, farm: bool = False) -> tuple[float, dict[str, float]]:
+def change_run(
+    lab, size: int, repeat: int, farm: bool = False, static_files: int = 0
+) -> tuple[float, dict[str, float]]:
     """The run a team makes most: one file of the app edited, then `fab deploy`, on hosts
-    provisioned and deployed once (size single hosts, or with farm 1 lb + size app hosts):
+    provisioned and deployed once (size single hosts, or with farm 1 lb + size app hosts;
+    static_files more static files in the project):
     (median seconds, median seconds of each step on the first app host, and the CPU
     seconds the whole machine spent during the run: "machine CPU")."""
     lab.down()
@@ -172,6 +175,10 @@ def change_run(lab, size: int, repeat: int, farm: bool = False) -> tuple[float, 
     project = lab.home / "bench-change"
     shutil.rmtree(project, ignore_errors=True)
     shutil.copytree(REPO / "templates" / "sample", project)
+    for n in range(static_files):  # a project's many static files (its own, then its apps')
+        path = project / "static" / f"part{n // 100}" / f"file{n}.css"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f".rule-{n} {{ margin: {n % 17}px }}\n" * 20)
     settings = lab.home / "bench-change.yaml"
     inventory = [{"host": hosts[0].target, "roles": ["lb"]}, *({"host": h.target} for h in hosts[1:])]
     settings.write_text(json.dumps({"project_path": str(project), **({"hosts": inventory} if farm else {})}))
@@ -372,17 +379,18 @@ def changes(args) -> None:
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(REPO / "deploy"), str(REPO / "fabfile.py")], check=True
     )
-    shapes = [(f"{n} host(s)", n, False) for n in (int(s) for s in args.sizes.split(",") if s)] + [
-        ("1 lb + 2 app", 2, True)
+    shapes = [(f"{n} host(s)", n, False, 0) for n in (int(s) for s in args.sizes.split(",") if s)] + [
+        ("1 lb + 2 app", 2, True, 0),
+        ("1 lb + 2 app, 2,000 static files", 2, True, 2000),
     ]
-    for name, size, farm in shapes:
+    for name, size, farm, static_files in shapes:
         plain = None if farm else plain_change_run(lab, size, args.repeat)
-        seconds, steps = change_run(lab, size, args.repeat, farm)
+        seconds, steps = change_run(lab, size, args.repeat, farm, static_files)
         lab.down()
         shown = ", ".join(f"{step} {t:.2f}" for step, t in sorted(steps.items(), key=lambda s: -s[1]) if t >= 0.05)
         beside = f"; the plain script again {plain:.2f} s" if plain else ""
         print(f"change deploy, {name}: {seconds:.2f} s (median of {args.repeat}){beside}; steps: {shown}")
-        key = name.replace(" ", "_").replace("(s)", "").replace("+", "plus")
+        key = re.sub(r"\W+", "_", name.replace("(s)", "").replace("+", "plus")).strip("_")
         print(f"bench change={key} seconds={seconds:.3f}" + (f" plain_s={plain:.3f}" if plain else ""))
         sys.stdout.flush()
 
