@@ -301,3 +301,14 @@ def test_a_code_change_ships_what_differs_and_makes_the_release_a_full_upload_ma
     assert again.code == 0 and current_release(r) == release_b, again
     assert r.run(f"stat -c %h {release_b}/manage.py").strip() == "1"  # a full unpack this time
     assert release_tree(r, release_b) == delta_tree
+    # static_dir changed: the next release, made on B's links, has its files collected there, B's gone
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(cold.settings.read_text() + "\nstatic_dir: collected\n")
+    run = fab("-H", host.target, "provision", "deploy", "--project", b, settings=moved)
+    assert run.code == 0, run
+    release_d = current_release(r)
+    assert r.run(f"stat -c %h {release_d}/manage.py").strip() != "1"  # a delta
+    listed = r.run(f"ls -A {release_d}").split()
+    assert "collected" in listed and "staticfiles" not in listed, listed
+    assert get(f"http://{host.address}/static/added.css") == (200, "h1 { color: navy }\n")
+    assert fab("-H", host.target, "provision", "deploy", "--project", b, settings=cold.settings).code == 0

@@ -9,8 +9,8 @@
 #
 # Usage: python -c "$PREPARE_PY" WSGI_MODULE MIGRATE BASE_KEY
 # Prints `fabstack-static-key=KEY` last: KEY hashes what collectstatic's output depends
-# on (Django's version, the static storage and its options, STATIC_URL, and every file
-# the finders list, by name and content). When KEY is BASE_KEY it collects nothing:
+# on (Django's version, the static storage and its options, STATIC_URL, STATIC_ROOT in
+# the release, and every file the finders list, by name and content). When KEY is BASE_KEY it collects nothing:
 # root links the base release's collected files instead (deploy/remote/release.sh).
 import gzip
 import hashlib
@@ -66,7 +66,7 @@ def static_key() -> str:
     options = getattr(settings, "STORAGES", {}).get("staticfiles", {})
     key = hashlib.sha256(
         f"{django.get_version()}\n{storage.__module__}.{storage.__qualname__}\n{options!r}\n{settings.STATIC_URL}\n"
-        f"{COMPRESSED}\n".encode()
+        f"{os.path.relpath(settings.STATIC_ROOT or '.')}\n{COMPRESSED}\n".encode()
     )
     ignore = apps.get_app_config("staticfiles").ignore_patterns
     found: dict[str, str] = {}

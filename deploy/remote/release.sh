@@ -3,7 +3,8 @@
 # Set before use: APP, VENV, RELEASES, APP_ENV (common.sh's app_run), PREPARE_PY
 # (deploy/remote/prepare_release.py).
 
-# In each release: the key of the static files' inputs they were collected from.
+# In each release: the key of the static files' inputs they were collected from, then
+# the directory they were collected to.
 STATIC_KEY=.fabstack-static-key
 
 # unpack_release ID ARCHIVE STATIC_DIR WSGI_MODULE STATIC_REGEX MIGRATE [BASE REMOVE]:
@@ -39,12 +40,12 @@ unpack_release() {
         rm -rf "$partial" && release_start "$partial" "$base" "$3" "${8:-}" &&
             tar -xzf "$2" -C "$partial" --no-same-owner &&
             install -d -o "$APP" -g "$APP" -m 755 "$static" &&
-            base_key=$(cat "$base/$STATIC_KEY" 2> /dev/null || true) &&
+            base_key=$(head -n 1 "$base/$STATIC_KEY" 2> /dev/null || true) &&
             out=$(app_run "$partial" "$VENV/bin/python" -c "$PREPARE_PY" "$4" "$6" "$base_key") &&
             key=$(printf '%s\n' "$out" | sed -n 's/^fabstack-static-key=//p') &&
             { printf '%s\n' "$out" | grep -v '^fabstack-static-key=' || true; } &&
             static_linked "$static" "$base/$3" "$key" "$base_key" &&
-            echo "$key" > "$partial/$STATIC_KEY" &&
+            printf '%s\n%s\n' "$key" "$3" > "$partial/$STATIC_KEY" &&
             { "$VENV/bin/python" -m compileall -q -x "$5" "$partial" > /dev/null || true; } &&
             release_modes "$partial" "$static" &&
             static_path_open "$partial" "$3" &&
@@ -58,14 +59,15 @@ unpack_release() {
 }
 
 # release_start PARTIAL BASE STATIC_DIR REMOVE: an empty directory, or (with BASE) hard
-# links to BASE's files but its collected static files and its static key, less the
-# names in REMOVE.
+# links to BASE's files but its collected static files (where BASE collected them, which
+# a changed static_dir moves) and its static key, less the names in REMOVE.
 release_start() {
     if [ -z "$2" ]; then
         mkdir -p "$1"
         return
     fi
-    cp -al "$2" "$1" && rm -rf "${1:?}/$3" "${1:?}/$STATIC_KEY" &&
+    base_static=$(sed -n 2p "$2/$STATIC_KEY" 2> /dev/null)
+    cp -al "$2" "$1" && rm -rf "${1:?}/$3" "${1:?}/${base_static:-$3}" "${1:?}/$STATIC_KEY" &&
         (cd "$1" && xargs -0 rm -rf -- < "$4")
 }
 
