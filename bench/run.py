@@ -223,9 +223,8 @@ def many_hosts_noop(lab, count: int, repeat: int) -> tuple[float, int, int]:
     return statistics.median(seconds for seconds, _ in runs), commands, connections
 
 
-SERVED: tuple[
-    tuple[str, dict[str, str]], ...
-] = (  # what --kinds serve asks for: the admin's page, and one of its static files
+# what --kinds serve asks for: the admin's page, and one of its static files
+SERVED: tuple[tuple[str, dict[str, str]], ...] = (
     ("/admin/login/", {}),
     ("/static/admin/css/base.css", {}),
     ("/static/admin/css/base.css", {"Accept-Encoding": "gzip"}),

@@ -110,8 +110,8 @@ class Release:
             return None
         changed = [name for name in new if old.get(name) != new[name]]
         gone = [name for name in old if name not in new]
-        kept_dirs = _dirs(new)
-        gone_dirs = sorted(d for d in _dirs(old) - kept_dirs if d.rpartition("/")[0] in kept_dirs | {""})
+        kept_dirs = _dirs(new) | {""}  # "": the release's own top
+        gone_dirs = sorted(d for d in _dirs(old) - kept_dirs if d.rpartition("/")[0] in kept_dirs)
         tag = "cpython-" + "".join(python.split(".")[:2])
         bytecode = [
             f"{name.rpartition('/')[0]}/__pycache__/{Path(name).stem}.{tag}{opt}.pyc".lstrip("/")

@@ -10,8 +10,9 @@
 # Usage: python -c "$PREPARE_PY" WSGI_MODULE MIGRATE BASE_KEY
 # Prints `fabstack-static-key=KEY` last: KEY hashes what collectstatic's output depends
 # on (Django's version, the static storage and its options, STATIC_URL, STATIC_ROOT in
-# the release, and every file the finders list, by name and content). When KEY is BASE_KEY it collects nothing:
-# root links the base release's collected files instead (deploy/remote/release.sh).
+# the release, and every file the finders list, by name and content). When KEY is
+# BASE_KEY it collects nothing: root links the base release's collected files instead
+# (deploy/remote/release.sh).
 import gzip
 import hashlib
 import importlib
