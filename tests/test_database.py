@@ -432,8 +432,15 @@ def test_uploads_go_on_while_an_app_host_is_power_cycled_and_it_serves_them_back
         wait_until(lambda: len(stored) >= 5, 60, "uploads before the power cut")
         lab.power_cycle(app2.name)
         cut = len(stored)
-        r2 = remote(app2)  # back when its own nginx serves the newest upload from the volume
-        wait_until(lambda: len(stored) > cut + 5 and sha_on(r2, stored[-1][0]) == stored[-1][1], 120, "app2 back")
+        r2 = remote(app2)
+
+        def back() -> bool:  # app2's own nginx serves the newest upload from the volume
+            if len(stored) <= cut + 5:
+                return False
+            url, wanted = stored[-1]  # read once: the loader appends while sha_on runs
+            return sha_on(r2, url) == wanted
+
+        wait_until(back, 120, "app2 back")
     finally:
         stop.set()
         thread.join()
