@@ -328,6 +328,15 @@ def keep_host_logs(lab: Lab) -> list[Path]:
     return kept
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the lab must be marked lab: the lab fixture begins by taking the
+    lab down, and `make unit` (-m "not lab") would otherwise run it, and take down the
+    hosts a suite running beside it is using."""
+    unmarked = [i.nodeid for i in items if "lab" in getattr(i, "fixturenames", ()) and not i.get_closest_marker("lab")]
+    if unmarked:
+        raise pytest.UsageError(f"tests that use the lab without pytestmark = pytest.mark.lab: {unmarked}")
+
+
 @pytest.fixture(scope="session")
 def lab(request) -> Lab:
     lab = Lab(TEST_HOME, subnet=TEST_SUBNET, log=lambda msg: print(msg, file=sys.stderr))
