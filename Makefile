@@ -6,7 +6,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv shellcheck curl openssl pebble
+LAB_PACKAGES := debootstrap systemd-container tinyproxy iproute2 openssh-client python3-venv shellcheck curl openssl pebble pass gnupg
 
 .PHONY: demo test unit lint lab-deps settings-doc clean
 

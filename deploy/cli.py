@@ -51,7 +51,9 @@ EVERY = tuple(f.name for f in dataclasses.fields(Run))
 RUN_FLAGS = {"--" + f.name.replace("_", "-"): f.type != "bool" for f in dataclasses.fields(Run)}
 
 
-def fab_task(*, flags: tuple[str, ...] = EVERY, help: dict[str, str] | None = None, name: str = "") -> Callable:
+def fab_task(
+    *, flags: tuple[str, ...] = EVERY, help: dict[str, str] | None = None, name: str = "", positional: tuple = ()
+) -> Callable:
     """A fab task written as body(c, run, OWN ARGS): invoke sees the run flags it takes
     (flags: all of them by default) after the task's own arguments, and the body gets
     them as one Run. So no task signature spells a run flag."""
@@ -75,7 +77,7 @@ def fab_task(*, flags: tuple[str, ...] = EVERY, help: dict[str, str] | None = No
         task_body.__name__, task_body.__doc__ = body.__name__, body.__doc__
         task_body.__module__ = body.__module__
         helps = {**{f: RUN_HELP[f] for f in flags}, **(help or {})}
-        return task(name=name or body.__name__, help=helps)(task_body)
+        return task(name=name or body.__name__, help=helps, positional=list(positional) or None)(task_body)
 
     return make
 

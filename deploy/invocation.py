@@ -4,6 +4,7 @@ an exit code that names the hosts that failed (exit 1)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import faulthandler
 import hashlib
@@ -13,13 +14,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fabric import Connection
 from invoke import Context, Exit
 
-from deploy import checks, manifest, plans, render
+from deploy import checks, hooks, lock, manifest, plans, render
 from deploy import settings as settings_mod
 from deploy.cli import Run
-from deploy.connection import check_host_string
+from deploy.connection import ConnectError, check_host_string
 from deploy.console import Console
+from deploy.layout import Layout
 from deploy.results import HostResult
 from deploy.runner import Plan, Session
 from deploy.settings import REDIS_URL, Settings, SettingsError
@@ -48,11 +51,12 @@ def session_of(c: Context) -> Session:
     return session
 
 
-def load_apps(path: str | None, app: str = "", **overrides) -> list[Settings]:
+def load_apps(c: Context, path: str | None, app: str = "", **overrides) -> list[Settings]:
     """Each app's settings (one, or the file's `apps:`; only --app's with --app), validated,
-    with every template parsed: bad input stops here (exit 2)."""
+    with every template parsed: bad input stops here (exit 2). A secret's command runs
+    once per fab run (the session keeps its output for the run's next task)."""
     try:
-        apps = settings_mod.load_apps(path, overrides, app)
+        apps = settings_mod.load_apps(path, overrides, app, session_of(c).secret_commands)
         manifest.refuse_clashes(apps)
         for templates_dir in dict.fromkeys(s.templates_dir for s in apps):
             render.check(templates_dir)
@@ -79,12 +83,17 @@ def on_limited_hosts(c: Context, apps: list[Settings], limit: str) -> list[Setti
     return kept or apps
 
 
-def each_app(c: Context, apps: list[Settings], run: Callable[[Settings], object], limit: str = "") -> None:
+def each_app(
+    c: Context, apps: list[Settings], run: Callable[[Settings], object], limit: str = "", changes: Changes | None = None
+) -> None:  # fmt: skip
     """run for each app, one after the other (with --limit, the apps on those hosts).
     With several, each app's part is headed by its name and has its own summary; the
     first app that fails stops the task (exit 1, naming it and the apps not run), so
-    nothing is done on top of a failure."""
+    nothing is done on top of a failure. A task that changes hosts (changes) runs each
+    app's part holding its lock, and leaves a line in its audit log."""
     apps = on_limited_hosts(c, apps, limit)
+    if changes is not None:
+        guarded, run = run, lambda s: guard(c, s, changes, guarded)
     if len(apps) == 1:
         run(apps[0])
         return
@@ -103,6 +112,165 @@ def each_app(c: Context, apps: list[Settings], run: Callable[[Settings], object]
             raise Exit(f"fabstack: app {settings.app_name}: {message}{rest}", code=exc.code) from None
         finally:
             console.task_summary()
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+    """A task that changes hosts, as its lock and audit line name it: the task's name,
+    the run's flags (a dry run changes nothing: no lock), and the release it puts in
+    place, when it knows it before it starts (deploy's)."""
+
+    task: str
+    run: Run
+    release: Callable[[Settings], str] | None = None
+
+
+def guard(c: Context, settings: Settings, changes: Changes, body: Callable[[Settings], object]) -> None:
+    """body for one app, holding the app's lock (deploy.lock), between the hooks the
+    settings give (deploy.hooks); then the audit line of what body changed, sent with the
+    lock's release. A dry run takes no lock and runs no hook."""
+    if changes.run.dry_run:
+        body(settings)
+        return
+    session = session_of(c)
+    hold = session.holds.get(settings.app_name)
+    if hold is None:
+        hold = take_lock(c, settings, changes)
+        session.holds[settings.app_name] = hold
+    task = changes.task
+    facts = {
+        "app": settings.app_name, "task": task, "who": lock.who(),
+        "hosts": ",".join(hosts_of(c, settings, changes.run.role, changes.run.limit)),
+        "release": changes.release(settings) if changes.release else "",
+    }  # fmt: skip
+    started = len(session.console.runs)
+    runs: list[dict] = []
+    try:
+        hook(settings, f"pre_{task}", facts, "no host was changed")
+        body(settings)
+    except Exit as exc:
+        error = str(exc.message or "").removeprefix("fabstack: ") if exc.code else ""
+        runs = ours(session.console.runs[started:], settings)
+        if error:
+            with contextlib.suppress(Exit):  # reported; the run's own failure is what fab exits with
+                hook(settings, "on_failure", {**facts, **moved(runs), "result": "failed", "error": error}, "")
+        raise
+    finally:
+        runs = runs or ours(session.console.runs[started:], settings)
+        line = lock.audit_line(task, runs, "")
+        if line and isinstance(hold, lock.Hold):
+            hold.audit.append(line)
+    after = {**facts, **moved(runs), "result": "ok"}
+    hook(settings, f"post_{task}", after, f"{task} is done on its hosts; nothing is rolled back")
+
+
+def ours(runs: list[dict], settings: Settings) -> list[dict]:
+    """The --json records of settings' app among runs (dry look-aheads left out)."""
+    return [r for r in runs if r["app"] == settings.app_name and not r["dry_run"]]
+
+
+def moved(runs: list[dict]) -> dict[str, str]:
+    """The release the runs put in place and the one before it (hook facts), if any."""
+    for r in runs:
+        for h in r["hosts"]:
+            if "release" in h["data"]:
+                return {"release": h["data"]["release"], "previous_release": h["data"].get("previous", "")}
+    return {}
+
+
+def hook(settings: Settings, name: str, facts: dict[str, str], after: str) -> None:
+    """The hook name, when the settings give one: exit 1 when it fails, saying `after`."""
+    if name not in settings.hooks:
+        return
+    try:
+        hooks.run(settings, name, facts)
+    except hooks.HookFailed as failed:
+        raise Exit(f"fabstack: {failed}{'; ' + after if after else ''}", code=1) from None
+    except OSError as exc:
+        raise Exit(f"fabstack: the {name} hook {settings.hooks[name]} could not run: {exc.strerror}", code=1) from None
+
+
+def take_lock(c: Context, settings: Settings, changes: Changes) -> lock.Hold:
+    """The app's lock for this run: exit 1 naming who holds it, or why it cannot be had."""
+    host = lock.lock_host(settings, hosts_of(c, settings))
+    session = session_of(c)
+    release = changes.release(settings) if changes.release else ""
+    try:
+        conn = session.connection(host, c.config, settings)
+        hold = lock.take(conn, settings, changes.task, release)
+    except lock.LockBusy as busy:
+        raise Exit(
+            f"fabstack: app {settings.app_name} is locked on {host} by {busy.holder.describe()}; "
+            f"{'fab unlock releases it' if busy.holder.fields.get('state') == 'manual' else 'try again when that run ends'}",
+            code=1,
+        ) from None
+    except (lock.LockFailed, ConnectError, OSError) as exc:
+        raise Exit(f"fabstack: could not take app {settings.app_name}'s deploy lock on {host}: {exc}", code=1) from None
+    if hold.left:
+        session.console.write(
+            f"fabstack: warning: took over app {settings.app_name}'s lock on {host}, left by "
+            f"{hold.left.describe()}: that run ended without releasing it"
+        )
+    return hold
+
+
+def lock_connection(c: Context, settings: Settings) -> tuple[str, Connection]:
+    """The app's lock host and a connection to it (exit 1 when it cannot be reached)."""
+    host = lock.lock_host(settings, hosts_of(c, settings))
+    try:
+        return host, session_of(c).connection(host, c.config, settings)
+    except (ConnectError, OSError) as exc:
+        raise Exit(
+            f"fabstack: could not reach {host}, where app {settings.app_name}'s lock lives: {exc}", code=1
+        ) from None
+
+
+def lock_by_hand(c: Context, settings: Settings, message: str) -> None:
+    """fab lock: every run that changes the app's hosts refused until fab unlock."""
+    host, conn = lock_connection(c, settings)
+    try:
+        left = lock.hold_by_hand(conn, settings, message)
+    except lock.LockBusy as busy:
+        raise Exit(
+            f"fabstack: app {settings.app_name} is locked already on {host} by {busy.holder.describe()}", code=1
+        ) from None
+    except lock.LockFailed as exc:
+        raise Exit(f"fabstack: could not lock app {settings.app_name} on {host}: {exc}", code=1) from None
+    console = session_of(c).console
+    if left:
+        console.write(
+            f"fabstack: warning: took over a lock left by {left.describe()}: that run ended without releasing it"
+        )
+    console.write(f"app {settings.app_name} locked on {host}: runs that change its hosts are refused until fab unlock")
+
+
+def unlock(c: Context, settings: Settings) -> None:
+    """fab unlock: a lock held by hand, or left by a run that was killed, let go."""
+    host, conn = lock_connection(c, settings)
+    try:
+        was = lock.unlock(conn, settings)
+    except lock.LockBusy as busy:
+        raise Exit(
+            f"fabstack: app {settings.app_name}'s lock on {host} is held by a running fab, {busy.holder.describe()}; "
+            "it is let go when that run ends",
+            code=1,
+        ) from None
+    except lock.LockFailed as exc:
+        raise Exit(f"fabstack: could not unlock app {settings.app_name} on {host}: {exc}", code=1) from None
+    said = f"unlocked on {host} (held by {was.describe()})" if was else f"was not locked on {host}"
+    session_of(c).console.write(f"app {settings.app_name} {said}")
+
+
+def show_audit(c: Context, settings: Settings, lines: int) -> None:
+    """fab audit: the last lines of the app's audit log, from its lock host."""
+    host, conn = lock_connection(c, settings)
+    try:
+        found = lock.audit_tail(conn, settings, lines)
+    except lock.LockFailed as exc:
+        raise Exit(f"fabstack: could not read app {settings.app_name}'s audit log on {host}: {exc}", code=1) from None
+    console = session_of(c).console
+    for line in found or [f"no runs recorded yet in {host}:{Layout.of(settings).audit_log}"]:
+        console.write(line)
 
 
 def hosts_of(c: Context, settings: Settings, role: str = "", limit: str = "") -> list[str]:
@@ -328,12 +496,6 @@ def rotate_secret_key(c: Context, settings: Settings, run: Run) -> None:
     """fab secret.rotate: a new SECRET_KEY, the old one kept as Django's fallback so the
     sessions and links it signed stay good. A farm's on its key host, then every app
     host gets both; a single host's by its app user there. Each app reloads gracefully."""
-    if "SECRET_KEY" in settings.secret_values:
-        raise Exit(
-            "fabstack: SECRET_KEY comes from your secrets: setting; put a new value there (fab secret.rotate "
-            "rotates the keys fabstack makes)",
-            code=2,
-        )
     keeper = farm_key_host(settings)
     if not keeper:
         execute(c, "secret.rotate", plans.secret_key_applied(server.rotate_key), settings, run)
@@ -345,6 +507,22 @@ def rotate_secret_key(c: Context, settings: Settings, run: Run) -> None:
     fail_if_any(run_reported(c, "secret.rotate", [keeper], rotate, settings, run, "key"))
     settings = with_farm_key(c, settings, keeper, run)
     execute(c, "secret.rotate", plans.secret_key_applied(server.secret_key), settings, run)
+
+
+def refuse_rotation(settings: Settings) -> None:
+    """A key the settings give is the user's to change: exit 2 before any host is asked."""
+    if "SECRET_KEY" in settings.secret_values:
+        raise Exit(
+            "fabstack: SECRET_KEY comes from your secrets: setting; put a new value there (fab secret.rotate "
+            "rotates the keys fabstack makes)",
+            code=2,
+        )
+
+
+def refuse_renewal(settings: Settings) -> None:
+    """tls.renew with no ACME certificate: exit 2 before any host is asked."""
+    if settings.site_tls is None or not settings.site_tls.acme:
+        raise Exit("fabstack: tls.renew renews ACME certificates; set tls.email (docs/https.md)", code=2)
 
 
 def acme_lbs(settings: Settings) -> tuple[str, list[str]]:
@@ -384,9 +562,7 @@ def _read_secret(
 def tls_renew(c: Context, settings: Settings, force: bool, run: Run) -> None:
     """fab tls.renew: certbot renews on the ACME host when due (--force: now); the other
     lbs get the new certificate."""
-    tls = settings.site_tls
-    if tls is None or not tls.acme:
-        raise Exit("fabstack: tls.renew renews ACME certificates; set tls.email (docs/https.md)", code=2)
+    refuse_renewal(settings)
     issuer, copies = acme_lbs(settings)
     hosts = [issuer] if issuer else hosts_of(c, settings, role="lb")
     fail_if_any(run_reported(c, "tls.renew", hosts, plans.tls_renew(force), settings, run, phase="renew"))

@@ -83,6 +83,13 @@ class Layout:
     # in a new mktemp directory under this root-only one, never at a name under /tmp that
     # another user could have made first
     BUILDS = "/var/lib/fabstack/builds"
+    # the deploy lock (deploy/lock.py) on the farm's lock host: root's directory, whose
+    # flock a run holds, with the holder's record in it; and the audit log beside the logs
+    lock_dir = property(lambda self: f"/var/lib/fabstack/{self.app}")
+    audit_log = property(lambda self: f"/var/log/fabstack/{self.app}/audit.log")
+    # fab maintenance on: the page the hosts that face the clients answer 503 with while
+    # it exists (nginx tests for it at each request; the site's config never changes)
+    maintenance_page = property(lambda self: f"/var/lib/fabstack/{self.app}/maintenance/index.html")
     APT_STAMP = "/var/lib/apt/periodic/update-success-stamp"
     # unattended security updates: apt's periodic switch, and fabstack's choice of updates
     AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
@@ -179,6 +186,7 @@ class Layout:
             "LOGROTATE_CONF": self.logrotate_conf, "LOGROTATE_STATE": self.logrotate_state,
             "LOGROTATE_UNIT": self.logrotate_unit, "VOLUME": self.volume, "BRICK": self.brick,
             "MEDIA_UNIT": self.media_unit, "MEDIA_UNIT_FILE": self.media_unit_file, "MEDIA_MARKER": self.media_marker,
+            "LOCK_DIR": self.lock_dir, "AUDIT_LOG": self.audit_log, "MAINTENANCE_PAGE": self.maintenance_page,
         }  # fmt: skip
 
     def secret_files(self, names: Iterable[str]) -> list[str]:

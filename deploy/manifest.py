@@ -61,7 +61,7 @@ def owned(layout: Layout, settings: Settings) -> tuple[Owned, ...]:
         layout.job_runner, layout.tls_certificate, layout.tls_key, layout.acme_ca, layout.logrotate_conf,
         layout.claims, layout.db_password_file, layout.farm_key, layout.farm_key_fallback, layout.redis_url_file, layout.firewall_file,
         *map(layout.bg_unit_file, processes), layout.media_unit_file,
-        *(path for j in s.jobs for path in layout.job_files(j.name)),
+        *(path for j in s.jobs for path in layout.job_files(j.name)), layout.maintenance_page,
     ]  # fmt: skip
     items = [
         *(Owned("site", link) for link in (layout.nginx_link, layout.nginx_lb_link)),
@@ -70,7 +70,7 @@ def owned(layout: Layout, settings: Settings) -> tuple[Owned, ...]:
         *(Owned("cron", path) for path in (layout.cron_file, layout.logrotate_cron)),
         *(Owned("file", path) for path in files),
         Owned("table", layout.firewall_table),
-        *(Owned("directory", path) for path in (layout.root, layout.logs, layout.nginx_logs, layout.records, layout.backups)),
+        *(Owned("directory", path) for path in (layout.root, layout.logs, layout.nginx_logs, layout.records, layout.backups, layout.lock_dir)),
         Owned("database", s.database_name),
         Owned("role", s.database_user),
         Owned("user", app),

@@ -21,6 +21,7 @@ from deploy.steps import (
     firewall,
     gunicorn,
     health,
+    maintenance,
     media,
     nginx,
     redis,
@@ -203,6 +204,8 @@ def deploy(new: Release, upload_only: bool = False) -> Plan:
             return
         previous = h.facts.current_release  # before the switch, which updates the facts
         switched = h.step(release.switch, new)
+        if switched:  # for the audit line: from which release to which
+            h.result.data.update(release=new.id, previous=previous)
         try:
             h.step(gunicorn.manager)
             if h.step(gunicorn.running) or h.facts.passed != new.id:
@@ -285,6 +288,7 @@ def rollback(to: str) -> Plan:
             h.step(refuse, f"no {wanted} to roll back to; releases here: {known} (newest first)", name="rollback")
         try:
             if h.step(gunicorn.serve_release, target):
+                h.result.data.update(release=target, previous=current)
                 h.step(health.passes, target)
                 h.step(background.processes, True)
         except StepFailed:  # that release does not run (any more): back to where we were
@@ -304,10 +308,11 @@ def app_control(action: str, name: str = "") -> Plan:
     """fab start / stop / restart / reload; with name, that background process."""
 
     def plan(h: HostRun) -> None:
+        if not h.is_app:
+            return  # a load balancer only: no gunicorn and no process of the app here
         h.read_facts()
         if name:
-            if h.is_app:
-                h.step(background.control, name, action)
+            h.step(background.control, name, action)
             return
         h.step(gunicorn.control, action)
 
@@ -336,6 +341,22 @@ def remove(purge: bool) -> Plan:
         if h.shares_media:  # before anything goes: a purge deletes the media directory
             h.step(media.unmounted, purge)
         h.step(claims.removed, purge)  # a load balancer: its lb site and records
+
+    return plan
+
+
+def maintenance_mode(on: bool, message: str) -> Plan:
+    """fab maintenance on/off, on each host that faces the clients (the lbs, or the single
+    host): the page in place or gone. The site's config first, brought up to date (one
+    written before maintenance mode existed has no test for the page)."""
+
+    def plan(h: HostRun) -> None:
+        if "lb" not in h.roles:
+            return  # an app host behind the lbs, a db host: the lbs answer for the site
+        h.read_facts()
+        h.step(nginx.lb_site if h.behind_lbs else nginx.site)
+        h.step(nginx.running)
+        h.step(maintenance.page, on, message)
 
     return plan
 

@@ -22,7 +22,7 @@ from deploy.steps.server import secret_sha256, venv_marker
 
 STATUS_COLUMNS = (
     "site", "reachable", "nginx", "config", "app", "manager", "pid", "workers", "class", "release", "passed", "health",
-    "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv", "key", "media",
+    "upstream", "db", "certificate", "background", "disk", "memory", "updates", "venv", "key", "media", "maintenance",
 )  # fmt: skip
 
 
@@ -66,6 +66,8 @@ def status(h: HostRun) -> None:
             "class": x.worker_class,
             "uptime": x.uptime,
         }
+    if "lb" in h.roles:  # a host that faces the clients: fab maintenance on answers 503 here
+        row["maintenance"] = "on" if f.file(h.layout.maintenance_page) else "off"
     if h.shares_media:  # a farm's one media volume, mounted here (else nginx answers 503 here)
         row["media"] = "shared" if f.media_mount == "fuse.glusterfs" and f.media_marker else "not mounted"
     if "db" in h.roles:

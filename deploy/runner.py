@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from inspect import isgenerator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure
@@ -78,6 +78,12 @@ class Build:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+class Hold(Protocol):
+    """A lock a run holds until it ends (deploy.lock.Hold)."""
+
+    def release(self) -> None: ...
+
+
 class Session:
     """One fab invocation. invoke copies config values between tasks; a session is
     shared, not copied, so every task of a run sees the same connections."""
@@ -93,6 +99,8 @@ class Session:
         self._interrupted = False
         self.secrets: dict[str, str] = {}  # host -> a secret a plan read there (never in results)
         self._builds: dict[str, Build] = {}  # key -> the build one host of the run makes for the others
+        self.secret_commands: dict[str, str] = {}  # a cmd: secret's command -> its output, asked once per run
+        self.holds: dict[str, Hold] = {}  # app -> the deploy lock this run holds (deploy.lock), until it ends
 
     def __copy__(self) -> Session:
         return self
@@ -167,7 +175,12 @@ class Session:
             self._kept_facts[host] = (script, output)
 
     def close_all(self) -> None:
-        """Close every open connection; a command running on one fails at once."""
+        """Let go of the locks this run holds, then close every open connection; a
+        command running on one fails at once."""
+        holds, self.holds = list(self.holds.values()), {}
+        for hold in holds:
+            with contextlib.suppress(Exception):  # its host gone: the next run names the lock left
+                hold.release()
         with self._lock:
             conns = list(self._connections.values())
             self._connections.clear()
@@ -248,6 +261,15 @@ def headline(output: list[str]) -> str:
     return lines[-1]
 
 
+def as_root(conn: Connection, shell: Shell, **options: Any) -> Any:
+    """shell run as root: directly when logged in as root, else the whole script in
+    root's shell through sudo (so no `cd` or redirect depends on sudo's behaviour)."""
+    options = {"warn": True, "in_stream": False, **options}
+    if conn.user == "root":
+        return conn.run(shell.text, **options)
+    return conn.sudo(f"sh -c {shlex.quote(shell.text)}", **options)
+
+
 class HostRun(HostContext):
     """One host during one task: its connection, the operations its steps yield, its result."""
 
@@ -306,9 +328,7 @@ class HostRun(HostContext):
         self.commands += 1
         if self.verbose:
             self.console.say(self.host, f"$ {shell.line}")
-        if self.conn.user == "root":
-            return self.conn.run(shell.text, warn=True, in_stream=False, **options)
-        return self.conn.sudo(f"sh -c {shlex.quote(shell.text)}", warn=True, in_stream=False, **options)
+        return as_root(self.conn, shell, **options)
 
     # facts --------------------------------------------------------------------------------
     def gather(self, shell: Shell) -> HostFacts:

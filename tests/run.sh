@@ -10,7 +10,7 @@
 # Arguments go to pytest.
 set -u
 cd "$(dirname "$0")/.." || exit 2
-SECOND="tests/test_database.py tests/test_https.py tests/test_your_project.py tests/test_background_sshd.py
+SECOND="tests/test_team.py tests/test_database.py tests/test_https.py tests/test_your_project.py tests/test_background_sshd.py
 tests/test_faults.py tests/test_sudo.py tests/test_trixie_dry_run.py tests/test_health.py tests/test_docs_run.py
 tests/test_compromised_app.py"
 ignore=

@@ -70,7 +70,8 @@ def test_user_templates_override_ours(tmp_path):
 def test_every_template_of_ours_parses_and_a_step_renders_it():
     check(every=True)  # a run checks only a user's templates_dir: ours are parsed here
     sources = "".join(p.read_text() for p in (REPO / "deploy").rglob("*.py"))
-    included = {"nginx-tls.conf.j2", "nginx-acme.conf.j2", "nginx-redirect.conf.j2"}  # by the two sites
+    included = {"nginx-tls.conf.j2", "nginx-acme.conf.j2", "nginx-redirect.conf.j2", "nginx-maintenance.conf.j2",
+                "nginx-maintenance-geo.conf.j2"}  # by the two sites  # fmt: skip
     assert [name for name in names() if f'"{name}"' not in sources and name not in included] == []
     assert variables("apt-proxy.conf.j2") == {"proxy"}
 

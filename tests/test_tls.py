@@ -87,7 +87,7 @@ def test_own_certificate_is_uploaded_root_only_and_the_site_serves_https(own):
     assert "return 301 https://$host$request_uri;" in site
     # the server's, and again where a hashed static file's own add_header drops it
     assert site.count('add_header Strict-Transport-Security "max-age=600" always;') == 2
-    assert "acme-challenge" not in site  # no ACME with a certificate of your own
+    assert "location ^~ /.well-known/acme-challenge/" not in site  # no ACME with a certificate of your own
     assert "ssl_stapling" not in site  # openssl's test certificate names no OCSP responder
     # converged: nothing to do
     raw = own["chain"].read_text(), own["key"].read_text()

@@ -1,7 +1,7 @@
 # Several apps on one host: one app taken off, the others untouched.
 #
 # Set before use: the layout's values (APP, ROOT, DATA, LOGS, NGINX_LOGS, NGINX_SITE, NGINX_LINK, LB_SITE, LB_LINK,
-# LOGROTATE_CONF, BACKUPS).
+# LOGROTATE_CONF, BACKUPS, AUDIT_LOG, MAINTENANCE_PAGE).
 
 # remove_app PURGE UNITS PROGRAMS CRON FILES TABLES: APP off this host, its processes
 # already stopped: its nginx sites (app, lb) (nginx -t without it first: a failing test
@@ -49,13 +49,14 @@ remove_app() {
         if nft list table inet "$table" > /dev/null 2>&1; then nft delete table inet "$table" || return 1; fi
     done
     set +f
+    rmdir "${MAINTENANCE_PAGE%/*}" 2> /dev/null # the maintenance page's directory, when empty
     rm -rf "${LOGROTATE_CONF%/*}" # /etc/fabstack/APP: its records
     for path in "$ROOT"/* "$ROOT"/.[!.]*; do
         [ -e "$path" ] || [ -L "$path" ] || continue
         [ "$path" = "${DATA%/*}" ] || rm -rf "$path" # all but shared/: data and media
     done
     if [ "$1" = yes ]; then
-        rm -rf "$ROOT" "$LOGS" "$NGINX_LOGS" "$BACKUPS"
+        rm -rf "$ROOT" "$LOGS" "$NGINX_LOGS" "$BACKUPS" "${AUDIT_LOG%/*}"
         if id "$APP" > /dev/null 2>&1; then userdel "$APP" || return; fi
     fi
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from deploy.settings.tls import TlsError
 from deploy.settings.validators import SettingsError, control_character
 
 
-def load(path: str | None = None, overrides: dict | None = None) -> Settings:
+def load(path: str | None = None, overrides: dict | None = None, commands: dict[str, str] | None = None) -> Settings:
     """Read the settings file (if any), apply task-flag overrides, validate everything."""
     path = path or os.environ.get("FABSTACK_SETTINGS") or ("fabstack.yaml" if Path("fabstack.yaml").exists() else "")
     raw: dict = {}
@@ -30,10 +31,12 @@ def load(path: str | None = None, overrides: dict | None = None) -> Settings:
     for name, value in (overrides or {}).items():
         if value is not None:
             raw[name] = value
-    return validate(raw, source=path or "defaults")
+    return validate(raw, source=path or "defaults", commands=commands)
 
 
-def load_apps(path: str | None = None, overrides: dict | None = None, app: str = "") -> list[Settings]:
+def load_apps(
+    path: str | None = None, overrides: dict | None = None, app: str = "", commands: dict[str, str] | None = None
+) -> list[Settings]:
     """The settings of each app the file describes (`apps:`, docs/apps.md), or of its one
     app, in the file's order; only app NAME with --app NAME. Task-flag overrides apply to
     every app. Apps that would clash on a host (a name, a bind, the default server) are
@@ -41,7 +44,7 @@ def load_apps(path: str | None = None, overrides: dict | None = None, app: str =
     path = path or os.environ.get("FABSTACK_SETTINGS") or ("fabstack.yaml" if Path("fabstack.yaml").exists() else "")
     raw = _read_yaml(Path(path)) if path else {}
     if APPS not in raw:
-        one = load(path, overrides)
+        one = load(path, overrides, commands)
         if app and app != one.app_name:
             where = path or "the defaults"
             raise SettingsError(
@@ -56,7 +59,7 @@ def load_apps(path: str | None = None, overrides: dict | None = None, app: str =
         for key, value in (overrides or {}).items():
             if value is not None:
                 merged[key] = value
-        every.append(validate(merged, source=f"{path} apps.{name}"))
+        every.append(validate(merged, source=f"{path} apps.{name}", commands=commands))
     _refuse_clashes(every)
     return [s for s in every if not app or s.app_name == app]
 
@@ -150,7 +153,7 @@ def suggestion(name: str, known: list[str]) -> str:
     return prefixed[0] if prefixed else ""
 
 
-def validate(raw: dict, source: str = "defaults") -> Settings:
+def validate(raw: dict, source: str = "defaults", commands: dict[str, str] | None = None) -> Settings:
     values = {key.name: key.default for key in SCHEMA}
     for name, value in raw.items():
         key = KEYS.get(name)
@@ -170,7 +173,7 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
         inventory = parse_inventory(values["hosts"], values["lb_method"])
     except InventoryError as exc:
         raise SettingsError(f"inventory: {exc}") from None
-    secret_values = read_secrets(values["secrets"])
+    secret_values = read_secrets(values["secrets"], commands)
     try:
         site_tls = tls.parse(values["tls"], values["server_name"])
     except TlsError as exc:
@@ -193,6 +196,7 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
         project_note=found.note,
     )  # fmt: skip
     _check_project(settings)
+    _check_hooks(settings)
     try:
         return dataclasses.replace(
             settings,
@@ -203,13 +207,18 @@ def validate(raw: dict, source: str = "defaults") -> Settings:
         raise SettingsError(str(exc)) from None
 
 
-def read_secrets(spec: dict[str, str]) -> dict[str, str]:
-    """Each secret's value from its environment variable or file on this machine. Errors
+def read_secrets(spec: dict[str, str], commands: dict[str, str] | None = None) -> dict[str, str]:
+    """Each secret's value from its environment variable, file or command on this machine
+    (a command's output kept in commands, so a run asks a password manager once). Errors
     name the secret and its source, never a value."""
+    commands = {} if commands is None else commands
     values = {}
     for name, source in spec.items():
         kind, _, where = source.partition(":")
-        if kind == "env":
+        if kind == "cmd":
+            value = commands[where] if where in commands else run_secret_command(name, where)
+            commands[where] = value
+        elif kind == "env":
             value = os.environ.get(where, "").strip()
             if not value:
                 raise SettingsError(
@@ -229,6 +238,30 @@ def read_secrets(spec: dict[str, str]) -> dict[str, str]:
                 raise SettingsError(f"secrets.{name}: file {where} is empty; put the secret in it")
         values[name] = value
     return values
+
+
+SECRET_COMMAND_WAIT = 120  # seconds a password manager may take (one that asks to be unlocked)
+
+
+def run_secret_command(name: str, command: str) -> str:
+    """A cmd: secret: the command's standard output, run by the shell here. Its standard
+    error and exit code make the one-line error when it fails; its output never does."""
+    try:
+        done = subprocess.run(
+            command, shell=True, capture_output=True, text=True, timeout=SECRET_COMMAND_WAIT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise SettingsError(
+            f"secrets.{name}: the command {command!r} did not finish within {SECRET_COMMAND_WAIT}s"
+        ) from None
+    said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    if done.returncode:
+        why = f": {said[-1]}" if said else ""
+        raise SettingsError(f"secrets.{name}: the command {command!r} exited {done.returncode}{why}")
+    value = done.stdout.strip()
+    if not value:
+        raise SettingsError(f"secrets.{name}: the command {command!r} printed nothing; it must print the secret")
+    return value
 
 
 def _coerce(key: Key, value: Any) -> Any:
@@ -258,6 +291,19 @@ def type_name(key: Key) -> str:
 
 def project_of(project_path: str) -> Path:
     return Path(project_path).expanduser() if project_path else SAMPLE_PROJECT
+
+
+def _check_hooks(settings: Settings) -> None:
+    """Each hook an executable file of the project, its path leading nowhere outside it."""
+    project = settings.project.resolve()
+    for name, path in settings.hooks.items():
+        script = (settings.project / path).resolve()
+        if not script.is_relative_to(project):
+            raise SettingsError(f"hooks.{name}: {path} leads out of the project (to {script}); put the script in it")
+        if not script.is_file() or not os.access(script, os.X_OK):
+            raise SettingsError(
+                f"hooks.{name}: {path} is not an executable file in {settings.project}; create it and chmod +x {path}"
+            )
 
 
 def _check_project(settings: Settings) -> None:

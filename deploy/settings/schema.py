@@ -180,8 +180,18 @@ class Settings:
     )
     secrets: dict = setting(
         {},
-        "The app's secrets as NAME: env:VARIABLE or NAME: file:PATH, read on the machine running fab; each is stored on the host readable by the app user alone and its path given to the app as DJANGO_NAME_FILE. SECRET_KEY, when not listed, is generated on the host.",
+        "The app's secrets as NAME: env:VARIABLE, NAME: file:PATH or NAME: cmd:COMMAND (its output: `pass show shop/key`, `op read op://vault/item/field`, ...), read on the machine running fab, a command once per run; each is stored on the host readable by the app user alone and its path given to the app as DJANGO_NAME_FILE. SECRET_KEY, when not listed, is generated on the host.",
         v.secrets,
+    )
+    maintenance_allow: list = setting(
+        [],
+        "Addresses or networks whose requests still reach the app while fab maintenance is on (your office, your VPN); the health check and the ACME challenge always pass.",
+        v.networks,
+    )
+    hooks: dict = setting(
+        {},
+        "Scripts of the project run on the machine running fab around the tasks that change hosts, as NAME: path in the project: pre_deploy, post_deploy, pre_provision, post_provision, on_failure, post_rollback. A failing pre_ hook stops the run before any host changes; the run's facts are in FABSTACK_* variables (docs/operations.md).",
+        v.hooks,
     )
     database: str = setting(
         "sqlite",

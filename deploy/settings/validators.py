@@ -265,6 +265,18 @@ def secrets(value: dict) -> str:
     for name, source in value.items():
         if not re.fullmatch(r"[A-Z][A-Z0-9_]*", str(name)):
             return f"secret name {name!r}: use UPPER_CASE letters, digits and _"
-        if not isinstance(source, str) or not source.startswith(("env:", "file:")) or len(source) < 5:
-            return f"secrets.{name}: use env:VARIABLE or file:PATH (on the machine running fab)"
+        if not isinstance(source, str) or not source.startswith(("env:", "file:", "cmd:")) or len(source) < 5:
+            return f"secrets.{name}: use env:VARIABLE, file:PATH or cmd:COMMAND (on the machine running fab)"
+    return ""
+
+
+HOOKS = ("pre_deploy", "post_deploy", "pre_provision", "post_provision", "on_failure", "post_rollback")
+
+
+def hooks(value: dict) -> str:
+    for name, path in value.items():
+        if name not in HOOKS:
+            return f"hooks.{name}: not a hook; the hooks are {', '.join(HOOKS)}"
+        if not isinstance(path, str) or not path or path.startswith(("/", "~")) or ".." in path.split("/"):
+            return f"hooks.{name}: give the path of a script in the project, relative to it (e.g. bin/{name}.sh)"
     return ""

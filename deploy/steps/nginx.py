@@ -60,6 +60,22 @@ def tls_context(h: HostContext) -> tuple[dict | None, dict | None]:
     }, acme
 
 
+RETRY_AFTER = 300  # seconds a client is told to wait while the site is in maintenance
+
+
+def maintenance_context(h: HostContext) -> dict:
+    """What the site of a host that faces the clients needs for fab maintenance: the
+    page it looks for, who passes (the geo variable's name: nginx's names have no '-')."""
+    s = h.settings
+    return {
+        "name": s.app_name.replace("-", "_"),
+        "page": h.layout.maintenance_page,
+        "allow": s.maintenance_allow,
+        "health": s.health_path,
+        "retry_after": RETRY_AFTER,
+    }
+
+
 def default_server(h: HostContext) -> str:
     """` default_server` for the app that answers names no site claims (default_server)."""
     return " default_server" if h.settings.default_server else ""
@@ -87,6 +103,7 @@ def site_config(h: HostContext) -> str:
         media_url=s.media_url,
         media_root=layout.media,
         media_guard=media.guard(h),
+        maintenance=None if m else maintenance_context(h),
         **IDLE_TIMEOUTS,
         **(dict(zip(("tls", "acme"), tls_context(h), strict=True)) if not m else {"tls": None, "acme": None}),
     )
@@ -118,6 +135,7 @@ def lb_config(h: HostContext, out: frozenset[str] = frozenset()) -> str:
         listen_port=s.listen_port,
         default=default_server(h),
         server_name=s.server_name,
+        maintenance=maintenance_context(h),
         **IDLE_TIMEOUTS,
         **dict(zip(("tls", "acme"), tls_context(h), strict=True)),
     )

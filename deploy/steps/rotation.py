@@ -37,6 +37,7 @@ def logs_rotated(h: HostContext) -> Steps:
     conf = render(
         jinja, "logrotate.conf.j2", app_name=s.app_name, runner=runner, app_logs=layout.logs if h.is_app else "",
         nginx_logs=layout.nginx_logs, keep=s.log_keep, max_size=s.log_max_size, reopen=reopen(h),
+        audit_log=layout.audit_log,
     )  # fmt: skip
     yield from ensure_file(h, layout.logrotate_conf, conf)
     values = {"app_name": s.app_name, "conf": layout.logrotate_conf, "state": layout.logrotate_state}

@@ -1,0 +1,111 @@
+# The deploy lock: one run at a time changes an app's hosts. It lives on one host per
+# farm (the first lb, else the first app host): LOCK_DIR, root's, holds the record of
+# who holds it (KEY=VALUE lines: who, task, release, message, state, since, holder),
+# and a run holds flock(2) on LOCK_DIR itself for as long as its connection lives, so a
+# run that dies lets go of the flock at once and leaves its record to be named.
+# AUDIT_LOG gets one line per run that changed hosts.
+#
+# Set before use: LOCK_DIR, AUDIT_LOG.
+
+# lock_dirs: LOCK_DIR and AUDIT_LOG's directory, each made root's (mode 755) when
+# missing, one level at a time; refused when one is a link or another user's (root
+# never writes where another user could have made the path first).
+lock_dirs() {
+    for lock_path in "${LOCK_DIR%/*}" "$LOCK_DIR" "${AUDIT_LOG%/*/*}" "${AUDIT_LOG%/*}"; do
+        if [ -L "$lock_path" ] || { [ -e "$lock_path" ] && [ "$(stat -c %u "$lock_path")" != 0 ]; }; then
+            echo "$lock_path is not a directory of root's own; fabstack keeps its lock and audit log only there" >&2
+            return 1
+        fi
+        [ -d "$lock_path" ] || mkdir -m 755 "$lock_path" || return 1
+    done
+}
+
+# lock_record: the holder's record, and this host's clock (now=), for "held for 2m".
+lock_record() {
+    cat "$LOCK_DIR/lock" 2> /dev/null
+    echo "now=$(date +%s)"
+}
+
+# lock_write RECORD STATE: the record, put in place at once.
+lock_write() {
+    printf '%s\nstate=%s\nsince=%s\nholder=%s\n' "$1" "$2" "$(date +%s)" "$$" > "$LOCK_DIR/lock.new" &&
+        mv -f "$LOCK_DIR/lock.new" "$LOCK_DIR/lock"
+}
+
+# audit LINE...: each line appended to the audit log, after this host's time (UTC).
+audit() {
+    audit_time=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    [ -f "$AUDIT_LOG" ] || install -m 640 -o root -g adm /dev/null "$AUDIT_LOG" || return 1
+    for audit_line in "$@"; do
+        printf '%s %s\n' "$audit_time" "$audit_line" >> "$AUDIT_LOG" || return 1
+    done
+}
+
+# lock_take: the flock on LOCK_DIR (fd 9) and no record held by hand; else `busy` and
+# the record (exit 3). A record with no flock held is a run's that ended without
+# releasing it: `left` and the record, then taken over.
+lock_take() {
+    lock_dirs || return
+    exec 9< "$LOCK_DIR"
+    if ! flock -n 9 || grep -qx 'state=manual' "$LOCK_DIR/lock" 2> /dev/null; then
+        echo busy
+        lock_record
+        return 3
+    fi
+    if [ -f "$LOCK_DIR/lock" ]; then
+        echo left
+        lock_record
+    fi
+}
+
+# lock_hold RECORD: hold the lock for one run of fab (RECORD: its who=, task=,
+# release= lines). Prints `held` once it does. Then reads its input: the line `release`
+# and audit lines after it: the lines are audited, the record removed, `released`
+# printed. An input that ends without `release` (fab was killed, its connection closed)
+# leaves the record for the next run to name and take over.
+lock_hold() {
+    lock_take || return
+    lock_write "$1" held || return 1
+    echo held
+    IFS= read -r lock_word || return 0
+    [ "$lock_word" = release ] || return 0
+    while IFS= read -r lock_line; do
+        audit "$lock_line" || return 1
+    done
+    rm -f "$LOCK_DIR/lock"
+    echo released
+}
+
+# lock_set RECORD LINE: the lock held by hand (fab lock) until lock_clear; LINE audited.
+lock_set() {
+    lock_take || return
+    lock_write "$1" manual || return 1
+    audit "$2" || return 1
+    echo held
+}
+
+# lock_clear LINE: fab unlock: a lock held by hand, or left by a run that was killed,
+# removed and LINE audited (`was` and the record first); `none` when there is none; a
+# lock a running fab holds: `busy` and its record (exit 3): it ends with that run.
+lock_clear() {
+    if [ ! -f "$LOCK_DIR/lock" ]; then
+        echo none
+        return 0
+    fi
+    lock_dirs || return
+    exec 9< "$LOCK_DIR"
+    if ! flock -n 9; then
+        echo busy
+        lock_record
+        return 3
+    fi
+    echo was
+    lock_record
+    rm -f "$LOCK_DIR/lock"
+    audit "$1"
+}
+
+# audit_tail N: the last N lines of the audit log (none yet: nothing).
+audit_tail() {
+    [ ! -f "$AUDIT_LOG" ] || tail -n "$1" "$AUDIT_LOG"
+}
