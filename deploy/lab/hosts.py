@@ -270,8 +270,10 @@ class Lab:
         preflight()
         self.acme.stop()
         hosts = self.hosts()
-        for host in hosts:
-            self._destroy(host)
+        for host in hosts:  # every power cut first: the hosts' ends overlap
+            self._power_off(host)
+        with ThreadPoolExecutor(max_workers=8) as pool:  # then their disks (rm -rf waits on the disk)
+            list(pool.map(self._take_apart, hosts))
         # leftovers with no host.json (a run killed between mkdir and save)
         for leftover in self.hosts_dir.glob("*") if self.hosts_dir.exists() else []:
             remove_tree(leftover)
@@ -290,13 +292,21 @@ class Lab:
         return len(hosts)
 
     def _destroy(self, host: Host) -> None:
+        self._power_off(host)
+        self._take_apart(host)
+        self._write_known_hosts()
+
+    @staticmethod
+    def _power_off(host: Host) -> None:
         if host.pid and (pid_alive(host.pid, "systemd-nspawn") or pid_alive(host.pid, "unshare")):
             _kill(host.pid)
+
+    def _take_apart(self, host: Host) -> None:
+        """A powered-off host's processes, cgroups, network and disk removed."""
         self._kill_netns(host.netns)
         remove_cgroups(host_cgroups(host.netns))
         self.network.remove_host(host.netns, host.veth)
         remove_tree(self._dir(host))
-        self._write_known_hosts()
 
     def power_cycle(self, name: str) -> Host:
         """Cut a host's power and boot it again: every process killed, the disk kept. What
