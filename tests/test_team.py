@@ -102,9 +102,12 @@ def start_fab(*args: str, settings: Path, env: dict) -> subprocess.Popen:
 
 
 def releases_served(settings: Path, env: dict) -> dict[str, str]:
+    """Each app host's current release, from fab status (the lb, started from a deployed
+    host's snapshot, keeps that host's old release directory: not its to serve)."""
     status = fab("status", "--json", settings=settings, env=env)
     rows = json.loads(status.out)["runs"][0]["hosts"]
-    return {h["host"]: h["data"]["release"] for h in rows if h["data"].get("release", "-") != "-"}
+    apps = {m["host"] for m in yaml.safe_load(settings.read_text())["hosts"] if "lb" not in m.get("roles", [])}
+    return {h["host"]: h["data"]["release"] for h in rows if h["host"] in apps}
 
 
 def test_two_deploys_at_once_one_runs_and_a_killed_run_s_lock_is_taken_over(team, tmp_path):
