@@ -301,7 +301,10 @@ class Remote:
 
 def changed_paths(before: str, after: str, ignore: tuple[str, ...] = ()) -> list[str]:
     """The paths whose line differs between two `Remote.tree()` listings, minus those under
-    `ignore`: a failing comparison names what changed instead of printing two whole trees."""
+    `ignore`: a failing comparison names what changed instead of printing two whole trees.
+    Equal listings are the usual case, and difflib over two of them costs seconds."""
+    if before == after:
+        return []
     lines = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
     paths = {line[1:].split(" ", 1)[0] for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---")}
     return sorted(p for p in paths if not p.startswith(ignore))

@@ -32,7 +32,7 @@ def token(request):
     import os
 
     with open(os.environ["DJANGO_PASS_TOKEN_FILE"]) as f:
-        return HttpResponse(hashlib.sha256(f.read().encode()).hexdigest())
+        return HttpResponse(hashlib.sha256(f.read().strip().encode()).hexdigest())
 """
 GATE = (
     '#!/bin/sh\n# a gate: closed while GATE=closed\n[ "${GATE:-open}" = open ] || { echo "gate closed" >&2; exit 1; }\n'
@@ -271,9 +271,11 @@ def test_maintenance_answers_503_with_its_page_under_load_but_to_the_admins(team
         on = fab("maintenance", "on", "--message", "Back after the migration", settings=settings, env=env)
         on_returned = time.monotonic()
         assert on.code == 0, on
-        assert admin.run(f"curl -s -o /dev/null -w '%{{http_code}}' http://{lb.address}/notes/") == "200"
+        assert admin.run(f"curl --noproxy '*' -s -o /dev/null -w '%{{http_code}}' http://{lb.address}/notes/") == "200"
         assert (
-            admin.run(f"curl -s -o /dev/null -w '%{{http_code}}' http://{lb.address}/.well-known/acme-challenge/x")
+            admin.run(
+                f"curl --noproxy '*' -s -o /dev/null -w '%{{http_code}}' http://{lb.address}/.well-known/acme-challenge/x"
+            )
             != "503"
         )
         status = fab("status", "--json", settings=settings, env=env)
