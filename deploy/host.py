@@ -175,6 +175,7 @@ class HostContext:
             "HEALTH_STRICT": 1 if s.health_path else 0,
             "HEALTH_SCHEME": "https" if s.site_tls else "http",  # what nginx tells the app
             "HEALTH_RETRIES": s.health_retries,
+            "LOCK_ALIVE": s.lock_timeout,  # the deploy lock's, on its host (deploy/lock.py)
             "BAD_ANSWERS": BAD_ANSWERS,
             "APT_WAIT": APT_WAIT,
             "WSGI_PACKAGE": s.wsgi_module.split(":")[0].split(".")[0],

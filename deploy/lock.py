@@ -11,9 +11,11 @@ mid-way lets go of the flock with its connection, and its record stays: the next
 names it and takes over, with a warning, never silently. `fab lock` holds the lock by
 hand (a record with no process) until `fab unlock`.
 
-Each task that changed hosts, or failed on one, leaves one line in the audit log on
-the lock host (/var/log/fabstack/APP/audit.log), written as the lock is let go: time,
-who, task, hosts, release from and to, result. `fab audit` shows its last lines.
+Each task that changed hosts leaves one line in the audit log on the lock host
+(/var/log/fabstack/APP/audit.log), written as the lock is let go: time, who, task,
+hosts, release from and to, result. `fab audit` shows its last lines. A run that
+changed nothing (a no-op, or one refused on a host before any change) leaves no line,
+and the lock's directory goes with it when empty: such a run leaves the host as it was.
 """
 
 from __future__ import annotations
@@ -140,22 +142,40 @@ class Lines:
 
 @dataclass
 class Hold:
-    """The lock one run holds on its host: let go (with the run's audit lines) when the
-    run ends."""
+    """The lock one run holds on its host: kept alive while the run lasts, let go (with
+    the run's audit lines) when it ends."""
 
     host: str
     promise: Any  # invoke's Promise of lock_hold, running until released
     output: Lines
+    every: float = 10.0  # seconds between the `alive` lines
     audit: list[str] = field(default_factory=list)
     left: Holder | None = None  # the record of a run that ended without releasing it, taken over
+    _ended: threading.Event = field(default_factory=threading.Event)
+    _sending: threading.Lock = field(default_factory=threading.Lock)
+
+    def keep_alive(self) -> None:
+        """Say `alive` every few seconds until released (a thread of its own): the host
+        lets go of a lock whose run went silent for lock_timeout."""
+        channel = self.promise.runner.channel
+        while not self._ended.wait(self.every):
+            with self._sending:
+                if self._ended.is_set():
+                    return
+                try:
+                    channel.sendall(b"alive\n")
+                except OSError:  # the connection is gone: the host lets go by itself
+                    return
 
     def release(self) -> None:
         """Send `release` and the audit lines; wait until the host says the lock is free
         (so a run started right after this one finds it free, not busy)."""
         channel = self.promise.runner.channel
         lines = "".join(f"{line}\n" for line in self.audit)
-        channel.sendall(f"release\n{lines}".encode())
-        channel.shutdown_write()
+        with self._sending:
+            self._ended.set()
+            channel.sendall(f"release\n{lines}".encode())
+            channel.shutdown_write()
         deadline = time.monotonic() + RELEASE_WAIT
         while "released" not in self.output.lines and not self.promise.runner.process_is_finished:
             if time.monotonic() > deadline:
@@ -168,7 +188,8 @@ class Hold:
 def take(conn: Connection, settings: Settings, task: str, release: str = "") -> Hold:
     """Hold the app's lock on conn's host for this run; LockBusy when someone holds it,
     LockFailed when the host cannot keep it."""
-    shell = scripts.call(["lock.sh"], "lock_hold", record(task, release), values=Layout.of(settings).values())
+    values = Layout.of(settings).values() | {"LOCK_ALIVE": settings.lock_timeout}
+    shell = scripts.call(["lock.sh"], "lock_hold", record(task, release), values=values)
     output = Lines()
     promise = as_root(conn, shell, asynchronous=True, hide="err", out_stream=output)
     deadline = time.monotonic() + TAKE_WAIT
@@ -179,7 +200,8 @@ def take(conn: Connection, settings: Settings, task: str, release: str = "") -> 
         output.changed.clear()
     if "held" not in output.lines:
         return _refused(conn.host, promise.join(), output.lines)
-    hold = Hold(conn.host, promise, output)
+    hold = Hold(conn.host, promise, output, every=min(10.0, settings.lock_timeout / 3))
+    threading.Thread(target=hold.keep_alive, name=f"lock {conn.host}", daemon=True).start()
     if "left" in output.lines:
         lines = output.lines
         hold.left = Holder.parse(lines[lines.index("left") + 1 : lines.index("held")])
@@ -232,11 +254,12 @@ def audit_tail(conn: Connection, settings: Settings, lines: int) -> list[str]:
 
 def audit_line(task: str, runs: list[dict], error: str = "") -> str:
     """The audit log's line for one task of one app (its runs as --json records them):
-    '' when it changed nothing and failed nowhere (a no-op run leaves no line)."""
+    '' when it changed nothing (a no-op run, or one refused on a host before any
+    change, leaves no line, and nothing else on the host either)."""
     hosts = list(dict.fromkeys(h["host"] for r in runs for h in r["hosts"]))
     changed = sum(h["changed"] for r in runs for h in r["hosts"])
     failed = [h["host"] for r in runs for h in r["hosts"] if h["status"] == "failed"]
-    if not changed and not failed:
+    if not changed:
         return ""
     moved = {
         (h["data"].get("previous", ""), h["data"]["release"])

@@ -43,6 +43,7 @@ def test_an_audit_line_says_who_what_where_from_which_release_to_which_and_how_i
     assert failed.split()[1:] == ["task=deploy", "hosts=a", "release=none->r3", "result=failed", "changed=1",
                                   "failed=a"]  # fmt: skip
     assert lock.audit_line("deploy", [{"hosts": [host("a", "ok", 0)]}]) == ""  # a no-op run leaves no line
+    assert lock.audit_line("provision", [{"hosts": [host("a", "failed", 0)]}]) == ""  # nor one refused on a host
 
 
 def test_the_lock_lives_on_the_first_lb_else_the_first_app_host_else_the_first_host_given():

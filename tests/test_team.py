@@ -79,6 +79,7 @@ def team(lab: Lab, cold: ColdRun, deployed_snapshot: str, password_store, tmp_pa
         "hosts": [{"host": lb.target, "roles": ["lb"]}, {"host": app1.target}, {"host": app2.target}],
         "secrets": {"PASS_TOKEN": "cmd:pass show team/token"},
         "hooks": {"pre_deploy": "bin/gate.sh", "post_deploy": "bin/notify.sh"},
+        "lock_timeout": 10,  # a run that stops answering holds the lock 10 s
     }  # fmt: skip
     settings.write_text(yaml.safe_dump(config))
     env, _ = password_store
@@ -157,6 +158,33 @@ def test_two_deploys_at_once_one_runs_and_a_killed_run_s_lock_is_taken_over(team
     log = fab("audit", "--lines", "3", settings=settings, env=env)
     assert "lock taken over from a run that ended without releasing it: who=" in log.out, log
     assert "task=deploy" in log.out.splitlines()[-1] and "result=ok" in log.out.splitlines()[-1], log
+
+    # a run that stops answering (its machine asleep: SIGSTOP) keeps its connection open:
+    # the lock holds for lock_timeout (10 s) after its last `alive`, then the next run takes it
+    edit(project, "asleep")
+    asleep = start_fab("deploy", settings=settings, env=hook_env)
+    deadline = time.monotonic() + 60
+    while "task=deploy" not in r.run("cat /var/lib/fabstack/django/lock 2>/dev/null || true"):
+        assert time.monotonic() < deadline and asleep.poll() is None, asleep.communicate()
+        time.sleep(0.05)
+    asleep.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        refused = fab("deploy", settings=settings, env=hook_env)
+        assert refused.code == 1 and "is locked on" in refused.err, refused
+        while True:
+            taken = fab("deploy", settings=settings, env=hook_env)
+            if taken.code == 0 or time.monotonic() - stopped > 60:
+                break
+            assert "is locked on" in taken.err, taken
+            time.sleep(1)
+        waited = time.monotonic() - stopped
+        assert taken.code == 0 and "took over app django's lock" in taken.out + taken.err, taken
+        assert 10 <= waited < 30, waited
+    finally:
+        asleep.kill()
+        asleep.communicate()
+    assert len(set(releases_served(settings, env).values())) == 1
 
 
 def test_a_lock_by_hand_refuses_a_deploy_until_unlock_and_audit_says_who_did_what(team, tmp_path):

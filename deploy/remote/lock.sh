@@ -3,15 +3,16 @@
 # who holds it (KEY=VALUE lines: who, task, release, message, state, since, holder),
 # and a run holds flock(2) on LOCK_DIR itself for as long as its connection lives, so a
 # run that dies lets go of the flock at once and leaves its record to be named.
-# AUDIT_LOG gets one line per run that changed hosts.
+# AUDIT_LOG gets one line per run that changed hosts. A run that changed nothing leaves
+# nothing: the directories go with the lock when they are empty.
 #
-# Set before use: LOCK_DIR, AUDIT_LOG.
+# Set before use: LOCK_DIR, AUDIT_LOG, LOCK_ALIVE.
 
-# lock_dirs: LOCK_DIR and AUDIT_LOG's directory, each made root's (mode 755) when
-# missing, one level at a time; refused when one is a link or another user's (root
-# never writes where another user could have made the path first).
-lock_dirs() {
-    for lock_path in "${LOCK_DIR%/*}" "$LOCK_DIR" "${AUDIT_LOG%/*/*}" "${AUDIT_LOG%/*}"; do
+# root_dirs DIR...: each DIR made root's (mode 755) when missing, one level at a time;
+# refused when one is a link or another user's (root never writes where another user
+# could have made the path first).
+root_dirs() {
+    for lock_path in "$@"; do
         if [ -L "$lock_path" ] || { [ -e "$lock_path" ] && [ "$(stat -c %u "$lock_path")" != 0 ]; }; then
             echo "$lock_path is not a directory of root's own; fabstack keeps its lock and audit log only there" >&2
             return 1
@@ -35,6 +36,7 @@ lock_write() {
 # audit LINE...: each line appended to the audit log, after this host's time (UTC).
 audit() {
     audit_time=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    root_dirs "${AUDIT_LOG%/*/*}" "${AUDIT_LOG%/*}" || return 1
     [ -f "$AUDIT_LOG" ] || install -m 640 -o root -g adm /dev/null "$AUDIT_LOG" || return 1
     for audit_line in "$@"; do
         printf '%s %s\n' "$audit_time" "$audit_line" >> "$AUDIT_LOG" || return 1
@@ -45,13 +47,19 @@ audit() {
 # the record (exit 3). A record with no flock held is a run's that ended without
 # releasing it: `left` and the record, then taken over.
 lock_take() {
-    lock_dirs || return
-    exec 9< "$LOCK_DIR"
-    if ! flock -n 9 || grep -qx 'state=manual' "$LOCK_DIR/lock" 2> /dev/null; then
-        echo busy
-        lock_record
-        return 3
-    fi
+    for lock_try in 1 2 3; do
+        root_dirs "${LOCK_DIR%/*}" "$LOCK_DIR" || return
+        exec 9< "$LOCK_DIR"
+        if ! flock -n 9 || grep -qx 'state=manual' "$LOCK_DIR/lock" 2> /dev/null; then
+            echo busy
+            lock_record
+            return 3
+        fi
+        # the run before may have let go and removed the directory just after this one
+        # opened it: a flock on a removed directory is no lock; take the new one
+        [ -d "$LOCK_DIR" ] && break
+        [ "$lock_try" -lt 3 ] || return 1
+    done
     if [ -f "$LOCK_DIR/lock" ]; then
         echo left
         lock_record
@@ -59,21 +67,36 @@ lock_take() {
 }
 
 # lock_hold RECORD: hold the lock for one run of fab (RECORD: its who=, task=,
-# release= lines). Prints `held` once it does. Then reads its input: the line `release`
-# and audit lines after it: the lines are audited, the record removed, `released`
-# printed. An input that ends without `release` (fab was killed, its connection closed)
-# leaves the record for the next run to name and take over.
+# release= lines). Prints `held` once it does. Then reads its input: `alive` every few
+# seconds while fab runs, then the line `release` and audit lines after it: the lines
+# are audited, the record removed, `released` printed. An input that ends without
+# `release` (fab was killed, its connection closed), or is silent for LOCK_ALIVE
+# seconds (its connection hangs, its machine sleeps), leaves the record for the next
+# run to name and take over.
 lock_hold() {
     lock_take || return
     lock_write "$1" held || return 1
     echo held
-    IFS= read -r lock_word || return 0
+    lock_word=alive
+    while [ "$lock_word" = alive ]; do
+        # read stops at the newline on a pipe (one byte at a time): nothing after it is lost
+        # shellcheck disable=SC2016 # $word is the inner shell's
+        lock_word=$(timeout "$LOCK_ALIVE" sh -c 'IFS= read -r word && printf "%s" "$word"') || return 0
+    done
     [ "$lock_word" = release ] || return 0
     while IFS= read -r lock_line; do
         audit "$lock_line" || return 1
     done
-    rm -f "$LOCK_DIR/lock"
+    lock_let_go
     echo released
+}
+
+# lock_let_go: the record removed, and LOCK_DIR and its parent too when nothing else is
+# in them: a run that changed nothing (a refused one) leaves no trace on the host.
+lock_let_go() {
+    rm -f "$LOCK_DIR/lock"
+    rmdir "$LOCK_DIR" 2> /dev/null && rmdir "${LOCK_DIR%/*}" 2> /dev/null
+    true
 }
 
 # lock_set RECORD LINE: the lock held by hand (fab lock) until lock_clear; LINE audited.
@@ -92,7 +115,7 @@ lock_clear() {
         echo none
         return 0
     fi
-    lock_dirs || return
+    root_dirs "${LOCK_DIR%/*}" "$LOCK_DIR" || return
     exec 9< "$LOCK_DIR"
     if ! flock -n 9; then
         echo busy
@@ -101,8 +124,8 @@ lock_clear() {
     fi
     echo was
     lock_record
-    rm -f "$LOCK_DIR/lock"
-    audit "$1"
+    audit "$1" || return 1
+    lock_let_go
 }
 
 # audit_tail N: the last N lines of the audit log (none yet: nothing).

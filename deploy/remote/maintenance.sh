@@ -19,4 +19,6 @@ maintenance_on() {
 # maintenance_off: the page gone: the site serves again.
 maintenance_off() {
     rm -f "$MAINTENANCE_PAGE"
+    rmdir "${MAINTENANCE_PAGE%/*}" 2> /dev/null
+    true
 }

@@ -183,6 +183,11 @@ class Settings:
         "The app's secrets as NAME: env:VARIABLE, NAME: file:PATH or NAME: cmd:COMMAND (its output: `pass show shop/key`, `op read op://vault/item/field`, ...), read on the machine running fab, a command once per run; each is stored on the host readable by the app user alone and its path given to the app as DJANGO_NAME_FILE. SECRET_KEY, when not listed, is generated on the host.",
         v.secrets,
     )
+    lock_timeout: int = setting(
+        60,
+        "Seconds the deploy lock outlives a run that stopped answering (its connection hung, its machine asleep); after that the next run takes it over, with a warning. A run that is alive says so every few seconds.",
+        v.at_least(5),
+    )
     maintenance_allow: list = setting(
         [],
         "Addresses or networks whose requests still reach the app while fab maintenance is on (your office, your VPN); the health check and the ACME challenge always pass.",
