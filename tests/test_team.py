@@ -226,7 +226,8 @@ def test_a_failing_pre_deploy_hook_changes_no_host_and_post_deploy_sees_the_rele
     assert "the pre_deploy hook bin/gate.sh exited 1; no host was changed" in gated.err, gated
     assert "gate closed" in gated.err and not log.exists()
     for r, tree in zip(remotes, before, strict=True):
-        assert changed_paths(tree, r.tree()) == [], r.host.name
+        # the GlusterFS client of the shared media logs on its own (reconnects, heals): not fab's
+        assert changed_paths(tree, r.tree(), ignore=("/var/log/glusterfs/",)) == [], r.host.name
     opened = fab("deploy", settings=settings, env={**env, "HOOK_LOG": str(log)})
     assert opened.code == 0, opened
     facts = dict(line.split("=", 1) for line in log.read_text().splitlines())
