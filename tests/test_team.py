@@ -128,7 +128,7 @@ def test_two_deploys_at_once_one_runs_and_a_killed_run_s_lock_is_taken_over(team
     assert codes == [0, 1], outs
     refused = next(i for i, (code, _, _) in enumerate(outs) if code == 1)
     said = outs[refused][2]
-    # refused at once, not after the other's deploy: 0.9-1.3 s alone; the bound leaves room
+    # refused at once, not after the other's deploy; the bound leaves room
     # for a machine busy with a second lab (fab's start, the password manager, the connection)
     print(f"refused after {ended[refused]:.2f} s; the deploy took {ended[1 - refused]:.2f} s")
     assert ended[refused] < 3.0 and ended[refused] < ended[1 - refused] / 2, ended
