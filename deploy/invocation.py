@@ -204,6 +204,9 @@ def take_lock(c: Context, settings: Settings, changes: Changes) -> lock.Hold:
             f"{'fab unlock releases it' if busy.holder.fields.get('state') == 'manual' else 'try again when that run ends'}",
             code=1,
         ) from None
+    except lock.SudoRejected as exc:  # said as a host's failure is: the run's output names it
+        session.console.say(host, f"failed: {exc}")
+        raise Exit(f"fabstack: could not take app {settings.app_name}'s deploy lock on {host}: {exc}", code=1) from None
     except (lock.LockFailed, ConnectError, OSError) as exc:
         raise Exit(f"fabstack: could not take app {settings.app_name}'s deploy lock on {host}: {exc}", code=1) from None
     if hold.left:

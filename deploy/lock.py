@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fabric import Connection
+from invoke.exceptions import Failure, ResponseNotAccepted
 
 from deploy import scripts
 from deploy.layout import Layout
-from deploy.runner import as_root
+from deploy.runner import SUDO_REJECTED, as_root
 from deploy.settings import Settings
 
 BUSY = 3  # lock.sh's exit code when another run, or a person, holds the lock
@@ -122,6 +123,10 @@ class LockFailed(Exception):
     """The lock host could not be asked (unreachable, not root's directory, ...)."""
 
 
+class SudoRejected(LockFailed):
+    """sudo on the lock host refused the password it was given (or that none was)."""
+
+
 class Lines:
     """A run's standard output as lines, for the lock's answers as they come."""
 
@@ -193,13 +198,20 @@ def take(conn: Connection, settings: Settings, task: str, release: str = "") -> 
     output = Lines()
     promise = as_root(conn, shell, asynchronous=True, hide="err", out_stream=output)
     deadline = time.monotonic() + TAKE_WAIT
-    while "held" not in output.lines and not promise.runner.process_is_finished:
+    runner = promise.runner
+    while "held" not in output.lines and not runner.process_is_finished and not runner.has_dead_threads:
         if time.monotonic() > deadline:
             raise LockFailed(f"no answer from {conn.host} within {TAKE_WAIT:.0f}s")
         output.changed.wait(0.05)
         output.changed.clear()
     if "held" not in output.lines:
-        return _refused(conn.host, promise.join(), output.lines)
+        try:
+            result = promise.join()
+        except Failure as failure:  # sudo's prompt answered wrong: its watcher gave up
+            if isinstance(failure.reason, ResponseNotAccepted):
+                raise SudoRejected(SUDO_REJECTED.format(user=conn.user)) from None
+            raise LockFailed(str(failure.reason or failure)) from None
+        return _refused(conn.host, result, output.lines)
     hold = Hold(conn.host, promise, output, every=min(10.0, settings.lock_timeout / 3))
     threading.Thread(target=hold.keep_alive, name=f"lock {conn.host}", daemon=True).start()
     if "left" in output.lines:

@@ -132,7 +132,7 @@ def test_two_deploys_at_once_one_runs_and_a_killed_run_s_lock_is_taken_over(team
     # refused at once, not after the other's deploy; the bound leaves room
     # for a machine busy with a second lab (fab's start, the password manager, the connection)
     print(f"refused after {ended[refused]:.2f} s; the deploy took {ended[1 - refused]:.2f} s")
-    assert ended[refused] < 3.0 and ended[refused] < ended[1 - refused] / 2, ended
+    assert ended[refused] < 4.0 and ended[refused] < ended[1 - refused] / 2, ended
     assert f"app django is locked on {lb.target} by " in said and "'s deploy of release " in said, said
     assert len(said.strip().splitlines()) == 1, said
     served = releases_served(settings, env)
