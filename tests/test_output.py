@@ -101,6 +101,7 @@ def test_status_table_has_a_row_per_host(cold):
         "VENV",
         "KEY",
         "MEDIA",
+        "MAINTENANCE",
         "UPTIME",
     ]
     managers = {"sd1": "systemd", "ss1": "nohup"}
