@@ -7,9 +7,11 @@ confusing low-level failure into one line that names the missing piece and the f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -98,8 +100,10 @@ def host_cgroups(name: str) -> list[Path]:
     return [d / f"fabstack-lab-{name}" for d in _cgroup_hierarchies()]
 
 
-def remove_cgroups(dirs: list[Path], timeout: float = 5.0) -> None:
-    """Remove cgroup directories, deepest first, once their killed processes are gone."""
+def remove_cgroups(dirs: list[Path], timeout: float = 30.0) -> None:
+    """Remove cgroup directories, deepest first, once their processes are gone: any
+    still listed in one (outside the host's network namespace, or not yet reaped on a
+    busy machine) is killed again while it waits."""
     deadline = time.monotonic() + timeout
     for top in dirs:
         if not top.is_dir():
@@ -111,10 +115,22 @@ def remove_cgroups(dirs: list[Path], timeout: float = 5.0) -> None:
                     break
                 except FileNotFoundError:
                     break
-                except OSError as exc:  # EBUSY: a killed process not yet reaped
+                except OSError as exc:  # EBUSY: a process still in it
                     if time.monotonic() > deadline:
                         raise LabError(f"cannot remove {sub}: {exc.strerror}; kill what runs in it") from exc
+                    _kill_listed(sub)
                     time.sleep(0.05)
+
+
+def _kill_listed(cgroup: Path) -> None:
+    """SIGKILL every process a cgroup directory lists."""
+    try:
+        pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def mounts_under(path: Path) -> list[str]:
