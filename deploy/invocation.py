@@ -144,29 +144,25 @@ def guard(c: Context, settings: Settings, changes: Changes, body: Callable[[Sett
         "release": changes.release(settings) if changes.release else "",
     }  # fmt: skip
     started = len(session.console.runs)
-    runs: list[dict] = []
+
+    def ours() -> list[dict]:  # the --json records of this app's part so far (dry look-aheads left out)
+        return [r for r in session.console.runs[started:] if r["app"] == settings.app_name and not r["dry_run"]]
+
     try:
         hook(settings, f"pre_{task}", facts, "no host was changed")
         body(settings)
     except Exit as exc:
         error = str(exc.message or "").removeprefix("fabstack: ") if exc.code else ""
-        runs = ours(session.console.runs[started:], settings)
         if error:
             with contextlib.suppress(Exit):  # reported; the run's own failure is what fab exits with
-                hook(settings, "on_failure", {**facts, **moved(runs), "result": "failed", "error": error}, "")
+                hook(settings, "on_failure", {**facts, **moved(ours()), "result": "failed", "error": error}, "")
         raise
     finally:
-        runs = runs or ours(session.console.runs[started:], settings)
-        line = lock.audit_line(task, runs, "")
-        if line and isinstance(hold, lock.Hold):
+        line = lock.audit_line(task, ours())
+        if line:
             hold.audit.append(line)
-    after = {**facts, **moved(runs), "result": "ok"}
+    after = {**facts, **moved(ours()), "result": "ok"}
     hook(settings, f"post_{task}", after, f"{task} is done on its hosts; nothing is rolled back")
-
-
-def ours(runs: list[dict], settings: Settings) -> list[dict]:
-    """The --json records of settings' app among runs (dry look-aheads left out)."""
-    return [r for r in runs if r["app"] == settings.app_name and not r["dry_run"]]
 
 
 def moved(runs: list[dict]) -> dict[str, str]:
@@ -192,11 +188,10 @@ def hook(settings: Settings, name: str, facts: dict[str, str], after: str) -> No
 
 def take_lock(c: Context, settings: Settings, changes: Changes) -> lock.Hold:
     """The app's lock for this run: exit 1 naming who holds it, or why it cannot be had."""
-    host = lock.lock_host(settings, hosts_of(c, settings))
+    host, conn = lock_connection(c, settings)
     session = session_of(c)
     release = changes.release(settings) if changes.release else ""
     try:
-        conn = session.connection(host, c.config, settings)
         hold = lock.take(conn, settings, changes.task, release)
     except lock.LockBusy as busy:
         raise Exit(
@@ -207,7 +202,7 @@ def take_lock(c: Context, settings: Settings, changes: Changes) -> lock.Hold:
     except lock.SudoRejected as exc:  # said as a host's failure is: the run's output names it
         session.console.say(host, f"failed: {exc}")
         raise Exit(f"fabstack: could not take app {settings.app_name}'s deploy lock on {host}: {exc}", code=1) from None
-    except (lock.LockFailed, ConnectError, OSError) as exc:
+    except (lock.LockFailed, OSError) as exc:
         raise Exit(f"fabstack: could not take app {settings.app_name}'s deploy lock on {host}: {exc}", code=1) from None
     if hold.left:
         session.console.write(
@@ -564,8 +559,7 @@ def _read_secret(
 
 def tls_renew(c: Context, settings: Settings, force: bool, run: Run) -> None:
     """fab tls.renew: certbot renews on the ACME host when due (--force: now); the other
-    lbs get the new certificate."""
-    refuse_renewal(settings)
+    lbs get the new certificate. The task refused settings without ACME (refuse_renewal)."""
     issuer, copies = acme_lbs(settings)
     hosts = [issuer] if issuer else hosts_of(c, settings, role="lb")
     fail_if_any(run_reported(c, "tls.renew", hosts, plans.tls_renew(force), settings, run, phase="renew"))
@@ -574,12 +568,17 @@ def tls_renew(c: Context, settings: Settings, force: bool, run: Run) -> None:
         fail_if_any(run_reported(c, "tls.renew", copies, plans.certificate_copy, settings, run, phase="copy"))
 
 
-def remove(c: Context, settings: Settings, yes: bool, purge: bool, run: Run) -> None:
-    """fab remove --app NAME --yes: the app off its hosts; --yes says it is meant."""
-    app = settings.app_name
+def refuse_removal(settings: Settings, yes: bool, purge: bool, run: Run) -> None:
+    """fab remove without --yes (and not a dry run): exit 2 before any host is asked."""
     if not yes and not run.dry_run:
         what = "its code, units, site and records (its data and logs stay)" if not purge else "everything of it"
-        raise Exit(f"fabstack: fab remove takes app {app!r} off the host(s): {what}; add --yes to do it", code=2)
+        raise Exit(
+            f"fabstack: fab remove takes app {settings.app_name!r} off the host(s): {what}; add --yes to do it", code=2
+        )
+
+
+def remove(c: Context, settings: Settings, purge: bool, run: Run) -> None:
+    """fab remove --app NAME --yes: the app off its hosts (refuse_removal asked for --yes)."""
     execute(c, "remove", plans.remove(purge), settings, run)
 
 
@@ -611,14 +610,18 @@ def media_of(backup: str) -> str:
     return f"{backup.rsplit('.', 1)[0]}.media.tar.gz"
 
 
-def restore(c: Context, settings: Settings, path: str, yes: bool, run: Run) -> None:
-    """fab db.restore FILE --yes: the app stopped on every app host, the data replaced
-    (and the uploads, from the media backup beside FILE, when there is one), the app
-    started again (also when the restore fails)."""
+def refuse_restore(path: str, yes: bool) -> None:
+    """db.restore of no file, or without --yes: exit 2 before any host is asked."""
     if not Path(path).is_file():
         raise Exit(f"fabstack: no backup file {path}; fab db.backups lists them", code=2)
     if not yes:
         raise Exit(f"fabstack: db.restore replaces the app's data with {path}; add --yes to do it", code=2)
+
+
+def restore(c: Context, settings: Settings, path: str, run: Run) -> None:
+    """fab db.restore FILE --yes: the app stopped on every app host, the data replaced
+    (and the uploads, from the media backup beside FILE, when there is one), the app
+    started again (also when the restore fails)."""
     apps = hosts_of(c, settings, role="app")
     media = media_of(path)
     fail_if_any(run_reported(c, "db.restore", apps, plans.app_control("stop"), settings, run, phase="stop"))

@@ -21,7 +21,6 @@ and the lock's directory goes with it when empty: such a run leaves the host as 
 from __future__ import annotations
 
 import getpass
-import re
 import shlex
 import socket
 import threading
@@ -36,16 +35,16 @@ from deploy import scripts
 from deploy.layout import Layout
 from deploy.runner import SUDO_REJECTED, as_root
 from deploy.settings import Settings
+from deploy.settings.validators import CONTROL
 
 BUSY = 3  # lock.sh's exit code when another run, or a person, holds the lock
 TAKE_WAIT = 30.0  # seconds for the lock host to answer (sudo's password prompt included)
 RELEASE_WAIT = 15.0
-UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def clean(value: str) -> str:
     """value as one line of the record and the log: no control character, no newline."""
-    return UNSAFE.sub(" ", value).strip()
+    return CONTROL.sub(" ", value).strip()
 
 
 def who() -> str:
@@ -264,7 +263,7 @@ def audit_tail(conn: Connection, settings: Settings, lines: int) -> list[str]:
     return result.stdout.splitlines()
 
 
-def audit_line(task: str, runs: list[dict], error: str = "") -> str:
+def audit_line(task: str, runs: list[dict]) -> str:
     """The audit log's line for one task of one app (its runs as --json records them):
     '' when it changed nothing (a no-op run, or one refused on a host before any
     change, leaves no line, and nothing else on the host either)."""
@@ -284,7 +283,7 @@ def audit_line(task: str, runs: list[dict], error: str = "") -> str:
         before = ",".join(sorted({a or "none" for a, _ in moved}))
         after = ",".join(sorted({b for _, b in moved}))
         words.append(f"release={before}->{after}")
-    words += [f"result={'failed' if failed or error else 'ok'}", f"changed={changed}"]
+    words += [f"result={'failed' if failed else 'ok'}", f"changed={changed}"]
     if failed:
         words.append(f"failed={','.join(dict.fromkeys(failed))}")
     return " ".join(words)

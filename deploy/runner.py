@@ -79,7 +79,10 @@ class Build:
 
 
 class Hold(Protocol):
-    """A lock a run holds until it ends (deploy.lock.Hold)."""
+    """A lock a run holds until it ends (deploy.lock.Hold), with the audit lines its
+    release carries."""
+
+    audit: list[str]
 
     def release(self) -> None: ...
 

@@ -2,11 +2,10 @@
 a thin map from the command line onto deploy/."""
 
 import dataclasses
-from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from deploy import checks, invocation, lock, plans, reports
+from deploy import checks, invocation, plans, reports
 from deploy.cli import Run, fab_task
 from deploy.console import Console
 from deploy.invocation import (
@@ -24,6 +23,7 @@ from deploy.invocation import provision as run_provision
 from deploy.lab.tasks import lab
 from deploy.release import Release, release_of
 from deploy.rollout import migrate_once, rolling, rolling_restarts
+from deploy.settings.validators import CONTROL
 from deploy.steps import registered
 
 brief = Console.brief
@@ -175,9 +175,8 @@ def db_restore(c, run: Run, file, yes=False):
     """Replace the app's data with a backup: the app stopped on every app host for the
     duration and started after."""
     s = one_app(load_apps(c, run.settings, run.app), "db.restore")
-    if not yes or not Path(file).is_file():  # refused before the lock is asked for
-        invocation.restore(c, s, file, yes, run)
-    guard(c, s, Changes("db.restore", run), lambda s: invocation.restore(c, s, file, yes, run))
+    invocation.refuse_restore(file, yes)  # before the lock is asked for
+    guard(c, s, Changes("db.restore", run), lambda s: invocation.restore(c, s, file, run))
 
 
 @fab_task(name="backups", flags=("settings", "app"), help={"where": "directory of the copies (default: backups)"})
@@ -199,9 +198,8 @@ def remove(c, run: Run, yes=False, purge=False):
     if not run.app:
         raise Exit("fabstack: fab remove needs --app NAME, the app to take off (a second look at what goes)", code=2)
     s = one_app(load_apps(c, run.settings, run.app), "remove")
-    if not yes and not run.dry_run:  # refused before the lock is asked for
-        invocation.remove(c, s, yes, purge, run)
-    guard(c, s, Changes("remove", run), lambda s: invocation.remove(c, s, yes, purge, run))
+    invocation.refuse_removal(s, yes, purge, run)  # before the lock is asked for
+    guard(c, s, Changes("remove", run), lambda s: invocation.remove(c, s, purge, run))
 
 
 @fab_task()
@@ -222,7 +220,7 @@ def maintenance_mode(c, run: Run, state, message="The site is down for maintenan
     maintenance_allow addresses; a deploy keeps it on; fab status shows it."""
     if state not in ("on", "off"):
         raise Exit(f"fabstack: fab maintenance {state}: say on or off", code=2)
-    if lock.UNSAFE.search(message) or len(message) > 500:
+    if CONTROL.search(message) or len(message) > 500:
         raise Exit("fabstack: --message is one line of at most 500 characters, with no control characters", code=2)
     apps, plan = load_apps(c, run.settings, run.app), plans.maintenance_mode(state == "on", message)
     name = f"maintenance-{state}"
@@ -233,7 +231,7 @@ def maintenance_mode(c, run: Run, state, message="The site is down for maintenan
 def hold_lock(c, run: Run, message=""):
     """Hold the app's deploy lock by hand: every run that changes its hosts is refused,
     naming you and the message, until fab unlock."""
-    if lock.UNSAFE.search(message) or len(message) > 500:
+    if CONTROL.search(message) or len(message) > 500:
         raise Exit("fabstack: --message is one line of at most 500 characters, with no control characters", code=2)
     each_app(c, load_apps(c, run.settings, run.app), lambda s: invocation.lock_by_hand(c, s, message))
 

@@ -143,3 +143,16 @@ read_resources() {
     df -Pk "$resources_on" 2> /dev/null | awk 'NR == 2 { print "disk_free=" $4; print "disk_mount=" $6 }'
     awk '/^MemAvailable:/ { print "mem_available=" $2 }' /proc/meminfo
 }
+
+# root_dirs DIR...: each DIR made root's (mode 755) when missing, one level at a time;
+# refused when one is a link or another user's (root never writes where another user
+# could have made the path first): the lock's, the audit log's, the maintenance page's.
+root_dirs() {
+    for root_dir in "$@"; do
+        if [ -L "$root_dir" ] || { [ -e "$root_dir" ] && [ "$(stat -c %u "$root_dir")" != 0 ]; }; then
+            echo "$root_dir is not a directory of root's own; fabstack writes there only when it is" >&2
+            return 1
+        fi
+        [ -d "$root_dir" ] || mkdir -m 755 "$root_dir" || return 1
+    done
+}

@@ -8,19 +8,6 @@
 #
 # Set before use: LOCK_DIR, AUDIT_LOG, LOCK_ALIVE.
 
-# root_dirs DIR...: each DIR made root's (mode 755) when missing, one level at a time;
-# refused when one is a link or another user's (root never writes where another user
-# could have made the path first).
-root_dirs() {
-    for lock_path in "$@"; do
-        if [ -L "$lock_path" ] || { [ -e "$lock_path" ] && [ "$(stat -c %u "$lock_path")" != 0 ]; }; then
-            echo "$lock_path is not a directory of root's own; fabstack keeps its lock and audit log only there" >&2
-            return 1
-        fi
-        [ -d "$lock_path" ] || mkdir -m 755 "$lock_path" || return 1
-    done
-}
-
 # lock_record: the holder's record, and this host's clock (now=), for "held for 2m".
 lock_record() {
     cat "$LOCK_DIR/lock" 2> /dev/null

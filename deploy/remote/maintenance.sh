@@ -6,13 +6,7 @@
 # maintenance_on STAGED: STAGED becomes the page; its directories root's own (755, so
 # nginx's workers may read it), refused when one is a link or another user's.
 maintenance_on() {
-    for page_dir in "${MAINTENANCE_PAGE%/*/*/*}" "${MAINTENANCE_PAGE%/*/*}" "${MAINTENANCE_PAGE%/*}"; do
-        if [ -L "$page_dir" ] || { [ -e "$page_dir" ] && [ "$(stat -c %u "$page_dir")" != 0 ]; }; then
-            echo "$page_dir is not a directory of root's own; fabstack keeps the maintenance page only there" >&2
-            return 1
-        fi
-        [ -d "$page_dir" ] || mkdir -m 755 "$page_dir" || return 1
-    done
+    root_dirs "${MAINTENANCE_PAGE%/*/*/*}" "${MAINTENANCE_PAGE%/*/*}" "${MAINTENANCE_PAGE%/*}" || return 1
     install -o root -g root -m 644 "$1" "$MAINTENANCE_PAGE.new" && mv -f "$MAINTENANCE_PAGE.new" "$MAINTENANCE_PAGE"
 }
 
