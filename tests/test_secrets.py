@@ -71,7 +71,7 @@ def test_missing_or_exposed_secret_stops_before_any_host(host, cold, tmp_path):
         f"DATABASE_PASSWORD: file:{exposed}": f"{exposed} is readable by others (mode 644); chmod 600",
         f"DATABASE_PASSWORD: file:{tmp_path}/none": "does not exist; create it (chmod 600) or use env:VAR",
         "db_password: env:X": "secret name 'db_password': use UPPER_CASE letters, digits and _",
-        "DATABASE_PASSWORD: vault:x": "secrets.DATABASE_PASSWORD: use env:VARIABLE or file:PATH",
+        "DATABASE_PASSWORD: vault:x": "secrets.DATABASE_PASSWORD: use env:VARIABLE, file:PATH or cmd:COMMAND",
     }
     os.environ.pop("FABSTACK_TEST_UNSET", None)
     r = Remote(host)
