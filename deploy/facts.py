@@ -117,6 +117,7 @@ class HostFacts:
     releases: list[str] = field(default_factory=list)  # newest first
     app_pid: str = ""
     app_listen: list[str] = field(default_factory=list)
+    app_preload: bool = False  # the running master was started with preload_app (its config says so)
     nginx_pid: str = ""
     pg_version: str = ""  # a db host: PostgreSQL's first cluster, when installed
     pg_port: int = 0

@@ -168,6 +168,7 @@ class HostContext:
             "APP_FILES": scripts.text("app_files.sh"),
             "BIND": self.bind,
             "HEALTH_PY": scripts.text("health.py"),
+            "PRELOAD": "yes" if s.preload_app else "no",
             "PREPARE_PY": scripts.text("prepare_release.py"),
             "HEALTH_PATH": s.health_path,
             "HEALTH_HOST": names[0] if names else "localhost",

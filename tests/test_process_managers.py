@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ColdRun, Remote, fab
+from conftest import ColdRun, Load, Remote, fab, sample_variant
 
 from deploy.lab import Lab
 
@@ -189,4 +189,100 @@ def test_background_processes_under_supervisor(hosts, cold, tmp_path):
     assert gone.code == 0 and sleepers() == [], gone
     assert r.run("ls /etc/supervisor/conf.d/").split() == ["gunicorn-django.conf"]
     again = fab("-H", host.target, "provision", "deploy", settings=settings)
+    assert again.code == 0 and again.changed() == 0, again
+
+
+def page(host) -> str:
+    with urllib.request.urlopen(f"http://{host.address}/", timeout=10) as response:
+        return response.read().decode()
+
+
+def until(condition, within: float, what: str):
+    """condition()'s first true value, polled until the deadline."""
+    deadline = time.monotonic() + within
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within}s: {what}")
+        time.sleep(0.1)
+    return found
+
+
+def named_master(r: Remote, manager: str) -> str:
+    """The master the process manager names: systemd's MainPID, or root's record."""
+    if manager == "systemd":
+        return r.run("systemctl show -p MainPID --value gunicorn-django.service").strip()
+    return r.run("cat /srv/django/state/master.pid").strip()
+
+
+def settled(r: Remote, manager: str) -> int:
+    """The one master left once the one before has finished its last requests, and the
+    process manager names it."""
+
+    def one() -> int:
+        found = masters(r)
+        return found[0] if len(found) == 1 and named_master(r, manager) == str(found[0]) else 0
+
+    return until(one, 20, "one master, named by the process manager")
+
+
+def test_preload_app_deploys_through_a_new_master_and_loses_no_request(hosts, cold, tmp_path):
+    """preload_app, on a systemd host and an sshd-only one (nohup) at once: a deploy
+    starts a new master beside the old one (USR2) and stops the old one once the new one
+    answers. Under load nothing fails, the new release answers when the deploy returns,
+    the manager names the new master, a release that answers 500 leaves a master
+    serving the release before, and turning preload_app off takes a new master that
+    reads each release."""
+    managers = ["systemd", "nohup"]
+    remotes = [Remote(host) for host in hosts]
+    settings = tmp_path / "preload.yaml"
+    targets = ",".join(host.target for host in hosts)
+
+    def deploy(name: str, append: dict[str, str] | None = None, preload: bool = True):
+        project = sample_variant(tmp_path, name, f"Release {name}", append)
+        settings.write_text(
+            cold.settings.read_text() + f"preload_app: {str(preload).lower()}\nproject_path: {project}\n"
+        )
+        return fab("-H", targets, "provision", "deploy", settings=settings)
+
+    def all_settled() -> list[int]:
+        return [settled(r, manager) for r, manager in zip(remotes, managers, strict=True)]
+
+    run = deploy("V1")
+    assert run.code == 0, run
+    first = all_settled()
+    for r in remotes:
+        assert r.run("grep -cx 'preload_app = True' /srv/django/config/gunicorn.conf.py").strip() == "1"
+    loads = [Load(host.address, clients=4) for host in hosts]
+    for load in loads:
+        load.__enter__()
+    try:
+        until(lambda: min(load.sent for load in loads) > 50, 30, "the load's first requests")
+        run = deploy("V2")
+        assert run.code == 0, run
+        assert all("Release V2" in page(host) for host in hosts)
+        sent = [load.sent for load in loads]
+        until(lambda: all(load.sent > n + 50 for load, n in zip(loads, sent, strict=True)), 30, "more requests")
+    finally:
+        for load in loads:
+            load.__exit__()
+    for load in loads:
+        assert load.failed == 0 and load.bodies["V1"] and load.bodies["V2"], (load.failed, load.bodies)
+    second = all_settled()
+    assert all(a != b for a, b in zip(first, second, strict=True))
+    for r, master in zip(remotes, second, strict=True):
+        assert len(r.run(f"pgrep -P {master}").split()) == 3  # the cold settings' workers
+
+    broken = "\n\ndef index(request):  # replaces the working view\n    raise RuntimeError('V3 is broken')\n"
+    run = deploy("V3", append={"sample/views.py": broken})
+    assert run.code == 1 and "HTTP 500" in run.out + run.err, run
+    all_settled()
+    assert all("Release V2" in page(host) for host in hosts)
+
+    run = deploy("V4", preload=False)
+    assert run.code == 0, run
+    assert all(a != b for a, b in zip(all_settled(), second, strict=True))
+    assert all("Release V4" in page(host) for host in hosts)
+    for r in remotes:
+        assert r.run("grep -c 'preload_app' /srv/django/config/gunicorn.conf.py || true").strip() == "0"
+    again = fab("-H", targets, "provision", "deploy", settings=settings)
     assert again.code == 0 and again.changed() == 0, again

@@ -49,11 +49,29 @@ def test_worker_class_specific_settings():
     assert "worker_connections" in gunicorn_conf()
 
 
+def test_preload_app_patches_gevent_first_and_names_the_master():
+    """With preload_app the master imports the app: gevent patches it before anything
+    else, its workers name their master to the health check, and the
+    result is still only settings gunicorn knows (plus its hooks)."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    conf = gunicorn_conf(preload_app=True)
+    tree = ast.parse(conf)
+    first = tree.body[0]
+    assert isinstance(first, ast.ImportFrom) and first.module == "gevent"
+    names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets}
+    assert "preload_app" in names and names <= {setting.name for setting in KNOWN_SETTINGS}
+    hooks = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert "post_worker_init" in hooks
+    assert "monkey" not in gunicorn_conf(preload_app=True, worker_class="sync")
+    assert "preload_app" not in gunicorn_conf() and "X-Fabstack-Master" not in gunicorn_conf()
+
+
 def test_nginx_site_proxies_with_headers_and_safe_aliases():
     h = FakeHostRun(s.validate({"server_name": "example.com www.example.com"}), {})
     site = nginx.site_config(h)
     for header in ("Host $host", "X-Real-IP $remote_addr", "X-Forwarded-For $proxy_add_x_forwarded_for",
-                   "X-Forwarded-Proto $scheme"):  # fmt: skip
+                   "X-Forwarded-Proto $scheme", 'X-Fabstack-Probe ""'):  # fmt: skip
         assert f"proxy_set_header {header};" in site
     assert "server_name example.com www.example.com;" in site
     assert "location /static/ {\n        alias /srv/django/current/staticfiles/;" in site

@@ -63,6 +63,11 @@ BAD = [
     ({"hosts": [{"host": "10.0.0.2", "down": "yes"}]}, "down='yes'; use true or false"),
     ({"hosts": [{"roles": ["app"]}]}, "hosts[0]: expected a mapping with at least `host: user@address`"),
     ({"workers_count": 3}, "unknown setting 'workers_count' in defaults (did you mean workers?)"),
+    (
+        {"preload_app": True, "process_manager": "supervisor"},
+        "preload_app=true: supervisor cannot follow gunicorn's new master; use process_manager nohup or systemd",
+    ),
+    ({"preload_app": "sometimes"}, "preload_app='sometimes'"),
 ]
 
 

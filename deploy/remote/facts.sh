@@ -109,6 +109,7 @@ read_facts() {
     echo "releases=$*"
     if alive; then
         echo "app_pid=$pid"
+        grep -qx 'preload_app = True' "$CONFIG" 2>/dev/null && echo "app_preload=yes"
         echo "app_listen=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$pid," 'index($0, p) {printf "%s ", $4}')"
     fi
     [ "$DB_ROLE" = yes ] && read_db_facts

@@ -8,7 +8,8 @@
 # Set before use (deploy/scripts.py): APP, VENV, CONFIG (gunicorn's), LOGS, STATE,
 # RECORD (root's pid file for nohup), PASSED, UNIT and UNIT_FILE (systemd), PROGRAM and
 # PROGRAM_FILE (supervisor), SUPERVISOR_LOG, BIND, HEALTH_PY (deploy/remote/health.py),
-# HEALTH_PATH, HEALTH_HOST, HEALTH_TIMEOUT, HEALTH_STRICT, HEALTH_SCHEME, HEALTH_RETRIES, BAD_ANSWERS.
+# HEALTH_PATH, HEALTH_HOST, HEALTH_TIMEOUT, HEALTH_STRICT, HEALTH_SCHEME, HEALTH_RETRIES, BAD_ANSWERS,
+# PRELOAD (yes: the app's preload_app; a reload starts a new master).
 
 # is_master PID: PID is a gunicorn running as the app user.
 is_master() {
@@ -54,8 +55,29 @@ gave_up() {
     case $1 in
         systemd) systemctl is-failed -q "$UNIT" || [ "$(systemctl show -p NRestarts --value "$UNIT")" != "$restarts" ] ;;
         supervisor) supervisorctl status "$PROGRAM" 2>/dev/null | grep -qE 'BACKOFF|FATAL|EXITED' ;;
+        reexec) ! live "$master" || { [ -n "$new" ] && ! live "$new"; } || [ "$asked" -ge 25 ] ;;
         *) [ -n "$master" ] && ! live "$master" ;;
     esac
+}
+
+# new_master: sets $new to the master the USR2 made: a child of $master born after it
+# ($old lists those before) whose environment names $master as the master before it. A
+# master still stopping a new master that failed, or made by the deploy before and not
+# yet promoted (it promotes itself after the signal that wakes it), ignores USR2, so it
+# is asked again every 0.4 s (5 s at most).
+new_master() {
+    [ -n "$new" ] && return 0
+    for child in $(pgrep -P "$master"); do
+        case " $old " in *" $child "*) continue ;; esac
+        if tr '\0' '\n' < "/proc/$child/environ" 2>/dev/null | grep -qx "GUNICORN_PID=$master"; then
+            new=$child
+            expect=$new
+            return 0
+        fi
+    done
+    asked=$((asked + 1))
+    [ $((asked % 2)) -eq 0 ] && kill -USR2 "$master"
+    return 1
 }
 
 # ready MODE: the manager itself says the app runs (supervisor leaves STARTING for
@@ -68,6 +90,7 @@ ready() {
             for w in $old; do live "$w" && return 1; done
             return 0
             ;;
+        reexec) new_master && [ -n "$(pgrep -P "$new")" ] ;;
         *) true ;;
     esac
 }
@@ -77,6 +100,7 @@ ready() {
 # silence (nothing listens yet) is worth waiting HEALTH_RETRIES polls for.
 wait_healthy() {
     bad=0
+    [ "$2" = reexec ] || expect=''
     why=
     for _ in $(seq 1 "$HEALTH_RETRIES"); do
         if gave_up "$2"; then
@@ -84,7 +108,7 @@ wait_healthy() {
             break
         fi
         if alive && ready "$2"; then
-            why=$(as_app / python3 -c "$HEALTH_PY" "$BIND" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT" "$HEALTH_SCHEME" 2>&1)
+            why=$(as_app / python3 -c "$HEALTH_PY" "$BIND" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT" "$HEALTH_SCHEME" ${expect:+"$expect"} 2>&1)
             case $? in
                 0) return 0 ;;
                 1)
@@ -152,10 +176,67 @@ restart_app() {
 # old worker has gone and the app answers. Fails (3) when no master runs.
 reload_app() {
     alive || return 3
+    [ "$PRELOAD" = yes ] && {
+        reexec_app
+        return
+    }
     master=$pid
     old=$(pgrep -P "$master" | tr '\n' ' ')
     kill -HUP "$master"
     wait_healthy reloaded reload
+}
+
+# reexec_app: with preload_app the master holds the app's code, so a HUP would serve the
+# release before. USR2 makes a new master beside it, which imports the app once and
+# forks ready workers; once one of them answers the health check, the new master is the
+# one systemd or root's record names, and the old master stops gracefully (its workers
+# finish their requests). Unlike a HUP, which stops the old workers as it starts the
+# new, some worker is ready at every moment. A new master that fails is stopped, and
+# the old one serves on.
+reexec_app() {
+    master=$pid new='' expect='' asked=0
+    # a master made by the deploy before is not promoted while the one before it is
+    # still stopping (it ignores USR2 then): wait for that one to go (a second or two)
+    parent=$(ps -o ppid= -p "$master" | tr -d ' ')
+    is_master "$parent" && { gone_within "$parent" 30 || true; }
+    old=$(pgrep -P "$master" | tr '\n' ' ')
+    kill -USR2 "$master"
+    if ! wait_healthy reloaded reexec; then
+        [ -n "$new" ] && kill -TERM "$new" 2>/dev/null
+        return 1
+    fi
+    if [ -f "$UNIT_FILE" ] && [ "$(systemctl show -p MainPID --value "$UNIT")" = "$master" ]; then
+        main_pid_is "$new" || {
+            kill -TERM "$new"
+            echo "systemd did not take gunicorn's new master $new as $UNIT's main process; the old one serves on" >&2
+            return 1
+        }
+    else
+        mkdir -p "$STATE" && echo "$new" > "$RECORD.new" && mv -f "$RECORD.new" "$RECORD"
+    fi
+    kill -TERM "$master"
+}
+
+# main_pid_is PID: systemd takes PID as the unit's main process (MAINPID), told from a
+# process root puts in the unit's own cgroup (NotifyAccess=all accepts only those). Told
+# by the new master itself, systemd would lose the whole unit with it when it fails.
+# The unit's cgroup is under /sys/fs/cgroup (cgroup v2), or under its unified and
+# systemd hierarchies (a hybrid host): the helper joins it in each there is.
+main_pid_is() {
+    cgroup=$(systemctl show -p ControlGroup --value "$UNIT")
+    for _ in 1 2 3 4 5; do
+        python3 -c 'import os, socket, sys, time
+for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"):
+    if os.path.exists(root + sys.argv[1] + "/cgroup.procs"):
+        with open(root + sys.argv[1] + "/cgroup.procs", "w") as procs:
+            procs.write(str(os.getpid()))
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+    notify.connect("/run/systemd/notify")
+    notify.sendall(b"MAINPID=" + sys.argv[2].encode())
+time.sleep(0.1)  # systemd reads the sender cgroup while it lives' "$cgroup" "$1"
+        [ "$(systemctl show -p MainPID --value "$UNIT")" = "$1" ] && return 0
+    done
+    return 1
 }
 
 # serve_release TARGET MANAGER: `current` on TARGET, served: a graceful reload where the

@@ -8,6 +8,9 @@
 # nothing without it). Exit 0 healthy, 1 on any other answer (the app runs and said no:
 # judged at once), 2 when nothing answers yet (refused, timed out, or 502/504 from the
 # host's own nginx while gunicorn starts: worth waiting for).
+# With MASTER (a pid) the check asks gunicorn which master's worker answered
+# (X-Fabstack-Probe, answered by gunicorn.conf.py with preload_app): an answer from
+# another master's worker is exit 2 too (the new master's workers are not serving yet).
 # Uses only the standard library.
 import http.client
 import socket
@@ -16,6 +19,8 @@ import urllib.parse
 
 address, path, host, timeout, strict = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5] == "1"
 scheme = sys.argv[6] if len(sys.argv) > 6 else "http"
+master = sys.argv[7] if len(sys.argv) > 7 else ""
+probe = {"X-Fabstack-Probe": "1"} if master else {}
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -26,15 +31,19 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 def get(path: str) -> tuple[int, str]:
-    """The status of GET path, and where a redirect leads ('' when it is none)."""
+    """The status of GET path, and where a redirect leads ('' when it is none); with
+    MASTER, exit 2 when a worker of another master answered."""
     conn: http.client.HTTPConnection
     if address.startswith("unix:"):
         conn = UnixConnection("localhost", timeout=timeout)
     else:
         name, port = address.rsplit(":", 1)
         conn = http.client.HTTPConnection(name, int(port), timeout=timeout)
-    conn.request("GET", path, headers={"Host": host, "X-Forwarded-Proto": scheme})
+    conn.request("GET", path, headers={"Host": host, "X-Forwarded-Proto": scheme, **probe})
     answer = conn.getresponse()
+    if master and answer.getheader("X-Fabstack-Master", "") != master:
+        print(f"GET {path} on {address}: a worker of the master before answered", file=sys.stderr)
+        sys.exit(2)
     return answer.status, answer.getheader("Location", "") if 300 <= answer.status < 400 else ""
 
 

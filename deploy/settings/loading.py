@@ -191,6 +191,11 @@ def validate(raw: dict, source: str = "defaults", commands: dict[str, str] | Non
         if inventory.members and not inventory.with_role("db"):
             raise SettingsError("setting redis=true: Redis runs on the inventory's db host; give a host the db role")
         values["secrets"] = {**values["secrets"], REDIS_URL: "redis:"}
+    if values["preload_app"] and values["process_manager"] == "supervisor":
+        raise SettingsError(
+            "setting preload_app=true: supervisor cannot follow gunicorn's new master; "
+            "use process_manager nohup or systemd, or preload_app: false"
+        )
     settings = Settings(
         **values, source=source, inventory=inventory, secret_values=secret_values, site_tls=site_tls,
         project_note=found.note,

@@ -105,6 +105,10 @@ class Settings:
     )
     workers: int | str = setting("auto", "gunicorn worker processes, or auto: 2 x the host's cores + 1.", v.workers)
     worker_class: str = setting("gevent", "gunicorn worker class: sync, gevent or gthread.", v.worker_class)
+    preload_app: bool = setting(
+        False,
+        "gunicorn's master imports the app once and forks ready workers; a deploy then starts a new master beside the old one (USR2) and stops the old one once the new one answers: faster, and no moment without a ready worker. Needs process_manager nohup or systemd (supervisor cannot follow a new master).",
+    )
     process_manager: str = setting(
         "auto",
         "What keeps gunicorn running: nohup, systemd, supervisor, or auto (systemd where it is PID 1, else nohup).",

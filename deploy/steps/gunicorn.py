@@ -44,6 +44,7 @@ def _manager_files(h: HostContext, manager: str) -> Changes:
     context = dict(
         app_name=s.app_name, venv=layout.venv, config=layout.gunicorn_conf, log_dir=layout.logs,
         stop_timeout=s.timeout + 10, unit=layout.unit, program=layout.program, stdout_log=layout.supervisor_log,
+        preload_app=s.preload_app,
     )  # fmt: skip
     jinja = environment(s.templates_dir)
     if manager == "systemd":
@@ -85,11 +86,17 @@ def running(h: HostContext) -> Steps:
     name = wanted_manager(h)
     if not h.facts.app_pid:
         yield Command(h.shell(GUNICORN, "start_app", name))
-    elif Handler.RESTART_APP in h.notified or _bound_elsewhere(h):
+    elif Handler.RESTART_APP in h.notified or _bound_elsewhere(h) or _preload_changed(h):
         yield Command(h.shell(GUNICORN, "restart_app", name))
     elif Handler.RELOAD_APP in h.notified:
         yield Command(h.shell(GUNICORN, "reload_app"))
     h.settle(Handler.RESTART_APP, Handler.RELOAD_APP)
+
+
+def _preload_changed(h: HostContext) -> bool:
+    """preload_app turned on or off: a master that preloaded holds the app's modules, so
+    its next workers would run them whatever a reload reads; a new master is needed."""
+    return Handler.RELOAD_APP in h.notified and h.facts.app_preload != h.settings.preload_app
 
 
 def _bound_elsewhere(h: HostContext) -> bool:

@@ -38,6 +38,7 @@ def gunicorn_conf(h: HostContext) -> str:
         bind=h.bind,
         workers=workers(h),
         worker_class=s.worker_class,
+        preload_app=s.preload_app,
         threads=s.threads,
         worker_connections=s.worker_connections,
         backlog=s.backlog,
