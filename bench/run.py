@@ -1,7 +1,7 @@
 """Benchmark: cold and no-op runs of provision + deploy on 1, 3 and 8 lab hosts.
 
 Run as root from the repo: .venv/bin/python bench/run.py [--sizes 1,3,8] [--repeat 3]
-[--kinds cold,change,serve]. --kinds change times the run a team makes most: one file of
+[--kinds cold,change,serve] [--preload]. --kinds change times the run a team makes most: one file of
 the app edited, then `fab deploy`, on 1 and 3 hosts and on 1 lb + 2 app hosts, with each
 step's seconds on the first app host, beside the plain script run again. --kinds serve
 measures the site itself: a stock project (startproject, made here) served the guide's
@@ -162,8 +162,41 @@ def step_times(output: str, host: str) -> dict[str, float]:
     return found
 
 
+def slowest_during(address: str, action) -> tuple[float, int, int]:
+    """Run action() while 4 clients ask for the site's / without pause: (seconds of the
+    slowest answer, answers, failures). A reload that leaves no worker ready for a while
+    shows here as a slow answer, not a failure (requests wait in gunicorn's backlog)."""
+    import threading
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    done, lock, found = threading.Event(), threading.Lock(), [0.0, 0, 0]
+
+    def client() -> None:
+        while not done.is_set():
+            started, ok = time.monotonic(), True
+            try:
+                opener.open(f"http://{address}/", timeout=30).read()
+            except OSError:
+                ok = False
+            with lock:
+                found[0] = max(found[0], time.monotonic() - started)
+                found[1 if ok else 2] += 1
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    time.sleep(1)  # the clients at work before the run
+    action()
+    time.sleep(1)
+    done.set()
+    for thread in clients:
+        thread.join()
+    return found[0], int(found[1]), int(found[2])
+
+
 def change_run(
-    lab, size: int, repeat: int, farm: bool = False, static_files: int = 0
+    lab, size: int, repeat: int, farm: bool = False, static_files: int = 0, preload: bool = False
 ) -> tuple[float, dict[str, float]]:
     """The run a team makes most: one file of the app edited, then `fab deploy`, on hosts
     provisioned and deployed once (size single hosts, or with farm 1 lb + size app hosts;
@@ -181,7 +214,15 @@ def change_run(
         path.write_text(f".rule-{n} {{ margin: {n % 17}px }}\n" * 20)
     settings = lab.home / "bench-change.yaml"
     inventory = [{"host": hosts[0].target, "roles": ["lb"]}, *({"host": h.target} for h in hosts[1:])]
-    settings.write_text(json.dumps({"project_path": str(project), **({"hosts": inventory} if farm else {})}))
+    settings.write_text(
+        json.dumps(
+            {
+                "project_path": str(project),
+                **({"hosts": inventory} if farm else {}),
+                **({"preload_app": True} if preload else {}),
+            }
+        )
+    )
     targets = [] if farm else ["-H", ",".join(h.target for h in hosts)]
     first = hosts[1 if farm else 0].target
     os.environ["FABSTACK_SETTINGS"] = str(settings)
@@ -194,10 +235,16 @@ def change_run(
             busy = machine_cpu()
             seconds, out = timed(*targets, "deploy", "--verbose")
             runs.append((seconds, {**step_times(out, first), "machine CPU": machine_cpu() - busy}))
+        # one more change, deployed under load: the slowest answer meanwhile
+        views.write_text(views.read_text() + "\n# change under load\n")
+        slowest, answered, failed = slowest_during(hosts[0].address, lambda: timed(*targets, "deploy"))
+        under_load = {"slowest answer under load": slowest}
+        print(f"  a deploy under 4 clients: {answered} answers, {failed} failed, slowest {slowest:.2f} s")
     finally:
         del os.environ["FABSTACK_SETTINGS"]
     steps = sorted({name for _, found in runs for name in found})
     medians = {name: statistics.median(found.get(name, 0.0) for _, found in runs) for name in steps}
+    medians.update(under_load)
     return statistics.median(seconds for seconds, _ in runs), medians
 
 
@@ -300,6 +347,8 @@ def main() -> None:
         default="cold",
         help="cold (cold and no-op runs, the plain script), change (a one-file deploy), serve (the site under load)",
     )
+    parser.add_argument("--preload", action="store_true", help="--kinds change with preload_app: true")
+    parser.add_argument("--no-farms", action="store_true", help="--kinds change on single hosts only")
     args = parser.parse_args()
     if "serve" in args.kinds.split(","):
         serve(args)
@@ -378,16 +427,16 @@ def changes(args) -> None:
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(REPO / "deploy"), str(REPO / "fabfile.py")], check=True
     )
-    shapes = [(f"{n} host(s)", n, False, 0) for n in (int(s) for s in args.sizes.split(",") if s)] + [
-        ("1 lb + 2 app", 2, True, 0),
-        ("1 lb + 2 app, 2,000 static files", 2, True, 2000),
-    ]
+    shapes = [(f"{n} host(s)", n, False, 0) for n in (int(s) for s in args.sizes.split(",") if s)]
+    if not args.no_farms:
+        shapes += [("1 lb + 2 app", 2, True, 0), ("1 lb + 2 app, 2,000 static files", 2, True, 2000)]
     for name, size, farm, static_files in shapes:
         plain = None if farm else plain_change_run(lab, size, args.repeat)
-        seconds, steps = change_run(lab, size, args.repeat, farm, static_files)
+        seconds, steps = change_run(lab, size, args.repeat, farm, static_files, args.preload)
         lab.down()
         shown = ", ".join(f"{step} {t:.2f}" for step, t in sorted(steps.items(), key=lambda s: -s[1]) if t >= 0.05)
         beside = f"; the plain script again {plain:.2f} s" if plain else ""
+        name += ", preload_app" if args.preload else ""
         print(f"change deploy, {name}: {seconds:.2f} s (median of {args.repeat}){beside}; steps: {shown}")
         key = re.sub(r"\W+", "_", name.replace("(s)", "").replace("+", "plus")).strip("_")
         print(f"bench change={key} seconds={seconds:.3f}" + (f" plain_s={plain:.3f}" if plain else ""))
