@@ -34,8 +34,10 @@ lint: lab-deps $(BIN)/fab
 	$(BIN)/mypy
 	shellcheck -s sh deploy/remote/*.sh tests/run.sh
 
+# two processes: the tests that need no host are independent, and one process took
+# 36-39 s on two cores (most of it fab's start in subprocesses), two take 26-28 s
 unit: $(BIN)/fab
-	$(BIN)/pytest -q -m "not lab" -p no:cacheprovider
+	$(BIN)/pytest -q -m "not lab" -p no:cacheprovider -n 2
 
 test: lab-deps lint
 	tests/run.sh
