@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,35 @@ def test_a_hook_that_is_one_loads(tmp_path):
     os.chmod(script, 0o755)
     loaded = s.validate({"project_path": str(project), "hooks": {"pre_deploy": "bin/gate.sh"}})
     assert loaded.hooks == {"pre_deploy": "bin/gate.sh"} and Path(loaded.project / "bin/gate.sh").is_file()
+
+
+@pytest.mark.lab  # root's directories, as on a lock host: it runs where the lab suite runs, as root
+def test_a_refused_run_names_a_holder_that_writes_its_record_a_moment_after_its_flock(tmp_path):
+    """The winner of two runs at once takes the flock, then writes its record; the run
+    it refuses in between waits for that record, and names the holder, not nobody (a CI
+    run's refusal said "someone's run (for a while)")."""
+    import subprocess
+
+    from deploy import scripts
+
+    lock_dir = tmp_path / "fabstack" / "django"
+    lock_dir.mkdir(parents=True)
+    assert os.geteuid() == 0 and lock_dir.stat().st_uid == 0
+    values = {"LOCK_DIR": str(lock_dir), "AUDIT_LOG": str(tmp_path / "audit.log"), "LOCK_ALIVE": 10}
+    # the winner: the flock now, its record 0.5 s later (a slow moment of a busy host)
+    record = "who=ann@laptop\ntask=deploy\nrelease=abc123\nstate=held\nsince=1\nholder=$$\n"
+    winner = subprocess.Popen(
+        ["sh", "-c", f'exec 9< "$1"; flock 9; sleep 0.5; printf "{record}" > "$1/lock"; sleep 3', "sh", lock_dir]
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while subprocess.run(["flock", "-n", str(lock_dir), "true"]).returncode == 0:
+            assert time.monotonic() < deadline, "the winner never took the flock"
+            time.sleep(0.01)
+        shell = scripts.call(["lock.sh"], "lock_take", values=values)
+        refused = subprocess.run(["sh", "-c", shell.text], capture_output=True, text=True)
+    finally:
+        winner.kill()
+        winner.wait()
+    assert refused.returncode == 3, refused
+    assert refused.stdout.startswith("busy\n") and "who=ann@laptop" in refused.stdout, refused.stdout

@@ -14,6 +14,20 @@ lock_record() {
     echo "now=$(date +%s)"
 }
 
+# lock_busy: `busy` and the holder's record. A run that has just taken the flock writes
+# its record a moment later: until a record held by hand or by a live holder is there
+# (2 s at most), the refusal would name nobody, or the run before.
+lock_busy() {
+    for _ in $(seq 1 20); do
+        grep -qx 'state=manual' "$LOCK_DIR/lock" 2> /dev/null && break
+        lock_holder=$(sed -n 's/^holder=//p' "$LOCK_DIR/lock" 2> /dev/null)
+        [ -n "$lock_holder" ] && kill -0 "$lock_holder" 2> /dev/null && break
+        sleep 0.1
+    done
+    echo busy
+    lock_record
+}
+
 # lock_write RECORD STATE: the record, put in place at once.
 lock_write() {
     printf '%s\nstate=%s\nsince=%s\nholder=%s\n' "$1" "$2" "$(date +%s)" "$$" > "$LOCK_DIR/lock.new" &&
@@ -38,8 +52,7 @@ lock_take() {
         root_dirs "${LOCK_DIR%/*}" "$LOCK_DIR" || return
         exec 9< "$LOCK_DIR"
         if ! flock -n 9 || grep -qx 'state=manual' "$LOCK_DIR/lock" 2> /dev/null; then
-            echo busy
-            lock_record
+            lock_busy
             return 3
         fi
         # the run before may have let go and removed the directory just after this one
@@ -105,8 +118,7 @@ lock_clear() {
     root_dirs "${LOCK_DIR%/*}" "$LOCK_DIR" || return
     exec 9< "$LOCK_DIR"
     if ! flock -n 9; then
-        echo busy
-        lock_record
+        lock_busy
         return 3
     fi
     echo was
