@@ -23,7 +23,7 @@ is_master() {
 # the app user's processes running this app's gunicorn config.
 alive() {
     for pid in \
-        "$([ -f "$UNIT_FILE" ] && systemctl show -p MainPID --value "$UNIT" 2>/dev/null)" \
+        "$([ -f "$UNIT_FILE" ] && main_pid)" \
         "$([ -f "$PROGRAM_FILE" ] && supervisorctl pid "$PROGRAM" 2>/dev/null)" \
         "$(cat "$RECORD" 2>/dev/null)" \
         "$(pgrep -o -u "$APP" -f -- "--config $CONFIG" 2>/dev/null)"; do
@@ -31,6 +31,16 @@ alive() {
     done
     pid=
     return 1
+}
+
+# main_pid: the master systemd names as the unit's main process (0 when none runs).
+main_pid() {
+    systemctl show -p MainPID --value "$UNIT" 2>/dev/null
+}
+
+# record_master PID: root's record of the master it started under nohup, put in place at once.
+record_master() {
+    mkdir -p "$STATE" && echo "$1" > "$RECORD.new" && mv -f "$RECORD.new" "$RECORD"
 }
 
 # health_check ADDRESS: GET the health path from ADDRESS (deploy/remote/health.py):
@@ -71,7 +81,6 @@ new_master() {
         case " $old " in *" $child "*) continue ;; esac
         if tr '\0' '\n' < "/proc/$child/environ" 2>/dev/null | grep -qx "GUNICORN_PID=$master"; then
             new=$child
-            expect=$new
             return 0
         fi
     done
@@ -100,7 +109,6 @@ ready() {
 # silence (nothing listens yet) is worth waiting HEALTH_RETRIES polls for.
 wait_healthy() {
     bad=0
-    [ "$2" = reexec ] || expect=''
     why=
     for _ in $(seq 1 "$HEALTH_RETRIES"); do
         if gave_up "$2"; then
@@ -108,7 +116,9 @@ wait_healthy() {
             break
         fi
         if alive && ready "$2"; then
-            why=$(as_app / python3 -c "$HEALTH_PY" "$BIND" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT" "$HEALTH_SCHEME" ${expect:+"$expect"} 2>&1)
+            answered_by=''  # after a USR2: the new master's workers only
+            [ "$2" = reexec ] && answered_by=$new
+            why=$(as_app / python3 -c "$HEALTH_PY" "$BIND" "${HEALTH_PATH:-/}" "$HEALTH_HOST" "$HEALTH_TIMEOUT" "$HEALTH_STRICT" "$HEALTH_SCHEME" ${answered_by:+"$answered_by"} 2>&1)
             case $? in
                 0) return 0 ;;
                 1)
@@ -137,7 +147,7 @@ start_app() {
             SPAWN_ENV='' spawn_as_app / "$LOGS/gunicorn.out" "$VENV/bin/gunicorn" --config "$CONFIG"
             # shellcheck disable=SC2154 # set by spawn_as_app (common.sh)
             master=$spawned
-            mkdir -p "$STATE" && echo "$master" > "$RECORD.new" && mv -f "$RECORD.new" "$RECORD"
+            record_master "$master"
             ;;
         systemd)
             # a manual start resets NRestarts (and reset-failed lifts the start limit an
@@ -194,7 +204,7 @@ reload_app() {
 # new, some worker is ready at every moment. A new master that fails is stopped, and
 # the old one serves on.
 reexec_app() {
-    master=$pid new='' expect='' asked=0
+    master=$pid new='' asked=0
     # a master made by the deploy before is not promoted while the one before it is
     # still stopping (it ignores USR2 then): wait for that one to go (a second or two)
     parent=$(ps -o ppid= -p "$master" | tr -d ' ')
@@ -205,14 +215,14 @@ reexec_app() {
         [ -n "$new" ] && kill -TERM "$new" 2>/dev/null
         return 1
     fi
-    if [ -f "$UNIT_FILE" ] && [ "$(systemctl show -p MainPID --value "$UNIT")" = "$master" ]; then
+    if [ -f "$UNIT_FILE" ] && [ "$(main_pid)" = "$master" ]; then
         main_pid_is "$new" || {
             kill -TERM "$new"
             echo "systemd did not take gunicorn's new master $new as $UNIT's main process; the old one serves on" >&2
             return 1
         }
     else
-        mkdir -p "$STATE" && echo "$new" > "$RECORD.new" && mv -f "$RECORD.new" "$RECORD"
+        record_master "$new"
     fi
     kill -TERM "$master"
 }
@@ -234,7 +244,7 @@ with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
     notify.connect("/run/systemd/notify")
     notify.sendall(b"MAINPID=" + sys.argv[2].encode())
 time.sleep(0.1)  # systemd reads the sender cgroup while it lives' "$cgroup" "$1"
-        [ "$(systemctl show -p MainPID --value "$UNIT")" = "$1" ] && return 0
+        [ "$(main_pid)" = "$1" ] && return 0
     done
     return 1
 }
