@@ -21,13 +21,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from deploy.connection import connect
 from deploy.lab import Host, Lab
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 FAB = str(Path(sys.executable).parent / "fab")
@@ -301,6 +305,15 @@ class Remote:
             "-o -path /var/lib/logrotate "
             "\\) -prune -o -type d -printf '%p/ %m %u:%g\\n' -o -printf '%p %s %T@ %m %u:%g %l\\n' | sort"
         )
+
+
+def wait_until(condition: Callable[[], T], seconds: float, what: str) -> T:
+    """condition()'s first true value, asked every 0.2 s until the deadline."""
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {seconds}s"
+        time.sleep(0.2)
+    return found
 
 
 def changed_paths(before: str, after: str, ignore: tuple[str, ...] = ()) -> list[str]:

@@ -31,6 +31,7 @@ from conftest import (
     git,
     sample_variant,
     stock_project,
+    wait_until,
     with_celery,
     with_view,
 )
@@ -456,13 +457,6 @@ def test_uploads_go_on_while_an_app_host_is_power_cycled_and_it_serves_them_back
         assert upstreams == {app2.address}, errors
     during = stored[cut:]
     assert shas_on(r2, [url for url, _ in during]) == [wanted for _, wanted in during]
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds}s"
-        time.sleep(0.2)
 
 
 def test_a_celery_worker_runs_the_site_s_tasks_with_redis_on_the_db_host(farm):

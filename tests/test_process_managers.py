@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ColdRun, Load, Remote, fab, sample_variant
+from conftest import ColdRun, Load, Remote, fab, get, sample_variant, wait_until
 
 from deploy.lab import Lab
 
@@ -192,21 +192,6 @@ def test_background_processes_under_supervisor(hosts, cold, tmp_path):
     assert again.code == 0 and again.changed() == 0, again
 
 
-def page(host) -> str:
-    with urllib.request.urlopen(f"http://{host.address}/", timeout=10) as response:
-        return response.read().decode()
-
-
-def until(condition, within: float, what: str):
-    """condition()'s first true value, polled until the deadline."""
-    deadline = time.monotonic() + within
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        time.sleep(0.1)
-    return found
-
-
 def named_master(r: Remote, manager: str) -> str:
     """The master the process manager names: systemd's MainPID, or root's record."""
     if manager == "systemd":
@@ -222,7 +207,7 @@ def settled(r: Remote, manager: str) -> int:
         found = masters(r)
         return found[0] if len(found) == 1 and named_master(r, manager) == str(found[0]) else 0
 
-    return until(one, 20, "one master, named by the process manager")
+    return wait_until(one, 20, "one master, named by the process manager")
 
 
 def test_preload_app_deploys_through_a_new_master_and_loses_no_request(hosts, cold, tmp_path):
@@ -256,12 +241,12 @@ def test_preload_app_deploys_through_a_new_master_and_loses_no_request(hosts, co
     for load in loads:
         load.__enter__()
     try:
-        until(lambda: min(load.sent for load in loads) > 50, 30, "the load's first requests")
+        wait_until(lambda: min(load.sent for load in loads) > 50, 30, "the load's first requests")
         run = deploy("V2")
         assert run.code == 0, run
-        assert all("Release V2" in page(host) for host in hosts)
+        assert all("Release V2" in get(f"http://{host.address}/")[1] for host in hosts)
         sent = [load.sent for load in loads]
-        until(lambda: all(load.sent > n + 50 for load, n in zip(loads, sent, strict=True)), 30, "more requests")
+        wait_until(lambda: all(load.sent > n + 50 for load, n in zip(loads, sent, strict=True)), 30, "more requests")
     finally:
         for load in loads:
             load.__exit__()
@@ -276,12 +261,12 @@ def test_preload_app_deploys_through_a_new_master_and_loses_no_request(hosts, co
     run = deploy("V3", append={"sample/views.py": broken})
     assert run.code == 1 and "HTTP 500" in run.out + run.err, run
     all_settled()
-    assert all("Release V2" in page(host) for host in hosts)
+    assert all("Release V2" in get(f"http://{host.address}/")[1] for host in hosts)
 
     run = deploy("V4", preload=False)
     assert run.code == 0, run
     assert all(a != b for a, b in zip(all_settled(), second, strict=True))
-    assert all("Release V4" in page(host) for host in hosts)
+    assert all("Release V4" in get(f"http://{host.address}/")[1] for host in hosts)
     for r in remotes:
         assert r.run("grep -c 'preload_app' /srv/django/config/gunicorn.conf.py || true").strip() == "0"
     again = fab("-H", targets, "provision", "deploy", settings=settings)
