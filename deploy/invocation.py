@@ -27,6 +27,7 @@ from deploy.results import HostResult
 from deploy.runner import Plan, Session
 from deploy.settings import REDIS_URL, Settings, SettingsError
 from deploy.settings.inventory import ROLES
+from deploy.settings.validators import CONTROL
 from deploy.steps import database, server
 from deploy.steps.server import FALLBACK
 
@@ -608,6 +609,13 @@ def backup(c: Context, settings: Settings, to: str, run: Run) -> Path:
 def media_of(backup: str) -> str:
     """The uploads' backup beside the data's: APP-TIME.media.tar.gz."""
     return f"{backup.rsplit('.', 1)[0]}.media.tar.gz"
+
+
+def refuse_message(message: str) -> None:
+    """A --message (the lock's, the maintenance page's) that is not one plain line of at
+    most 500 characters: exit 2 before any host is asked."""
+    if CONTROL.search(message) or len(message) > 500:
+        raise Exit("fabstack: --message is one line of at most 500 characters, with no control characters", code=2)
 
 
 def refuse_restore(path: str, yes: bool) -> None:

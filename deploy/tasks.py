@@ -23,7 +23,6 @@ from deploy.invocation import provision as run_provision
 from deploy.lab.tasks import lab
 from deploy.release import Release, release_of
 from deploy.rollout import migrate_once, rolling, rolling_restarts
-from deploy.settings.validators import CONTROL
 from deploy.steps import registered
 
 brief = Console.brief
@@ -220,8 +219,7 @@ def maintenance_mode(c, run: Run, state, message="The site is down for maintenan
     maintenance_allow addresses; a deploy keeps it on; fab status shows it."""
     if state not in ("on", "off"):
         raise Exit(f"fabstack: fab maintenance {state}: say on or off", code=2)
-    if CONTROL.search(message) or len(message) > 500:
-        raise Exit("fabstack: --message is one line of at most 500 characters, with no control characters", code=2)
+    invocation.refuse_message(message)
     apps, plan = load_apps(c, run.settings, run.app), plans.maintenance_mode(state == "on", message)
     name = f"maintenance-{state}"
     each_app(c, apps, lambda s: execute(c, name, plan, s, run), run.limit, Changes(name, run))
@@ -231,8 +229,7 @@ def maintenance_mode(c, run: Run, state, message="The site is down for maintenan
 def hold_lock(c, run: Run, message=""):
     """Hold the app's deploy lock by hand: every run that changes its hosts is refused,
     naming you and the message, until fab unlock."""
-    if CONTROL.search(message) or len(message) > 500:
-        raise Exit("fabstack: --message is one line of at most 500 characters, with no control characters", code=2)
+    invocation.refuse_message(message)
     each_app(c, load_apps(c, run.settings, run.app), lambda s: invocation.lock_by_hand(c, s, message))
 
 

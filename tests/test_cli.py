@@ -210,3 +210,13 @@ def test_secret_rotate_refuses_a_key_the_settings_give_before_any_host(tmp_path)
     run = fab("-H", "root@192.0.2.1", "secret.rotate", settings=settings, env={"SHOP_SECRET_KEY": "k" * 50})
     assert run.code == 2, run  # TEST-NET: nothing there to reach, and nothing was tried
     assert "SECRET_KEY comes from your secrets: setting; put a new value there" in run.err, run
+
+
+@pytest.mark.parametrize("task", [["lock"], ["maintenance", "on"]])
+@pytest.mark.parametrize("message", ["two\nlines", "an \x1b[31mescape", "x" * 501])
+def test_a_message_that_is_not_one_plain_line_is_refused_before_any_host(tmp_path, task, message):
+    settings = tmp_path / "fabstack.yaml"
+    settings.write_text("{}\n")
+    run = fab("-H", "root@192.0.2.1", *task, "--message", message, settings=settings)
+    assert run.code == 2, run  # TEST-NET: nothing there to reach, and nothing was tried
+    assert run.err.strip() == "fabstack: --message is one line of at most 500 characters, with no control characters"
