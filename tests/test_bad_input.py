@@ -38,6 +38,12 @@ CASES = [
     Case("listen-port", "setting listen_port=70000 is invalid: use a port from 1 to 65535", "listen_port: 70000\n"),
     Case("worker-class", "worker_class='tornado' is invalid: use one of: sync, gevent, gthread", "worker_class: tornado\n"),
     Case("meinheld", "meinheld is unmaintained", "worker_class: meinheld\n"),
+    Case(
+        "preload-supervisor",
+        "setting preload_app=true: supervisor cannot follow gunicorn's new master; use process_manager nohup or systemd",
+        "preload_app: true\nprocess_manager: supervisor\n",
+    ),
+    Case("preload-not-bool", "setting preload_app='sometimes'", "preload_app: sometimes\n"),
     Case("app-name", "app_name='Bad Name' is invalid", "app_name: Bad Name\n"),
     Case("server-name-injection", "server_name='a;b' is invalid", "server_name: 'a;b'\n"),
     Case("version-injection", "django_version='; rm -rf /' is invalid", "django_version: '; rm -rf /'\n"),
